@@ -1,0 +1,81 @@
+//! One initialised PKCS#11 context per module per process.
+//!
+//! `C_Initialize` may be called once per process; a second `Pkcs11` for the same
+//! module would get `CKR_CRYPTOKI_ALREADY_INITIALIZED`. Everything shares the
+//! context kept here. Some modules (SoftHSM2 among them) only notice a token that
+//! was re-inserted after `C_Finalize` + `C_Initialize`; [`reinitialize`] does that
+//! under the write side of a gate whose read side every operation holds, and bumps
+//! a generation so sessions from before are never used or closed again (their
+//! handle numbers may be reused by the new generation).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+
+use crate::error::{Error, from_ck};
+
+/// A module's shared context, its generation, and the gate around re-initialisation.
+#[derive(Clone)]
+pub(crate) struct Module {
+    pub(crate) ctx: Pkcs11,
+    pub(crate) gate: Arc<RwLock<u64>>,
+}
+
+static MODULES: OnceLock<Mutex<HashMap<PathBuf, Module>>> = OnceLock::new();
+
+fn registry() -> Result<std::sync::MutexGuard<'static, HashMap<PathBuf, Module>>, Error> {
+    MODULES
+        .get_or_init(|| Mutex::new(HashMap::new()))
+        .lock()
+        .map_err(|_| Error::HsmUnavailable("PKCS#11 context registry poisoned".into()))
+}
+
+fn args() -> CInitializeArgs {
+    CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)
+}
+
+pub(crate) fn module(path: &Path) -> Result<Module, Error> {
+    let mut map = registry()?;
+    if let Some(m) = map.get(path) {
+        return Ok(m.clone());
+    }
+    if !path.exists() {
+        return Err(Error::HsmUnavailable(format!(
+            "PKCS#11 module {} does not exist",
+            path.display()
+        )));
+    }
+    let ctx = Pkcs11::new(path).map_err(from_ck)?;
+    ctx.initialize(args()).map_err(from_ck)?;
+    let m = Module {
+        ctx,
+        gate: Arc::new(RwLock::new(0)),
+    };
+    map.insert(path.to_path_buf(), m.clone());
+    Ok(m)
+}
+
+/// Finalises and re-initialises the module, unless someone already did since
+/// `seen_generation`. Waits for in-flight operations (they hold the read side).
+pub(crate) fn reinitialize(m: &Module, seen_generation: u64) -> Result<(), Error> {
+    let mut generation = m
+        .gate
+        .write()
+        .map_err(|_| Error::HsmUnavailable("PKCS#11 gate poisoned".into()))?;
+    if *generation != seen_generation {
+        return Ok(());
+    }
+    let _ = m.ctx.clone().finalize();
+    *generation += 1;
+    m.ctx.initialize(args()).map_err(from_ck)?;
+    tracing::info!(generation = *generation, "re-initialised PKCS#11 module");
+    Ok(())
+}
+
+/// The process-wide initialised context for the PKCS#11 module at `path`, for
+/// tools and tests that need raw PKCS#11 next to an [`crate::Hsm`].
+pub fn pkcs11_context(path: &Path) -> Result<Pkcs11, Error> {
+    Ok(module(path)?.ctx)
+}

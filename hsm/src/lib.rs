@@ -1,0 +1,42 @@
+//! Key custody for ArcLock: every long-lived secret stays inside a PKCS#11 token.
+//!
+//! # Layout
+//!
+//! - [`pin`]: the user PIN, read from a 0600 file or a systemd credential, never
+//!   from the environment.
+//! - [`provision`]: dev/embedded mode creates a token and its keys if absent;
+//!   production attaches to an existing token by label.
+//! - [`Hsm`] (in `pool`): a pool of logged-in sessions shared by many tokio
+//!   tasks; PKCS#11 calls run on the blocking pool and reconnect after the token
+//!   is removed and re-inserted.
+//! - [`kek`]: AES-256 key-encryption keys (`kek-v1`, `kek-v2`, ...) that wrap
+//!   per-user private keys with AES-256-GCM inside the token, AAD bound to the
+//!   user id and the key version; rotation re-wraps without the plaintext
+//!   leaving locked memory.
+//! - [`signer`]: RSA keys for RS256 JWTs, signed with C_Sign; public halves
+//!   exported as a JWKS with RFC 7638 thumbprints as `kid`.
+#![forbid(unsafe_code)]
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::todo,
+    clippy::unimplemented,
+    clippy::await_holding_lock
+)]
+
+mod context;
+mod error;
+pub mod kek;
+pub mod pin;
+mod pool;
+pub mod provision;
+pub mod signer;
+
+pub use arclock_secmem::LockedBytes;
+pub use context::pkcs11_context;
+pub use error::Error;
+pub use kek::{KekVersion, WrappedKey};
+pub use pin::Pin;
+pub use pool::{Hsm, HsmConfig, Status};
+pub use signer::{Jwk, Jwks};

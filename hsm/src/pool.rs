@@ -1,0 +1,312 @@
+//! A pool of logged-in PKCS#11 sessions shared by many tokio tasks.
+//!
+//! PKCS#11 calls block, so every operation runs on tokio's blocking pool, bounded
+//! by a semaphore of `pool_size` permits: a burst queues instead of spawning
+//! hundreds of threads. `cryptoki::Session` is `Send` but not `Sync`: a session is
+//! taken out of the idle list for one operation and put back afterwards. When the
+//! token disappears (removed, device error, invalid session), the pool forgets its
+//! slot, sessions and handles, finds the token again by label, logs in again, and
+//! retries the operation once.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use cryptoki::context::Pkcs11;
+use cryptoki::error::{Error as CkError, RvError};
+use cryptoki::object::{Attribute, ObjectClass, ObjectHandle};
+use cryptoki::session::{Session, UserType};
+use cryptoki::slot::Slot;
+
+use crate::context::{Module, module, reinitialize};
+use crate::error::{Error, from_ck};
+use crate::pin::Pin;
+
+/// Where the token is and how many sessions to keep.
+#[derive(Debug, Clone)]
+pub struct HsmConfig {
+    /// Path of the PKCS#11 module (`/usr/lib/softhsm/libsofthsm2.so` for SoftHSM2).
+    pub module: PathBuf,
+    /// Token label to attach to; slot ids change across re-insertion, labels do not.
+    pub token_label: String,
+    /// Concurrent PKCS#11 operations (and open sessions) at most.
+    pub pool_size: usize,
+}
+
+/// Handle to the token, cheap to clone and share across tasks.
+#[derive(Clone)]
+pub struct Hsm {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Hsm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hsm")
+            .field("module", &self.inner.config.module)
+            .field("token_label", &self.inner.config.token_label)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the token holds, for health checks and the operator console.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Status {
+    pub token_label: String,
+    pub manufacturer: String,
+    pub model: String,
+    pub kek_versions: Vec<u32>,
+    pub jwt_kids: Vec<String>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) config: HsmConfig,
+    pin: Pin,
+    conn: Mutex<Conn>,
+    permits: tokio::sync::Semaphore,
+}
+
+/// Connection state that is thrown away together when the token goes away.
+#[derive(Default)]
+struct Conn {
+    /// Module generation the slot, sessions and handles belong to.
+    generation: u64,
+    slot: Option<Slot>,
+    idle: Vec<Session>,
+    handles: HashMap<(u8, String), ObjectHandle>,
+}
+
+/// Why one attempt failed, and so what the retry loop does next.
+enum Failure {
+    /// Session or device lost: forget the connection and retry.
+    Lost(Error),
+    /// No token with our label: the module may need re-initialising to see it.
+    TokenMissing(Error),
+    /// Final (bad PIN, integrity failure, ...): the session is still good.
+    Final(Error),
+}
+
+impl Hsm {
+    /// A handle that connects lazily: construction never fails because the token
+    /// is absent, so the daemon can start, report 503, and recover later.
+    pub fn new(config: HsmConfig, pin: Pin) -> Self {
+        let permits = tokio::sync::Semaphore::new(config.pool_size.max(1));
+        Hsm {
+            inner: Arc::new(Inner {
+                config,
+                pin,
+                conn: Mutex::new(Conn::default()),
+                permits,
+            }),
+        }
+    }
+
+    /// Runs `op` with a logged-in session on the blocking pool.
+    pub(crate) async fn run<R, F>(&self, op: F) -> Result<R, Error>
+    where
+        R: Send + 'static,
+        F: Fn(&Inner, &Session) -> Result<R, Error> + Send + 'static,
+    {
+        let _permit = self
+            .inner
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| Error::HsmUnavailable("HSM pool closed".into()))?;
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || inner.with_session(op))
+            .await
+            .map_err(|e| Error::HsmUnavailable(format!("HSM worker failed: {e}")))?
+    }
+
+    /// Connects, logs in and reports what the token holds.
+    pub async fn status(&self) -> Result<Status, Error> {
+        self.run(|inner, session| {
+            let m = module(&inner.config.module)?;
+            let slot = inner.conn()?.slot.ok_or_else(|| Error::HsmUnavailable("no slot".into()))?;
+            let info = m.ctx.get_token_info(slot).map_err(from_ck)?;
+            Ok(Status {
+                token_label: info.label().trim().to_string(),
+                manufacturer: info.manufacturer_id().trim().to_string(),
+                model: info.model().trim().to_string(),
+                kek_versions: crate::kek::versions(session)?,
+                jwt_kids: crate::signer::public_keys(session)?
+                    .into_iter()
+                    .map(|(_, jwk)| jwk.kid)
+                    .collect(),
+            })
+        })
+        .await
+    }
+}
+
+impl Inner {
+    fn conn(&self) -> Result<MutexGuard<'_, Conn>, Error> {
+        self.conn
+            .lock()
+            .map_err(|_| Error::HsmUnavailable("HSM pool state poisoned".into()))
+    }
+
+    /// Runs `op` on a pooled session. A lost connection is retried on a fresh
+    /// session; a missing token triggers one module re-initialisation (how
+    /// SoftHSM2 and network HSMs notice a re-inserted token) before giving up.
+    fn with_session<R>(&self, op: impl Fn(&Inner, &Session) -> Result<R, Error>) -> Result<R, Error> {
+        let m = module(&self.config.module)?;
+        let mut reinitialised = false;
+        let mut last = None;
+        for _attempt in 0..3 {
+            let generation = {
+                let generation = m
+                    .gate
+                    .read()
+                    .map_err(|_| Error::HsmUnavailable("PKCS#11 gate poisoned".into()))?;
+                match self.attempt(&m, *generation, &op) {
+                    Ok(r) => return Ok(r),
+                    Err(Failure::Final(e)) => return Err(e),
+                    Err(Failure::Lost(e)) => {
+                        tracing::warn!(error = %e, "HSM connection lost; reconnecting");
+                        last = Some(e);
+                        continue;
+                    }
+                    Err(Failure::TokenMissing(e)) => {
+                        last = Some(e);
+                        *generation
+                    }
+                }
+            };
+            if reinitialised {
+                break;
+            }
+            reinitialised = true;
+            reinitialize(&m, generation)?;
+        }
+        Err(last.unwrap_or_else(|| Error::HsmUnavailable("HSM unreachable".into())))
+    }
+
+    /// One try, under the read side of the module gate.
+    fn attempt<R>(&self, m: &Module, generation: u64, op: &impl Fn(&Inner, &Session) -> Result<R, Error>) -> Result<R, Failure> {
+        let session = self.take_session(m, generation)?;
+        match op(self, &session) {
+            Ok(r) => {
+                self.give_back(session, generation);
+                Ok(r)
+            }
+            Err(e) if e.is_connection_lost() => {
+                drop(session);
+                self.reset(generation);
+                Err(Failure::Lost(e))
+            }
+            Err(e) => {
+                self.give_back(session, generation);
+                Err(Failure::Final(e))
+            }
+        }
+    }
+
+    fn take_session(&self, m: &Module, generation: u64) -> Result<Session, Failure> {
+        let lost = |e: Error| {
+            if e.is_connection_lost() {
+                self.reset(generation);
+                Failure::Lost(e)
+            } else {
+                Failure::Final(e)
+            }
+        };
+        let slot = {
+            let mut conn = self.conn().map_err(Failure::Final)?;
+            if conn.generation != generation {
+                // Sessions of an older module generation: their handle numbers may
+                // now name someone else's session, so never use or close them.
+                for stale in conn.idle.drain(..) {
+                    std::mem::forget(stale);
+                }
+                *conn = Conn {
+                    generation,
+                    ..Conn::default()
+                };
+            }
+            if let Some(s) = conn.idle.pop() {
+                return Ok(s);
+            }
+            conn.slot
+        };
+        let slot = match slot {
+            Some(slot) => slot,
+            None => {
+                let slot = find_slot(&m.ctx, &self.config.token_label).map_err(Failure::TokenMissing)?;
+                self.conn().map_err(Failure::Final)?.slot = Some(slot);
+                slot
+            }
+        };
+        let session = m.ctx.open_rw_session(slot).map_err(|e| lost(from_ck(e)))?;
+        match session.login(UserType::User, Some(self.pin.auth())) {
+            Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok(session),
+            Err(e) => Err(lost(from_ck(e))),
+        }
+    }
+
+    fn give_back(&self, session: Session, generation: u64) {
+        if let Ok(mut conn) = self.conn() {
+            if conn.generation == generation && conn.idle.len() < self.config.pool_size.max(1) {
+                conn.idle.push(session);
+            }
+        }
+    }
+
+    /// Forgets everything tied to the connection; the next call reconnects.
+    fn reset(&self, generation: u64) {
+        if let Ok(mut conn) = self.conn() {
+            if conn.generation == generation {
+                *conn = Conn {
+                    generation,
+                    ..Conn::default()
+                };
+            }
+        }
+    }
+
+    /// Finds an object by class and label, caching the handle for this connection.
+    pub(crate) fn find(&self, session: &Session, class: ObjectClass, label: &str) -> Result<ObjectHandle, Error> {
+        let key = (class_tag(class), label.to_string());
+        if let Some(h) = self.conn()?.handles.get(&key) {
+            return Ok(*h);
+        }
+        let found = session
+            .find_objects(&[Attribute::Class(class), Attribute::Label(label.as_bytes().to_vec())])
+            .map_err(from_ck)?;
+        let handle = *found
+            .first()
+            .ok_or_else(|| Error::KeyNotFound(label.to_string()))?;
+        self.conn()?.handles.insert(key, handle);
+        Ok(handle)
+    }
+
+    /// Drops a cached handle after the object was destroyed.
+    pub(crate) fn forget(&self, class: ObjectClass, label: &str) {
+        if let Ok(mut conn) = self.conn() {
+            conn.handles.remove(&(class_tag(class), label.to_string()));
+        }
+    }
+}
+
+fn class_tag(class: ObjectClass) -> u8 {
+    if class == ObjectClass::SECRET_KEY {
+        0
+    } else if class == ObjectClass::PRIVATE_KEY {
+        1
+    } else {
+        2
+    }
+}
+
+/// The slot whose initialised token carries `label`.
+pub(crate) fn find_slot(ctx: &Pkcs11, label: &str) -> Result<Slot, Error> {
+    for slot in ctx.get_slots_with_token().map_err(from_ck)? {
+        let Ok(info) = ctx.get_token_info(slot) else {
+            continue;
+        };
+        if info.token_initialized() && info.label().trim_end() == label {
+            return Ok(slot);
+        }
+    }
+    Err(Error::HsmUnavailable(format!("no token labelled {label:?} is present")))
+}

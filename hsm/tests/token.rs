@@ -1,0 +1,303 @@
+//! Key custody against a real SoftHSM2 token.
+//!
+//! Each test process gets its own SoftHSM2 configuration and token directory, and
+//! each test its own token (SoftHSM2 always offers one free slot).
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+use arclock_hsm::provision::{Provisioned, ensure_keys, ensure_token};
+use arclock_hsm::{Error, Hsm, HsmConfig, Pin, WrappedKey, pkcs11_context};
+use cryptoki::object::{Attribute, AttributeInfo, AttributeType, ObjectClass};
+use cryptoki::session::UserType;
+
+const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+
+struct Env {
+    dir: tempfile::TempDir,
+}
+
+fn env() -> &'static Env {
+    static ENV: OnceLock<Env> = OnceLock::new();
+    ENV.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let tokens = dir.path().join("tokens");
+        std::fs::create_dir(&tokens).unwrap();
+        let conf = dir.path().join("softhsm2.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+                tokens.display()
+            ),
+        )
+        .unwrap();
+        // SAFETY: set once, before this process loads SoftHSM2 (every test goes
+        // through this initialiser first), and never changed afterwards.
+        unsafe { std::env::set_var("SOFTHSM2_CONF", &conf) };
+        Env { dir }
+    })
+}
+
+/// A freshly initialised token with a KEK and a JWT key, and its handle.
+async fn token(label: &str) -> (Hsm, PathBuf) {
+    let env = env();
+    let pin = env.dir.path().join(format!("{label}.pin"));
+    let so = env.dir.path().join(format!("{label}.so.pin"));
+    let module = Path::new(MODULE);
+    let label2 = label.to_string();
+    let (pin2, so2) = (pin.clone(), so.clone());
+    let made = tokio::task::spawn_blocking(move || ensure_token(module, &label2, &pin2, &so2))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(made, Provisioned::Created);
+    let hsm = Hsm::new(config(label), Pin::from_file(&pin).unwrap());
+    assert!(ensure_keys(&hsm, 2048).await.unwrap());
+    assert!(!ensure_keys(&hsm, 2048).await.unwrap(), "second ensure_keys must be a no-op");
+    (hsm, pin)
+}
+
+fn config(label: &str) -> HsmConfig {
+    HsmConfig {
+        module: MODULE.into(),
+        token_label: label.into(),
+        pool_size: 4,
+    }
+}
+
+#[tokio::test]
+async fn wrap_round_trip_binds_user_and_detects_tampering() {
+    let (hsm, _) = token("roundtrip").await;
+    let secret = [0x42u8; 32];
+    let w = hsm.wrap("user-a", &secret).await.unwrap();
+    assert_eq!(w.kek_version, 1);
+    assert_eq!(w.ciphertext.len(), 32 + 16);
+    assert_ne!(&w.ciphertext[..32], &secret[..]);
+    assert_eq!(hsm.unwrap("user-a", &w).await.unwrap().as_slice(), &secret);
+
+    // Moved to another user: fails.
+    assert!(matches!(hsm.unwrap("user-b", &w).await, Err(Error::IntegrityFailure)));
+    // Any bit of nonce or ciphertext changed: fails.
+    let mut bad = w.clone();
+    bad.nonce[0] ^= 1;
+    assert!(matches!(hsm.unwrap("user-a", &bad).await, Err(Error::IntegrityFailure)));
+    for i in [0, 31, 40, 47] {
+        let mut bad = w.clone();
+        bad.ciphertext[i] ^= 0x80;
+        assert!(matches!(hsm.unwrap("user-a", &bad).await, Err(Error::IntegrityFailure)), "byte {i}");
+    }
+    let mut short = w.clone();
+    short.ciphertext.truncate(20);
+    assert!(hsm.unwrap("user-a", &short).await.is_err());
+    // Through the storage encoding too.
+    let parsed = WrappedKey::from_bytes(&w.to_bytes()).unwrap();
+    assert_eq!(hsm.unwrap("user-a", &parsed).await.unwrap().as_slice(), &secret);
+    // Two wraps of one secret differ (fresh nonce).
+    let w2 = hsm.wrap("user-a", &secret).await.unwrap();
+    assert_ne!(w.nonce, w2.nonce);
+}
+
+#[tokio::test]
+async fn kek_and_signing_key_cannot_be_read_out() {
+    let (hsm, pin) = token("sealed").await;
+    drop(hsm);
+    let pin_text = std::fs::read_to_string(&pin).unwrap();
+    tokio::task::spawn_blocking(move || {
+        let ctx = pkcs11_context(Path::new(MODULE)).unwrap();
+        let slot = ctx
+            .get_slots_with_token()
+            .unwrap()
+            .into_iter()
+            .find(|s| ctx.get_token_info(*s).unwrap().label().trim() == "sealed")
+            .unwrap();
+        let s = ctx.open_ro_session(slot).unwrap();
+        let _ = s.login(UserType::User, Some(&pin_text.trim().to_string().into()));
+        for (class, label) in [(ObjectClass::SECRET_KEY, "kek-v1"), (ObjectClass::PRIVATE_KEY, "jwt-v1")] {
+            let h = s
+                .find_objects(&[Attribute::Class(class), Attribute::Label(label.into())])
+                .unwrap()[0];
+            let wanted = if class == ObjectClass::SECRET_KEY {
+                AttributeType::Value
+            } else {
+                AttributeType::PrivateExponent
+            };
+            let info = s.get_attribute_info(h, &[wanted]).unwrap();
+            assert!(matches!(info[0], AttributeInfo::Sensitive), "{label}: {:?}", info[0]);
+            let got = s.get_attributes(h, &[wanted]).unwrap();
+            assert!(got.is_empty(), "{label} value came out: {} attrs", got.len());
+            let flags = s
+                .get_attributes(h, &[AttributeType::Extractable, AttributeType::Sensitive])
+                .unwrap();
+            assert!(flags.contains(&Attribute::Extractable(false)), "{label}");
+            assert!(flags.contains(&Attribute::Sensitive(true)), "{label}");
+        }
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn rotation_rewraps_and_old_versions_work_until_retired() {
+    let (hsm, _) = token("rotation").await;
+    let old = hsm.wrap("u1", b"old secret bytes").await.unwrap();
+    assert_eq!(hsm.create_kek_version().await.unwrap(), 2);
+    assert_eq!(hsm.kek_versions().await.unwrap(), vec![1, 2]);
+
+    let fresh = hsm.wrap("u1", b"new secret bytes").await.unwrap();
+    assert_eq!(fresh.kek_version, 2);
+    assert_eq!(hsm.unwrap("u1", &old).await.unwrap().as_slice(), b"old secret bytes");
+
+    let moved = hsm.rewrap("u1", &old).await.unwrap();
+    assert_eq!(moved.kek_version, 2);
+    assert_eq!(hsm.unwrap("u1", &moved).await.unwrap().as_slice(), b"old secret bytes");
+    // Relabelling a v1 blob as v2 does not pass (version is in the AAD).
+    let mut relabelled = old.clone();
+    relabelled.kek_version = 2;
+    assert!(matches!(hsm.unwrap("u1", &relabelled).await, Err(Error::IntegrityFailure)));
+
+    assert!(hsm.retire_kek_version(2).await.is_err(), "current KEK must not be retired");
+    hsm.retire_kek_version(1).await.unwrap();
+    assert_eq!(hsm.kek_versions().await.unwrap(), vec![2]);
+    assert!(matches!(hsm.unwrap("u1", &old).await, Err(Error::KeyNotFound(_))));
+    assert_eq!(hsm.unwrap("u1", &moved).await.unwrap().as_slice(), b"old secret bytes");
+}
+
+fn jwt_parts(header: &serde_json::Value, claims: &serde_json::Value) -> String {
+    use base64::Engine;
+    let b = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    format!(
+        "{}.{}",
+        b.encode(serde_json::to_vec(header).unwrap()),
+        b.encode(serde_json::to_vec(claims).unwrap())
+    )
+}
+
+#[tokio::test]
+async fn hsm_signed_jwt_verifies_and_forgeries_do_not() {
+    use base64::Engine;
+    use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode};
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let (hsm, _) = token("signer").await;
+    let jwks = hsm.jwks().await.unwrap();
+    assert_eq!(jwks.keys.len(), 1);
+    let jwk = jwks.keys[0].clone();
+    let claims = serde_json::json!({"sub": "u1", "exp": 4_000_000_000u64});
+    let input = jwt_parts(&serde_json::json!({"alg": "RS256", "typ": "JWT", "kid": jwk.kid}), &claims);
+    let sig = hsm.sign_rs256(input.as_bytes()).await.unwrap();
+    assert_eq!(sig.kid, jwk.kid);
+    let token = format!("{input}.{}", b64.encode(&sig.bytes));
+
+    let key = DecodingKey::from_rsa_components(&jwk.n, &jwk.e).unwrap();
+    let mut v = Validation::new(Algorithm::RS256);
+    v.required_spec_claims.clear();
+    let ok = decode::<serde_json::Value>(&token, &key, &v).unwrap();
+    assert_eq!(ok.claims["sub"], "u1");
+
+    // Payload changed after signing.
+    let forged_input = jwt_parts(
+        &serde_json::json!({"alg": "RS256", "typ": "JWT", "kid": jwk.kid}),
+        &serde_json::json!({"sub": "admin", "exp": 4_000_000_000u64}),
+    );
+    let forged = format!("{forged_input}.{}", b64.encode(&sig.bytes));
+    assert!(decode::<serde_json::Value>(&forged, &key, &v).is_err());
+
+    // After rotation, a new kid signs; the old public key does not verify it.
+    let new = hsm.create_signing_key(2048).await.unwrap();
+    assert_ne!(new.kid, jwk.kid);
+    assert_eq!(hsm.jwks().await.unwrap().keys.len(), 2);
+    let sig2 = hsm.sign_rs256(input.as_bytes()).await.unwrap();
+    assert_eq!(sig2.kid, new.kid);
+    let token2 = format!("{input}.{}", b64.encode(&sig2.bytes));
+    assert!(decode::<serde_json::Value>(&token2, &key, &v).is_err());
+    let new_key = DecodingKey::from_rsa_components(&new.n, &new.e).unwrap();
+    assert!(decode::<serde_json::Value>(&token2, &new_key, &v).is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn eight_tasks_share_the_pool() {
+    let (hsm, _) = token("concurrent").await;
+    let hsm = Arc::new(hsm);
+    let mut tasks = Vec::new();
+    for t in 0..8u8 {
+        let hsm = Arc::clone(&hsm);
+        tasks.push(tokio::spawn(async move {
+            for i in 0..25u8 {
+                let user = format!("user-{t}");
+                let secret = [t ^ i; 32];
+                let w = hsm.wrap(&user, &secret).await.unwrap();
+                assert_eq!(hsm.unwrap(&user, &w).await.unwrap().as_slice(), &secret);
+                if i % 5 == 0 {
+                    hsm.sign_rs256(b"a.b").await.unwrap();
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn missing_module_token_and_wrong_pin_are_clear_errors() {
+    let (hsm, pin) = token("errors").await;
+    // PKCS#11 login state is per process and token: close every session first,
+    // or a new session would inherit the login and never check the PIN.
+    drop(hsm);
+    let no_module = Hsm::new(
+        HsmConfig {
+            module: "/nonexistent/libpkcs11.so".into(),
+            ..config("errors")
+        },
+        Pin::from_file(&pin).unwrap(),
+    );
+    let e = no_module.status().await.unwrap_err();
+    assert!(matches!(e, Error::HsmUnavailable(_)), "{e}");
+
+    let no_token = Hsm::new(config("no-such-token"), Pin::from_file(&pin).unwrap());
+    let e = no_token.wrap("u", b"x").await.unwrap_err();
+    assert!(matches!(e, Error::HsmUnavailable(ref m) if m.contains("no-such-token")), "{e}");
+
+    let wrong = env().dir.path().join("wrong.pin");
+    std::fs::write(&wrong, "0000wrong").unwrap();
+    std::fs::set_permissions(&wrong, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let bad_pin = Hsm::new(config("errors"), Pin::from_file(&wrong).unwrap());
+    let e = bad_pin.wrap("u", b"x").await.unwrap_err();
+    assert!(matches!(e, Error::BadPin(_)), "{e}");
+    assert!(!e.to_string().contains("0000wrong"));
+}
+
+#[tokio::test]
+async fn token_removed_then_reinserted() {
+    let (hsm, _) = token("removable").await;
+    let w = hsm.wrap("u", b"survives removal").await.unwrap();
+    let status = hsm.status().await.unwrap();
+    assert_eq!(status.kek_versions, vec![1]);
+
+    // "Remove" the token: SoftHSM2 keeps each token in its own directory.
+    let tokens = env().dir.path().join("tokens");
+    let dir = token_dir(&tokens, "removable");
+    let away = env().dir.path().join("removed-token");
+    std::fs::rename(&dir, &away).unwrap();
+    let e = hsm.unwrap("u", &w).await.unwrap_err();
+    assert!(matches!(e, Error::HsmUnavailable(_) | Error::KeyNotFound(_)), "{e}");
+
+    // Re-insert: the pool reconnects and logs in again by itself.
+    std::fs::rename(&away, &dir).unwrap();
+    let back = hsm.unwrap("u", &w).await.unwrap();
+    assert_eq!(back.as_slice(), b"survives removal");
+}
+
+/// The SoftHSM2 token directory whose token.object holds `label`.
+fn token_dir(tokens: &Path, label: &str) -> PathBuf {
+    for entry in std::fs::read_dir(tokens).unwrap() {
+        let path = entry.unwrap().path();
+        let obj = std::fs::read(path.join("token.object")).unwrap_or_default();
+        if obj.windows(label.len()).any(|w| w == label.as_bytes())
+            && !obj.windows(label.len() + 1).any(|w| w == format!("{label}-").as_bytes())
+        {
+            return path;
+        }
+    }
+    panic!("no token dir for {label}");
+}

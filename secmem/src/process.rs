@@ -1,0 +1,54 @@
+//! Process-wide hardening that needs raw syscalls.
+
+use std::io;
+
+/// Turns core dumps off (RLIMIT_CORE 0) and makes the process non-dumpable
+/// (PR_SET_DUMPABLE 0: no core, no ptrace attach by same-uid processes, /proc/self/mem
+/// unreadable to others). Called first thing in `main`.
+pub fn disable_core_dumps() -> io::Result<()> {
+    let zero = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: setrlimit reads the struct we pass by reference.
+    if unsafe { libc::setrlimit(libc::RLIMIT_CORE, &zero) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: prctl(PR_SET_DUMPABLE, 0) takes no pointers.
+    if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Whether the process is currently dumpable (for health and tests).
+pub fn is_dumpable() -> bool {
+    // SAFETY: prctl(PR_GET_DUMPABLE) takes no pointers.
+    unsafe { libc::prctl(libc::PR_GET_DUMPABLE, 0, 0, 0, 0) == 1 }
+}
+
+/// The soft RLIMIT_MEMLOCK in bytes (`None` = unlimited), so start-up can say
+/// clearly when locked buffers will not fit.
+pub fn memlock_limit() -> io::Result<Option<u64>> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we own.
+    if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok((lim.rlim_cur != libc::RLIM_INFINITY).then_some(lim.rlim_cur))
+}
+
+/// Sets the file-creation mask so every file the daemon writes is private by default.
+pub fn set_private_umask() {
+    // SAFETY: umask has no memory-safety preconditions.
+    unsafe { libc::umask(0o077) };
+}
+
+/// The effective user id, to refuse running as root unless told to.
+pub fn effective_uid() -> u32 {
+    // SAFETY: geteuid cannot fail and takes no arguments.
+    unsafe { libc::geteuid() }
+}
