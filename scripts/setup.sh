@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# Installs what ArcLock needs to build, run and test, idempotently: Debian
+# packages (pinned), ONNX Runtime from a pinned PyPI wheel (sha256-checked), and
+# the face models named in models/manifest.toml (sha256-checked; local mirror
+# first, upstream URL second). Nothing is fetched from anywhere else.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+STATE="${ARCLOCK_STATE_DIR:-$ROOT/var}"
+MIRROR="${ARCLOCK_MODELS_MIRROR:-$ROOT/../shared/models}"
+
+# --- Debian packages ---------------------------------------------------------
+# softhsm2: the PKCS#11 token for dev and tests. The rest the build needs
+# (gcc, make, python3) is part of the base image; checked, not assumed.
+DEB_PACKAGES=("softhsm2=2.6.1-*" "python3" "gcc" "make" "pkg-config")
+missing=()
+for spec in "${DEB_PACKAGES[@]}"; do
+  name="${spec%%=*}"
+  dpkg-query -W -f='${Status}' "$name" 2>/dev/null | grep -q "install ok installed" || missing+=("$spec")
+done
+if ((${#missing[@]})); then
+  echo "setup: installing Debian packages: ${missing[*]}"
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# --- ONNX Runtime from the PyPI wheel ----------------------------------------
+ORT_VERSION="1.32.0"
+ORT_WHEEL="onnxruntime-${ORT_VERSION}-cp311-cp311-manylinux_2_28_x86_64.whl"
+ORT_WHEEL_SHA256="5a34fc4dfeb5a7b4a74c95dcba1e773d722abda720b474edf1b0c419dc6d163d"
+ORT_LIB_SHA256="6c1585d1bbf45b0712ea4a21b705c5fcb4ba04ff2e30f1fbf81a49faf658638f"
+ORT_DIR="$STATE/opt/onnxruntime-$ORT_VERSION"
+ORT_LIB="$ORT_DIR/libonnxruntime.so.$ORT_VERSION"
+
+sha_ok() { [ -f "$1" ] && [ "$(sha256sum "$1" | cut -d' ' -f1)" = "$2" ]; }
+
+if ! sha_ok "$ORT_LIB" "$ORT_LIB_SHA256"; then
+  mkdir -p "$STATE/cache" "$ORT_DIR"
+  wheel="$STATE/cache/$ORT_WHEEL"
+  if ! sha_ok "$wheel" "$ORT_WHEEL_SHA256"; then
+    echo "setup: downloading onnxruntime==$ORT_VERSION wheel from PyPI"
+    rm -f "$wheel"
+    python3 -m pip download --quiet --no-deps --only-binary=:all: \
+      --platform manylinux_2_28_x86_64 --python-version 3.11 --implementation cp --abi cp311 \
+      -d "$STATE/cache" "onnxruntime==$ORT_VERSION"
+  fi
+  sha_ok "$wheel" "$ORT_WHEEL_SHA256" || { echo "setup: $wheel fails its sha256 check" >&2; exit 1; }
+  python3 - "$wheel" "$ORT_LIB" <<'PY'
+import sys, zipfile, os
+wheel, out = sys.argv[1], sys.argv[2]
+with zipfile.ZipFile(wheel) as z:
+    data = z.read("onnxruntime/capi/" + os.path.basename(out))
+tmp = out + ".tmp"
+with open(tmp, "wb") as f:
+    f.write(data)
+os.replace(tmp, out)
+PY
+  sha_ok "$ORT_LIB" "$ORT_LIB_SHA256" || { echo "setup: $ORT_LIB fails its sha256 check" >&2; rm -f "$ORT_LIB"; exit 1; }
+  echo "setup: ONNX Runtime $ORT_VERSION at $ORT_LIB"
+fi
+
+# --- Face models ---------------------------------------------------------------
+mkdir -p "$STATE/models"
+python3 - "$ROOT/models/manifest.toml" "$STATE/models" "$MIRROR" <<'PY'
+import hashlib, os, shutil, sys, tomllib, urllib.request
+manifest, dest, mirror = sys.argv[1:4]
+def sha(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+with open(manifest, "rb") as f:
+    models = tomllib.load(f)["model"]
+for m in models:
+    target = os.path.join(dest, m["file"])
+    if os.path.exists(target) and sha(target) == m["sha256"]:
+        continue
+    tmp = target + ".tmp"
+    src = os.path.join(mirror, m["file"])
+    if os.path.exists(src) and sha(src) == m["sha256"]:
+        shutil.copyfile(src, tmp)
+        how = "local mirror"
+    elif m.get("url"):
+        print(f"setup: {m['file']} not in {mirror}; fetching upstream {m['url']}")
+        urllib.request.urlretrieve(m["url"], tmp)
+        how = "upstream"
+    else:
+        sys.exit(f"setup: {m['file']} is in neither the mirror {mirror} nor a known upstream")
+    if sha(tmp) != m["sha256"]:
+        os.remove(tmp)
+        sys.exit(f"setup: {m['file']} from {how} fails its sha256 check")
+    os.replace(tmp, target)
+    print(f"setup: model {m['id']} installed from {how}")
+PY
