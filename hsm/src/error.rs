@@ -43,7 +43,9 @@ impl Error {
 
 pub(crate) fn from_ck(err: CkError) -> Error {
     match err {
-        CkError::LibraryLoading(e) => Error::HsmUnavailable(format!("cannot load PKCS#11 module: {e}")),
+        CkError::LibraryLoading(e) => {
+            Error::HsmUnavailable(format!("cannot load PKCS#11 module: {e}"))
+        }
         CkError::Pkcs11(rv, function) => from_rv(rv, function),
         other => Error::Pkcs11 {
             function: "cryptoki".into(),
@@ -55,18 +57,30 @@ pub(crate) fn from_ck(err: CkError) -> Error {
 fn from_rv(rv: RvError, function: Function) -> Error {
     use RvError::*;
     match rv {
-        TokenNotPresent | TokenNotRecognized | DeviceRemoved | DeviceError | DeviceMemory
-        | SessionClosed | SessionHandleInvalid | SlotIdInvalid | CryptokiNotInitialized
-        | UserNotLoggedIn => Error::HsmUnavailable(format!("{function}: {rv}")),
+        TokenNotPresent
+        | TokenNotRecognized
+        | DeviceRemoved
+        | DeviceError
+        | DeviceMemory
+        | SessionClosed
+        | SessionHandleInvalid
+        | SlotIdInvalid
+        | CryptokiNotInitialized
+        | UserNotLoggedIn
+        | GeneralError
+        | FunctionFailed => Error::HsmUnavailable(format!("{function}: {rv}")),
         // A cached handle outlived its object (token re-inserted or object
         // destroyed elsewhere): treated as a lost connection so the pool looks
         // the key up again; a key that is really gone then reports KeyNotFound.
         ObjectHandleInvalid | KeyHandleInvalid => {
             Error::HsmUnavailable(format!("{function}: stale object handle"))
         }
-        PinIncorrect | PinInvalid | PinLenRange | PinExpired | PinLocked | UserPinNotInitialized => {
-            Error::BadPin(format!("{rv}"))
-        }
+        PinIncorrect
+        | PinInvalid
+        | PinLenRange
+        | PinExpired
+        | PinLocked
+        | UserPinNotInitialized => Error::BadPin(format!("{rv}")),
         EncryptedDataInvalid | EncryptedDataLenRange | DataInvalid | DataLenRange => {
             Error::IntegrityFailure
         }

@@ -69,7 +69,11 @@ impl WrappedKey {
         }
         let (version, rest) = rest.split_at(4);
         let (nonce, ciphertext) = rest.split_at(NONCE_LEN);
-        let kek_version = u32::from_be_bytes(version.try_into().map_err(|_| Error::Malformed("version"))?);
+        let kek_version = u32::from_be_bytes(
+            version
+                .try_into()
+                .map_err(|_| Error::Malformed("version"))?,
+        );
         if kek_version == 0 {
             return Err(Error::Malformed("version 0"));
         }
@@ -105,15 +109,17 @@ pub(crate) fn versions(session: &Session) -> Result<Vec<KekVersion>, Error> {
         .map_err(from_ck)?;
     let mut out = Vec::new();
     for h in handles {
-        for attr in session.get_attributes(h, &[AttributeType::Label]).map_err(from_ck)? {
-            if let Attribute::Label(l) = attr {
-                if let Some(v) = std::str::from_utf8(&l)
+        for attr in session
+            .get_attributes(h, &[AttributeType::Label])
+            .map_err(from_ck)?
+        {
+            if let Attribute::Label(l) = attr
+                && let Some(v) = std::str::from_utf8(&l)
                     .ok()
                     .and_then(|l| l.strip_prefix(LABEL_PREFIX))
                     .and_then(|v| v.parse::<u32>().ok())
-                {
-                    out.push(v);
-                }
+            {
+                out.push(v);
             }
         }
     }
@@ -129,7 +135,13 @@ fn current(session: &Session) -> Result<KekVersion, Error> {
         .ok_or_else(|| Error::KeyNotFound(format!("{LABEL_PREFIX}* (no KEK in token)")))
 }
 
-fn encrypt(inner: &Inner, session: &Session, version: KekVersion, user_id: &str, secret: &[u8]) -> Result<WrappedKey, Error> {
+fn encrypt(
+    inner: &Inner,
+    session: &Session,
+    version: KekVersion,
+    user_id: &str,
+    secret: &[u8],
+) -> Result<WrappedKey, Error> {
     let key = inner.find(session, ObjectClass::SECRET_KEY, &label(version))?;
     let mut nonce = [0u8; NONCE_LEN];
     session.generate_random_slice(&mut nonce).map_err(from_ck)?;
@@ -146,8 +158,17 @@ fn encrypt(inner: &Inner, session: &Session, version: KekVersion, user_id: &str,
     })
 }
 
-fn decrypt(inner: &Inner, session: &Session, user_id: &str, wrapped: &WrappedKey) -> Result<LockedBytes, Error> {
-    let key = inner.find(session, ObjectClass::SECRET_KEY, &label(wrapped.kek_version))?;
+fn decrypt(
+    inner: &Inner,
+    session: &Session,
+    user_id: &str,
+    wrapped: &WrappedKey,
+) -> Result<LockedBytes, Error> {
+    let key = inner.find(
+        session,
+        ObjectClass::SECRET_KEY,
+        &label(wrapped.kek_version),
+    )?;
     let aad = aad(user_id, wrapped.kek_version);
     let mut iv = wrapped.nonce;
     let params = GcmParams::new(&mut iv, &aad, TAG_BITS.into()).map_err(from_ck)?;
@@ -158,7 +179,9 @@ fn decrypt(inner: &Inner, session: &Session, user_id: &str, wrapped: &WrappedKey
             .map_err(|e| match e {
                 // SoftHSM2 reports a GCM tag mismatch as CKR_GENERAL_ERROR from
                 // C_Decrypt; either way the blob is refused (fail closed).
-                CkError::Pkcs11(RvError::GeneralError, Function::Decrypt) => Error::IntegrityFailure,
+                CkError::Pkcs11(RvError::GeneralError, Function::Decrypt) => {
+                    Error::IntegrityFailure
+                }
                 e => from_ck(e),
             })?,
     );
@@ -207,7 +230,8 @@ impl Hsm {
     pub async fn unwrap(&self, user_id: &str, wrapped: &WrappedKey) -> Result<LockedBytes, Error> {
         let user_id = user_id.to_string();
         let wrapped = wrapped.clone();
-        self.run(move |inner, s| decrypt(inner, s, &user_id, &wrapped)).await
+        self.run(move |inner, s| decrypt(inner, s, &user_id, &wrapped))
+            .await
     }
 
     /// Re-encrypts a blob under the newest KEK; the plaintext only exists in
@@ -272,7 +296,12 @@ mod tests {
             ciphertext: vec![1; 48],
         };
         assert_eq!(WrappedKey::from_bytes(&w.to_bytes()).unwrap(), w);
-        for bad in [&b""[..], b"AKW1", b"XXXX\0\0\0\x01aaaaaaaaaaaabbbbbbbbbbbbbbbb", &w.to_bytes()[..30]] {
+        for bad in [
+            &b""[..],
+            b"AKW1",
+            b"XXXX\0\0\0\x01aaaaaaaaaaaabbbbbbbbbbbbbbbb",
+            &w.to_bytes()[..30],
+        ] {
             assert!(WrappedKey::from_bytes(bad).is_err());
         }
         let mut zero = w.to_bytes();

@@ -24,6 +24,7 @@
     clippy::unimplemented,
     clippy::await_holding_lock
 )]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 mod context;
 mod error;

@@ -51,8 +51,9 @@ impl Pin {
     pub fn from_credential(name: &str) -> Result<Self, Error> {
         let dir = std::env::var_os("CREDENTIALS_DIRECTORY").ok_or_else(|| Error::PinSource {
             path: format!("credential {name}"),
-            reason: "CREDENTIALS_DIRECTORY is not set (not started by systemd with LoadCredential=)"
-                .into(),
+            reason:
+                "CREDENTIALS_DIRECTORY is not set (not started by systemd with LoadCredential=)"
+                    .into(),
         })?;
         Self::from_file(&PathBuf::from(dir).join(name))
     }
@@ -103,6 +104,11 @@ mod tests {
         assert!(Pin::from_file(&p).is_err());
         fs::write(&p, "\n").unwrap();
         fs::set_permissions(&p, fs::Permissions::from_mode(0o600)).unwrap();
-        assert!(Pin::from_file(&p).unwrap_err().to_string().contains("empty"));
+        assert!(
+            Pin::from_file(&p)
+                .unwrap_err()
+                .to_string()
+                .contains("empty")
+        );
     }
 }

@@ -122,7 +122,10 @@ impl Hsm {
     pub async fn status(&self) -> Result<Status, Error> {
         self.run(|inner, session| {
             let m = module(&inner.config.module)?;
-            let slot = inner.conn()?.slot.ok_or_else(|| Error::HsmUnavailable("no slot".into()))?;
+            let slot = inner
+                .conn()?
+                .slot
+                .ok_or_else(|| Error::HsmUnavailable("no slot".into()))?;
             let info = m.ctx.get_token_info(slot).map_err(from_ck)?;
             Ok(Status {
                 token_label: info.label().trim().to_string(),
@@ -149,11 +152,14 @@ impl Inner {
     /// Runs `op` on a pooled session. A lost connection is retried on a fresh
     /// session; a missing token triggers one module re-initialisation (how
     /// SoftHSM2 and network HSMs notice a re-inserted token) before giving up.
-    fn with_session<R>(&self, op: impl Fn(&Inner, &Session) -> Result<R, Error>) -> Result<R, Error> {
+    fn with_session<R>(
+        &self,
+        op: impl Fn(&Inner, &Session) -> Result<R, Error>,
+    ) -> Result<R, Error> {
         let m = module(&self.config.module)?;
         let mut reinitialised = false;
         let mut last = None;
-        for _attempt in 0..3 {
+        for attempt in 0..4 {
             let generation = {
                 let generation = m
                     .gate
@@ -162,12 +168,13 @@ impl Inner {
                 match self.attempt(&m, *generation, &op) {
                     Ok(r) => return Ok(r),
                     Err(Failure::Final(e)) => return Err(e),
-                    Err(Failure::Lost(e)) => {
+                    Err(Failure::Lost(e)) if attempt == 0 => {
+                        // Usually a stale session: a fresh one is enough.
                         tracing::warn!(error = %e, "HSM connection lost; reconnecting");
                         last = Some(e);
                         continue;
                     }
-                    Err(Failure::TokenMissing(e)) => {
+                    Err(Failure::Lost(e) | Failure::TokenMissing(e)) => {
                         last = Some(e);
                         *generation
                     }
@@ -183,7 +190,12 @@ impl Inner {
     }
 
     /// One try, under the read side of the module gate.
-    fn attempt<R>(&self, m: &Module, generation: u64, op: &impl Fn(&Inner, &Session) -> Result<R, Error>) -> Result<R, Failure> {
+    fn attempt<R>(
+        &self,
+        m: &Module,
+        generation: u64,
+        op: &impl Fn(&Inner, &Session) -> Result<R, Error>,
+    ) -> Result<R, Failure> {
         let session = self.take_session(m, generation)?;
         match op(self, &session) {
             Ok(r) => {
@@ -232,7 +244,8 @@ impl Inner {
         let slot = match slot {
             Some(slot) => slot,
             None => {
-                let slot = find_slot(&m.ctx, &self.config.token_label).map_err(Failure::TokenMissing)?;
+                let slot =
+                    find_slot(&m.ctx, &self.config.token_label).map_err(Failure::TokenMissing)?;
                 self.conn().map_err(Failure::Final)?.slot = Some(slot);
                 slot
             }
@@ -245,33 +258,42 @@ impl Inner {
     }
 
     fn give_back(&self, session: Session, generation: u64) {
-        if let Ok(mut conn) = self.conn() {
-            if conn.generation == generation && conn.idle.len() < self.config.pool_size.max(1) {
-                conn.idle.push(session);
-            }
+        if let Ok(mut conn) = self.conn()
+            && conn.generation == generation
+            && conn.idle.len() < self.config.pool_size.max(1)
+        {
+            conn.idle.push(session);
         }
     }
 
     /// Forgets everything tied to the connection; the next call reconnects.
     fn reset(&self, generation: u64) {
-        if let Ok(mut conn) = self.conn() {
-            if conn.generation == generation {
-                *conn = Conn {
-                    generation,
-                    ..Conn::default()
-                };
-            }
+        if let Ok(mut conn) = self.conn()
+            && conn.generation == generation
+        {
+            *conn = Conn {
+                generation,
+                ..Conn::default()
+            };
         }
     }
 
     /// Finds an object by class and label, caching the handle for this connection.
-    pub(crate) fn find(&self, session: &Session, class: ObjectClass, label: &str) -> Result<ObjectHandle, Error> {
+    pub(crate) fn find(
+        &self,
+        session: &Session,
+        class: ObjectClass,
+        label: &str,
+    ) -> Result<ObjectHandle, Error> {
         let key = (class_tag(class), label.to_string());
         if let Some(h) = self.conn()?.handles.get(&key) {
             return Ok(*h);
         }
         let found = session
-            .find_objects(&[Attribute::Class(class), Attribute::Label(label.as_bytes().to_vec())])
+            .find_objects(&[
+                Attribute::Class(class),
+                Attribute::Label(label.as_bytes().to_vec()),
+            ])
             .map_err(from_ck)?;
         let handle = *found
             .first()
@@ -308,5 +330,7 @@ pub(crate) fn find_slot(ctx: &Pkcs11, label: &str) -> Result<Slot, Error> {
             return Ok(slot);
         }
     }
-    Err(Error::HsmUnavailable(format!("no token labelled {label:?} is present")))
+    Err(Error::HsmUnavailable(format!(
+        "no token labelled {label:?} is present"
+    )))
 }

@@ -33,7 +33,12 @@ pub enum Provisioned {
 /// Makes sure a token labelled `label` exists in `module`, initialising a free
 /// slot if not. PINs are random (128 bits, hex) and written with mode 0600 to
 /// `pin_file` and `so_pin_file`, which must not exist yet.
-pub fn ensure_token(module: &Path, label: &str, pin_file: &Path, so_pin_file: &Path) -> Result<Provisioned, Error> {
+pub fn ensure_token(
+    module: &Path,
+    label: &str,
+    pin_file: &Path,
+    so_pin_file: &Path,
+) -> Result<Provisioned, Error> {
     // Two initialisations racing for the one free slot would both pick it.
     static PROVISIONING: Mutex<()> = Mutex::new(());
     let _one_at_a_time = PROVISIONING
@@ -53,7 +58,10 @@ pub fn ensure_token(module: &Path, label: &str, pin_file: &Path, so_pin_file: &P
         .get_slots_with_token()
         .map_err(from_ck)?
         .into_iter()
-        .find(|slot| ctx.get_token_info(*slot).is_ok_and(|i| !i.token_initialized()))
+        .find(|slot| {
+            ctx.get_token_info(*slot)
+                .is_ok_and(|i| !i.token_initialized())
+        })
         .ok_or_else(|| Error::HsmUnavailable("no free slot to initialise a token in".into()))?;
 
     let so_pin = random_pin()?;
@@ -96,7 +104,8 @@ pub fn open(config: crate::HsmConfig, pin_file: &Path) -> Result<Hsm, Error> {
 
 fn random_pin() -> Result<Zeroizing<String>, Error> {
     let mut raw = Zeroizing::new([0u8; 16]);
-    getrandom::fill(raw.as_mut_slice()).map_err(|e| Error::HsmUnavailable(format!("no OS randomness: {e}")))?;
+    getrandom::fill(raw.as_mut_slice())
+        .map_err(|e| Error::HsmUnavailable(format!("no OS randomness: {e}")))?;
     let mut pin = Zeroizing::new(String::with_capacity(32));
     for b in raw.iter() {
         pin.push_str(&format!("{b:02x}"));

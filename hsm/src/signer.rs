@@ -66,7 +66,10 @@ fn jwk(modulus: &[u8], exponent: &[u8]) -> Jwk {
 }
 
 fn strip_zeros(b: &[u8]) -> &[u8] {
-    let first = b.iter().position(|x| *x != 0).unwrap_or(b.len().saturating_sub(1));
+    let first = b
+        .iter()
+        .position(|x| *x != 0)
+        .unwrap_or(b.len().saturating_sub(1));
     &b[first..]
 }
 
@@ -83,7 +86,11 @@ pub(crate) fn public_keys(session: &Session) -> Result<Vec<(u32, Jwk)>, Error> {
         let attrs = session
             .get_attributes(
                 h,
-                &[AttributeType::Label, AttributeType::Modulus, AttributeType::PublicExponent],
+                &[
+                    AttributeType::Label,
+                    AttributeType::Modulus,
+                    AttributeType::PublicExponent,
+                ],
             )
             .map_err(from_ck)?;
         let (mut version, mut n, mut e) = (None, None, None);
@@ -114,12 +121,17 @@ impl Hsm {
     pub async fn sign_rs256(&self, signing_input: &[u8]) -> Result<Signature, Error> {
         let data = signing_input.to_vec();
         self.run(move |inner, s| {
-            let (version, jwk) = public_keys(s)?
-                .pop()
-                .ok_or_else(|| Error::KeyNotFound(format!("{LABEL_PREFIX}* (no signing key in token)")))?;
+            let (version, jwk) = public_keys(s)?.pop().ok_or_else(|| {
+                Error::KeyNotFound(format!("{LABEL_PREFIX}* (no signing key in token)"))
+            })?;
             let key = inner.find(s, ObjectClass::PRIVATE_KEY, &label(version))?;
-            let bytes = s.sign(&Mechanism::Sha256RsaPkcs, key, &data).map_err(from_ck)?;
-            Ok(Signature { kid: jwk.kid, bytes })
+            let bytes = s
+                .sign(&Mechanism::Sha256RsaPkcs, key, &data)
+                .map_err(from_ck)?;
+            Ok(Signature {
+                kid: jwk.kid,
+                bytes,
+            })
         })
         .await
     }
@@ -172,7 +184,10 @@ impl Hsm {
                 )
                 .map_err(from_ck)?;
             let attrs = s
-                .get_attributes(public, &[AttributeType::Modulus, AttributeType::PublicExponent])
+                .get_attributes(
+                    public,
+                    &[AttributeType::Modulus, AttributeType::PublicExponent],
+                )
                 .map_err(from_ck)?;
             let (mut n, mut e) = (Vec::new(), Vec::new());
             for a in attrs {
@@ -199,7 +214,10 @@ mod tests {
             .decode("0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw")
             .unwrap();
         let e = URL_SAFE_NO_PAD.decode("AQAB").unwrap();
-        assert_eq!(jwk(&n, &e).kid, "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs");
+        assert_eq!(
+            jwk(&n, &e).kid,
+            "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"
+        );
         let mut padded = vec![0u8];
         padded.extend_from_slice(&n);
         assert_eq!(jwk(&padded, &e).kid, jwk(&n, &e).kid);

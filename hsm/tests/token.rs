@@ -54,7 +54,10 @@ async fn token(label: &str) -> (Hsm, PathBuf) {
     assert_eq!(made, Provisioned::Created);
     let hsm = Hsm::new(config(label), Pin::from_file(&pin).unwrap());
     assert!(ensure_keys(&hsm, 2048).await.unwrap());
-    assert!(!ensure_keys(&hsm, 2048).await.unwrap(), "second ensure_keys must be a no-op");
+    assert!(
+        !ensure_keys(&hsm, 2048).await.unwrap(),
+        "second ensure_keys must be a no-op"
+    );
     (hsm, pin)
 }
 
@@ -77,22 +80,37 @@ async fn wrap_round_trip_binds_user_and_detects_tampering() {
     assert_eq!(hsm.unwrap("user-a", &w).await.unwrap().as_slice(), &secret);
 
     // Moved to another user: fails.
-    assert!(matches!(hsm.unwrap("user-b", &w).await, Err(Error::IntegrityFailure)));
+    assert!(matches!(
+        hsm.unwrap("user-b", &w).await,
+        Err(Error::IntegrityFailure)
+    ));
     // Any bit of nonce or ciphertext changed: fails.
     let mut bad = w.clone();
     bad.nonce[0] ^= 1;
-    assert!(matches!(hsm.unwrap("user-a", &bad).await, Err(Error::IntegrityFailure)));
+    assert!(matches!(
+        hsm.unwrap("user-a", &bad).await,
+        Err(Error::IntegrityFailure)
+    ));
     for i in [0, 31, 40, 47] {
         let mut bad = w.clone();
         bad.ciphertext[i] ^= 0x80;
-        assert!(matches!(hsm.unwrap("user-a", &bad).await, Err(Error::IntegrityFailure)), "byte {i}");
+        assert!(
+            matches!(
+                hsm.unwrap("user-a", &bad).await,
+                Err(Error::IntegrityFailure)
+            ),
+            "byte {i}"
+        );
     }
     let mut short = w.clone();
     short.ciphertext.truncate(20);
     assert!(hsm.unwrap("user-a", &short).await.is_err());
     // Through the storage encoding too.
     let parsed = WrappedKey::from_bytes(&w.to_bytes()).unwrap();
-    assert_eq!(hsm.unwrap("user-a", &parsed).await.unwrap().as_slice(), &secret);
+    assert_eq!(
+        hsm.unwrap("user-a", &parsed).await.unwrap().as_slice(),
+        &secret
+    );
     // Two wraps of one secret differ (fresh nonce).
     let w2 = hsm.wrap("user-a", &secret).await.unwrap();
     assert_ne!(w.nonce, w2.nonce);
@@ -113,7 +131,10 @@ async fn kek_and_signing_key_cannot_be_read_out() {
             .unwrap();
         let s = ctx.open_ro_session(slot).unwrap();
         let _ = s.login(UserType::User, Some(&pin_text.trim().to_string().into()));
-        for (class, label) in [(ObjectClass::SECRET_KEY, "kek-v1"), (ObjectClass::PRIVATE_KEY, "jwt-v1")] {
+        for (class, label) in [
+            (ObjectClass::SECRET_KEY, "kek-v1"),
+            (ObjectClass::PRIVATE_KEY, "jwt-v1"),
+        ] {
             let h = s
                 .find_objects(&[Attribute::Class(class), Attribute::Label(label.into())])
                 .unwrap()[0];
@@ -123,9 +144,17 @@ async fn kek_and_signing_key_cannot_be_read_out() {
                 AttributeType::PrivateExponent
             };
             let info = s.get_attribute_info(h, &[wanted]).unwrap();
-            assert!(matches!(info[0], AttributeInfo::Sensitive), "{label}: {:?}", info[0]);
+            assert!(
+                matches!(info[0], AttributeInfo::Sensitive),
+                "{label}: {:?}",
+                info[0]
+            );
             let got = s.get_attributes(h, &[wanted]).unwrap();
-            assert!(got.is_empty(), "{label} value came out: {} attrs", got.len());
+            assert!(
+                got.is_empty(),
+                "{label} value came out: {} attrs",
+                got.len()
+            );
             let flags = s
                 .get_attributes(h, &[AttributeType::Extractable, AttributeType::Sensitive])
                 .unwrap();
@@ -146,21 +175,39 @@ async fn rotation_rewraps_and_old_versions_work_until_retired() {
 
     let fresh = hsm.wrap("u1", b"new secret bytes").await.unwrap();
     assert_eq!(fresh.kek_version, 2);
-    assert_eq!(hsm.unwrap("u1", &old).await.unwrap().as_slice(), b"old secret bytes");
+    assert_eq!(
+        hsm.unwrap("u1", &old).await.unwrap().as_slice(),
+        b"old secret bytes"
+    );
 
     let moved = hsm.rewrap("u1", &old).await.unwrap();
     assert_eq!(moved.kek_version, 2);
-    assert_eq!(hsm.unwrap("u1", &moved).await.unwrap().as_slice(), b"old secret bytes");
+    assert_eq!(
+        hsm.unwrap("u1", &moved).await.unwrap().as_slice(),
+        b"old secret bytes"
+    );
     // Relabelling a v1 blob as v2 does not pass (version is in the AAD).
     let mut relabelled = old.clone();
     relabelled.kek_version = 2;
-    assert!(matches!(hsm.unwrap("u1", &relabelled).await, Err(Error::IntegrityFailure)));
+    assert!(matches!(
+        hsm.unwrap("u1", &relabelled).await,
+        Err(Error::IntegrityFailure)
+    ));
 
-    assert!(hsm.retire_kek_version(2).await.is_err(), "current KEK must not be retired");
+    assert!(
+        hsm.retire_kek_version(2).await.is_err(),
+        "current KEK must not be retired"
+    );
     hsm.retire_kek_version(1).await.unwrap();
     assert_eq!(hsm.kek_versions().await.unwrap(), vec![2]);
-    assert!(matches!(hsm.unwrap("u1", &old).await, Err(Error::KeyNotFound(_))));
-    assert_eq!(hsm.unwrap("u1", &moved).await.unwrap().as_slice(), b"old secret bytes");
+    assert!(matches!(
+        hsm.unwrap("u1", &old).await,
+        Err(Error::KeyNotFound(_))
+    ));
+    assert_eq!(
+        hsm.unwrap("u1", &moved).await.unwrap().as_slice(),
+        b"old secret bytes"
+    );
 }
 
 fn jwt_parts(header: &serde_json::Value, claims: &serde_json::Value) -> String {
@@ -183,7 +230,10 @@ async fn hsm_signed_jwt_verifies_and_forgeries_do_not() {
     assert_eq!(jwks.keys.len(), 1);
     let jwk = jwks.keys[0].clone();
     let claims = serde_json::json!({"sub": "u1", "exp": 4_000_000_000u64});
-    let input = jwt_parts(&serde_json::json!({"alg": "RS256", "typ": "JWT", "kid": jwk.kid}), &claims);
+    let input = jwt_parts(
+        &serde_json::json!({"alg": "RS256", "typ": "JWT", "kid": jwk.kid}),
+        &claims,
+    );
     let sig = hsm.sign_rs256(input.as_bytes()).await.unwrap();
     assert_eq!(sig.kid, jwk.kid);
     let token = format!("{input}.{}", b64.encode(&sig.bytes));
@@ -256,7 +306,10 @@ async fn missing_module_token_and_wrong_pin_are_clear_errors() {
 
     let no_token = Hsm::new(config("no-such-token"), Pin::from_file(&pin).unwrap());
     let e = no_token.wrap("u", b"x").await.unwrap_err();
-    assert!(matches!(e, Error::HsmUnavailable(ref m) if m.contains("no-such-token")), "{e}");
+    assert!(
+        matches!(e, Error::HsmUnavailable(ref m) if m.contains("no-such-token")),
+        "{e}"
+    );
 
     let wrong = env().dir.path().join("wrong.pin");
     std::fs::write(&wrong, "0000wrong").unwrap();
@@ -280,7 +333,10 @@ async fn token_removed_then_reinserted() {
     let away = env().dir.path().join("removed-token");
     std::fs::rename(&dir, &away).unwrap();
     let e = hsm.unwrap("u", &w).await.unwrap_err();
-    assert!(matches!(e, Error::HsmUnavailable(_) | Error::KeyNotFound(_)), "{e}");
+    assert!(
+        matches!(e, Error::HsmUnavailable(_) | Error::KeyNotFound(_)),
+        "{e}"
+    );
 
     // Re-insert: the pool reconnects and logs in again by itself.
     std::fs::rename(&away, &dir).unwrap();
@@ -294,7 +350,9 @@ fn token_dir(tokens: &Path, label: &str) -> PathBuf {
         let path = entry.unwrap().path();
         let obj = std::fs::read(path.join("token.object")).unwrap_or_default();
         if obj.windows(label.len()).any(|w| w == label.as_bytes())
-            && !obj.windows(label.len() + 1).any(|w| w == format!("{label}-").as_bytes())
+            && !obj
+                .windows(label.len() + 1)
+                .any(|w| w == format!("{label}-").as_bytes())
         {
             return path;
         }

@@ -7,7 +7,9 @@ pub enum Error {
     #[error("model manifest {path}: {reason}")]
     Manifest { path: PathBuf, reason: String },
     /// A model file does not match the sha256 pinned in the manifest.
-    #[error("model file {file} fails its integrity check: sha256 {actual}, manifest pins {expected}")]
+    #[error(
+        "model file {file} fails its integrity check: sha256 {actual}, manifest pins {expected}"
+    )]
     Integrity {
         file: PathBuf,
         expected: String,

@@ -94,9 +94,20 @@ impl Manifest {
             match (spec.role, spec.kind.as_str(), spec.embedding_dim) {
                 (Role::Detector, "scrfd" | "yunet", None) => {}
                 (Role::Recognizer, "arcface", Some(d)) if d > 0 => {}
-                (Role::Detector, _, Some(_)) => return Err(format!("{}: only for recognizers", at("embedding_dim"))),
-                (Role::Recognizer, "arcface", _) => return Err(format!("{}: required for recognizers", at("embedding_dim"))),
-                _ => return Err(format!("{}: {:?} cannot be a {:?}", at("kind"), spec.kind, spec.role)),
+                (Role::Detector, _, Some(_)) => {
+                    return Err(format!("{}: only for recognizers", at("embedding_dim")));
+                }
+                (Role::Recognizer, "arcface", _) => {
+                    return Err(format!("{}: required for recognizers", at("embedding_dim")));
+                }
+                _ => {
+                    return Err(format!(
+                        "{}: {:?} cannot be a {:?}",
+                        at("kind"),
+                        spec.kind,
+                        spec.role
+                    ));
+                }
             }
         }
         Ok(m)
@@ -114,7 +125,10 @@ impl Manifest {
                     .filter(|m| m.role == role)
                     .map(|m| m.id.as_str())
                     .collect();
-                format!("no {role:?} named {id:?} in the manifest (known: {})", known.join(", "))
+                format!(
+                    "no {role:?} named {id:?} in the manifest (known: {})",
+                    known.join(", ")
+                )
             })
     }
 }
@@ -137,7 +151,12 @@ mod tests {
     #[test]
     fn shipped_manifest_is_valid() {
         let m = shipped();
-        assert_eq!(m.get("arcface_mobileface_128", Role::Recognizer).unwrap().embedding_dim, Some(128));
+        assert_eq!(
+            m.get("arcface_mobileface_128", Role::Recognizer)
+                .unwrap()
+                .embedding_dim,
+            Some(128)
+        );
         assert!(m.get("scrfd_2.5g_bnkps", Role::Detector).is_ok());
         let e = m.get("scrfd_2.5g_bnkps", Role::Recognizer).unwrap_err();
         assert!(e.contains("known: arcface_mobileface_128"), "{e}");
@@ -145,13 +164,23 @@ mod tests {
 
     #[test]
     fn rejects_bad_entries_naming_the_key() {
-        let good = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("manifest.toml")).unwrap();
+        let good =
+            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("manifest.toml"))
+                .unwrap();
         let cases = [
             ("embedding_dim = 128", "embedding_dim = 0", "embedding_dim"),
             ("std = 128.0", "std = 0.0", "std"),
-            ("file = \"scrfd_2.5g_bnkps.onnx\"", "file = \"../x.onnx\"", "file"),
+            (
+                "file = \"scrfd_2.5g_bnkps.onnx\"",
+                "file = \"../x.onnx\"",
+                "file",
+            ),
             ("input = \"x\"", "input = \"x\"\nbogus = 1", "bogus"),
-            ("bc24bb349491481c3ca793cf89306723162c280cb284c5a5e49df3760bf5c2ce", "nothex", "sha256"),
+            (
+                "bc24bb349491481c3ca793cf89306723162c280cb284c5a5e49df3760bf5c2ce",
+                "nothex",
+                "sha256",
+            ),
         ];
         for (from, to, key) in cases {
             let text = good.replacen(from, to, 1);

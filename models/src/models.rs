@@ -22,7 +22,9 @@ pub struct LoadedModel {
 
 impl std::fmt::Debug for LoadedModel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LoadedModel").field("id", &self.spec.id).finish_non_exhaustive()
+        f.debug_struct("LoadedModel")
+            .field("id", &self.spec.id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -59,8 +61,12 @@ impl FaceModels {
             path: dir.to_path_buf(),
             reason,
         };
-        let det = manifest.get(detector, Role::Detector).map_err(manifest_err)?;
-        let rec = manifest.get(recognizer, Role::Recognizer).map_err(manifest_err)?;
+        let det = manifest
+            .get(detector, Role::Detector)
+            .map_err(manifest_err)?;
+        let rec = manifest
+            .get(recognizer, Role::Recognizer)
+            .map_err(manifest_err)?;
         let env = runtime::environment(runtime_library)?;
         let load = |spec: &ModelSpec| -> Result<LoadedModel, Error> {
             let bytes = read_verified(spec, dir)?;
@@ -78,7 +84,11 @@ impl FaceModels {
                 let names: Vec<&str> = session.inputs().iter().map(|i| i.name()).collect();
                 return Err(Error::Model {
                     id: spec.id.clone(),
-                    reason: format!("has no input {:?} (inputs: {})", spec.input, names.join(", ")),
+                    reason: format!(
+                        "has no input {:?} (inputs: {})",
+                        spec.input,
+                        names.join(", ")
+                    ),
                 });
             }
             Ok(LoadedModel {
@@ -98,11 +108,14 @@ impl FaceModels {
     fn check_recognizer(&self) -> Result<(), Error> {
         let spec = &self.recognizer.spec;
         let [w, h] = spec.input_size;
-        let blank = LockedVec::<f32>::zeroed(3 * w as usize * h as usize).map_err(|e| Error::Model {
-            id: spec.id.clone(),
-            reason: e.to_string(),
-        })?;
-        let got = self.recognizer.run_single(&blank, [1, 3, h as usize, w as usize])?;
+        let blank =
+            LockedVec::<f32>::zeroed(3 * w as usize * h as usize).map_err(|e| Error::Model {
+                id: spec.id.clone(),
+                reason: e.to_string(),
+            })?;
+        let got = self
+            .recognizer
+            .run_single(&blank, [1, 3, h as usize, w as usize])?;
         let want = spec.embedding_dim.unwrap_or(0);
         if got != want {
             return Err(Error::Model {
@@ -132,7 +145,10 @@ impl LoadedModel {
             reason,
         };
         let tensor = TensorRef::from_array_view((shape, input)).map_err(|e| err(e.to_string()))?;
-        let mut session = self.session.lock().map_err(|_| err("session lock poisoned".into()))?;
+        let mut session = self
+            .session
+            .lock()
+            .map_err(|_| err("session lock poisoned".into()))?;
         let outputs = session
             .run(ort::inputs![self.spec.input.as_str() => tensor])
             .map_err(|e| err(e.to_string()))?;

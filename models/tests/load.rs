@@ -21,10 +21,17 @@ fn manifest() -> Manifest {
 #[test]
 fn default_models_load_and_recognizer_has_manifest_dimension() {
     let m = manifest();
-    for (det, rec) in [("scrfd_2.5g_bnkps", "arcface_mobileface_128"), ("yunet_2023mar", "mobilefacenet_128")] {
-        let models = FaceModels::load(&runtime(), &m, &state().join("models"), det, rec, 1).unwrap();
+    for (det, rec) in [
+        ("scrfd_2.5g_bnkps", "arcface_mobileface_128"),
+        ("yunet_2023mar", "mobilefacenet_128"),
+    ] {
+        let models =
+            FaceModels::load(&runtime(), &m, &state().join("models"), det, rec, 1).unwrap();
         let s = models.status();
-        assert_eq!((s.detector.as_str(), s.recognizer.as_str(), s.embedding_dim), (det, rec, 128));
+        assert_eq!(
+            (s.detector.as_str(), s.recognizer.as_str(), s.embedding_dim),
+            (det, rec, 128)
+        );
     }
 }
 
@@ -39,14 +46,28 @@ fn a_changed_byte_refuses_to_load_and_names_the_file() {
     let mid = bytes.len() / 2;
     bytes[mid] ^= 1;
     std::fs::write(&victim, bytes).unwrap();
-    let e = FaceModels::load(&runtime(), &manifest(), dir.path(), "scrfd_2.5g_bnkps", "arcface_mobileface_128", 1)
-        .unwrap_err();
+    let e = FaceModels::load(
+        &runtime(),
+        &manifest(),
+        dir.path(),
+        "scrfd_2.5g_bnkps",
+        "arcface_mobileface_128",
+        1,
+    )
+    .unwrap_err();
     assert!(matches!(e, Error::Integrity { .. }), "{e}");
     assert!(e.to_string().contains("arcface_mobileface_128.onnx"), "{e}");
 
     std::fs::remove_file(&victim).unwrap();
-    let e = FaceModels::load(&runtime(), &manifest(), dir.path(), "scrfd_2.5g_bnkps", "arcface_mobileface_128", 1)
-        .unwrap_err();
+    let e = FaceModels::load(
+        &runtime(),
+        &manifest(),
+        dir.path(),
+        "scrfd_2.5g_bnkps",
+        "arcface_mobileface_128",
+        1,
+    )
+    .unwrap_err();
     assert!(matches!(e, Error::Io { .. }), "{e}");
 }
 
@@ -56,14 +77,36 @@ fn a_manifest_that_lies_about_the_dimension_is_caught_at_load() {
         .unwrap()
         .replacen("embedding_dim = 128", "embedding_dim = 512", 1);
     let m = Manifest::parse(&text).unwrap();
-    let e = FaceModels::load(&runtime(), &m, &state().join("models"), "scrfd_2.5g_bnkps", "arcface_mobileface_128", 1)
-        .unwrap_err();
-    assert!(e.to_string().contains("outputs 128 values, manifest says embedding_dim = 512"), "{e}");
+    let e = FaceModels::load(
+        &runtime(),
+        &m,
+        &state().join("models"),
+        "scrfd_2.5g_bnkps",
+        "arcface_mobileface_128",
+        1,
+    )
+    .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("outputs 128 values, manifest says embedding_dim = 512"),
+        "{e}"
+    );
 }
 
 #[test]
 fn unknown_model_id_lists_the_known_ones() {
-    let e = FaceModels::load(&runtime(), &manifest(), &state().join("models"), "nope", "arcface_mobileface_128", 1)
-        .unwrap_err();
-    assert!(e.to_string().contains("known: scrfd_2.5g_bnkps, yunet_2023mar"), "{e}");
+    let e = FaceModels::load(
+        &runtime(),
+        &manifest(),
+        &state().join("models"),
+        "nope",
+        "arcface_mobileface_128",
+        1,
+    )
+    .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("known: scrfd_2.5g_bnkps, yunet_2023mar"),
+        "{e}"
+    );
 }

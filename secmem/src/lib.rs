@@ -20,6 +20,7 @@
     clippy::unimplemented,
     clippy::undocumented_unsafe_blocks
 )]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 pub mod process;
 
@@ -84,7 +85,10 @@ pub type LockedBytes = LockedVec<u8>;
 fn page_size() -> usize {
     // SAFETY: sysconf has no memory-safety preconditions.
     let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    usize::try_from(page).ok().filter(|p| *p > 0).unwrap_or(4096)
+    usize::try_from(page)
+        .ok()
+        .filter(|p| *p > 0)
+        .unwrap_or(4096)
 }
 
 impl<T: Plain> LockedVec<T> {
@@ -185,7 +189,11 @@ impl<T: Plain> LockedVec<T> {
         // SAFETY: needed <= capacity, so the destination range is inside our
         // mapping, and `data` cannot overlap memory we exclusively own.
         unsafe {
-            std::ptr::copy_nonoverlapping(data.as_ptr(), self.ptr.as_ptr().add(self.len), data.len())
+            std::ptr::copy_nonoverlapping(
+                data.as_ptr(),
+                self.ptr.as_ptr().add(self.len),
+                data.len(),
+            )
         };
         self.len = needed;
         Ok(())
@@ -240,7 +248,8 @@ impl<T: Plain> LockedVec<T> {
 
     fn wipe_all(&mut self) {
         // SAFETY: the whole mapping is ours and valid for writes of `mapped` bytes.
-        let bytes = unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr().cast::<u8>(), self.mapped) };
+        let bytes =
+            unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr().cast::<u8>(), self.mapped) };
         bytes.zeroize();
     }
 }
@@ -319,7 +328,10 @@ mod tests {
         v.as_mut_slice().fill(1.5);
         v.truncate(4);
         assert_eq!(v.len(), 4);
-        assert!(raw(&v)[16..].iter().all(|b| *b == 0), "truncated tail not wiped");
+        assert!(
+            raw(&v)[16..].iter().all(|b| *b == 0),
+            "truncated tail not wiped"
+        );
         assert!(raw(&v)[..16].iter().any(|b| *b != 0));
         v.clear();
         assert!(v.is_empty());

@@ -1,0 +1,34 @@
+# ArcLock: `make run` and `make test` do all set-up on a fresh Debian 12 machine.
+STATE ?= $(CURDIR)/var
+CARGO ?= cargo
+export ARCLOCK_STATE_DIR := $(STATE)
+export SOFTHSM2_CONF ?= $(STATE)/softhsm2.conf
+
+.PHONY: setup build run test check clean
+
+## Install pinned system packages, ONNX Runtime and the face models (idempotent).
+setup:
+	@scripts/setup.sh
+
+build: setup
+	$(CARGO) build --workspace
+
+## Provision the dev SoftHSM2 token, keys and TLS cert under $(STATE), then serve.
+run: build
+	@target/debug/arclockd --config config/arclockd.toml provision
+	@echo "arclockd: starting on the embedded store; check it with:"
+	@echo "    curl -k https://127.0.0.1:8443/health"
+	@echo "  (the operator console, arclock-console, comes with the admin socket; see tui/README.md)"
+	@exec target/debug/arclockd --config config/arclockd.toml
+
+## The whole test suite, against real SoftHSM2, ONNX Runtime, models and TLS.
+test: setup
+	$(CARGO) test --workspace --no-fail-fast
+
+## Formatting and lints, as CI would want them.
+check:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+clean:
+	rm -rf $(STATE)

@@ -1,0 +1,54 @@
+//! `GET /health`: each dependency checked for real on every call, 503 when any
+//! is down, so a load balancer stops sending traffic to a box that would fail.
+
+use http::{Response, StatusCode};
+use serde_json::json;
+
+use crate::App;
+use crate::http::response::{self, Body};
+
+pub async fn get(app: &App) -> Response<Body> {
+    let (hsm, store) = tokio::join!(app.hsm.status(), app.store.health());
+    let hsm = match hsm {
+        Ok(s) if s.kek_versions.is_empty() => {
+            json!({"status": "error", "reason": "token holds no key-encryption key"})
+        }
+        Ok(s) if s.jwt_kids.is_empty() => {
+            json!({"status": "error", "reason": "token holds no JWT signing key"})
+        }
+        Ok(_) => json!({"status": "ok"}),
+        Err(e) => json!({"status": "error", "reason": e.to_string()}),
+    };
+    let store = match store {
+        Ok(()) => json!({"status": "ok", "backend": "embedded"}),
+        Err(e) => json!({"status": "error", "backend": "embedded", "reason": e.to_string()}),
+    };
+    let m = app.models.status();
+    let models = json!({
+        "status": "ok",
+        "detector": m.detector,
+        "recognizer": m.recognizer,
+        "embeddingDim": m.embedding_dim,
+    });
+    let deps = json!({"hsm": hsm, "store": store, "models": models});
+    let down: Vec<&str> = ["hsm", "store", "models"]
+        .into_iter()
+        .filter(|k| deps[*k]["status"] != "ok")
+        .collect();
+    let data = json!({
+        "status": if down.is_empty() { "ok" } else { "degraded" },
+        "version": env!("CARGO_PKG_VERSION"),
+        "dependencies": deps,
+    });
+    if down.is_empty() {
+        response::ok(StatusCode::OK, "ArcLock is healthy", data)
+    } else {
+        response::error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "SERVICE_UNAVAILABLE",
+            "A dependency is unavailable",
+            &format!("down: {}", down.join(", ")),
+            Some(data),
+        )
+    }
+}

@@ -1,0 +1,428 @@
+//! One configuration schema, read from TOML, overridable by `ARCLOCK_*`
+//! environment variables, and validated once at start with errors that name the key.
+//!
+//! Override names are `ARCLOCK_<SECTION>_<KEY>` in upper case, e.g.
+//! `ARCLOCK_SERVER_LISTEN=0.0.0.0:443`; values are parsed as TOML scalars
+//! (numbers, booleans) and fall back to strings. Secrets never go here: the HSM
+//! PIN and the MongoDB URI are read from files (or systemd credentials) whose
+//! paths the config names.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Environment variables starting with `ARCLOCK_` that are not config overrides.
+const NOT_OVERRIDES: &[&str] = &[
+    "ARCLOCK_CONFIG",
+    "ARCLOCK_FACES_DIR",
+    "ARCLOCK_MODELS_MIRROR",
+    "ARCLOCK_STATE_DIR",
+];
+
+/// A configuration problem, naming the key (or variable) at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("environment override {var}: {message}")]
+    Env { var: String, message: String },
+    #[error("config key {key}: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+/// The whole daemon configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub server: Server,
+    pub hsm: Hsm,
+    pub store: Store,
+    pub models: Models,
+    #[serde(default)]
+    pub log: Log,
+}
+
+/// The public HTTPS listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Server {
+    pub listen: SocketAddr,
+    pub tls_cert: PathBuf,
+    pub tls_key: PathBuf,
+    #[serde(default = "defaults::max_connections")]
+    pub max_connections: usize,
+    #[serde(default = "defaults::header_timeout_secs")]
+    pub header_timeout_secs: u64,
+    #[serde(default = "defaults::body_limit_bytes")]
+    pub body_limit_bytes: usize,
+}
+
+/// How dev provisioning treats the token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Provision {
+    /// `arclockd provision` may create the token and keys (embedded/dev).
+    Dev,
+    /// Production: the token must already exist; nothing is created.
+    Attach,
+}
+
+/// The PKCS#11 token holding the key-encryption and signing keys.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Hsm {
+    pub module: PathBuf,
+    pub token_label: String,
+    /// PIN file (0600). Exactly one of `pin_file` and `pin_credential`.
+    #[serde(default)]
+    pub pin_file: Option<PathBuf>,
+    /// systemd credential name (`LoadCredential=`) holding the PIN.
+    #[serde(default)]
+    pub pin_credential: Option<String>,
+    /// SO PIN file written when dev provisioning creates the token.
+    #[serde(default)]
+    pub so_pin_file: Option<PathBuf>,
+    pub provision: Provision,
+    #[serde(default = "defaults::pool_size")]
+    pub pool_size: usize,
+    #[serde(default = "defaults::jwt_key_bits")]
+    pub jwt_key_bits: u32,
+}
+
+/// Which storage backend holds users, templates and logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    Embedded,
+    Mongodb,
+}
+
+/// Storage settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Store {
+    pub backend: Backend,
+    /// SQLite database file for the embedded backend.
+    pub path: PathBuf,
+    /// File (0600) holding the MongoDB connection string, which may contain a password.
+    #[serde(default)]
+    pub mongodb_uri_file: Option<PathBuf>,
+    #[serde(default = "defaults::mongodb_database")]
+    pub mongodb_database: String,
+}
+
+/// The face models.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Models {
+    pub runtime: PathBuf,
+    pub manifest: PathBuf,
+    pub dir: PathBuf,
+    pub detector: String,
+    pub recognizer: String,
+    #[serde(default = "defaults::intra_threads")]
+    pub intra_threads: usize,
+}
+
+/// Log output.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Log {
+    #[serde(default = "defaults::log_format")]
+    pub format: LogFormat,
+    #[serde(default = "defaults::log_level")]
+    pub level: String,
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Log {
+            format: defaults::log_format(),
+            level: defaults::log_level(),
+        }
+    }
+}
+
+/// `text` for people, `json` for log shippers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+mod defaults {
+    pub fn max_connections() -> usize {
+        1024
+    }
+    pub fn header_timeout_secs() -> u64 {
+        10
+    }
+    pub fn body_limit_bytes() -> usize {
+        // A 10 MB photo as base64 plus the JSON around it.
+        14 * 1024 * 1024
+    }
+    pub fn pool_size() -> usize {
+        4
+    }
+    pub fn jwt_key_bits() -> u32 {
+        3072
+    }
+    pub fn mongodb_database() -> String {
+        "arclock".into()
+    }
+    pub fn intra_threads() -> usize {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    }
+    pub fn log_format() -> super::LogFormat {
+        super::LogFormat::Text
+    }
+    pub fn log_level() -> String {
+        "info".into()
+    }
+}
+
+impl Config {
+    /// Reads `path`, applies `ARCLOCK_*` overrides from `env`, and validates.
+    pub fn load(
+        path: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_toml(&text, path, env)
+    }
+
+    /// As [`Config::load`], from text (tests and `--check-config`).
+    pub fn from_toml(
+        text: &str,
+        path: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let parse = |message: String| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message,
+        };
+        let mut table: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| parse(e.to_string()))?;
+        let mut applied = Vec::new();
+        for (var, value) in env {
+            if let Some(key) = apply_override(&mut table, &var, &value)? {
+                applied.push((var, key));
+            }
+        }
+        let config: Config =
+            toml::Value::Table(table)
+                .try_into()
+                .map_err(|e: toml::de::Error| {
+                    let message = e.message().to_string();
+                    // Blame the environment variable when the bad key came from one.
+                    let unknown = message
+                        .strip_prefix("unknown field `")
+                        .and_then(|rest| rest.split('`').next());
+                    match applied
+                        .iter()
+                        .find(|(_, key)| unknown == Some(key.as_str()))
+                    {
+                        Some((var, _)) => ConfigError::Env {
+                            var: var.clone(),
+                            message,
+                        },
+                        None => parse(message),
+                    }
+                })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, message: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                message: message.into(),
+            })
+        };
+        if self.server.max_connections == 0 {
+            return invalid("server.max_connections", "must be at least 1");
+        }
+        if self.server.header_timeout_secs == 0 || self.server.header_timeout_secs > 300 {
+            return invalid("server.header_timeout_secs", "must be 1..=300");
+        }
+        if self.server.body_limit_bytes < 1024 || self.server.body_limit_bytes > 64 * 1024 * 1024 {
+            return invalid("server.body_limit_bytes", "must be 1 KiB..=64 MiB");
+        }
+        if self.hsm.token_label.is_empty() || self.hsm.token_label.len() > 32 {
+            return invalid(
+                "hsm.token_label",
+                "must be 1..=32 characters (PKCS#11 limit)",
+            );
+        }
+        match (&self.hsm.pin_file, &self.hsm.pin_credential) {
+            (Some(_), None) | (None, Some(_)) => {}
+            _ => {
+                return invalid(
+                    "hsm.pin_file",
+                    "set exactly one of hsm.pin_file and hsm.pin_credential",
+                );
+            }
+        }
+        if self.hsm.provision == Provision::Dev && self.hsm.pin_file.is_none() {
+            return invalid(
+                "hsm.provision",
+                "\"dev\" needs hsm.pin_file to write the new PIN to",
+            );
+        }
+        if self.hsm.pool_size == 0 || self.hsm.pool_size > 64 {
+            return invalid("hsm.pool_size", "must be 1..=64");
+        }
+        if ![2048, 3072, 4096].contains(&self.hsm.jwt_key_bits) {
+            return invalid("hsm.jwt_key_bits", "must be 2048, 3072 or 4096");
+        }
+        if self.store.backend == Backend::Mongodb && self.store.mongodb_uri_file.is_none() {
+            return invalid(
+                "store.mongodb_uri_file",
+                "required when store.backend = \"mongodb\"",
+            );
+        }
+        if self.models.intra_threads == 0 || self.models.intra_threads > 256 {
+            return invalid("models.intra_threads", "must be 1..=256");
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            return invalid(
+                "log.level",
+                "not a valid level or filter (e.g. \"info\", \"arclockd=debug\")",
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Applies one `ARCLOCK_SECTION_KEY=value` override to the raw table and
+/// returns the key it set (`None` for variables that are not overrides).
+fn apply_override(
+    table: &mut toml::Table,
+    var: &str,
+    value: &str,
+) -> Result<Option<String>, ConfigError> {
+    let Some(rest) = var.strip_prefix("ARCLOCK_") else {
+        return Ok(None);
+    };
+    if NOT_OVERRIDES.contains(&var) || var.starts_with("ARCLOCK_TEST_") {
+        return Ok(None);
+    }
+    let err = |message: String| ConfigError::Env {
+        var: var.to_string(),
+        message,
+    };
+    let lower = rest.to_ascii_lowercase();
+    let (section, key) = lower
+        .split_once('_')
+        .ok_or_else(|| err("expected ARCLOCK_<SECTION>_<KEY>".into()))?;
+    if !["server", "hsm", "store", "models", "log"].contains(&section) {
+        return Err(err(format!("unknown section {section:?}")));
+    }
+    let parsed = format!("v = {value}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .filter(|v| !v.is_table() && !v.is_array())
+        .unwrap_or_else(|| toml::Value::String(value.to_string()));
+    let section_table = table
+        .entry(section)
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+        .as_table_mut()
+        .ok_or_else(|| err(format!("[{section}] is not a table")))?;
+    section_table.insert(key.to_string(), parsed);
+    Ok(Some(key.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn example() -> String {
+        std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/arclockd.toml"),
+        )
+        .unwrap()
+    }
+
+    fn load(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        Config::from_toml(
+            text,
+            Path::new("test.toml"),
+            env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+        )
+    }
+
+    #[test]
+    fn shipped_example_is_valid() {
+        let c = load(&example(), &[]).unwrap();
+        assert_eq!(c.server.listen.port(), 8443);
+        assert_eq!(c.store.backend, Backend::Embedded);
+    }
+
+    #[test]
+    fn env_overrides_apply_and_unknown_ones_are_named() {
+        let c = load(
+            &example(),
+            &[
+                ("ARCLOCK_SERVER_LISTEN", "127.0.0.1:9443"),
+                ("ARCLOCK_HSM_POOL_SIZE", "7"),
+                ("ARCLOCK_FACES_DIR", "/x"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.server.listen.port(), 9443);
+        assert_eq!(c.hsm.pool_size, 7);
+        let e = load(&example(), &[("ARCLOCK_SERVER_LISTN", "x")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("listn"), "{e}");
+        let e = load(&example(), &[("ARCLOCK_NOPE_X", "1")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("ARCLOCK_NOPE_X") && e.contains("unknown section"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_name_the_key() {
+        let e = load(
+            &example().replace("[server]", "[server]\nlisten_port = 1"),
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("listen_port"), "{e}");
+        let e = load(&example(), &[("ARCLOCK_HSM_JWT_KEY_BITS", "1024")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("hsm.jwt_key_bits"), "{e}");
+        let e = load(&example(), &[("ARCLOCK_SERVER_LISTEN", "not-an-address")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("listen") || e.contains("address"), "{e}");
+        let e = load(&example(), &[("ARCLOCK_STORE_BACKEND", "postgres")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("postgres"), "{e}");
+        let e = load(&example(), &[("ARCLOCK_HSM_PIN_CREDENTIAL", "pin")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("exactly one"), "{e}");
+    }
+}

@@ -1,0 +1,77 @@
+//! The mobile app's response envelope and the headers every response carries.
+
+use http::{HeaderValue, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Bytes;
+use serde::Serialize;
+
+/// Body type of every response.
+pub type Body = Full<Bytes>;
+
+/// `{"success": true, "message": .., "data": ..}`.
+pub fn ok<T: Serialize>(status: StatusCode, message: &str, data: T) -> Response<Body> {
+    json(
+        status,
+        &serde_json::json!({"success": true, "message": message, "data": data}),
+    )
+}
+
+/// `{"success": false, "message": .., "error": .., "code": "UPPER_SNAKE"}`, with
+/// optional `data` (health keeps reporting per-dependency status when down).
+pub fn error(
+    status: StatusCode,
+    code: &str,
+    message: &str,
+    detail: &str,
+    data: Option<serde_json::Value>,
+) -> Response<Body> {
+    let mut body = serde_json::json!({
+        "success": false,
+        "message": message,
+        "error": detail,
+        "code": code,
+    });
+    if let (Some(data), Some(obj)) = (data, body.as_object_mut()) {
+        obj.insert("data".into(), data);
+    }
+    json(status, &body)
+}
+
+fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
+    let bytes = serde_json::to_vec(value).unwrap_or_else(|_| b"{\"success\":false}".to_vec());
+    let mut resp = Response::new(Full::new(Bytes::from(bytes)));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=utf-8"),
+    );
+    resp
+}
+
+/// Hardening headers on every response, whatever the route or status.
+pub fn secure(mut resp: Response<Body>) -> Response<Body> {
+    let h = resp.headers_mut();
+    h.insert(
+        header::STRICT_TRANSPORT_SECURITY,
+        HeaderValue::from_static("max-age=63072000; includeSubDomains"),
+    );
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        "cross-origin-resource-policy",
+        HeaderValue::from_static("same-origin"),
+    );
+    resp
+}

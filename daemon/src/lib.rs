@@ -1,0 +1,152 @@
+//! `arclockd`: the ArcLock daemon.
+//!
+//! # Layout
+//!
+//! - [`config`]: the TOML schema, `ARCLOCK_*` overrides, validation.
+//! - [`http`]: the rustls + hyper listener, connection and header limits, the
+//!   response envelope and security headers.
+//! - [`api`]: routes, one file per group (`health` so far).
+//! - [`store`]: users, encrypted templates, wrapped keys, logs (embedded SQLite).
+//! - [`provision`]: dev set-up of the SoftHSM2 token, its keys and a TLS cert.
+//!
+//! The key custody lives in `arclock-hsm`, the face pipeline in `arclock-face`;
+//! this crate wires them to the network and never touches key material itself.
+#![forbid(unsafe_code)]
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::todo,
+    clippy::unimplemented,
+    clippy::await_holding_lock
+)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
+pub mod api;
+pub mod config;
+pub mod http;
+pub mod provision;
+pub mod store;
+
+use std::sync::Arc;
+
+use arclock_face::{FaceModels, Manifest};
+use arclock_hsm::{Hsm, HsmConfig, Pin};
+
+pub use config::Config;
+use store::EmbeddedStore;
+
+/// Everything a request handler needs, built once at start.
+pub struct App {
+    pub config: Config,
+    pub tls: Arc<rustls::ServerConfig>,
+    pub hsm: Hsm,
+    pub store: EmbeddedStore,
+    pub models: Arc<FaceModels>,
+}
+
+/// Why the daemon cannot start. Runtime outages (HSM gone, store failing) are
+/// not start errors: the daemon serves 503 until they recover.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Tls(#[from] http::TlsError),
+    #[error(transparent)]
+    Hsm(#[from] arclock_hsm::Error),
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    #[error(transparent)]
+    Models(#[from] arclock_face::Error),
+}
+
+impl App {
+    /// Opens every dependency. Models and TLS must load (a corrupt model or
+    /// certificate refuses to start); the HSM connects lazily so that a missing
+    /// token degrades `/health` to 503 instead of preventing start.
+    pub fn build(config: Config) -> Result<Self, StartError> {
+        let tls = http::load_tls(&config.server.tls_cert, &config.server.tls_key)?;
+        let manifest = Manifest::load(&config.models.manifest)?;
+        let models = FaceModels::load(
+            &config.models.runtime,
+            &manifest,
+            &config.models.dir,
+            &config.models.detector,
+            &config.models.recognizer,
+            config.models.intra_threads,
+        )?;
+        let store = EmbeddedStore::open(&config.store.path)?;
+        let hsm = Hsm::new(hsm_config(&config), read_pin(&config)?);
+        Ok(App {
+            config,
+            tls,
+            hsm,
+            store,
+            models: Arc::new(models),
+        })
+    }
+}
+
+/// The HSM pool settings from the daemon config.
+pub fn hsm_config(config: &Config) -> HsmConfig {
+    HsmConfig {
+        module: config.hsm.module.clone(),
+        token_label: config.hsm.token_label.clone(),
+        pool_size: config.hsm.pool_size,
+    }
+}
+
+/// The PIN from the configured file or systemd credential.
+pub fn read_pin(config: &Config) -> Result<Pin, arclock_hsm::Error> {
+    match (&config.hsm.pin_file, &config.hsm.pin_credential) {
+        (Some(file), _) => Pin::from_file(file),
+        (None, Some(name)) => Pin::from_credential(name),
+        (None, None) => Err(arclock_hsm::Error::PinSource {
+            path: "hsm.pin_file".into(),
+            reason: "neither hsm.pin_file nor hsm.pin_credential is set".into(),
+        }),
+    }
+}
+
+/// Binds the listener and serves until SIGTERM or SIGINT.
+pub async fn run(app: App) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(app.config.server.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", app.config.server.listen))?;
+    let local = listener.local_addr()?;
+    match app.hsm.status().await {
+        Ok(s) => {
+            tracing::info!(token = %s.token_label, kek_versions = ?s.kek_versions, "HSM ready")
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "HSM unavailable at start; serving 503 until it recovers")
+        }
+    }
+    tracing::info!(%local, "arclockd listening on https://{local}");
+    println!("arclockd listening on https://{local}");
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let app = Arc::new(app);
+    let server = tokio::spawn(http::serve(listener, Arc::clone(&app), rx));
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    let _ = tx.send(true);
+    server.await??;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
