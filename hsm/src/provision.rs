@@ -16,9 +16,7 @@ use cryptoki::session::UserType;
 use cryptoki::types::AuthPin;
 use zeroize::Zeroizing;
 
-use crate::context::pkcs11_context;
 use crate::error::{Error, from_ck};
-use crate::pin::Pin;
 use crate::pool::{Hsm, find_slot};
 
 /// What [`ensure_token`] did.
@@ -44,7 +42,14 @@ pub fn ensure_token(
     let _one_at_a_time = PROVISIONING
         .lock()
         .map_err(|_| Error::HsmUnavailable("provisioning lock poisoned".into()))?;
-    let ctx = pkcs11_context(module)?;
+    let m = crate::context::module(module)?;
+    // Like every operation, hold the read side of the module gate so that a
+    // concurrent re-initialisation cannot finalise the library mid-provisioning.
+    let _gate = m
+        .gate
+        .read()
+        .map_err(|_| Error::HsmUnavailable("PKCS#11 gate poisoned".into()))?;
+    let ctx = m.ctx.clone();
     if find_slot(&ctx, label).is_ok() {
         if !pin_file.exists() {
             return Err(Error::PinSource {
@@ -95,11 +100,6 @@ pub async fn ensure_keys(hsm: &Hsm, jwt_bits: u32) -> Result<bool, Error> {
         generated = true;
     }
     Ok(generated)
-}
-
-/// Reads the PIN for an existing token from `pin_file` and returns a handle.
-pub fn open(config: crate::HsmConfig, pin_file: &Path) -> Result<Hsm, Error> {
-    Ok(Hsm::new(config, Pin::from_file(pin_file)?))
 }
 
 fn random_pin() -> Result<Zeroizing<String>, Error> {
