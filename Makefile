@@ -4,7 +4,7 @@ CARGO ?= cargo
 export ARCLOCK_STATE_DIR := $(STATE)
 export SOFTHSM2_CONF ?= $(STATE)/softhsm2.conf
 
-.PHONY: setup build run test check clean
+.PHONY: setup build run test bench check clean
 
 ## Install pinned system packages, ONNX Runtime and the face models (idempotent).
 setup:
@@ -24,6 +24,11 @@ run: build
 ## The whole test suite, against real SoftHSM2, ONNX Runtime, models and TLS.
 test: setup
 	$(CARGO) test --workspace --no-fail-fast
+
+## Every benchmark, release build; one markdown table in bench/results/latest.md.
+bench: setup
+	$(CARGO) build --release -p arclock-bench
+	target/release/arclock-bench --out bench/results
 
 ## Formatting and lints, as CI would want them.
 check:

@@ -128,11 +128,14 @@ pub(crate) fn versions(session: &Session) -> Result<Vec<KekVersion>, Error> {
     Ok(out)
 }
 
-fn current(session: &Session) -> Result<KekVersion, Error> {
-    versions(session)?
-        .last()
-        .copied()
-        .ok_or_else(|| Error::KeyNotFound(format!("{LABEL_PREFIX}* (no KEK in token)")))
+/// The version new secrets are wrapped under (the highest present).
+fn current(inner: &Inner, session: &Session) -> Result<KekVersion, Error> {
+    inner.current_kek(|| {
+        versions(session)?
+            .last()
+            .copied()
+            .ok_or_else(|| Error::KeyNotFound(format!("{LABEL_PREFIX}* (no KEK in token)")))
+    })
 }
 
 fn encrypt(
@@ -220,7 +223,7 @@ impl Hsm {
     pub async fn wrap(&self, user_id: &str, secret: &[u8]) -> Result<WrappedKey, Error> {
         let user_id = user_id.to_string();
         let secret = LockedBytes::from_slice(secret)?;
-        self.run(move |inner, s| encrypt(inner, s, current(s)?, &user_id, &secret))
+        self.run(move |inner, s| encrypt(inner, s, current(inner, s)?, &user_id, &secret))
             .await
     }
 
@@ -240,7 +243,7 @@ impl Hsm {
         let user_id = user_id.to_string();
         let wrapped = wrapped.clone();
         self.run(move |inner, s| {
-            let newest = current(s)?;
+            let newest = current(inner, s)?;
             if wrapped.kek_version == newest {
                 return Ok(wrapped.clone());
             }
@@ -257,9 +260,10 @@ impl Hsm {
 
     /// Generates the next KEK version inside the token and makes it current.
     pub async fn create_kek_version(&self) -> Result<KekVersion, Error> {
-        self.run(|_, s| {
+        self.run(|inner, s| {
             let next = versions(s)?.last().copied().unwrap_or(0) + 1;
             generate(s, next)?;
+            inner.forget_current();
             Ok(next)
         })
         .await
@@ -269,7 +273,8 @@ impl Hsm {
     /// version cannot be retired.
     pub async fn retire_kek_version(&self, version: KekVersion) -> Result<(), Error> {
         self.run(move |inner, s| {
-            if current(s)? == version {
+            // Decide on the token's own list, not the cache: never retire the newest.
+            if versions(s)?.last() == Some(&version) {
                 return Err(Error::Pkcs11 {
                     function: "retire".into(),
                     rv: format!("{} is the current KEK", label(version)),
@@ -278,6 +283,7 @@ impl Hsm {
             let handle = inner.find(s, ObjectClass::SECRET_KEY, &label(version))?;
             s.destroy_object(handle).map_err(from_ck)?;
             inner.forget(ObjectClass::SECRET_KEY, &label(version));
+            inner.forget_current();
             Ok(())
         })
         .await

@@ -11,6 +11,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use cryptoki::context::Pkcs11;
 use cryptoki::error::{Error as CkError, RvError};
@@ -73,7 +74,16 @@ struct Conn {
     slot: Option<Slot>,
     idle: Vec<Session>,
     handles: HashMap<(u8, String), ObjectHandle>,
+    /// Newest KEK version, so `wrap` does not enumerate the token every call.
+    current_kek: Option<(Instant, u32)>,
+    /// Newest signing key (version, kid), for the same reason in `sign_rs256`.
+    current_signer: Option<(Instant, u32, String)>,
 }
+
+/// How long a remembered "newest key" is trusted. Rotation in this process
+/// clears it at once; a rotation by another process (a second daemon on the
+/// same HSM) is picked up within this time, while old versions keep working.
+const CURRENT_KEY_TTL: Duration = Duration::from_secs(10);
 
 /// Why one attempt failed, and so what the retry loop does next.
 enum Failure {
@@ -300,6 +310,44 @@ impl Inner {
             .ok_or_else(|| Error::KeyNotFound(label.to_string()))?;
         self.conn()?.handles.insert(key, handle);
         Ok(handle)
+    }
+
+    /// The newest KEK version, from the cache or from `load` (which enumerates).
+    pub(crate) fn current_kek(
+        &self,
+        load: impl FnOnce() -> Result<u32, Error>,
+    ) -> Result<u32, Error> {
+        if let Some((at, v)) = self.conn()?.current_kek
+            && at.elapsed() < CURRENT_KEY_TTL
+        {
+            return Ok(v);
+        }
+        let v = load()?;
+        self.conn()?.current_kek = Some((Instant::now(), v));
+        Ok(v)
+    }
+
+    /// The newest signing key's version and kid, cached like [`Self::current_kek`].
+    pub(crate) fn current_signer(
+        &self,
+        load: impl FnOnce() -> Result<(u32, String), Error>,
+    ) -> Result<(u32, String), Error> {
+        if let Some((at, v, kid)) = &self.conn()?.current_signer
+            && at.elapsed() < CURRENT_KEY_TTL
+        {
+            return Ok((*v, kid.clone()));
+        }
+        let (v, kid) = load()?;
+        self.conn()?.current_signer = Some((Instant::now(), v, kid.clone()));
+        Ok((v, kid))
+    }
+
+    /// Forgets which keys are newest, after a key was created or destroyed here.
+    pub(crate) fn forget_current(&self) {
+        if let Ok(mut conn) = self.conn() {
+            conn.current_kek = None;
+            conn.current_signer = None;
+        }
     }
 
     /// Drops a cached handle after the object was destroyed.

@@ -121,17 +121,17 @@ impl Hsm {
     pub async fn sign_rs256(&self, signing_input: &[u8]) -> Result<Signature, Error> {
         let data = signing_input.to_vec();
         self.run(move |inner, s| {
-            let (version, jwk) = public_keys(s)?.pop().ok_or_else(|| {
-                Error::KeyNotFound(format!("{LABEL_PREFIX}* (no signing key in token)"))
+            let (version, kid) = inner.current_signer(|| {
+                let (v, jwk) = public_keys(s)?.pop().ok_or_else(|| {
+                    Error::KeyNotFound(format!("{LABEL_PREFIX}* (no signing key in token)"))
+                })?;
+                Ok((v, jwk.kid))
             })?;
             let key = inner.find(s, ObjectClass::PRIVATE_KEY, &label(version))?;
             let bytes = s
                 .sign(&Mechanism::Sha256RsaPkcs, key, &data)
                 .map_err(from_ck)?;
-            Ok(Signature {
-                kid: jwk.kid,
-                bytes,
-            })
+            Ok(Signature { kid, bytes })
         })
         .await
     }
@@ -154,7 +154,7 @@ impl Hsm {
                 rv: format!("unsupported RSA size {bits}"),
             });
         }
-        self.run(move |_, s| {
+        self.run(move |inner, s| {
             let next = public_keys(s)?.last().map(|(v, _)| *v).unwrap_or(0) + 1;
             let label = label(next).into_bytes();
             let (public, _private) = s
@@ -197,6 +197,7 @@ impl Hsm {
                     _ => {}
                 }
             }
+            inner.forget_current();
             Ok(jwk(&n, &e))
         })
         .await

@@ -1,0 +1,139 @@
+//! `arclock-bench`: every ArcLock benchmark, one markdown report.
+//!
+//! `make bench` runs it; the table goes to `bench/results/latest.md` and a dated
+//! copy. Figures are medians with p95 and ratios measured in the same run,
+//! because absolute numbers on shared 2-core machines are noisy.
+#![deny(unsafe_code)]
+
+mod hsm;
+mod report;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+
+use report::Report;
+
+#[derive(Parser, Debug)]
+#[command(about = "ArcLock benchmarks; writes a markdown table to bench/results/")]
+struct Args {
+    /// Sections to run (default: all).
+    #[arg(value_enum)]
+    sections: Vec<Section>,
+    /// Seconds per throughput measurement.
+    #[arg(long, default_value_t = 3.0)]
+    seconds: f64,
+    /// Where the report goes.
+    #[arg(long, default_value = "bench/results")]
+    out: PathBuf,
+    /// RSA size of the JWT signing key.
+    #[arg(long, default_value_t = 2048)]
+    jwt_bits: u32,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Section {
+    Hsm,
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let sections = if args.sections.is_empty() {
+        vec![Section::Hsm]
+    } else {
+        args.sections.clone()
+    };
+    // A private SoftHSM2 token store for this run, so the bench never touches
+    // the dev token under var/.
+    let dir = tempfile::tempdir()?;
+    let tokens = dir.path().join("tokens");
+    std::fs::create_dir(&tokens)?;
+    let conf = dir.path().join("softhsm2.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+            tokens.display()
+        ),
+    )?;
+    #[allow(unsafe_code)]
+    // SAFETY: still single-threaded (the runtime is built below) and SoftHSM2 is
+    // not loaded yet; nothing else reads the environment concurrently.
+    unsafe {
+        std::env::set_var("SOFTHSM2_CONF", &conf)
+    };
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let mut report = Report::new("ArcLock benchmarks", &facts());
+    let dur = Duration::from_secs_f64(args.seconds);
+    rt.block_on(async {
+        for s in &sections {
+            match s {
+                Section::Hsm => hsm::run(&mut report, dir.path(), dur, args.jwt_bits)
+                    .await
+                    .context("HSM benchmark")?,
+            }
+        }
+        anyhow::Ok(())
+    })?;
+
+    std::fs::create_dir_all(&args.out)?;
+    let text = report.into_string();
+    let latest = args.out.join("latest.md");
+    std::fs::write(&latest, &text)?;
+    println!("wrote {}", latest.display());
+    Ok(())
+}
+
+/// Machine, versions and date: a table without them cannot be compared.
+fn facts() -> Vec<(String, String)> {
+    let cmd = |c: &str, a: &[&str]| {
+        std::process::Command::new(c)
+            .args(a)
+            .output()
+            .ok()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default()
+    };
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|s| s.trim().to_string())
+        })
+        .unwrap_or_default();
+    vec![
+        ("date (UTC)".into(), cmd("date", &["-u", "+%Y-%m-%d %H:%M"])),
+        (
+            "machine".into(),
+            format!(
+                "{cpu}, {} cores, {}",
+                std::thread::available_parallelism().map_or(0, |n| n.get()),
+                cmd("uname", &["-sr"])
+            ),
+        ),
+        ("rustc".into(), cmd("rustc", &["--version"])),
+        (
+            "arclock".into(),
+            format!(
+                "{} ({})",
+                env!("CARGO_PKG_VERSION"),
+                cmd("git", &["rev-parse", "--short", "HEAD"])
+            ),
+        ),
+        (
+            "profile".into(),
+            if cfg!(debug_assertions) {
+                "debug".into()
+            } else {
+                "release".into()
+            },
+        ),
+    ]
+}
