@@ -5,6 +5,7 @@
 //! because absolute numbers on shared 2-core machines are noisy.
 #![deny(unsafe_code)]
 
+mod face;
 mod hsm;
 mod report;
 
@@ -28,6 +29,15 @@ struct Args {
     /// Where the report goes.
     #[arg(long, default_value = "bench/results")]
     out: PathBuf,
+    /// Repository root (models/manifest.toml, var/ from `make setup`).
+    #[arg(long, default_value = ".")]
+    root: PathBuf,
+    /// Labelled photos (../shared/faces).
+    #[arg(long, env = "ARCLOCK_FACES_DIR", default_value = "../shared/faces")]
+    faces: PathBuf,
+    /// Runs per latency measurement.
+    #[arg(long, default_value_t = 100)]
+    iterations: usize,
     /// RSA size of the JWT signing key.
     #[arg(long, default_value_t = 2048)]
     jwt_bits: u32,
@@ -36,12 +46,13 @@ struct Args {
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 enum Section {
     Hsm,
+    Face,
 }
 
 fn main() -> Result<()> {
     let args = Args::parse();
     let sections = if args.sections.is_empty() {
-        vec![Section::Hsm]
+        vec![Section::Hsm, Section::Face]
     } else {
         args.sections.clone()
     };
@@ -76,6 +87,8 @@ fn main() -> Result<()> {
                 Section::Hsm => hsm::run(&mut report, dir.path(), dur, args.jwt_bits)
                     .await
                     .context("HSM benchmark")?,
+                Section::Face => face::run(&mut report, &args.root, &args.faces, args.iterations)
+                    .context("face pipeline benchmark")?,
             }
         }
         anyhow::Ok(())

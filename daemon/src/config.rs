@@ -126,8 +126,15 @@ pub struct Models {
     pub dir: PathBuf,
     pub detector: String,
     pub recognizer: String,
+    /// Photos processed at once (each with its own ONNX Runtime sessions).
+    #[serde(default = "defaults::workers")]
+    pub workers: usize,
+    /// Threads each model run may use.
     #[serde(default = "defaults::intra_threads")]
     pub intra_threads: usize,
+    /// Face selection and quality gates (defaults measured on LFW, see models/README.md).
+    #[serde(default)]
+    pub policy: arclock_face::Policy,
 }
 
 /// Log output.
@@ -177,10 +184,13 @@ mod defaults {
     pub fn mongodb_database() -> String {
         "arclock".into()
     }
-    pub fn intra_threads() -> usize {
+    pub fn workers() -> usize {
         std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1)
+    }
+    pub fn intra_threads() -> usize {
+        1
     }
     pub fn log_format() -> super::LogFormat {
         super::LogFormat::Text
@@ -297,6 +307,9 @@ impl Config {
         }
         if self.models.intra_threads == 0 || self.models.intra_threads > 256 {
             return invalid("models.intra_threads", "must be 1..=256");
+        }
+        if self.models.workers == 0 || self.models.workers > 256 {
+            return invalid("models.workers", "must be 1..=256");
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             return invalid(

@@ -30,7 +30,7 @@ pub mod store;
 
 use std::sync::Arc;
 
-use arclock_face::{FaceModels, Manifest};
+use arclock_face::{FaceModels, Manifest, Pipeline, Threads};
 use arclock_hsm::{Hsm, HsmConfig, Pin};
 
 pub use config::Config;
@@ -42,7 +42,7 @@ pub struct App {
     pub tls: Arc<rustls::ServerConfig>,
     pub hsm: Hsm,
     pub store: EmbeddedStore,
-    pub models: Arc<FaceModels>,
+    pub face: Arc<Pipeline>,
 }
 
 /// Why the daemon cannot start. Runtime outages (HSM gone, store failing) are
@@ -72,8 +72,17 @@ impl App {
             &config.models.dir,
             &config.models.detector,
             &config.models.recognizer,
-            config.models.intra_threads,
+            Threads {
+                workers: config.models.workers,
+                intra: config.models.intra_threads,
+            },
         )?;
+        let face = Pipeline::new(
+            models,
+            config.models.policy,
+            arclock_face::photo::Limits::default(),
+            config.models.workers,
+        );
         let store = EmbeddedStore::open(&config.store.path)?;
         let hsm = Hsm::new(hsm_config(&config), read_pin(&config)?);
         Ok(App {
@@ -81,7 +90,7 @@ impl App {
             tls,
             hsm,
             store,
-            models: Arc::new(models),
+            face: Arc::new(face),
         })
     }
 }

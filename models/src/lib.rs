@@ -2,15 +2,22 @@
 //!
 //! # Layout
 //!
-//! - [`manifest`]: which ONNX files exist, their sha256, inputs and normalisation;
-//!   the pipeline reads every size and name from here, nothing is hard-coded.
+//! - [`manifest`]: which ONNX files exist, their sha256, inputs, normalisation
+//!   and calibrated threshold; nothing about a model is hard-coded.
 //! - [`runtime`]: ONNX Runtime loaded once per process from the pinned
 //!   `libonnxruntime.so` (`ort` with `load-dynamic`).
-//! - [`FaceModels`] (in `models`): the detector and recogniser sessions, built
-//!   once from sha256-verified bytes and shared; loading fails closed.
+//! - [`FaceModels`] (in `models`): detector and recognizer sessions, built once
+//!   from sha256-verified bytes, one per worker; loading fails closed.
+//! - [`photo`]: bytes to upright RGB under size limits, into locked memory.
+//! - [`detect`]: SCRFD and YuNet decoders; [`quality`]: which face, and is it
+//!   good enough; [`align`]: Umeyama similarity onto the ArcFace template.
+//! - [`Embedding`]: the unit vector, tagged with its model id, zeroized.
+//! - [`Pipeline`]: the whole path on a bounded pool, with reusable locked
+//!   [`Workspace`]s that are wiped after every run.
+//! - [`eval`]: the accuracy evaluation behind the default threshold.
 //!
 //! Secrets (image bytes, pixels, tensors, embeddings) live in
-//! [`arclock_secmem::LockedVec`] buffers: locked, never dumped, zeroized on drop.
+//! [`arclock_secmem::LockedVec`] buffers: locked, never dumped, zeroized.
 #![forbid(unsafe_code)]
 #![deny(
     clippy::unwrap_used,
@@ -22,11 +29,23 @@
 )]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
+pub mod align;
+pub mod detect;
+mod embedding;
 mod error;
+pub mod eval;
 pub mod manifest;
 mod models;
+pub mod photo;
+mod pipeline;
+pub mod quality;
 pub mod runtime;
+mod workspace;
 
+pub use embedding::Embedding;
 pub use error::Error;
 pub use manifest::{Manifest, ModelSpec, Role};
-pub use models::{FaceModels, ModelsStatus};
+pub use models::{FaceModels, ModelsStatus, Threads};
+pub use pipeline::{Face, Pipeline, Timings};
+pub use quality::{Policy, Quality};
+pub use workspace::Workspace;

@@ -48,6 +48,13 @@ pub struct ModelSpec {
     /// Recognizers only.
     #[serde(default)]
     pub embedding_dim: Option<usize>,
+    /// Detectors only: candidate score cut-off (default per family).
+    #[serde(default)]
+    pub score_threshold: Option<f32>,
+    /// Recognizers only: cosine similarity at or above which two faces match,
+    /// calibrated for this model by `arclock-face eval` (see models/README.md).
+    #[serde(default)]
+    pub threshold: Option<f32>,
 }
 
 /// All models known to this installation.
@@ -90,6 +97,19 @@ impl Manifest {
             }
             if spec.file.contains('/') || spec.file.starts_with('.') {
                 return Err(format!("{}: must be a plain file name", at("file")));
+            }
+            let unit =
+                |v: Option<f32>| v.is_none_or(|t| t.is_finite() && (-1.0..=1.0).contains(&t));
+            if !unit(spec.threshold) || !unit(spec.score_threshold) {
+                return Err(format!("{}: must be within [-1, 1]", at("threshold")));
+            }
+            if (spec.role == Role::Detector && spec.threshold.is_some())
+                || (spec.role == Role::Recognizer && spec.score_threshold.is_some())
+            {
+                return Err(format!(
+                    "{}: `threshold` is for recognizers, `score_threshold` for detectors",
+                    at("threshold")
+                ));
             }
             match (spec.role, spec.kind.as_str(), spec.embedding_dim) {
                 (Role::Detector, "scrfd" | "yunet", None) => {}

@@ -1,29 +1,54 @@
 //! The loaded model set: a detector and a recognizer, verified and shared.
 
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard, TryLockError};
+use std::time::{Duration, Instant};
 
 use arclock_secmem::LockedVec;
 use ort::session::Session;
 use ort::value::TensorRef;
 use sha2::{Digest, Sha256};
+use zeroize::{Zeroize, Zeroizing};
 
+use crate::detect::{self, Detection, Family, Placement};
+use crate::embedding::Embedding;
 use crate::manifest::{Manifest, ModelSpec, Role};
 use crate::{Error, runtime};
 
-/// A model spec together with its ONNX Runtime session.
-///
-/// `Session::run` needs `&mut`, so each session sits behind a mutex; the
-/// daemon's bounded inference pool decides how many run at once.
+/// How inference uses the cores: `workers` photos at once, each model run
+/// using `intra` threads. Each model keeps one session per worker, because
+/// `ort`'s `Session::run` takes `&mut self`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Threads {
+    pub workers: usize,
+    pub intra: usize,
+}
+
+impl Threads {
+    /// One worker per core, one thread each: a burst of requests keeps every
+    /// core busy without oversubscribing them.
+    pub fn per_core() -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Threads {
+            workers: cores,
+            intra: 1,
+        }
+    }
+}
+
+/// A model spec together with its ONNX Runtime sessions.
 pub struct LoadedModel {
     pub spec: ModelSpec,
-    session: Mutex<Session>,
+    sessions: Vec<Mutex<Session>>,
+    next: AtomicUsize,
 }
 
 impl std::fmt::Debug for LoadedModel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LoadedModel")
             .field("id", &self.spec.id)
+            .field("sessions", &self.sessions.len())
             .finish_non_exhaustive()
     }
 }
@@ -33,6 +58,7 @@ impl std::fmt::Debug for LoadedModel {
 pub struct FaceModels {
     pub detector: LoadedModel,
     pub recognizer: LoadedModel,
+    pub(crate) family: Family,
 }
 
 /// What is loaded, for `/health` and the console.
@@ -55,7 +81,7 @@ impl FaceModels {
         dir: &Path,
         detector: &str,
         recognizer: &str,
-        intra_threads: usize,
+        threads: Threads,
     ) -> Result<Self, Error> {
         let manifest_err = |reason: String| Error::Manifest {
             path: dir.to_path_buf(),
@@ -67,6 +93,8 @@ impl FaceModels {
         let rec = manifest
             .get(recognizer, Role::Recognizer)
             .map_err(manifest_err)?;
+        let family = Family::from_kind(&det.kind)
+            .ok_or_else(|| manifest_err(format!("unknown detector kind {:?}", det.kind)))?;
         let env = runtime::environment(runtime_library)?;
         let load = |spec: &ModelSpec| -> Result<LoadedModel, Error> {
             let bytes = read_verified(spec, dir)?;
@@ -74,31 +102,37 @@ impl FaceModels {
                 id: spec.id.clone(),
                 reason: e.to_string(),
             };
-            let session = Session::builder(env)
-                .map_err(model_err)?
-                .with_intra_threads(intra_threads.max(1))
-                .map_err(|e| model_err(e.into()))?
-                .commit_from_memory(&bytes)
-                .map_err(model_err)?;
-            if !session.inputs().iter().any(|i| i.name() == spec.input) {
-                let names: Vec<&str> = session.inputs().iter().map(|i| i.name()).collect();
-                return Err(Error::Model {
-                    id: spec.id.clone(),
-                    reason: format!(
-                        "has no input {:?} (inputs: {})",
-                        spec.input,
-                        names.join(", ")
-                    ),
-                });
+            let mut sessions = Vec::new();
+            for _ in 0..threads.workers.max(1) {
+                let session = Session::builder(env)
+                    .map_err(model_err)?
+                    .with_intra_threads(threads.intra.max(1))
+                    .map_err(|e| model_err(e.into()))?
+                    .commit_from_memory(&bytes)
+                    .map_err(model_err)?;
+                if !session.inputs().iter().any(|i| i.name() == spec.input) {
+                    let names: Vec<&str> = session.inputs().iter().map(|i| i.name()).collect();
+                    return Err(Error::Model {
+                        id: spec.id.clone(),
+                        reason: format!(
+                            "has no input {:?} (inputs: {})",
+                            spec.input,
+                            names.join(", ")
+                        ),
+                    });
+                }
+                sessions.push(Mutex::new(session));
             }
             Ok(LoadedModel {
                 spec: spec.clone(),
-                session: Mutex::new(session),
+                sessions,
+                next: AtomicUsize::new(0),
             })
         };
         let models = FaceModels {
             detector: load(det)?,
             recognizer: load(rec)?,
+            family,
         };
         models.check_recognizer()?;
         Ok(models)
@@ -108,20 +142,17 @@ impl FaceModels {
     fn check_recognizer(&self) -> Result<(), Error> {
         let spec = &self.recognizer.spec;
         let [w, h] = spec.input_size;
-        let blank =
-            LockedVec::<f32>::zeroed(3 * w as usize * h as usize).map_err(|e| Error::Model {
-                id: spec.id.clone(),
-                reason: e.to_string(),
-            })?;
-        let got = self
-            .recognizer
-            .run_single(&blank, [1, 3, h as usize, w as usize])?;
+        let blank = LockedVec::<f32>::zeroed(3 * w as usize * h as usize)?;
         let want = spec.embedding_dim.unwrap_or(0);
-        if got != want {
-            return Err(Error::Model {
-                id: spec.id.clone(),
-                reason: format!("outputs {got} values, manifest says embedding_dim = {want}"),
-            });
+        for session in &self.recognizer.sessions {
+            let mut session = session.lock().map_err(|_| self.recognizer.poisoned())?;
+            let (got, _) = self.recognizer.run_raw(&mut session, &blank, |_| Ok(()))?;
+            if got != want {
+                return Err(Error::Model {
+                    id: spec.id.clone(),
+                    reason: format!("outputs {got} values, manifest says embedding_dim = {want}"),
+                });
+            }
         }
         Ok(())
     }
@@ -134,28 +165,125 @@ impl FaceModels {
             embedding_dim: self.recognizer.spec.embedding_dim.unwrap_or(0),
         }
     }
+
+    /// Runs the detector on a prepared tensor; returns the faces and the time
+    /// spent inside ONNX Runtime.
+    pub(crate) fn detect(
+        &self,
+        input: &[f32],
+        at: Placement,
+    ) -> Result<(Vec<Detection>, Duration), Error> {
+        let m = &self.detector;
+        let threshold = m
+            .spec
+            .score_threshold
+            .unwrap_or_else(|| self.family.default_score_threshold());
+        let shape = [1, 3, at.height, at.width];
+        let tensor = TensorRef::from_array_view((shape, input)).map_err(|e| m.err(e))?;
+        let mut session = m.session()?;
+        let t = Instant::now();
+        let mut outputs = session
+            .run(ort::inputs![m.spec.input.as_str() => tensor])
+            .map_err(|e| m.err(e))?;
+        let took = t.elapsed();
+        // Copy the outputs out (wiping ONNX Runtime's copies: landmarks are
+        // biometric geometry), then decode from our copies.
+        let mut copies: Vec<(String, Vec<i64>, Zeroizing<Vec<f32>>)> = Vec::new();
+        for (name, mut value) in outputs.iter_mut() {
+            let (shape, data) = value
+                .try_extract_tensor_mut::<f32>()
+                .map_err(|e| m.err(e))?;
+            copies.push((
+                name.to_string(),
+                shape.to_vec(),
+                Zeroizing::new(data.to_vec()),
+            ));
+            data.zeroize();
+        }
+        drop(outputs);
+        drop(session);
+        let views: Vec<detect::Output<'_>> = copies
+            .iter()
+            .map(|(name, shape, values)| detect::Output {
+                name,
+                shape,
+                values,
+            })
+            .collect();
+        let faces = detect::decode(self.family, &views, at, threshold)?;
+        Ok((faces, took))
+    }
+
+    /// Runs the recognizer on an aligned face tensor; returns the normalised
+    /// embedding and the time spent inside ONNX Runtime.
+    pub(crate) fn embed(&self, input: &[f32]) -> Result<(Embedding, Duration), Error> {
+        let m = &self.recognizer;
+        let mut session = m.session()?;
+        let mut embedding = None;
+        let (_, took) = m.run_raw(&mut session, input, |values| {
+            embedding = Some(Embedding::from_raw(&m.spec.id, values)?);
+            Ok(())
+        })?;
+        let embedding = embedding.ok_or_else(|| m.err("no output"))?;
+        Ok((embedding, took))
+    }
 }
 
 impl LoadedModel {
-    /// Runs the model on one input tensor held in caller-owned (locked) memory
-    /// and returns the number of values in the first output.
-    fn run_single(&self, input: &[f32], shape: [usize; 4]) -> Result<usize, Error> {
-        let err = |reason: String| Error::Model {
+    fn err(&self, e: impl std::fmt::Display) -> Error {
+        Error::Model {
             id: self.spec.id.clone(),
-            reason,
-        };
-        let tensor = TensorRef::from_array_view((shape, input)).map_err(|e| err(e.to_string()))?;
-        let mut session = self
-            .session
-            .lock()
-            .map_err(|_| err("session lock poisoned".into()))?;
-        let outputs = session
+            reason: e.to_string(),
+        }
+    }
+
+    fn poisoned(&self) -> Error {
+        self.err("session lock poisoned")
+    }
+
+    /// A free session if there is one, else waits for the next in turn.
+    fn session(&self) -> Result<MutexGuard<'_, Session>, Error> {
+        let n = self.sessions.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed) % n;
+        for i in 0..n {
+            match self.sessions[(start + i) % n].try_lock() {
+                Ok(g) => return Ok(g),
+                Err(TryLockError::WouldBlock) => continue,
+                Err(TryLockError::Poisoned(_)) => return Err(self.poisoned()),
+            }
+        }
+        self.sessions[start].lock().map_err(|_| self.poisoned())
+    }
+
+    /// Runs a single-input, single-output model over caller-owned (locked)
+    /// memory; `use_output` sees the first output before it is wiped.
+    /// Returns the output length and the ONNX Runtime time.
+    fn run_raw(
+        &self,
+        session: &mut Session,
+        input: &[f32],
+        use_output: impl FnOnce(&[f32]) -> Result<(), Error>,
+    ) -> Result<(usize, Duration), Error> {
+        let [w, h] = self.spec.input_size;
+        let shape = [1, 3, h as usize, w as usize];
+        let tensor = TensorRef::from_array_view((shape, input)).map_err(|e| self.err(e))?;
+        let t = Instant::now();
+        let mut outputs = session
             .run(ort::inputs![self.spec.input.as_str() => tensor])
-            .map_err(|e| err(e.to_string()))?;
-        let (_, values) = outputs[0]
-            .try_extract_tensor::<f32>()
-            .map_err(|e| err(e.to_string()))?;
-        Ok(values.len())
+            .map_err(|e| self.err(e))?;
+        let took = t.elapsed();
+        let mut first = outputs
+            .values_mut()
+            .next()
+            .ok_or_else(|| self.err("model has no output"))?;
+        let (_, values) = first
+            .try_extract_tensor_mut::<f32>()
+            .map_err(|e| self.err(e))?;
+        let len = values.len();
+        let used = use_output(values);
+        values.zeroize();
+        used?;
+        Ok((len, took))
     }
 }
 

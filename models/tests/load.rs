@@ -2,7 +2,12 @@
 
 use std::path::{Path, PathBuf};
 
-use arclock_face::{Error, FaceModels, Manifest};
+use arclock_face::{Error, FaceModels, Manifest, Threads};
+
+const ONE: Threads = Threads {
+    workers: 1,
+    intra: 1,
+};
 
 fn state() -> PathBuf {
     std::env::var_os("ARCLOCK_STATE_DIR")
@@ -26,7 +31,7 @@ fn default_models_load_and_recognizer_has_manifest_dimension() {
         ("yunet_2023mar", "mobilefacenet_128"),
     ] {
         let models =
-            FaceModels::load(&runtime(), &m, &state().join("models"), det, rec, 1).unwrap();
+            FaceModels::load(&runtime(), &m, &state().join("models"), det, rec, ONE).unwrap();
         let s = models.status();
         assert_eq!(
             (s.detector.as_str(), s.recognizer.as_str(), s.embedding_dim),
@@ -52,7 +57,7 @@ fn a_changed_byte_refuses_to_load_and_names_the_file() {
         dir.path(),
         "scrfd_2.5g_bnkps",
         "arcface_mobileface_128",
-        1,
+        ONE,
     )
     .unwrap_err();
     assert!(matches!(e, Error::Integrity { .. }), "{e}");
@@ -65,7 +70,7 @@ fn a_changed_byte_refuses_to_load_and_names_the_file() {
         dir.path(),
         "scrfd_2.5g_bnkps",
         "arcface_mobileface_128",
-        1,
+        ONE,
     )
     .unwrap_err();
     assert!(matches!(e, Error::Io { .. }), "{e}");
@@ -83,7 +88,7 @@ fn a_manifest_that_lies_about_the_dimension_is_caught_at_load() {
         &state().join("models"),
         "scrfd_2.5g_bnkps",
         "arcface_mobileface_128",
-        1,
+        ONE,
     )
     .unwrap_err();
     assert!(
@@ -101,7 +106,7 @@ fn unknown_model_id_lists_the_known_ones() {
         &state().join("models"),
         "nope",
         "arcface_mobileface_128",
-        1,
+        ONE,
     )
     .unwrap_err();
     assert!(

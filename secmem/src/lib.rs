@@ -200,9 +200,39 @@ impl<T: Plain> LockedVec<T> {
     }
 
     /// Wipes the contents and sets the length to zero, keeping the mapping.
+    ///
+    /// Only `[0, len)` needs wiping: everything past `len` is zero already
+    /// (fresh mappings are zero-filled, and `truncate`/`clear` wipe what they cut).
     pub fn clear(&mut self) {
-        self.wipe_all();
+        self.as_mut_slice().zeroize_plain();
         self.len = 0;
+    }
+
+    /// Sets the length to `len` within the fixed capacity: growing exposes zeroed
+    /// elements (the invariant above), shrinking wipes the cut-off part. Lets one
+    /// locked buffer be reused across requests of different sizes.
+    pub fn resize(&mut self, len: usize) -> Result<(), Error> {
+        if len > self.capacity {
+            return Err(Error::Capacity {
+                capacity: self.capacity,
+                needed: len,
+            });
+        }
+        if len < self.len {
+            self.truncate(len);
+        } else {
+            self.len = len;
+        }
+        Ok(())
+    }
+
+    /// Whether the whole mapping (not only the elements in use) is zero: what
+    /// tests use to prove a buffer was wiped after use.
+    pub fn is_wiped(&self) -> bool {
+        // SAFETY: the whole mapping is ours and readable for `mapped` bytes.
+        let bytes =
+            unsafe { std::slice::from_raw_parts(self.ptr.as_ptr().cast::<u8>(), self.mapped) };
+        bytes.iter().all(|b| *b == 0)
     }
 
     /// Shortens the vector, wiping what is cut off.
@@ -302,6 +332,25 @@ impl<T: Plain> std::ops::DerefMut for LockedVec<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn resize_reuses_the_mapping_and_clear_wipes() {
+        let mut v = LockedVec::<f32>::with_capacity(1000).unwrap();
+        v.resize(10).unwrap();
+        assert!(v.iter().all(|x| *x == 0.0));
+        v.iter_mut().for_each(|x| *x = 1.5);
+        v.resize(4).unwrap();
+        v.resize(10).unwrap();
+        assert_eq!(
+            &v[..5],
+            &[1.5, 1.5, 1.5, 1.5, 0.0],
+            "the cut-off tail was wiped"
+        );
+        assert!(!v.is_wiped());
+        v.clear();
+        assert!(v.is_wiped());
+        assert!(v.resize(v.capacity() + 1).is_err());
+    }
 
     #[test]
     fn round_trip_and_capacity() {

@@ -23,7 +23,7 @@ pub async fn get(app: &App) -> Response<Body> {
         Ok(()) => json!({"status": "ok", "backend": "embedded"}),
         Err(e) => json!({"status": "error", "backend": "embedded", "reason": e.to_string()}),
     };
-    let m = app.models.status();
+    let m = app.face.models().status();
     let models = json!({
         "status": "ok",
         "detector": m.detector,

@@ -1,0 +1,113 @@
+//! Face pipeline latency: decode, detect, align, embed and the whole run on
+//! real photos, with the time inside ONNX Runtime measured in the same runs, so
+//! the pipeline's own overhead is a ratio (goal: <= 1.15x the model time).
+
+use std::io::Cursor;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use arclock_face::{FaceModels, Manifest, Pipeline, Policy, Threads, Timings, Workspace};
+
+use crate::report::{Report, Samples, num};
+
+pub fn run(report: &mut Report, root: &Path, faces: &Path, iterations: usize) -> Result<()> {
+    let state = root.join("var");
+    let manifest = Manifest::load(&root.join("models/manifest.toml"))?;
+    let threads = Threads::per_core();
+    let models = FaceModels::load(
+        &state.join("opt/onnxruntime-1.32.0/libonnxruntime.so.1.32.0"),
+        &manifest,
+        &state.join("models"),
+        "scrfd_2.5g_bnkps",
+        "arcface_mobileface_128",
+        threads,
+    )?;
+    let pipeline = Pipeline::new(
+        models,
+        Policy::default(),
+        Default::default(),
+        threads.workers,
+    );
+
+    let lfw = faces.join("lfw-dev/Aaron_Peirsol/Aaron_Peirsol_0001.jpg");
+    let small = std::fs::read(&lfw).with_context(|| format!("reading {}", lfw.display()))?;
+    // A phone-sized JPEG (4032x3024) made from the same photo, placed in a
+    // larger frame: decode and detector resize costs grow with the pixels.
+    let phone = {
+        let img = image::load_from_memory(&small)?.to_rgb8();
+        let face = image::imageops::resize(&img, 1500, 1500, image::imageops::FilterType::Triangle);
+        let mut canvas = image::RgbImage::from_pixel(4032, 3024, image::Rgb([128, 128, 128]));
+        image::imageops::overlay(&mut canvas, &face, 1266, 762);
+        let mut out = Vec::new();
+        canvas.write_to(&mut Cursor::new(&mut out), image::ImageFormat::Jpeg)?;
+        out
+    };
+
+    report.table(
+        "Face pipeline (SCRFD-2.5G + ArcFace-MobileFaceNet-128, ONNX Runtime 1.32 CPU)",
+        &format!(
+            "{iterations} sequential runs per photo after 3 warm-up runs, one worker, \
+             {} intra-op thread(s) per model (the daemon's default). `model` columns are \
+             the time inside `Session::run`, measured in the same runs.",
+            threads.intra
+        ),
+        &["photo", "step", "median ms", "p95 ms"],
+    );
+    let mut ratios = Vec::new();
+    for (name, bytes) in [
+        ("LFW 250x250 JPEG", &small),
+        ("phone 4032x3024 JPEG", &phone),
+    ] {
+        let mut ws = Workspace::new()?;
+        for _ in 0..3 {
+            pipeline.run(&mut ws, bytes, None)?;
+        }
+        let mut all: Vec<Timings> = Vec::with_capacity(iterations);
+        for _ in 0..iterations {
+            let mut t = Timings::default();
+            pipeline.run(&mut ws, bytes, Some(&mut t))?;
+            all.push(t);
+        }
+        let col = |f: fn(&Timings) -> Duration| {
+            let mut s = Samples::default();
+            for t in &all {
+                s.push(f(t));
+            }
+            s
+        };
+        let rows: [(&str, Samples); 7] = [
+            ("decode", col(|t| t.decode)),
+            ("detect (prepare + model + decode)", col(|t| t.detect)),
+            ("detector model", col(|t| t.detect_model)),
+            ("align + quality", col(|t| t.align)),
+            ("embed", col(|t| t.embed)),
+            ("recognizer model", col(|t| t.embed_model)),
+            ("whole pipeline", col(|t| t.total)),
+        ];
+        for (step, s) in &rows {
+            report.row(&[
+                name.into(),
+                (*step).into(),
+                num(s.median_ms()),
+                num(s.p95_ms()),
+            ]);
+        }
+        let models = col(|t| t.detect_model + t.embed_model);
+        ratios.push((
+            name,
+            rows[6].1.median_ms() / models.median_ms(),
+            ws.locked_bytes(),
+        ));
+    }
+    report.end_table();
+    for (name, ratio, locked) in ratios {
+        report.para(&format!(
+            "{name}: whole pipeline = **{}x** the raw model time (median over median; goal \
+             <= 1.15x); locked workspace {:.1} MiB.",
+            num(ratio),
+            locked as f64 / (1024.0 * 1024.0)
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,203 @@
+//! The whole path from photo bytes to embedding, and the bounded pool it runs on.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arclock_secmem::LockedBytes;
+
+use crate::Error;
+use crate::detect::{self, Detection};
+use crate::embedding::Embedding;
+use crate::models::FaceModels;
+use crate::photo::{self, Limits, Rgb};
+use crate::quality::{self, Measures, Policy};
+use crate::workspace::Workspace;
+
+/// A face found, checked and embedded.
+#[derive(Debug)]
+pub struct Face {
+    pub embedding: Embedding,
+    pub detection: Detection,
+    pub measures: Measures,
+}
+
+/// Where the time of one run went; `*_model` is the time inside ONNX Runtime.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Timings {
+    pub decode: Duration,
+    pub detect: Duration,
+    pub detect_model: Duration,
+    pub align: Duration,
+    pub embed: Duration,
+    pub embed_model: Duration,
+    pub total: Duration,
+}
+
+/// The face pipeline: models, policy and limits, plus a bounded pool of
+/// workers. Requests beyond `workers` wait for a permit instead of all running
+/// at once and thrashing the cores (and the locked-memory budget).
+#[derive(Debug)]
+pub struct Pipeline {
+    models: FaceModels,
+    policy: Policy,
+    limits: Limits,
+    permits: tokio::sync::Semaphore,
+    workspaces: Mutex<Vec<Workspace>>,
+}
+
+impl Pipeline {
+    /// `workers` should match the sessions per model the models were loaded with.
+    pub fn new(models: FaceModels, policy: Policy, limits: Limits, workers: usize) -> Self {
+        Pipeline {
+            models,
+            policy,
+            limits,
+            permits: tokio::sync::Semaphore::new(workers.max(1)),
+            workspaces: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub fn models(&self) -> &FaceModels {
+        &self.models
+    }
+
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// The recognizer's calibrated match threshold from the manifest.
+    pub fn threshold(&self) -> Option<f32> {
+        self.models.recognizer.spec.threshold
+    }
+
+    /// Embeds a photo on the blocking pool, at most `workers` at a time. The
+    /// photo buffer is consumed: it is wiped when the run ends.
+    pub async fn embed(self: &Arc<Self>, photo: LockedBytes) -> Result<Face, Error> {
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| Error::Unavailable("pool closed".into()))?;
+        let me = Arc::clone(self);
+        tokio::task::spawn_blocking(move || {
+            let mut ws = me.take_workspace()?;
+            let out = me.run(&mut ws, &photo, None);
+            drop(photo);
+            me.give_back(ws);
+            out
+        })
+        .await
+        .map_err(|e| Error::Unavailable(format!("face worker failed: {e}")))?
+    }
+
+    /// One synchronous run in `ws`, which is wiped before returning (also on
+    /// error). `timings`, if given, receives where the time went.
+    pub fn run(
+        &self,
+        ws: &mut Workspace,
+        bytes: &[u8],
+        timings: Option<&mut Timings>,
+    ) -> Result<Face, Error> {
+        let out = self.run_inner(ws, bytes, timings);
+        ws.wipe();
+        out
+    }
+
+    fn run_inner(
+        &self,
+        ws: &mut Workspace,
+        bytes: &[u8],
+        timings: Option<&mut Timings>,
+    ) -> Result<Face, Error> {
+        let mut t = Timings::default();
+        let start = Instant::now();
+
+        let (width, height) = photo::decode(bytes, &self.limits, &mut ws.raw, &mut ws.rgb)?;
+        t.decode = start.elapsed();
+
+        let mark = Instant::now();
+        let img = Rgb {
+            width,
+            height,
+            pixels: &ws.rgb,
+        };
+        let at = detect::prepare(&self.models.detector.spec, img, &mut ws.det_input)?;
+        let (faces, det_model) = self.models.detect(&ws.det_input, at)?;
+        ws.det_input.clear();
+        let face = *quality::select(&faces, (width, height), &self.policy)?;
+        t.detect = mark.elapsed();
+        t.detect_model = det_model;
+
+        let mark = Instant::now();
+        let img = Rgb {
+            width,
+            height,
+            pixels: &ws.rgb,
+        };
+        let spec = &self.models.recognizer.spec;
+        crate::align::warp(
+            spec,
+            img,
+            &face.landmarks,
+            &mut ws.small,
+            &mut ws.rec_input,
+            &mut ws.grey,
+        )?;
+        ws.rgb.clear();
+        let (yaw, pitch) = quality::pose(&face.landmarks);
+        let [w, h] = spec.input_size.map(|v| v as usize);
+        let (sharpness, brightness) = quality::image_stats(&ws.grey, w, h);
+        ws.grey.clear();
+        let measures = Measures {
+            score: face.score,
+            face_px: face.width().min(face.height()),
+            yaw,
+            pitch,
+            sharpness,
+            brightness,
+        };
+        quality::assess(&measures, &self.policy)?;
+        t.align = mark.elapsed();
+
+        let mark = Instant::now();
+        let (embedding, rec_model) = self.models.embed(&ws.rec_input)?;
+        ws.rec_input.clear();
+        t.embed = mark.elapsed();
+        t.embed_model = rec_model;
+        t.total = start.elapsed();
+        if let Some(out) = timings {
+            *out = t;
+        }
+        Ok(Face {
+            embedding,
+            detection: face,
+            measures,
+        })
+    }
+
+    fn take_workspace(&self) -> Result<Workspace, Error> {
+        let reused = self
+            .workspaces
+            .lock()
+            .map_err(|_| Error::Unavailable("workspace pool poisoned".into()))?
+            .pop();
+        match reused {
+            Some(ws) => Ok(ws),
+            None => Workspace::new(),
+        }
+    }
+
+    fn give_back(&self, ws: Workspace) {
+        if let Ok(mut pool) = self.workspaces.lock() {
+            pool.push(ws);
+        }
+    }
+
+    /// Whether every pooled workspace is wiped (for tests).
+    pub fn workspaces_wiped(&self) -> bool {
+        self.workspaces
+            .lock()
+            .map(|p| p.iter().all(Workspace::is_wiped))
+            .unwrap_or(false)
+    }
+}
