@@ -23,7 +23,7 @@ run: build
 
 ## The whole test suite, against real SoftHSM2, ONNX Runtime, models and TLS.
 test: setup
-	$(CARGO) test --workspace --no-fail-fast
+	scripts/with-mongo.sh $(CARGO) test --workspace --no-fail-fast
 
 ## Every benchmark, release build; one markdown table in bench/results/latest.md.
 bench: setup

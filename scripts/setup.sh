@@ -60,6 +60,21 @@ PY
   echo "setup: ONNX Runtime $ORT_VERSION at $ORT_LIB"
 fi
 
+# --- nx-27017 (test-only MongoDB wire-protocol server) ---------------------------
+# A venv with hash-pinned wheels; re-created when the requirements change.
+NX_DIR="$STATE/opt/nx-27017"
+NX_REQ="$ROOT/scripts/nx-27017.requirements.txt"
+NX_STAMP="$NX_DIR/.requirements.sha256"
+NX_WANT="$(sha256sum "$NX_REQ" | cut -d' ' -f1)"
+if [ ! -x "$NX_DIR/bin/nx-27017" ] || [ "$(cat "$NX_STAMP" 2>/dev/null)" != "$NX_WANT" ]; then
+  echo "setup: installing nx-27017 (pinned, hash-checked) into $NX_DIR"
+  rm -rf "$NX_DIR"
+  python3 -m venv "$NX_DIR"
+  "$NX_DIR/bin/pip" install --quiet --disable-pip-version-check --require-hashes \
+    --no-deps --only-binary=:all: -r "$NX_REQ"
+  echo "$NX_WANT" > "$NX_STAMP"
+fi
+
 # --- Face models ---------------------------------------------------------------
 mkdir -p "$STATE/models"
 python3 - "$ROOT/models/manifest.toml" "$STATE/models" "$MIRROR" <<'PY'

@@ -8,6 +8,7 @@
 mod face;
 mod hsm;
 mod report;
+mod store;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -38,6 +39,9 @@ struct Args {
     /// Runs per latency measurement.
     #[arg(long, default_value_t = 100)]
     iterations: usize,
+    /// Auth log rows loaded before the log query benchmark.
+    #[arg(long, default_value_t = 1_000_000)]
+    log_rows: usize,
     /// RSA size of the JWT signing key.
     #[arg(long, default_value_t = 2048)]
     jwt_bits: u32,
@@ -47,12 +51,13 @@ struct Args {
 enum Section {
     Hsm,
     Face,
+    Store,
 }
 
 fn main() -> Result<()> {
     let args = Args::parse();
     let sections = if args.sections.is_empty() {
-        vec![Section::Hsm, Section::Face]
+        vec![Section::Hsm, Section::Face, Section::Store]
     } else {
         args.sections.clone()
     };
@@ -89,6 +94,9 @@ fn main() -> Result<()> {
                     .context("HSM benchmark")?,
                 Section::Face => face::run(&mut report, &args.root, &args.faces, args.iterations)
                     .context("face pipeline benchmark")?,
+                Section::Store => store::run(&mut report, dir.path(), args.log_rows)
+                    .await
+                    .context("store benchmark")?,
             }
         }
         anyhow::Ok(())

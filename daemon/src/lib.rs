@@ -25,6 +25,7 @@
 pub mod api;
 pub mod config;
 pub mod http;
+pub mod identity;
 pub mod provision;
 pub mod store;
 
@@ -34,14 +35,14 @@ use arclock_face::{FaceModels, Manifest, Pipeline, Threads};
 use arclock_hsm::{Hsm, HsmConfig, Pin};
 
 pub use config::Config;
-use store::EmbeddedStore;
+use store::{EmbeddedStore, MongoStore, Store};
 
 /// Everything a request handler needs, built once at start.
 pub struct App {
     pub config: Config,
     pub tls: Arc<rustls::ServerConfig>,
     pub hsm: Hsm,
-    pub store: EmbeddedStore,
+    pub store: Arc<dyn Store>,
     pub face: Arc<Pipeline>,
 }
 
@@ -63,7 +64,7 @@ impl App {
     /// Opens every dependency. Models and TLS must load (a corrupt model or
     /// certificate refuses to start); the HSM connects lazily so that a missing
     /// token degrades `/health` to 503 instead of preventing start.
-    pub fn build(config: Config) -> Result<Self, StartError> {
+    pub async fn build(config: Config) -> Result<Self, StartError> {
         let tls = http::load_tls(&config.server.tls_cert, &config.server.tls_key)?;
         let manifest = Manifest::load(&config.models.manifest)?;
         let models = FaceModels::load(
@@ -83,7 +84,7 @@ impl App {
             arclock_face::photo::Limits::default(),
             config.models.workers,
         );
-        let store = EmbeddedStore::open(&config.store.path)?;
+        let store = open_store(&config).await?;
         let hsm = Hsm::new(hsm_config(&config), read_pin(&config)?);
         Ok(App {
             config,
@@ -93,6 +94,37 @@ impl App {
             face: Arc::new(face),
         })
     }
+}
+
+/// The configured store backend, opened and migrated (or indexed).
+pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, store::StoreError> {
+    Ok(match config.store.backend {
+        config::Backend::Embedded => Arc::new(EmbeddedStore::open(&config.store.path)?),
+        config::Backend::Mongodb => {
+            let file = config.store.mongodb_uri_file.as_deref().ok_or_else(|| {
+                store::StoreError::Unavailable("store.mongodb_uri_file is not set".into())
+            })?;
+            let uri = read_secret_file(file).map_err(store::StoreError::Unavailable)?;
+            Arc::new(MongoStore::open(uri.trim(), &config.store.mongodb_database).await?)
+        }
+    })
+}
+
+/// A secret (the MongoDB URI may hold a password) from a file nobody else may
+/// read: refused if group or others have any access.
+fn read_secret_file(path: &std::path::Path) -> Result<zeroize::Zeroizing<String>, String> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    if meta.mode() & 0o077 != 0 {
+        return Err(format!(
+            "{}: mode {:o} lets others read it; chmod 600",
+            path.display(),
+            meta.mode() & 0o777
+        ));
+    }
+    std::fs::read_to_string(path)
+        .map(zeroize::Zeroizing::new)
+        .map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// The HSM pool settings from the daemon config.

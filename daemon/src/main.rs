@@ -55,7 +55,7 @@ fn main() -> anyhow::Result<()> {
                 Ok(())
             }
             None => {
-                let app = arclockd::App::build(config)?;
+                let app = arclockd::App::build(config).await?;
                 arclockd::run(app).await
             }
         }

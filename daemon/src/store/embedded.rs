@@ -5,9 +5,16 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use rusqlite::Connection;
+use arclock_hsm::WrappedKey;
+use rusqlite::types::Value;
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params, params_from_iter};
 
-use super::StoreError;
+use super::{
+    Action, AuthLog, Credentials, FailureOutcome, LockPolicy, LogCursor, LogFilter, LogPage,
+    Millis, NewFamily, NewUser, Outcome, Rotation, Store, StoreError, StoredKey, Subject, Template,
+    User, UserStatus,
+};
+use crate::identity::{Email, Name, UserId};
 
 /// Schema migrations, in order; `user_version` records how many are applied.
 const MIGRATIONS: &[&str] = &[
@@ -63,6 +70,36 @@ const MIGRATIONS: &[&str] = &[
         revoked     INTEGER NOT NULL DEFAULT 0,
         expires_at  INTEGER NOT NULL
     ) STRICT;
+    "#,
+    // 2: failure counters per subject with a window, refresh families that keep
+    // only the current token hash plus a table of every token ever issued (for
+    // reuse detection), and log indexes for the console's queries.
+    r#"
+    DROP TABLE failed_attempts;
+    CREATE TABLE failed_attempts (
+        subject      TEXT PRIMARY KEY,
+        count        INTEGER NOT NULL,
+        window_start INTEGER NOT NULL,
+        expires_at   INTEGER NOT NULL
+    ) STRICT;
+    DROP TABLE refresh_families;
+    CREATE TABLE refresh_families (
+        id           TEXT PRIMARY KEY,
+        user_id      TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        current_hash BLOB NOT NULL,
+        revoked      INTEGER NOT NULL DEFAULT 0,
+        created_at   INTEGER NOT NULL,
+        expires_at   INTEGER NOT NULL
+    ) STRICT;
+    CREATE INDEX refresh_families_user ON refresh_families(user_id);
+    CREATE INDEX refresh_families_expires ON refresh_families(expires_at);
+    CREATE TABLE refresh_tokens (
+        hash         BLOB PRIMARY KEY,
+        family_id    TEXT NOT NULL REFERENCES refresh_families(id) ON DELETE CASCADE
+    ) STRICT;
+    CREATE INDEX refresh_tokens_family ON refresh_tokens(family_id);
+    CREATE INDEX auth_logs_at ON auth_logs(at DESC);
+    CREATE INDEX auth_logs_ip_at ON auth_logs(client_ip, at DESC);
     "#,
 ];
 
@@ -122,9 +159,31 @@ impl EmbeddedStore {
             .map_err(unavailable(&self.path))
     }
 
+    /// The database file, for tests that scan what was written.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `f` on the connection on the blocking pool.
+    async fn with<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection, &Path) -> Result<R, StoreError> + Send + 'static,
+    ) -> Result<R, StoreError> {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = store
+                .conn
+                .lock()
+                .map_err(|_| StoreError::Unavailable("connection lock poisoned".into()))?;
+            f(&mut conn, &store.path)
+        })
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("store worker failed: {e}")))?
+    }
+
     /// A real round trip to the database file: a read of the schema and a
-    /// write-ahead-log checkpoint probe, on the blocking pool.
-    pub async fn health(&self) -> Result<(), StoreError> {
+    /// quick integrity check, on the blocking pool.
+    async fn check(&self) -> Result<(), StoreError> {
         let store = self.clone();
         tokio::task::spawn_blocking(move || {
             let conn = store
@@ -150,6 +209,613 @@ impl EmbeddedStore {
         })
         .await
         .map_err(|e| StoreError::Unavailable(format!("store worker failed: {e}")))?
+    }
+}
+
+fn user_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(String, String, String, String, i64)> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+}
+
+fn to_user(row: (String, String, String, String, i64)) -> Result<User, StoreError> {
+    let (id, name, email, status, created_at) = row;
+    Ok(User {
+        id: UserId::stored(id),
+        name: Name::stored(name),
+        email: Email::stored(email),
+        status: UserStatus::parse(&status)?,
+        created_at,
+    })
+}
+
+const USER_COLUMNS: &str = "id, name, email, status, created_at";
+
+fn log_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<[Value; 9]> {
+    Ok([
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+        r.get(6)?,
+        r.get(7)?,
+        r.get(8)?,
+    ])
+}
+
+fn to_log(v: [Value; 9]) -> Result<AuthLog, StoreError> {
+    let text = |v: &Value| match v {
+        Value::Text(s) => Some(s.clone()),
+        _ => None,
+    };
+    let int = |v: &Value| match v {
+        Value::Integer(i) => Some(*i),
+        _ => None,
+    };
+    let bad = || StoreError::Corrupt("auth log row".into());
+    Ok(AuthLog {
+        id: int(&v[0]).ok_or_else(bad)?.to_string(),
+        at: int(&v[1]).ok_or_else(bad)?,
+        user_id: text(&v[2]).map(UserId::stored),
+        action: Action::parse(&text(&v[3]).ok_or_else(bad)?)?,
+        outcome: Outcome::parse(&text(&v[4]).ok_or_else(bad)?)?,
+        reason: text(&v[5]),
+        similarity_bucket: int(&v[6]).and_then(|b| u8::try_from(b).ok()),
+        client_ip: text(&v[7]),
+        user_agent: text(&v[8]),
+    })
+}
+
+fn insert_log(conn: &Connection, log: &AuthLog) -> rusqlite::Result<usize> {
+    conn.execute(
+        "INSERT INTO auth_logs (at, user_id, action, outcome, reason, similarity_bucket, client_ip, user_agent)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        params![
+            log.at,
+            log.user_id.as_ref().map(UserId::as_str),
+            log.action.as_str(),
+            log.outcome.as_str(),
+            log.reason,
+            log.similarity_bucket,
+            log.client_ip,
+            log.user_agent
+        ],
+    )
+}
+
+fn is_unique_violation(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _)
+        if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+            || f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY)
+}
+
+#[async_trait::async_trait]
+impl Store for EmbeddedStore {
+    fn backend(&self) -> &'static str {
+        "embedded"
+    }
+
+    async fn health(&self) -> Result<(), StoreError> {
+        self.check().await
+    }
+
+    async fn register(&self, new: &NewUser) -> Result<(), StoreError> {
+        let new = new.clone();
+        self.with(move |conn, path| {
+            let err = unavailable(path);
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(&err)?;
+            let u = &new.user;
+            match tx.execute(
+                "INSERT INTO users (id, name, email, status, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![u.id.as_str(), u.name.as_str(), u.email.as_str(), u.status.as_str(), u.created_at],
+            ) {
+                Ok(_) => {}
+                Err(e) if is_unique_violation(&e) => return Err(StoreError::EmailTaken),
+                Err(e) => return Err(err(e)),
+            }
+            let c = &new.credentials;
+            tx.execute(
+                "INSERT INTO templates (user_id, model_id, ciphertext, created_at) VALUES (?1, ?2, ?3, ?4)",
+                params![u.id.as_str(), c.template.model_id, c.template.ciphertext, u.created_at],
+            )
+            .map_err(&err)?;
+            tx.execute(
+                "INSERT INTO wrapped_keys (user_id, kek_version, nonce, ciphertext, public_key) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    u.id.as_str(),
+                    c.key.wrapped.kek_version,
+                    c.key.wrapped.nonce.as_slice(),
+                    c.key.wrapped.ciphertext,
+                    c.key.public_key
+                ],
+            )
+            .map_err(&err)?;
+            tx.commit().map_err(&err)
+        })
+        .await
+    }
+
+    async fn user_by_email(&self, email: &Email) -> Result<Option<User>, StoreError> {
+        let email = email.as_str().to_string();
+        self.with(move |conn, path| {
+            conn.query_row(
+                &format!("SELECT {USER_COLUMNS} FROM users WHERE email = ?1"),
+                [email],
+                user_from_row,
+            )
+            .optional()
+            .map_err(unavailable(path))?
+            .map(to_user)
+            .transpose()
+        })
+        .await
+    }
+
+    async fn user_by_id(&self, id: &UserId) -> Result<Option<User>, StoreError> {
+        let id = id.as_str().to_string();
+        self.with(move |conn, path| {
+            conn.query_row(
+                &format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?1"),
+                [id],
+                user_from_row,
+            )
+            .optional()
+            .map_err(unavailable(path))?
+            .map(to_user)
+            .transpose()
+        })
+        .await
+    }
+
+    async fn credentials(&self, id: &UserId) -> Result<Option<Credentials>, StoreError> {
+        let id = id.as_str().to_string();
+        self.with(move |conn, path| {
+            let row = conn
+                .query_row(
+                    "SELECT t.model_id, t.ciphertext, k.kek_version, k.nonce, k.ciphertext, k.public_key
+                     FROM templates t JOIN wrapped_keys k ON k.user_id = t.user_id WHERE t.user_id = ?1",
+                    [id],
+                    |r| {
+                        Ok((
+                            r.get::<_, String>(0)?,
+                            r.get::<_, Vec<u8>>(1)?,
+                            r.get::<_, u32>(2)?,
+                            r.get::<_, Vec<u8>>(3)?,
+                            r.get::<_, Vec<u8>>(4)?,
+                            r.get::<_, Vec<u8>>(5)?,
+                        ))
+                    },
+                )
+                .optional()
+                .map_err(unavailable(path))?;
+            row.map(|(model_id, template, kek_version, nonce, ciphertext, public_key)| {
+                Ok(Credentials {
+                    template: Template {
+                        model_id,
+                        ciphertext: template,
+                    },
+                    key: StoredKey {
+                        wrapped: WrappedKey {
+                            kek_version,
+                            nonce: nonce
+                                .try_into()
+                                .map_err(|_| StoreError::Corrupt("wrapped key nonce".into()))?,
+                            ciphertext,
+                        },
+                        public_key,
+                    },
+                })
+            })
+            .transpose()
+        })
+        .await
+    }
+
+    async fn update_name(&self, id: &UserId, name: &Name) -> Result<Option<User>, StoreError> {
+        let (id2, name) = (id.as_str().to_string(), name.as_str().to_string());
+        self.with(move |conn, path| {
+            conn.execute(
+                "UPDATE users SET name = ?1 WHERE id = ?2",
+                params![name, id2],
+            )
+            .map_err(unavailable(path))
+        })
+        .await?;
+        self.user_by_id(id).await
+    }
+
+    async fn set_status(&self, id: &UserId, status: UserStatus) -> Result<bool, StoreError> {
+        let id = id.as_str().to_string();
+        self.with(move |conn, path| {
+            conn.execute(
+                "UPDATE users SET status = ?1 WHERE id = ?2",
+                params![status.as_str(), id],
+            )
+            .map(|n| n > 0)
+            .map_err(unavailable(path))
+        })
+        .await
+    }
+
+    async fn replace_key(&self, id: &UserId, key: &StoredKey) -> Result<bool, StoreError> {
+        let (id, key) = (id.as_str().to_string(), key.clone());
+        self.with(move |conn, path| {
+            conn.execute(
+                "UPDATE wrapped_keys SET kek_version = ?1, nonce = ?2, ciphertext = ?3, public_key = ?4 WHERE user_id = ?5",
+                params![key.wrapped.kek_version, key.wrapped.nonce.as_slice(), key.wrapped.ciphertext, key.public_key, id],
+            )
+            .map(|n| n > 0)
+            .map_err(unavailable(path))
+        })
+        .await
+    }
+
+    async fn list_users(
+        &self,
+        after: Option<&UserId>,
+        limit: usize,
+    ) -> Result<Vec<User>, StoreError> {
+        let after = after.map(|a| a.as_str().to_string()).unwrap_or_default();
+        self.with(move |conn, path| {
+            let err = unavailable(path);
+            let mut st = conn
+                .prepare(&format!(
+                    "SELECT {USER_COLUMNS} FROM users WHERE id > ?1 ORDER BY id LIMIT ?2"
+                ))
+                .map_err(&err)?;
+            let rows = st
+                .query_map(params![after, limit as i64], user_from_row)
+                .map_err(&err)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(&err)?;
+            rows.into_iter().map(to_user).collect()
+        })
+        .await
+    }
+
+    async fn delete_user(&self, id: &UserId, log: &AuthLog) -> Result<bool, StoreError> {
+        let (id, log) = (id.as_str().to_string(), log.clone());
+        self.with(move |conn, path| {
+            let err = unavailable(path);
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(&err)?;
+            // Foreign keys cascade to templates, wrapped_keys, refresh_families
+            // and their tokens; secure_delete overwrites the freed pages.
+            let gone = tx
+                .execute("DELETE FROM users WHERE id = ?1", [&id])
+                .map_err(&err)?;
+            if gone == 0 {
+                return Ok(false);
+            }
+            tx.execute(
+                "UPDATE auth_logs SET user_id = NULL WHERE user_id = ?1",
+                [&id],
+            )
+            .map_err(&err)?;
+            insert_log(
+                &tx,
+                &AuthLog {
+                    user_id: None,
+                    ..log
+                },
+            )
+            .map_err(&err)?;
+            tx.commit().map_err(&err)?;
+            // The write-ahead log still holds the pre-delete page images:
+            // checkpoint them into the database (where secure_delete zeroed the
+            // freed cells) and truncate the log, so the template and wrapped key
+            // are gone from both files, not only unreachable.
+            let (busy, _, _): (i64, i64, i64) = conn
+                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })
+                .map_err(&err)?;
+            if busy != 0 {
+                tracing::warn!("WAL checkpoint after account deletion was blocked by a reader");
+            }
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn append_log(&self, log: &AuthLog) -> Result<(), StoreError> {
+        let log = log.clone();
+        self.with(move |conn, path| {
+            insert_log(conn, &log)
+                .map(|_| ())
+                .map_err(unavailable(path))
+        })
+        .await
+    }
+
+    async fn logs(&self, filter: &LogFilter) -> Result<LogPage, StoreError> {
+        let f = filter.clone();
+        self.with(move |conn, path| {
+            let err = unavailable(path);
+            let mut sql = String::from(
+                "SELECT id, at, user_id, action, outcome, reason, similarity_bucket, client_ip, user_agent
+                 FROM auth_logs WHERE 1 = 1",
+            );
+            let mut args: Vec<Value> = Vec::new();
+            let mut arg = |sql: &mut String, clause: &str, v: Value| {
+                args.push(v);
+                sql.push_str(&clause.replace('?', &format!("?{}", args.len())));
+            };
+            if let Some(u) = &f.user_id {
+                arg(&mut sql, " AND user_id = ?", Value::Text(u.as_str().into()));
+            }
+            if let Some(a) = f.action {
+                arg(&mut sql, " AND action = ?", Value::Text(a.as_str().into()));
+            }
+            if let Some(o) = f.outcome {
+                arg(&mut sql, " AND outcome = ?", Value::Text(o.as_str().into()));
+            }
+            if let Some(ip) = &f.client_ip {
+                arg(&mut sql, " AND client_ip = ?", Value::Text(ip.clone()));
+            }
+            if let Some(t) = f.since {
+                arg(&mut sql, " AND at >= ?", Value::Integer(t));
+            }
+            if let Some(t) = f.until {
+                arg(&mut sql, " AND at < ?", Value::Integer(t));
+            }
+            if let Some(c) = &f.before {
+                let id: i64 = c.id.parse().map_err(|_| StoreError::Corrupt("cursor".into()))?;
+                arg(&mut sql, " AND (at < ?", Value::Integer(c.at));
+                arg(&mut sql, " OR (at = ?", Value::Integer(c.at));
+                arg(&mut sql, " AND id < ?))", Value::Integer(id));
+            }
+            let limit = f.limit.clamp(1, 1000);
+            sql.push_str(&format!(" ORDER BY at DESC, id DESC LIMIT {}", limit + 1));
+            let mut st = conn.prepare(&sql).map_err(&err)?;
+            let rows = st
+                .query_map(params_from_iter(args), log_from_row)
+                .map_err(&err)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(&err)?;
+            let mut entries = rows.into_iter().map(to_log).collect::<Result<Vec<_>, _>>()?;
+            let next = if entries.len() > limit {
+                entries.truncate(limit);
+                entries.last().map(|l| LogCursor {
+                    at: l.at,
+                    id: l.id.clone(),
+                })
+            } else {
+                None
+            };
+            Ok(LogPage { entries, next })
+        })
+        .await
+    }
+
+    async fn record_failure(
+        &self,
+        subject: &Subject,
+        now: Millis,
+        policy: &LockPolicy,
+    ) -> Result<FailureOutcome, StoreError> {
+        let (key, p) = (subject.key(), *policy);
+        self.with(move |conn, path| {
+            let err = unavailable(path);
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(&err)?;
+            let current: Option<(i64, i64)> = tx
+                .query_row(
+                    "SELECT count, window_start FROM failed_attempts WHERE subject = ?1",
+                    [&key],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()
+                .map_err(&err)?;
+            let (count, start) = match current {
+                Some((c, s)) if s + p.window > now => (c + 1, s),
+                _ => (1, now),
+            };
+            let out = if count >= i64::from(p.max_failures) {
+                let until = now + p.lock_for;
+                tx.execute(
+                    "INSERT INTO lockouts (subject, until) VALUES (?1, ?2)
+                     ON CONFLICT(subject) DO UPDATE SET until = max(until, excluded.until)",
+                    params![key, until],
+                )
+                .map_err(&err)?;
+                tx.execute("DELETE FROM failed_attempts WHERE subject = ?1", [&key])
+                    .map_err(&err)?;
+                FailureOutcome::LockedUntil(until)
+            } else {
+                tx.execute(
+                    "INSERT INTO failed_attempts (subject, count, window_start, expires_at) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT(subject) DO UPDATE SET count = excluded.count,
+                        window_start = excluded.window_start, expires_at = excluded.expires_at",
+                    params![key, count, start, start + p.window],
+                )
+                .map_err(&err)?;
+                FailureOutcome::Counted(count as u32)
+            };
+            tx.commit().map_err(&err)?;
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn locked_until(
+        &self,
+        subject: &Subject,
+        now: Millis,
+    ) -> Result<Option<Millis>, StoreError> {
+        let key = subject.key();
+        self.with(move |conn, path| {
+            conn.query_row(
+                "SELECT until FROM lockouts WHERE subject = ?1 AND until > ?2",
+                params![key, now],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(unavailable(path))
+        })
+        .await
+    }
+
+    async fn clear_failures(&self, subject: &Subject) -> Result<(), StoreError> {
+        let key = subject.key();
+        self.with(move |conn, path| {
+            conn.execute("DELETE FROM failed_attempts WHERE subject = ?1", [key])
+                .map(|_| ())
+                .map_err(unavailable(path))
+        })
+        .await
+    }
+
+    async fn unlock(&self, subject: &Subject) -> Result<bool, StoreError> {
+        let key = subject.key();
+        self.with(move |conn, path| {
+            let err = unavailable(path);
+            let tx = conn.transaction().map_err(&err)?;
+            let n = tx
+                .execute("DELETE FROM lockouts WHERE subject = ?1", [&key])
+                .map_err(&err)?;
+            tx.execute("DELETE FROM failed_attempts WHERE subject = ?1", [&key])
+                .map_err(&err)?;
+            tx.commit().map_err(&err)?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn lockouts(&self, now: Millis) -> Result<Vec<(Subject, Millis)>, StoreError> {
+        self.with(move |conn, path| {
+            let err = unavailable(path);
+            let mut st = conn
+                .prepare("SELECT subject, until FROM lockouts WHERE until > ?1 ORDER BY until")
+                .map_err(&err)?;
+            let rows = st
+                .query_map([now], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+                .map_err(&err)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(&err)?;
+            rows.into_iter()
+                .map(|(k, until)| Ok((Subject::from_key(&k)?, until)))
+                .collect()
+        })
+        .await
+    }
+
+    async fn create_family(&self, family: &NewFamily) -> Result<(), StoreError> {
+        let f = family.clone();
+        self.with(move |conn, path| {
+            let err = unavailable(path);
+            let tx = conn.transaction().map_err(&err)?;
+            tx.execute(
+                "INSERT INTO refresh_families (id, user_id, current_hash, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![f.id, f.user_id.as_str(), f.token_hash.as_slice(), f.created_at, f.expires_at],
+            )
+            .map_err(&err)?;
+            tx.execute(
+                "INSERT INTO refresh_tokens (hash, family_id) VALUES (?1, ?2)",
+                params![f.token_hash.as_slice(), f.id],
+            )
+            .map_err(&err)?;
+            tx.commit().map_err(&err)
+        })
+        .await
+    }
+
+    async fn rotate_refresh(
+        &self,
+        presented: &[u8; 32],
+        next: &[u8; 32],
+        now: Millis,
+    ) -> Result<Rotation, StoreError> {
+        let (presented, next) = (*presented, *next);
+        self.with(move |conn, path| {
+            let err = unavailable(path);
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(&err)?;
+            let row: Option<(String, String, Vec<u8>, bool, i64)> = tx
+                .query_row(
+                    "SELECT f.id, f.user_id, f.current_hash, f.revoked, f.expires_at
+                     FROM refresh_tokens t JOIN refresh_families f ON f.id = t.family_id
+                     WHERE t.hash = ?1",
+                    [presented.as_slice()],
+                    |r| {
+                        Ok((
+                            r.get(0)?,
+                            r.get(1)?,
+                            r.get(2)?,
+                            r.get::<_, i64>(3)? != 0,
+                            r.get(4)?,
+                        ))
+                    },
+                )
+                .optional()
+                .map_err(&err)?;
+            let Some((family_id, user, current, revoked, expires_at)) = row else {
+                return Ok(Rotation::Invalid);
+            };
+            if revoked || expires_at <= now {
+                return Ok(Rotation::Invalid);
+            }
+            let user_id = UserId::stored(user);
+            if current != presented {
+                tx.execute(
+                    "UPDATE refresh_families SET revoked = 1 WHERE id = ?1",
+                    [&family_id],
+                )
+                .map_err(&err)?;
+                tx.commit().map_err(&err)?;
+                return Ok(Rotation::Reused { user_id, family_id });
+            }
+            tx.execute(
+                "UPDATE refresh_families SET current_hash = ?1 WHERE id = ?2",
+                params![next.as_slice(), family_id],
+            )
+            .map_err(&err)?;
+            tx.execute(
+                "INSERT INTO refresh_tokens (hash, family_id) VALUES (?1, ?2)",
+                params![next.as_slice(), family_id],
+            )
+            .map_err(&err)?;
+            tx.commit().map_err(&err)?;
+            Ok(Rotation::Rotated { user_id, family_id })
+        })
+        .await
+    }
+
+    async fn revoke_family_of(&self, token_hash: &[u8; 32]) -> Result<bool, StoreError> {
+        let hash = *token_hash;
+        self.with(move |conn, path| {
+            conn.execute(
+                "UPDATE refresh_families SET revoked = 1
+                 WHERE revoked = 0 AND id = (SELECT family_id FROM refresh_tokens WHERE hash = ?1)",
+                [hash.as_slice()],
+            )
+            .map(|n| n > 0)
+            .map_err(unavailable(path))
+        })
+        .await
+    }
+
+    async fn purge_expired(&self, now: Millis) -> Result<u64, StoreError> {
+        self.with(move |conn, path| {
+            let err = unavailable(path);
+            let tx = conn.transaction().map_err(&err)?;
+            let mut n = 0;
+            for sql in [
+                "DELETE FROM refresh_families WHERE expires_at <= ?1",
+                "DELETE FROM failed_attempts WHERE expires_at <= ?1",
+                "DELETE FROM lockouts WHERE until <= ?1",
+            ] {
+                n += tx.execute(sql, [now]).map_err(&err)? as u64;
+            }
+            tx.commit().map_err(&err)?;
+            Ok(n)
+        })
+        .await
     }
 }
 
@@ -182,12 +848,12 @@ mod tests {
         let path = dir.path().join("a.db");
         let s = EmbeddedStore::open(&path).unwrap();
         assert_eq!(s.schema_version().unwrap(), MIGRATIONS.len() as i64);
-        s.health().await.unwrap();
+        s.check().await.unwrap();
         drop(s);
         let s = EmbeddedStore::open(&path).unwrap();
         assert_eq!(s.schema_version().unwrap(), MIGRATIONS.len() as i64);
         std::fs::remove_file(&path).unwrap();
-        assert!(matches!(s.health().await, Err(StoreError::Unavailable(_))));
+        assert!(matches!(s.check().await, Err(StoreError::Unavailable(_))));
     }
 
     #[test]

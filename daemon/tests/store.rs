@@ -1,0 +1,760 @@
+//! The storage contract, run against the embedded SQLite store always and
+//! against MongoDB whenever `ARCLOCK_TEST_MONGODB_URI` is set (`make test` starts
+//! the nx-27017 wire-protocol server and sets it; with
+//! `ARCLOCK_TEST_MONGODB_REQUIRED=1` a missing URI fails instead of skipping).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use arclock_hsm::WrappedKey;
+use arclockd::identity::{Email, Name, UserId};
+use arclockd::store::{
+    Action, AuthLog, Credentials, EmbeddedStore, FailureOutcome, LockPolicy, LogFilter, MongoStore,
+    NewFamily, NewUser, Outcome, Rotation, Store, StoreError, StoredKey, Subject, Template, User,
+    UserStatus,
+};
+
+const NOW: i64 = 1_800_000_000_000;
+const MIN: i64 = 60_000;
+
+static DB_SEQ: AtomicUsize = AtomicUsize::new(0);
+
+fn mongo_uri() -> Option<String> {
+    match std::env::var("ARCLOCK_TEST_MONGODB_URI") {
+        Ok(uri) if !uri.is_empty() => Some(uri),
+        _ => {
+            assert!(
+                std::env::var_os("ARCLOCK_TEST_MONGODB_REQUIRED").is_none(),
+                "ARCLOCK_TEST_MONGODB_REQUIRED is set but ARCLOCK_TEST_MONGODB_URI is not"
+            );
+            None
+        }
+    }
+}
+
+/// A fresh database of each backend for one test.
+enum Backend {
+    Embedded(tempfile::TempDir),
+    Mongo(String),
+}
+
+async fn open(backend: &Backend) -> Arc<dyn Store> {
+    match backend {
+        Backend::Embedded(dir) => Arc::new(EmbeddedStore::open(&dir.path().join("a.db")).unwrap()),
+        Backend::Mongo(db) => Arc::new(MongoStore::open(&mongo_uri().unwrap(), db).await.unwrap()),
+    }
+}
+
+fn fresh_mongo_db(test: &str) -> String {
+    format!(
+        "t{}_{}_{}",
+        std::process::id(),
+        DB_SEQ.fetch_add(1, Ordering::Relaxed),
+        &test[..test.len().min(20)]
+    )
+}
+
+macro_rules! contract {
+    ($($case:ident),* $(,)?) => {
+        mod on_embedded {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let b = super::Backend::Embedded(tempfile::tempdir().unwrap());
+                    super::$case(&b, super::open(&b).await).await;
+                }
+            )*
+        }
+        mod on_mongodb {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    if super::mongo_uri().is_none() {
+                        eprintln!("skipped: ARCLOCK_TEST_MONGODB_URI is not set");
+                        return;
+                    }
+                    let b = super::Backend::Mongo(super::fresh_mongo_db(stringify!($case)));
+                    super::$case(&b, super::open(&b).await).await;
+                }
+            )*
+        }
+    };
+}
+
+contract!(
+    registration_round_trip,
+    unique_email_under_concurrent_registration,
+    lockout_counts_locks_and_expires,
+    concurrent_failures_are_all_counted,
+    refresh_rotation_race_revokes_the_family,
+    deletion_shreds_everything_but_an_anonymous_log,
+    logs_page_newest_first_and_filter,
+    nothing_plaintext_reaches_the_store,
+);
+
+fn user(email: &str) -> NewUser {
+    let id = UserId::generate();
+    NewUser {
+        user: User {
+            id,
+            name: Name::parse("Ada Lovelace").unwrap(),
+            email: Email::parse(email).unwrap(),
+            status: UserStatus::Active,
+            created_at: NOW,
+        },
+        credentials: Credentials {
+            template: Template {
+                model_id: "arcface_mobileface_128".into(),
+                ciphertext: rand::random::<[u8; 32]>().repeat(20),
+            },
+            key: StoredKey {
+                wrapped: WrappedKey {
+                    kek_version: 1,
+                    nonce: rand::random(),
+                    ciphertext: rand::random::<[u8; 48]>().to_vec(),
+                },
+                public_key: rand::random::<[u8; 33]>().to_vec(),
+            },
+        },
+    }
+}
+
+fn log(user: Option<&UserId>, at: i64, outcome: Outcome) -> AuthLog {
+    AuthLog {
+        id: String::new(),
+        at,
+        user_id: user.cloned(),
+        action: Action::Login,
+        outcome,
+        reason: (outcome != Outcome::Success).then(|| "no match".to_string()),
+        similarity_bucket: Some(3),
+        client_ip: Some("192.0.2.7".into()),
+        user_agent: Some("ArcLockApp/1.0".into()),
+    }
+}
+
+async fn registration_round_trip(_: &Backend, s: Arc<dyn Store>) {
+    s.health().await.unwrap();
+    let new = user("Ada@Example.org");
+    s.register(&new).await.unwrap();
+    let by_email = s
+        .user_by_email(&Email::parse("ada@example.org").unwrap())
+        .await
+        .unwrap();
+    assert_eq!(by_email.as_ref(), Some(&new.user));
+    assert_eq!(
+        s.user_by_id(&new.user.id).await.unwrap(),
+        Some(new.user.clone())
+    );
+    assert_eq!(
+        s.credentials(&new.user.id).await.unwrap(),
+        Some(new.credentials.clone())
+    );
+    assert_eq!(
+        s.user_by_email(&Email::parse("bob@example.org").unwrap())
+            .await
+            .unwrap(),
+        None
+    );
+
+    let renamed = s
+        .update_name(&new.user.id, &Name::parse("Ada King").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(renamed.name.as_str(), "Ada King");
+    assert!(
+        s.set_status(&new.user.id, UserStatus::Disabled)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        s.user_by_id(&new.user.id).await.unwrap().unwrap().status,
+        UserStatus::Disabled
+    );
+    let mut key = new.credentials.key.clone();
+    key.wrapped.kek_version = 2;
+    assert!(s.replace_key(&new.user.id, &key).await.unwrap());
+    assert_eq!(s.credentials(&new.user.id).await.unwrap().unwrap().key, key);
+
+    let other = user("bob@example.org");
+    s.register(&other).await.unwrap();
+    let all = s.list_users(None, 10).await.unwrap();
+    assert_eq!(all.len(), 2);
+    let after = s.list_users(Some(&all[0].id), 10).await.unwrap();
+    assert_eq!(after, vec![all[1].clone()]);
+}
+
+async fn unique_email_under_concurrent_registration(_: &Backend, s: Arc<dyn Store>) {
+    for round in 0..5 {
+        let email = format!("race{round}@example.org");
+        let (a, b) = (user(&email), user(&email));
+        let (ra, rb) = tokio::join!(s.register(&a), s.register(&b));
+        let wins = [&ra, &rb].iter().filter(|r| r.is_ok()).count();
+        assert_eq!(wins, 1, "round {round}: {ra:?} {rb:?}");
+        let loser = if ra.is_ok() { (&b, rb) } else { (&a, ra) };
+        assert!(
+            matches!(loser.1, Err(StoreError::EmailTaken)),
+            "{:?}",
+            loser.1
+        );
+        assert_eq!(
+            s.credentials(&loser.0.user.id).await.unwrap(),
+            None,
+            "loser left credentials"
+        );
+    }
+}
+
+async fn lockout_counts_locks_and_expires(_: &Backend, s: Arc<dyn Store>) {
+    let p = LockPolicy {
+        max_failures: 5,
+        window: 15 * MIN,
+        lock_for: 15 * MIN,
+    };
+    let acct = Subject::Account(UserId::generate());
+    for i in 1..5 {
+        assert_eq!(
+            s.record_failure(&acct, NOW + i, &p).await.unwrap(),
+            FailureOutcome::Counted(i as u32)
+        );
+    }
+    assert_eq!(s.locked_until(&acct, NOW + 10).await.unwrap(), None);
+    let until = NOW + 5 + 15 * MIN;
+    assert_eq!(
+        s.record_failure(&acct, NOW + 5, &p).await.unwrap(),
+        FailureOutcome::LockedUntil(until)
+    );
+    assert_eq!(s.locked_until(&acct, NOW + 6).await.unwrap(), Some(until));
+    assert_eq!(
+        s.lockouts(NOW + 6).await.unwrap(),
+        vec![(acct.clone(), until)]
+    );
+    // Expiry: after `until` the account is free again, with a fresh count.
+    assert_eq!(s.locked_until(&acct, until).await.unwrap(), None);
+    assert!(s.lockouts(until + 1).await.unwrap().is_empty());
+    assert_eq!(
+        s.record_failure(&acct, until + 1, &p).await.unwrap(),
+        FailureOutcome::Counted(1)
+    );
+
+    // Failures spread wider than the window never lock.
+    let ip = Subject::Ip("198.51.100.9".into());
+    for i in 0..8 {
+        let out = s.record_failure(&ip, NOW + i * 16 * MIN, &p).await.unwrap();
+        assert_eq!(out, FailureOutcome::Counted(1));
+    }
+    // An operator unlock lifts a lockout; a success clears the count.
+    for i in 0..5 {
+        s.record_failure(&ip, NOW + 200 * MIN + i, &p)
+            .await
+            .unwrap();
+    }
+    assert!(
+        s.locked_until(&ip, NOW + 200 * MIN + 10)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(s.unlock(&ip).await.unwrap());
+    assert_eq!(
+        s.locked_until(&ip, NOW + 200 * MIN + 10).await.unwrap(),
+        None
+    );
+    assert!(!s.unlock(&ip).await.unwrap());
+    s.record_failure(&acct, until + 2, &p).await.unwrap();
+    s.clear_failures(&acct).await.unwrap();
+    assert_eq!(
+        s.record_failure(&acct, until + 3, &p).await.unwrap(),
+        FailureOutcome::Counted(1)
+    );
+    // Expired state is purged.
+    assert!(s.purge_expired(NOW + 10_000 * MIN).await.unwrap() >= 1);
+}
+
+async fn concurrent_failures_are_all_counted(_: &Backend, s: Arc<dyn Store>) {
+    let p = LockPolicy {
+        max_failures: 1000,
+        window: 15 * MIN,
+        lock_for: MIN,
+    };
+    let subject = Subject::Account(UserId::generate());
+    let mut tasks = Vec::new();
+    for i in 0..10 {
+        let (s, subject) = (s.clone(), subject.clone());
+        tasks.push(tokio::spawn(async move {
+            s.record_failure(&subject, NOW + i, &p).await
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    assert_eq!(
+        s.record_failure(&subject, NOW + 20, &p).await.unwrap(),
+        FailureOutcome::Counted(11)
+    );
+}
+
+async fn refresh_rotation_race_revokes_the_family(_: &Backend, s: Arc<dyn Store>) {
+    let u = user("refresh@example.org");
+    s.register(&u).await.unwrap();
+    let family = |id: &str, h: [u8; 32], exp: i64| NewFamily {
+        id: id.into(),
+        user_id: u.user.id.clone(),
+        token_hash: h,
+        created_at: NOW,
+        expires_at: exp,
+    };
+    // Normal rotation: h0 -> h1 -> h2.
+    s.create_family(&family("fam-a", [0; 32], NOW + 7 * 24 * 60 * MIN))
+        .await
+        .unwrap();
+    assert!(matches!(
+        s.rotate_refresh(&[0; 32], &[1; 32], NOW).await.unwrap(),
+        Rotation::Rotated { .. }
+    ));
+    assert!(matches!(
+        s.rotate_refresh(&[1; 32], &[2; 32], NOW).await.unwrap(),
+        Rotation::Rotated { .. }
+    ));
+    // Replaying h0 is reuse: the family dies, h2 with it.
+    match s.rotate_refresh(&[0; 32], &[3; 32], NOW).await.unwrap() {
+        Rotation::Reused { user_id, family_id } => {
+            assert_eq!((user_id, family_id.as_str()), (u.user.id.clone(), "fam-a"));
+        }
+        other => panic!("replay gave {other:?}"),
+    }
+    assert_eq!(
+        s.rotate_refresh(&[2; 32], &[4; 32], NOW).await.unwrap(),
+        Rotation::Invalid
+    );
+    assert_eq!(
+        s.rotate_refresh(&[9; 32], &[5; 32], NOW).await.unwrap(),
+        Rotation::Invalid
+    );
+
+    // Two concurrent uses of one token: one rotates, the other revokes.
+    for round in 0..5u8 {
+        let h0 = [10 + round; 32];
+        s.create_family(&family(&format!("race-{round}"), h0, NOW + MIN))
+            .await
+            .unwrap();
+        let (n1, n2) = ([100 + round; 32], [200 + round; 32]);
+        let (a, b) = tokio::join!(
+            s.rotate_refresh(&h0, &n1, NOW),
+            s.rotate_refresh(&h0, &n2, NOW)
+        );
+        let (a, b) = (a.unwrap(), b.unwrap());
+        let rotated = [&a, &b]
+            .iter()
+            .filter(|r| matches!(r, Rotation::Rotated { .. }))
+            .count();
+        let reused = [&a, &b]
+            .iter()
+            .filter(|r| matches!(r, Rotation::Reused { .. }))
+            .count();
+        assert_eq!((rotated, reused), (1, 1), "round {round}: {a:?} {b:?}");
+        for next in [[100 + round; 32], [200 + round; 32]] {
+            assert_eq!(
+                s.rotate_refresh(&next, &[250; 32], NOW).await.unwrap(),
+                Rotation::Invalid,
+                "the family is revoked after reuse"
+            );
+        }
+    }
+
+    // Expiry and logout.
+    s.create_family(&family("fam-b", [30; 32], NOW + MIN))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.rotate_refresh(&[30; 32], &[31; 32], NOW + MIN)
+            .await
+            .unwrap(),
+        Rotation::Invalid
+    );
+    s.create_family(&family("fam-c", [40; 32], NOW + MIN))
+        .await
+        .unwrap();
+    assert!(s.revoke_family_of(&[40; 32]).await.unwrap());
+    assert!(!s.revoke_family_of(&[40; 32]).await.unwrap());
+    assert_eq!(
+        s.rotate_refresh(&[40; 32], &[41; 32], NOW).await.unwrap(),
+        Rotation::Invalid
+    );
+    assert!(s.purge_expired(NOW + 2 * MIN).await.unwrap() >= 1);
+}
+
+async fn deletion_shreds_everything_but_an_anonymous_log(b: &Backend, s: Arc<dyn Store>) {
+    let u = user("gone@example.org");
+    let keep = user("stays@example.org");
+    s.register(&u).await.unwrap();
+    s.register(&keep).await.unwrap();
+    s.create_family(&NewFamily {
+        id: "fam-gone".into(),
+        user_id: u.user.id.clone(),
+        token_hash: [7; 32],
+        created_at: NOW,
+        expires_at: NOW + MIN,
+    })
+    .await
+    .unwrap();
+    for i in 0..3 {
+        s.append_log(&log(Some(&u.user.id), NOW + i, Outcome::Success))
+            .await
+            .unwrap();
+    }
+    s.append_log(&log(Some(&keep.user.id), NOW, Outcome::Success))
+        .await
+        .unwrap();
+    let mut deletion = log(Some(&u.user.id), NOW + 10, Outcome::Success);
+    deletion.action = Action::DeleteAccount;
+    assert!(s.delete_user(&u.user.id, &deletion).await.unwrap());
+
+    assert_eq!(s.user_by_id(&u.user.id).await.unwrap(), None);
+    assert_eq!(s.user_by_email(&u.user.email).await.unwrap(), None);
+    assert_eq!(s.credentials(&u.user.id).await.unwrap(), None);
+    assert_eq!(
+        s.rotate_refresh(&[7; 32], &[8; 32], NOW).await.unwrap(),
+        Rotation::Invalid
+    );
+    let mine = s
+        .logs(&LogFilter {
+            user_id: Some(u.user.id.clone()),
+            limit: 100,
+            ..LogFilter::default()
+        })
+        .await
+        .unwrap();
+    assert!(
+        mine.entries.is_empty(),
+        "log entries still name the deleted user"
+    );
+    let all = s
+        .logs(&LogFilter {
+            limit: 100,
+            ..LogFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(all.entries.len(), 5);
+    let del: Vec<_> = all
+        .entries
+        .iter()
+        .filter(|l| l.action == Action::DeleteAccount)
+        .collect();
+    assert_eq!(del.len(), 1);
+    assert_eq!(del[0].user_id, None);
+    // The other account is untouched; deleting twice is a no-op.
+    assert!(s.credentials(&keep.user.id).await.unwrap().is_some());
+    assert!(!s.delete_user(&u.user.id, &deletion).await.unwrap());
+
+    // Nothing of the deleted user's template or key is left in the storage.
+    let secrets = [
+        u.credentials.template.ciphertext.clone(),
+        u.credentials.key.wrapped.ciphertext.clone(),
+        u.credentials.key.public_key.clone(),
+    ];
+    let dump = dump(b, &s).await;
+    for secret in &secrets {
+        assert!(
+            !contains_window(&dump, secret, 16),
+            "deleted data still on disk"
+        );
+    }
+    assert!(
+        contains_window(&dump, &keep.credentials.template.ciphertext, 16),
+        "the scan must see live data (positive control)"
+    );
+}
+
+async fn logs_page_newest_first_and_filter(_: &Backend, s: Arc<dyn Store>) {
+    let (a, b) = (UserId::generate(), UserId::generate());
+    for i in 0..25 {
+        let outcome = if i % 5 == 0 {
+            Outcome::Failure
+        } else {
+            Outcome::Success
+        };
+        s.append_log(&log(Some(&a), NOW + i * MIN, outcome))
+            .await
+            .unwrap();
+    }
+    // Two entries at the same millisecond: the cursor must not skip or repeat.
+    s.append_log(&log(Some(&a), NOW + 24 * MIN, Outcome::Success))
+        .await
+        .unwrap();
+    for i in 0..5 {
+        let mut l = log(Some(&b), NOW + i, Outcome::Failure);
+        l.client_ip = Some("203.0.113.5".into());
+        s.append_log(&l).await.unwrap();
+    }
+    let mut seen = Vec::new();
+    let mut filter = LogFilter {
+        user_id: Some(a.clone()),
+        limit: 10,
+        ..LogFilter::default()
+    };
+    loop {
+        let page = s.logs(&filter).await.unwrap();
+        seen.extend(page.entries.iter().map(|l| (l.at, l.id.clone())));
+        match page.next {
+            Some(c) => filter.before = Some(c),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 26);
+    let mut sorted = seen.clone();
+    sorted.sort_by(|x, y| y.cmp(x));
+    sorted.dedup();
+    assert_eq!(sorted.len(), 26, "no entry repeated");
+    assert!(seen.windows(2).all(|w| w[0].0 >= w[1].0), "newest first");
+
+    let failures = s
+        .logs(&LogFilter {
+            user_id: Some(a.clone()),
+            outcome: Some(Outcome::Failure),
+            since: Some(NOW + 6 * MIN),
+            limit: 100,
+            ..LogFilter::default()
+        })
+        .await
+        .unwrap();
+    let ats: Vec<i64> = failures
+        .entries
+        .iter()
+        .map(|l| (l.at - NOW) / MIN)
+        .collect();
+    assert_eq!(ats, vec![20, 15, 10]);
+    let by_ip = s
+        .logs(&LogFilter {
+            client_ip: Some("203.0.113.5".into()),
+            limit: 100,
+            ..LogFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(by_ip.entries.len(), 5);
+    assert!(by_ip.entries.iter().all(|l| l.user_id.as_ref() == Some(&b)));
+    assert_eq!(by_ip.entries[0].similarity_bucket, Some(3));
+}
+
+/// What an encrypted registration hands the store is only ciphertext: scan the
+/// stored bytes for the plaintext embedding, the plaintext private key and the
+/// photo, with the ciphertext itself as the positive control.
+async fn nothing_plaintext_reaches_the_store(b: &Backend, s: Arc<dyn Store>) {
+    let photo =
+        std::fs::read(faces().join("lfw-dev/Aaron_Peirsol/Aaron_Peirsol_0001.jpg")).unwrap();
+    let embedding: Vec<u8> = (0..128)
+        .flat_map(|i| ((i as f32 * 0.37).sin() / 8.0).to_le_bytes())
+        .collect();
+    let private_key: [u8; 32] = rand::random();
+    let mut u = user("scan@example.org");
+    u.credentials.template.ciphertext = seal(&embedding);
+    u.credentials.key.wrapped.ciphertext = seal(&private_key);
+    s.register(&u).await.unwrap();
+    s.append_log(&log(Some(&u.user.id), NOW, Outcome::Success))
+        .await
+        .unwrap();
+
+    let dump = dump(b, &s).await;
+    assert!(contains_window(
+        &dump,
+        &u.credentials.template.ciphertext,
+        16
+    ));
+    assert!(
+        !contains_window(&dump, &embedding, 16),
+        "plaintext embedding at rest"
+    );
+    assert!(
+        !contains_window(&dump, &private_key, 16),
+        "plaintext private key at rest"
+    );
+    assert!(!contains_window(&dump, &photo, 64), "photo bytes at rest");
+}
+
+// ---- crash safety ------------------------------------------------------------
+
+/// Child half of the crash test: registers users until killed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_child() {
+    let Ok(spec) = std::env::var("ARCLOCK_TEST_CRASH_CHILD") else {
+        return;
+    };
+    let store: Arc<dyn Store> = match spec.split_once('=') {
+        Some(("embedded", path)) => Arc::new(EmbeddedStore::open(&PathBuf::from(path)).unwrap()),
+        Some(("mongodb", db)) => {
+            Arc::new(MongoStore::open(&mongo_uri().unwrap(), db).await.unwrap())
+        }
+        _ => panic!("bad ARCLOCK_TEST_CRASH_CHILD {spec}"),
+    };
+    println!("child ready");
+    for i in 0.. {
+        store
+            .register(&user(&format!("crash{i}@example.org")))
+            .await
+            .unwrap();
+    }
+}
+
+/// Kills a registering process with SIGKILL mid-stream, several times, and
+/// checks after each restart that every user exists completely or not at all.
+async fn crash_during_registration(target: &str, reopen: impl AsyncFn() -> Arc<dyn Store>) {
+    use std::process::{Command, Stdio};
+    for round in 0..3 {
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "crash_child",
+                "--nocapture",
+                "--test-threads",
+                "1",
+            ])
+            .env("ARCLOCK_TEST_CRASH_CHILD", target)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(700 + 150 * round)).await;
+        // SIGKILL: no destructor, no flush, no commit.
+        child.kill().unwrap();
+        child.wait().unwrap();
+
+        let s = reopen().await;
+        let users = s.list_users(None, 100_000).await.unwrap();
+        assert!(
+            !users.is_empty(),
+            "round {round}: the child registered nobody"
+        );
+        for u in &users {
+            assert!(
+                s.credentials(&u.id).await.unwrap().is_some(),
+                "round {round}: user {} without template or key",
+                u.id
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_survives_sigkill_during_registration() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("crash.db");
+    let target = format!("embedded={}", path.display());
+    let p2 = path.clone();
+    crash_during_registration(&target, async || {
+        Arc::new(EmbeddedStore::open(&p2).unwrap()) as Arc<dyn Store>
+    })
+    .await;
+    // No orphans either: every template and key belongs to a user.
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    for table in ["templates", "wrapped_keys"] {
+        let orphans: i64 = conn
+            .query_row(
+                &format!(
+                    "SELECT count(*) FROM {table} WHERE user_id NOT IN (SELECT id FROM users)"
+                ),
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(orphans, 0, "{table}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mongodb_survives_sigkill_during_registration() {
+    if mongo_uri().is_none() {
+        eprintln!("skipped: ARCLOCK_TEST_MONGODB_URI is not set");
+        return;
+    }
+    let db = fresh_mongo_db("crash");
+    let target = format!("mongodb={db}");
+    let db2 = db.clone();
+    crash_during_registration(&target, async || {
+        Arc::new(MongoStore::open(&mongo_uri().unwrap(), &db2).await.unwrap()) as Arc<dyn Store>
+    })
+    .await;
+    // After `open` swept them, no template or key is without its user.
+    let store = MongoStore::open(&mongo_uri().unwrap(), &db).await.unwrap();
+    let users = store.list_users(None, 100_000).await.unwrap().len();
+    for c in ["templates", "wrapped_keys"] {
+        let n = store
+            .database()
+            .collection::<mongodb::bson::Document>(c)
+            .count_documents(mongodb::bson::doc! {})
+            .await
+            .unwrap() as usize;
+        assert_eq!(n, users, "{c}");
+    }
+}
+
+// ---- helpers -----------------------------------------------------------------
+
+fn faces() -> PathBuf {
+    std::env::var_os("ARCLOCK_FACES_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/faces"))
+}
+
+/// AES-256-GCM under a throwaway key: stands in for ECIES / the HSM here.
+fn seal(plain: &[u8]) -> Vec<u8> {
+    use ring::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
+    let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &rand::random::<[u8; 32]>()).unwrap());
+    let mut buf = plain.to_vec();
+    key.seal_in_place_append_tag(
+        Nonce::assume_unique_for_key([0; 12]),
+        Aad::empty(),
+        &mut buf,
+    )
+    .unwrap();
+    buf
+}
+
+/// Every byte the backend stored: the SQLite files (database + WAL), or every
+/// document of every collection as raw BSON.
+async fn dump(b: &Backend, s: &Arc<dyn Store>) -> Vec<u8> {
+    s.health().await.unwrap();
+    match b {
+        Backend::Embedded(dir) => {
+            let mut out = Vec::new();
+            for entry in std::fs::read_dir(dir.path()).unwrap() {
+                out.extend(std::fs::read(entry.unwrap().path()).unwrap());
+            }
+            out
+        }
+        Backend::Mongo(db) => {
+            use futures_util::TryStreamExt;
+            let client = mongodb::Client::with_uri_str(mongo_uri().unwrap())
+                .await
+                .unwrap();
+            let db = client.database(db);
+            let mut out = Vec::new();
+            for name in db.list_collection_names().await.unwrap() {
+                let docs: Vec<mongodb::bson::RawDocumentBuf> = db
+                    .collection::<mongodb::bson::RawDocumentBuf>(&name)
+                    .find(mongodb::bson::doc! {})
+                    .await
+                    .unwrap()
+                    .try_collect()
+                    .await
+                    .unwrap();
+                for d in docs {
+                    out.extend_from_slice(d.as_bytes());
+                }
+            }
+            out
+        }
+    }
+}
+
+/// Whether any `w`-byte window of `needle` occurs in `hay`.
+fn contains_window(hay: &[u8], needle: &[u8], w: usize) -> bool {
+    let w = w.min(needle.len());
+    needle
+        .windows(w)
+        .step_by((w / 2).max(1))
+        .any(|win| memchr::memmem::find(hay, win).is_some())
+}
