@@ -45,7 +45,34 @@ pub struct Config {
     pub store: Store,
     pub models: Models,
     #[serde(default)]
+    pub auth: Auth,
+    #[serde(default)]
     pub log: Log,
+}
+
+/// Tokens: who issues them, for whom, and for how long.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Auth {
+    /// `iss` of access tokens.
+    pub issuer: String,
+    /// `aud` of access tokens (the mobile app).
+    pub audience: String,
+    /// Access token lifetime (15 min).
+    pub access_ttl_secs: u64,
+    /// Refresh token family lifetime (7 days).
+    pub refresh_ttl_secs: u64,
+}
+
+impl Default for Auth {
+    fn default() -> Self {
+        Auth {
+            issuer: "arclock".into(),
+            audience: "arclock-app".into(),
+            access_ttl_secs: 15 * 60,
+            refresh_ttl_secs: 7 * 24 * 3600,
+        }
+    }
 }
 
 /// The public HTTPS listener.
@@ -342,7 +369,7 @@ fn apply_override(
     let (section, key) = lower
         .split_once('_')
         .ok_or_else(|| err("expected ARCLOCK_<SECTION>_<KEY>".into()))?;
-    if !["server", "hsm", "store", "models", "log"].contains(&section) {
+    if !["server", "hsm", "store", "models", "auth", "log"].contains(&section) {
         return Err(err(format!("unknown section {section:?}")));
     }
     let parsed = format!("v = {value}")

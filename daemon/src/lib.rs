@@ -28,6 +28,8 @@ pub mod http;
 pub mod identity;
 pub mod provision;
 pub mod store;
+pub mod template;
+pub mod token;
 
 use std::sync::Arc;
 
@@ -44,6 +46,7 @@ pub struct App {
     pub hsm: Hsm,
     pub store: Arc<dyn Store>,
     pub face: Arc<Pipeline>,
+    pub tokens: token::Tokens,
 }
 
 /// Why the daemon cannot start. Runtime outages (HSM gone, store failing) are
@@ -86,12 +89,19 @@ impl App {
         );
         let store = open_store(&config).await?;
         let hsm = Hsm::new(hsm_config(&config), read_pin(&config)?);
+        let tokens = token::Tokens::new(
+            hsm.clone(),
+            &config.auth.issuer,
+            &config.auth.audience,
+            std::time::Duration::from_secs(config.auth.access_ttl_secs),
+        );
         Ok(App {
             config,
             tls,
             hsm,
             store,
             face: Arc::new(face),
+            tokens,
         })
     }
 }

@@ -188,6 +188,19 @@ async fn provisions_once_and_serves_health_over_tls_with_every_dependency_ok() {
             .starts_with("default-src 'none'")
     );
 
+    // The JWKS lists the HSM's signing key; the kid is its RFC 7638 thumbprint.
+    let (status, headers, _, jwks) = d.get("/.well-known/jwks.json").await;
+    assert_eq!(status, 200, "{jwks}");
+    assert_eq!(headers["content-type"], "application/jwk-set+json");
+    let key = &jwks["keys"][0];
+    assert_eq!(
+        (key["kty"].as_str(), key["alg"].as_str()),
+        (Some("RSA"), Some("RS256"))
+    );
+    assert_eq!(key["kid"].as_str().map(str::len), Some(43));
+    assert!(key["n"].as_str().unwrap().len() > 300 && key["e"] == "AQAB");
+    assert_eq!(headers["x-frame-options"], "DENY");
+
     let (status, headers, _, body) = d.get("/api/nope").await;
     assert_eq!(status, 404);
     assert_eq!(body["success"], false);

@@ -136,6 +136,22 @@ impl Hsm {
         .await
     }
 
+    /// The `kid` of the key `sign_rs256` would use now, for the JWT header that
+    /// must be written before signing (cached like the key itself).
+    pub async fn signing_kid(&self) -> Result<String, Error> {
+        self.run(|inner, s| {
+            inner
+                .current_signer(|| {
+                    let (v, jwk) = public_keys(s)?.pop().ok_or_else(|| {
+                        Error::KeyNotFound(format!("{LABEL_PREFIX}* (no signing key in token)"))
+                    })?;
+                    Ok((v, jwk.kid))
+                })
+                .map(|(_, kid)| kid)
+        })
+        .await
+    }
+
     /// The public keys to publish at `/.well-known/jwks.json`; the last signs.
     pub async fn jwks(&self) -> Result<Jwks, Error> {
         self.run(|_, s| {

@@ -3,6 +3,7 @@
 //! the mobile app's envelope and carries the security headers.
 
 mod health;
+mod keys;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,6 +19,8 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>, _peer: SocketAddr) ->
     let resp = match (req.method(), req.uri().path()) {
         (&Method::GET, "/health") => health::get(&app).await,
         (_, "/health") => method_not_allowed(),
+        (&Method::GET, "/.well-known/jwks.json") => keys::jwks(&app).await,
+        (_, "/.well-known/jwks.json") => method_not_allowed(),
         _ => response::error(
             StatusCode::NOT_FOUND,
             "NOT_FOUND",

@@ -1,0 +1,34 @@
+//! `GET /.well-known/jwks.json`: the public halves of the HSM's signing keys,
+//! so any service can verify ArcLock's access tokens. A plain JWKS document
+//! (RFC 7517), not the app envelope, because JWKS clients expect exactly that.
+
+use http::{HeaderValue, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Bytes;
+
+use crate::App;
+use crate::http::response::{self, Body};
+
+pub async fn jwks(app: &App) -> Response<Body> {
+    match app.tokens.jwks().await {
+        Ok(set) => {
+            let bytes = serde_json::to_vec(&set).unwrap_or_default();
+            let mut resp = Response::new(Full::new(Bytes::from(bytes)));
+            resp.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/jwk-set+json"),
+            );
+            resp
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "JWKS unavailable");
+            response::error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "SERVICE_UNAVAILABLE",
+                "Signing keys are unavailable",
+                "the HSM cannot be reached",
+                None,
+            )
+        }
+    }
+}

@@ -1,0 +1,191 @@
+//! Access tokens: RS256 JWTs signed inside the HSM, verified against the
+//! token's own public keys, and opaque refresh tokens stored only as hashes.
+//!
+//! Verification accepts exactly one algorithm (RS256) with a `kid` from our key
+//! set, and checks issuer, audience, `exp` and `nbf` with no leeway, so the
+//! classic attacks (`alg: none`, HS256 keyed with the public key, a foreign or
+//! missing `kid`, expired or other-audience tokens) all fail the same way.
+
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use arclock_hsm::{Hsm, Jwks};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::identity::UserId;
+use crate::store::Millis;
+
+/// Why a token was refused. The client always sees one generic 401.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    /// Bad signature, algorithm, key, issuer, audience or time.
+    #[error("invalid token: {0}")]
+    Invalid(String),
+    /// The HSM could not sign or list its keys (503).
+    #[error(transparent)]
+    Hsm(#[from] arclock_hsm::Error),
+}
+
+/// What an access token says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    pub iss: String,
+    pub aud: String,
+    pub sub: String,
+    pub iat: i64,
+    pub nbf: i64,
+    pub exp: i64,
+    pub jti: String,
+}
+
+/// Issues and checks access tokens for one issuer/audience pair.
+#[derive(Clone)]
+pub struct Tokens {
+    hsm: Hsm,
+    issuer: String,
+    audience: String,
+    access_ttl: Duration,
+    keys: Arc<RwLock<Option<(Instant, Jwks)>>>,
+}
+
+impl std::fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tokens")
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How long the published key set is trusted before it is read again; an
+/// unknown `kid` forces a re-read at most this often.
+const KEYS_TTL: Duration = Duration::from_secs(60);
+
+impl Tokens {
+    pub fn new(hsm: Hsm, issuer: &str, audience: &str, access_ttl: Duration) -> Self {
+        Tokens {
+            hsm,
+            issuer: issuer.into(),
+            audience: audience.into(),
+            access_ttl,
+            keys: Arc::new(RwLock::new(None)),
+        }
+    }
+
+    /// A signed access token for `user`, valid from `now` for the access TTL.
+    pub async fn issue(&self, user: &UserId, now: Millis) -> Result<String, TokenError> {
+        let secs = now.div_euclid(1000);
+        let claims = Claims {
+            iss: self.issuer.clone(),
+            aud: self.audience.clone(),
+            sub: user.to_string(),
+            iat: secs,
+            nbf: secs,
+            exp: secs + self.access_ttl.as_secs() as i64,
+            jti: hex::encode(rand::random::<[u8; 16]>()),
+        };
+        let payload = URL_SAFE_NO_PAD
+            .encode(serde_json::to_vec(&claims).map_err(|e| TokenError::Invalid(e.to_string()))?);
+        // The header names the key before signing; if a rotation slips in
+        // between, the HSM reports the key it used and we sign again.
+        for _ in 0..3 {
+            let kid = self.hsm.signing_kid().await?;
+            let header = URL_SAFE_NO_PAD
+                .encode(serde_json::json!({"alg": "RS256", "typ": "JWT", "kid": kid}).to_string());
+            let input = format!("{header}.{payload}");
+            let sig = self.hsm.sign_rs256(input.as_bytes()).await?;
+            if sig.kid == kid {
+                return Ok(format!("{input}.{}", URL_SAFE_NO_PAD.encode(sig.bytes)));
+            }
+        }
+        Err(TokenError::Invalid("signing key kept changing".into()))
+    }
+
+    /// The public keys (for `/.well-known/jwks.json`), cached for a minute.
+    pub async fn jwks(&self) -> Result<Jwks, TokenError> {
+        if let Ok(g) = self.keys.read()
+            && let Some((at, jwks)) = g.as_ref()
+            && at.elapsed() < KEYS_TTL
+        {
+            return Ok(jwks.clone());
+        }
+        self.reload().await
+    }
+
+    async fn reload(&self) -> Result<Jwks, TokenError> {
+        let jwks = self.hsm.jwks().await?;
+        if let Ok(mut g) = self.keys.write() {
+            *g = Some((Instant::now(), jwks.clone()));
+        }
+        Ok(jwks)
+    }
+
+    /// Checks signature (RS256 only, our `kid`s only), issuer, audience and
+    /// times against `now`; returns the claims.
+    pub async fn verify(&self, token: &str, now: Millis) -> Result<Claims, TokenError> {
+        let invalid = |e: &dyn std::fmt::Display| TokenError::Invalid(e.to_string());
+        let header = jsonwebtoken::decode_header(token).map_err(|e| invalid(&e))?;
+        if header.alg != Algorithm::RS256 {
+            return Err(TokenError::Invalid(format!("algorithm {:?}", header.alg)));
+        }
+        let kid = header
+            .kid
+            .ok_or_else(|| TokenError::Invalid("no kid".into()))?;
+        let mut jwks = self.jwks().await?;
+        if !jwks.keys.iter().any(|k| k.kid == kid) {
+            let fresh = self
+                .keys
+                .read()
+                .ok()
+                .and_then(|g| {
+                    g.as_ref()
+                        .map(|(at, _)| at.elapsed() >= Duration::from_secs(5))
+                })
+                .unwrap_or(true);
+            if fresh {
+                jwks = self.reload().await?;
+            }
+        }
+        let jwk = jwks
+            .keys
+            .iter()
+            .find(|k| k.kid == kid)
+            .ok_or_else(|| TokenError::Invalid("unknown kid".into()))?;
+        let key = DecodingKey::from_rsa_components(&jwk.n, &jwk.e).map_err(|e| invalid(&e))?;
+        let mut v = Validation::new(Algorithm::RS256);
+        v.set_issuer(&[&self.issuer]);
+        v.set_audience(&[&self.audience]);
+        v.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
+        // Times are checked below against the injected clock, not the system's.
+        v.validate_nbf = false;
+        v.validate_exp = false;
+        v.leeway = 0;
+        let data = jsonwebtoken::decode::<Claims>(token, &key, &v).map_err(|e| invalid(&e))?;
+        let c = data.claims;
+        let secs = now.div_euclid(1000);
+        if secs >= c.exp {
+            return Err(TokenError::Invalid("expired".into()));
+        }
+        if secs < c.nbf {
+            return Err(TokenError::Invalid("not yet valid".into()));
+        }
+        Ok(c)
+    }
+}
+
+/// A new opaque refresh token (256 random bits, base64url) and the SHA-256
+/// hash that is all the store ever sees.
+pub fn new_refresh_token() -> (String, [u8; 32]) {
+    let token = URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>());
+    let hash = refresh_hash(&token);
+    (token, hash)
+}
+
+/// The stored form of a refresh token.
+pub fn refresh_hash(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}

@@ -1,0 +1,276 @@
+//! Access tokens and sealed templates against a real SoftHSM2 token, with real
+//! embeddings from the face pipeline.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use arclock_face::{Embedding, FaceModels, Manifest, Pipeline, Policy, Threads, Workspace};
+use arclock_hsm::provision::{ensure_keys, ensure_token};
+use arclock_hsm::{Hsm, HsmConfig, Pin};
+use arclockd::identity::UserId;
+use arclockd::template::{self, TemplateError};
+use arclockd::token::{Claims, TokenError, Tokens, new_refresh_token, refresh_hash};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+const NOW: i64 = 1_800_000_000_000;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn state() -> PathBuf {
+    std::env::var_os("ARCLOCK_STATE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("var"))
+}
+
+fn faces() -> PathBuf {
+    std::env::var_os("ARCLOCK_FACES_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("../shared/faces"))
+}
+
+/// A private SoftHSM2 store for this test process.
+fn hsm_dir() -> &'static Path {
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("tokens")).unwrap();
+        let conf = dir.path().join("softhsm2.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+                dir.path().join("tokens").display()
+            ),
+        )
+        .unwrap();
+        // SAFETY: set once before SoftHSM2 is loaded; every test passes here first.
+        unsafe { std::env::set_var("SOFTHSM2_CONF", &conf) };
+        dir
+    })
+    .path()
+}
+
+async fn token(label: &str) -> Hsm {
+    let dir = hsm_dir();
+    let (pin, so) = (
+        dir.join(format!("{label}.pin")),
+        dir.join(format!("{label}.so")),
+    );
+    let (l, p, s) = (label.to_string(), pin.clone(), so.clone());
+    tokio::task::spawn_blocking(move || ensure_token(Path::new(MODULE), &l, &p, &s))
+        .await
+        .unwrap()
+        .unwrap();
+    let hsm = Hsm::new(
+        HsmConfig {
+            module: MODULE.into(),
+            token_label: label.into(),
+            pool_size: 2,
+        },
+        Pin::from_file(&pin).unwrap(),
+    );
+    ensure_keys(&hsm, 2048).await.unwrap();
+    hsm
+}
+
+fn tokens(hsm: &Hsm, audience: &str) -> Tokens {
+    Tokens::new(
+        hsm.clone(),
+        "arclock-test",
+        audience,
+        Duration::from_secs(900),
+    )
+}
+
+fn b64json(v: serde_json::Value) -> String {
+    URL_SAFE_NO_PAD.encode(v.to_string())
+}
+
+fn claims(sub: &str, exp_in: i64) -> serde_json::Value {
+    let now = NOW / 1000;
+    serde_json::json!({"iss": "arclock-test", "aud": "arclock-app", "sub": sub,
+        "iat": now, "nbf": now, "exp": now + exp_in, "jti": "x"})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_tokens_verify_and_every_classic_attack_fails() {
+    let hsm = token("tokens").await;
+    let t = tokens(&hsm, "arclock-app");
+    let user = UserId::generate();
+    let jwt = t.issue(&user, NOW).await.unwrap();
+    let c: Claims = t.verify(&jwt, NOW + 1000).await.unwrap();
+    assert_eq!((c.sub.as_str(), c.exp - c.iat), (user.as_str(), 900));
+    let header: serde_json::Value = serde_json::from_slice(
+        &URL_SAFE_NO_PAD
+            .decode(jwt.split('.').next().unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    let kid = header["kid"].as_str().unwrap().to_string();
+    assert_eq!(header["alg"], "RS256");
+
+    let refused = |r: Result<Claims, TokenError>, what: &str| {
+        assert!(matches!(r, Err(TokenError::Invalid(_))), "{what}: {r:?}");
+    };
+    // Expired, not yet valid, and for another audience.
+    refused(t.verify(&jwt, NOW + 900_000).await, "expired");
+    refused(t.verify(&jwt, NOW - 1000).await, "before nbf");
+    refused(
+        tokens(&hsm, "someone-else").verify(&jwt, NOW).await,
+        "audience",
+    );
+
+    // alg: none, with and without a signature part.
+    let payload = b64json(claims(user.as_str(), 900));
+    let none = format!(
+        "{}.{payload}.",
+        b64json(serde_json::json!({"alg": "none", "kid": kid}))
+    );
+    refused(t.verify(&none, NOW).await, "alg none");
+
+    // HS256 keyed with our public key (the RS/HS confusion attack).
+    let jwk = &t.jwks().await.unwrap().keys[0];
+    let hs = jsonwebtoken::encode(
+        &jsonwebtoken::Header {
+            alg: jsonwebtoken::Algorithm::HS256,
+            kid: Some(kid.clone()),
+            ..Default::default()
+        },
+        &claims(user.as_str(), 900),
+        &jsonwebtoken::EncodingKey::from_secret(jwk.n.as_bytes()),
+    )
+    .unwrap();
+    refused(t.verify(&hs, NOW).await, "HS256 with the public key");
+
+    // A valid signature under a kid we never published.
+    let parts: Vec<&str> = jwt.split('.').collect();
+    let foreign_kid = format!(
+        "{}.{}.{}",
+        b64json(serde_json::json!({"alg": "RS256", "typ": "JWT", "kid": "not-ours"})),
+        parts[1],
+        parts[2]
+    );
+    refused(t.verify(&foreign_kid, NOW).await, "unknown kid");
+
+    // Signed by another HSM's key but claiming our kid.
+    let other = tokens(&token("tokens-other").await, "arclock-app");
+    let forged = other.issue(&user, NOW).await.unwrap();
+    let fp: Vec<&str> = forged.split('.').collect();
+    let forged = format!(
+        "{}.{}.{}",
+        b64json(serde_json::json!({"alg": "RS256", "typ": "JWT", "kid": kid})),
+        fp[1],
+        fp[2]
+    );
+    refused(t.verify(&forged, NOW).await, "foreign key, our kid");
+
+    // A changed claim breaks the signature.
+    let evil = b64json(claims(UserId::generate().as_str(), 900));
+    refused(
+        t.verify(&format!("{}.{evil}.{}", parts[0], parts[2]), NOW)
+            .await,
+        "tampered",
+    );
+
+    // After a rotation new tokens carry the new kid and old ones still verify.
+    hsm.create_signing_key(2048).await.unwrap();
+    let t2 = tokens(&hsm, "arclock-app");
+    let fresh = t2.issue(&user, NOW).await.unwrap();
+    assert_ne!(fresh.split('.').next(), jwt.split('.').next());
+    t2.verify(&fresh, NOW).await.unwrap();
+    t2.verify(&jwt, NOW).await.unwrap();
+}
+
+#[test]
+fn refresh_tokens_are_random_and_only_their_hash_is_kept() {
+    let (a, ha) = new_refresh_token();
+    let (b, hb) = new_refresh_token();
+    assert_ne!(a, b);
+    assert_ne!(ha, hb);
+    assert_eq!(refresh_hash(&a), ha);
+    assert!(a.len() >= 43, "256 bits");
+}
+
+fn embedding(person: &str, n: u32) -> Embedding {
+    static P: OnceLock<Pipeline> = OnceLock::new();
+    let p = P.get_or_init(|| {
+        let manifest = Manifest::load(&root().join("models/manifest.toml")).unwrap();
+        let models = FaceModels::load(
+            &state().join("opt/onnxruntime-1.32.0/libonnxruntime.so.1.32.0"),
+            &manifest,
+            &state().join("models"),
+            "scrfd_2.5g_bnkps",
+            "arcface_mobileface_128",
+            Threads {
+                workers: 1,
+                intra: 1,
+            },
+        )
+        .unwrap();
+        Pipeline::new(models, Policy::default(), Default::default(), 1)
+    });
+    let bytes =
+        std::fs::read(faces().join(format!("lfw-dev/{person}/{person}_{n:04}.jpg"))).unwrap();
+    p.run(&mut Workspace::new().unwrap(), &bytes, None)
+        .unwrap()
+        .embedding
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn templates_seal_to_the_user_and_open_only_for_them() {
+    let hsm = token("templates").await;
+    let (alice, mallory) = (UserId::generate(), UserId::generate());
+    let probe = embedding("Al_Pacino", 1);
+    let creds = template::seal(&hsm, &alice, &probe).await.unwrap();
+
+    // Nothing of the embedding is in what gets stored.
+    let plain = probe.to_bytes().unwrap();
+    assert!(
+        !creds
+            .template
+            .ciphertext
+            .windows(16)
+            .any(|w| plain.windows(16).any(|p| p == w))
+    );
+    assert_eq!(creds.template.model_id, "arcface_mobileface_128");
+    assert_eq!(creds.key.public_key.len(), 33);
+
+    let opened = template::open(&hsm, &alice, &creds).await.unwrap();
+    assert!((opened.cosine(&probe).unwrap() - 1.0).abs() < 1e-6);
+    let same_person = embedding("Al_Pacino", 2);
+    assert!(opened.cosine(&same_person).unwrap() >= 0.39);
+
+    // Moved to another user: the HSM refuses the key (AAD binds the user id).
+    assert!(matches!(
+        template::open(&hsm, &mallory, &creds).await,
+        Err(TemplateError::Hsm(arclock_hsm::Error::IntegrityFailure))
+    ));
+    // A flipped bit in the template is refused by ECIES's AEAD.
+    let mut bad = creds.clone();
+    let mid = bad.template.ciphertext.len() / 2;
+    bad.template.ciphertext[mid] ^= 1;
+    assert!(matches!(
+        template::open(&hsm, &alice, &bad).await,
+        Err(TemplateError::Crypto(_))
+    ));
+    // A template relabelled to another model never compares with this model's probes.
+    let mut other_model = creds.clone();
+    other_model.template.model_id = "mobilefacenet_128".into();
+    let e = template::open(&hsm, &alice, &other_model).await.unwrap();
+    assert!(e.cosine(&probe).is_err());
+    // After a KEK rotation the stored key is re-wrapped without re-enrolment.
+    hsm.create_kek_version().await.unwrap();
+    let mut rotated = creds.clone();
+    rotated.key.wrapped = hsm
+        .rewrap(alice.as_str(), &creds.key.wrapped)
+        .await
+        .unwrap();
+    assert_eq!(rotated.key.wrapped.kek_version, 2);
+    let again = template::open(&hsm, &alice, &rotated).await.unwrap();
+    assert!((again.cosine(&probe).unwrap() - 1.0).abs() < 1e-6);
+}
