@@ -85,11 +85,13 @@ impl Report {
 
     /// Free text after a table (ratios, caveats).
     pub fn para(&mut self, text: &str) {
-        let _ = write!(self.text, "\n{text}\n\n");
+        let _ = write!(self.text, "{text}\n\n");
         println!("{text}");
     }
 
-    pub fn end_table(&mut self) {}
+    pub fn end_table(&mut self) {
+        self.text.push('\n');
+    }
 
     pub fn into_string(self) -> String {
         self.text
