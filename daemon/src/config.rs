@@ -62,6 +62,12 @@ pub struct Auth {
     pub access_ttl_secs: u64,
     /// Refresh token family lifetime (7 days).
     pub refresh_ttl_secs: u64,
+    /// Failed face attempts (per e-mail, and per client address) that lock.
+    pub max_failures: u32,
+    /// Window in which those failures count.
+    pub failure_window_secs: u64,
+    /// How long a lockout lasts.
+    pub lockout_secs: u64,
 }
 
 impl Default for Auth {
@@ -71,6 +77,9 @@ impl Default for Auth {
             audience: "arclock-app".into(),
             access_ttl_secs: 15 * 60,
             refresh_ttl_secs: 7 * 24 * 3600,
+            max_failures: 5,
+            failure_window_secs: 15 * 60,
+            lockout_secs: 15 * 60,
         }
     }
 }

@@ -20,8 +20,10 @@ pub async fn get(app: &App) -> Response<Body> {
         Err(e) => json!({"status": "error", "reason": e.to_string()}),
     };
     let store = match store {
-        Ok(()) => json!({"status": "ok", "backend": "embedded"}),
-        Err(e) => json!({"status": "error", "backend": "embedded", "reason": e.to_string()}),
+        Ok(()) => json!({"status": "ok", "backend": app.store.backend()}),
+        Err(e) => {
+            json!({"status": "error", "backend": app.store.backend(), "reason": e.to_string()})
+        }
     };
     let m = app.face.models().status();
     let models = json!({

@@ -2,6 +2,7 @@
 //! dispatches and guarantees that every answer, including 404 and 405, is in
 //! the mobile app's envelope and carries the security headers.
 
+mod auth;
 mod health;
 mod keys;
 
@@ -15,8 +16,20 @@ use crate::App;
 use crate::http::response::{self, Body};
 
 /// Routes one request.
-pub async fn handle(app: Arc<App>, req: Request<Incoming>, _peer: SocketAddr) -> Response<Body> {
-    let resp = match (req.method(), req.uri().path()) {
+pub async fn handle(app: Arc<App>, mut req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    req.extensions_mut().insert(peer);
+    let (method, path) = (req.method().clone(), req.uri().path().to_string());
+    let resp = match (&method, path.as_str()) {
+        (&Method::POST, "/api/auth/register") => either(auth::register(&app, req).await),
+        (&Method::POST, "/api/auth/login") => {
+            either(auth::login(&app, req, crate::store::Action::Login).await)
+        }
+        (&Method::POST, "/api/auth/verify-face") => {
+            either(auth::login(&app, req, crate::store::Action::VerifyFace).await)
+        }
+        (_, "/api/auth/register" | "/api/auth/login" | "/api/auth/verify-face") => {
+            method_not_allowed()
+        }
         (&Method::GET, "/health") => health::get(&app).await,
         (_, "/health") => method_not_allowed(),
         (&Method::GET, "/.well-known/jwks.json") => keys::jwks(&app).await,
@@ -30,6 +43,10 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>, _peer: SocketAddr) ->
         ),
     };
     response::secure(resp)
+}
+
+fn either(r: Result<Response<Body>, Response<Body>>) -> Response<Body> {
+    r.unwrap_or_else(|e| e)
 }
 
 fn method_not_allowed() -> Response<Body> {

@@ -1,0 +1,136 @@
+//! The real `arclockd` binary in a private state directory, for integration tests.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_arclockd");
+
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+pub fn installed() -> PathBuf {
+    std::env::var_os("ARCLOCK_STATE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("var"))
+}
+
+/// A private state directory and the environment that points arclockd at it.
+pub struct Instance {
+    dir: tempfile::TempDir,
+    models: PathBuf,
+}
+
+impl Instance {
+    pub fn new() -> Self {
+        Instance {
+            dir: tempfile::tempdir().unwrap(),
+            models: installed().join("models"),
+        }
+    }
+
+    pub fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+
+    pub fn command(&self) -> Command {
+        let mut c = Command::new(BIN);
+        c.current_dir(root())
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("SOFTHSM2_CONF", self.path("softhsm2.conf"))
+            .env("ARCLOCK_CONFIG", root().join("config/arclockd.toml"))
+            .env("ARCLOCK_SERVER_LISTEN", "127.0.0.1:0")
+            .env("ARCLOCK_SERVER_TLS_CERT", self.path("tls/cert.pem"))
+            .env("ARCLOCK_SERVER_TLS_KEY", self.path("tls/key.pem"))
+            .env("ARCLOCK_HSM_PIN_FILE", self.path("hsm/user.pin"))
+            .env("ARCLOCK_HSM_SO_PIN_FILE", self.path("hsm/so.pin"))
+            .env("ARCLOCK_HSM_JWT_KEY_BITS", "2048")
+            .env("ARCLOCK_STORE_PATH", self.path("arclock.db"))
+            .env("ARCLOCK_MODELS_DIR", &self.models)
+            .env(
+                "ARCLOCK_MODELS_RUNTIME",
+                installed().join("opt/onnxruntime-1.32.0/libonnxruntime.so.1.32.0"),
+            )
+            .env("ARCLOCK_MODELS_INTRA_THREADS", "1");
+        c
+    }
+
+    pub fn provision(&self) -> String {
+        let out = self.command().arg("provision").output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "provision failed: {text}");
+        text
+    }
+
+    /// Starts the daemon and waits for the line saying where it listens.
+    pub fn start(&self) -> Daemon {
+        let mut child = self
+            .command()
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(url) = line.strip_prefix("arclockd listening on ") {
+                    let _ = tx.send(url.to_string());
+                }
+            }
+        });
+        let url = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("arclockd did not start listening");
+        let cert = std::fs::read(self.path("tls/cert.pem")).unwrap();
+        let client = reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(&cert).unwrap())
+            .https_only(true)
+            .build()
+            .unwrap();
+        Daemon {
+            child,
+            url: url.replace("127.0.0.1", "localhost"),
+            client,
+        }
+    }
+}
+
+pub struct Daemon {
+    pub child: Child,
+    pub url: String,
+    pub client: reqwest::Client,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Daemon {
+    pub async fn get(
+        &self,
+        path: &str,
+    ) -> (
+        reqwest::StatusCode,
+        reqwest::header::HeaderMap,
+        reqwest::Version,
+        serde_json::Value,
+    ) {
+        let r = self
+            .client
+            .get(format!("{}{path}", self.url))
+            .send()
+            .await
+            .unwrap();
+        let (status, headers, version) = (r.status(), r.headers().clone(), r.version());
+        (status, headers, version, r.json().await.unwrap())
+    }
+}
