@@ -10,9 +10,9 @@ use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params, params_from_iter};
 
 use super::{
-    Action, AuthLog, Credentials, FailureOutcome, LockPolicy, LogCursor, LogFilter, LogPage,
-    Millis, NewFamily, NewUser, Outcome, Rotation, Store, StoreError, StoredKey, Subject, Template,
-    User, UserStatus,
+    Action, AuthLog, Credentials, FailureOutcome, LockPolicy, LogFilter, LogPage, Millis,
+    NewFamily, NewUser, Outcome, Rotation, Store, StoreError, StoredKey, Subject, Template, User,
+    UserStatus,
 };
 use crate::identity::{Email, Name, UserId};
 
@@ -181,6 +181,27 @@ impl EmbeddedStore {
         .map_err(|e| StoreError::Unavailable(format!("store worker failed: {e}")))?
     }
 
+    /// The user whose unique `column` (`id` or `email`) equals `value`.
+    async fn user_where(
+        &self,
+        column: &'static str,
+        value: &str,
+    ) -> Result<Option<User>, StoreError> {
+        let value = value.to_string();
+        self.with(move |conn, path| {
+            conn.query_row(
+                &format!("SELECT {USER_COLUMNS} FROM users WHERE {column} = ?1"),
+                [value],
+                user_from_row,
+            )
+            .optional()
+            .map_err(unavailable(path))?
+            .map(to_user)
+            .transpose()
+        })
+        .await
+    }
+
     /// A real round trip to the database file: a read of the schema and a
     /// quick integrity check, on the blocking pool.
     async fn check(&self) -> Result<(), StoreError> {
@@ -338,35 +359,11 @@ impl Store for EmbeddedStore {
     }
 
     async fn user_by_email(&self, email: &Email) -> Result<Option<User>, StoreError> {
-        let email = email.as_str().to_string();
-        self.with(move |conn, path| {
-            conn.query_row(
-                &format!("SELECT {USER_COLUMNS} FROM users WHERE email = ?1"),
-                [email],
-                user_from_row,
-            )
-            .optional()
-            .map_err(unavailable(path))?
-            .map(to_user)
-            .transpose()
-        })
-        .await
+        self.user_where("email", email.as_str()).await
     }
 
     async fn user_by_id(&self, id: &UserId) -> Result<Option<User>, StoreError> {
-        let id = id.as_str().to_string();
-        self.with(move |conn, path| {
-            conn.query_row(
-                &format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?1"),
-                [id],
-                user_from_row,
-            )
-            .optional()
-            .map_err(unavailable(path))?
-            .map(to_user)
-            .transpose()
-        })
-        .await
+        self.user_where("id", id.as_str()).await
     }
 
     async fn credentials(&self, id: &UserId) -> Result<Option<Credentials>, StoreError> {
@@ -568,7 +565,7 @@ impl Store for EmbeddedStore {
                 arg(&mut sql, " OR (at = ?", Value::Integer(c.at));
                 arg(&mut sql, " AND id < ?))", Value::Integer(id));
             }
-            let limit = f.limit.clamp(1, 1000);
+            let limit = f.page_size();
             sql.push_str(&format!(" ORDER BY at DESC, id DESC LIMIT {}", limit + 1));
             let mut st = conn.prepare(&sql).map_err(&err)?;
             let rows = st
@@ -576,17 +573,8 @@ impl Store for EmbeddedStore {
                 .map_err(&err)?
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(&err)?;
-            let mut entries = rows.into_iter().map(to_log).collect::<Result<Vec<_>, _>>()?;
-            let next = if entries.len() > limit {
-                entries.truncate(limit);
-                entries.last().map(|l| LogCursor {
-                    at: l.at,
-                    id: l.id.clone(),
-                })
-            } else {
-                None
-            };
-            Ok(LogPage { entries, next })
+            let entries = rows.into_iter().map(to_log).collect::<Result<Vec<_>, _>>()?;
+        Ok(LogPage::from_overfetch(entries, limit))
         })
         .await
     }

@@ -228,11 +228,35 @@ pub struct LogFilter {
     pub limit: usize,
 }
 
+impl LogFilter {
+    /// Entries per page, bounded whatever the caller asked for.
+    fn page_size(&self) -> usize {
+        self.limit.clamp(1, 1000)
+    }
+}
+
 /// A page of log entries and where the next one starts.
 #[derive(Debug, Clone)]
 pub struct LogPage {
     pub entries: Vec<AuthLog>,
     pub next: Option<LogCursor>,
+}
+
+impl LogPage {
+    /// Backends fetch one entry more than a page: if it came, there is a next
+    /// page, starting after the last entry kept.
+    fn from_overfetch(mut entries: Vec<AuthLog>, page_size: usize) -> Self {
+        let next = if entries.len() > page_size {
+            entries.truncate(page_size);
+            entries.last().map(|l| LogCursor {
+                at: l.at,
+                id: l.id.clone(),
+            })
+        } else {
+            None
+        };
+        LogPage { entries, next }
+    }
 }
 
 /// Whose failures are counted: an account, or a client address across accounts.

@@ -24,9 +24,8 @@ use mongodb::{Client, Collection, Database, IndexModel};
 use arclock_hsm::WrappedKey;
 
 use super::{
-    AuthLog, Credentials, FailureOutcome, LockPolicy, LogCursor, LogFilter, LogPage, Millis,
-    NewFamily, NewUser, Rotation, Store, StoreError, StoredKey, Subject, Template, User,
-    UserStatus,
+    AuthLog, Credentials, FailureOutcome, LockPolicy, LogFilter, LogPage, Millis, NewFamily,
+    NewUser, Rotation, Store, StoreError, StoredKey, Subject, Template, User, UserStatus,
 };
 use crate::identity::{Email, Name, UserId};
 use crate::store::{Action, Outcome};
@@ -265,6 +264,16 @@ impl MongoStore {
         })
     }
 
+    async fn find_user(&self, filter: Document) -> Result<Option<User>, StoreError> {
+        self.coll("users")
+            .find_one(filter)
+            .await
+            .map_err(down)?
+            .as_ref()
+            .map(Self::to_user)
+            .transpose()
+    }
+
     async fn register_in_transaction(&self, new: &NewUser) -> Result<(), StoreError> {
         let mut s = self.client.start_session().await.map_err(down)?;
         s.start_transaction().await.map_err(down)?;
@@ -367,23 +376,11 @@ impl Store for MongoStore {
     }
 
     async fn user_by_email(&self, email: &Email) -> Result<Option<User>, StoreError> {
-        self.coll("users")
-            .find_one(doc! {"email": email.as_str()})
-            .await
-            .map_err(down)?
-            .as_ref()
-            .map(Self::to_user)
-            .transpose()
+        self.find_user(doc! {"email": email.as_str()}).await
     }
 
     async fn user_by_id(&self, id: &UserId) -> Result<Option<User>, StoreError> {
-        self.coll("users")
-            .find_one(doc! {"_id": id.as_str()})
-            .await
-            .map_err(down)?
-            .as_ref()
-            .map(Self::to_user)
-            .transpose()
+        self.find_user(doc! {"_id": id.as_str()}).await
     }
 
     async fn credentials(&self, id: &UserId) -> Result<Option<Credentials>, StoreError> {
@@ -574,7 +571,7 @@ impl Store for MongoStore {
                 ],
             );
         }
-        let limit = f.limit.clamp(1, 1000);
+        let limit = f.page_size();
         let docs: Vec<Document> = self
             .coll("auth_logs")
             .find(filter)
@@ -585,20 +582,11 @@ impl Store for MongoStore {
             .try_collect()
             .await
             .map_err(down)?;
-        let mut entries = docs
+        let entries = docs
             .iter()
             .map(Self::to_log)
             .collect::<Result<Vec<_>, _>>()?;
-        let next = if entries.len() > limit {
-            entries.truncate(limit);
-            entries.last().map(|l| LogCursor {
-                at: l.at,
-                id: l.id.clone(),
-            })
-        } else {
-            None
-        };
-        Ok(LogPage { entries, next })
+        Ok(LogPage::from_overfetch(entries, limit))
     }
 
     async fn record_failure(
