@@ -67,13 +67,7 @@ fn main() -> Result<()> {
     let tokens = dir.path().join("tokens");
     std::fs::create_dir(&tokens)?;
     let conf = dir.path().join("softhsm2.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
-            tokens.display()
-        ),
-    )?;
+    std::fs::write(&conf, arclock_hsm::provision::softhsm_conf(&tokens))?;
     #[allow(unsafe_code)]
     // SAFETY: still single-threaded (the runtime is built below) and SoftHSM2 is
     // not loaded yet; nothing else reads the environment concurrently.

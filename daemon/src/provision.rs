@@ -66,8 +66,11 @@ fn softhsm_conf(module: &Path) -> anyhow::Result<Option<String>> {
     let tokens = tokens.canonicalize()?;
     write_new(
         &conf,
-        format!("directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n", tokens.display())
-            .as_bytes(),
+        format!(
+            "{}slots.removable = false\n",
+            arclock_hsm::provision::softhsm_conf(&tokens)
+        )
+        .as_bytes(),
         0o600,
     )?;
     Ok(Some(format!("wrote SoftHSM2 config {}", conf.display())))

@@ -42,10 +42,7 @@ fn hsm_dir() -> &'static Path {
         let conf = dir.path().join("softhsm2.conf");
         std::fs::write(
             &conf,
-            format!(
-                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
-                dir.path().join("tokens").display()
-            ),
+            arclock_hsm::provision::softhsm_conf(&dir.path().join("tokens")),
         )
         .unwrap();
         // SAFETY: set once before SoftHSM2 is loaded; every test passes here first.

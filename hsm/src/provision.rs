@@ -19,6 +19,15 @@ use zeroize::Zeroizing;
 use crate::error::{Error, from_ck};
 use crate::pool::{Hsm, find_slot};
 
+/// The text of a SoftHSM2 configuration (`SOFTHSM2_CONF`) that keeps its
+/// tokens, as files, in `token_dir`; the dev token and every test token use it.
+pub fn softhsm_conf(token_dir: &Path) -> String {
+    format!(
+        "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+        token_dir.display()
+    )
+}
+
 /// What [`ensure_token`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Provisioned {

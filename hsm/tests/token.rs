@@ -24,14 +24,7 @@ fn env() -> &'static Env {
         let tokens = dir.path().join("tokens");
         std::fs::create_dir(&tokens).unwrap();
         let conf = dir.path().join("softhsm2.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
-                tokens.display()
-            ),
-        )
-        .unwrap();
+        std::fs::write(&conf, arclock_hsm::provision::softhsm_conf(&tokens)).unwrap();
         // SAFETY: set once, before this process loads SoftHSM2 (every test goes
         // through this initialiser first), and never changed afterwards.
         unsafe { std::env::set_var("SOFTHSM2_CONF", &conf) };
