@@ -3,18 +3,10 @@
 
 mod common;
 
-use std::path::PathBuf;
-
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use common::{Daemon, Instance, root};
+use common::{Daemon, Instance, faces};
 use serde_json::{Value, json};
-
-fn faces() -> PathBuf {
-    std::env::var_os("ARCLOCK_FACES_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("../shared/faces"))
-}
 
 fn photo(name: &str, n: u32) -> String {
     STANDARD

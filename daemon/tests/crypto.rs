@@ -1,7 +1,9 @@
 //! Access tokens and sealed templates against a real SoftHSM2 token, with real
 //! embeddings from the face pipeline.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -13,25 +15,10 @@ use arclockd::template::{self, TemplateError};
 use arclockd::token::{Claims, TokenError, Tokens, new_refresh_token, refresh_hash};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use common::{faces, installed as state, root};
 
 const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
 const NOW: i64 = 1_800_000_000_000;
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn state() -> PathBuf {
-    std::env::var_os("ARCLOCK_STATE_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("var"))
-}
-
-fn faces() -> PathBuf {
-    std::env::var_os("ARCLOCK_FACES_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("../shared/faces"))
-}
 
 /// A private SoftHSM2 store for this test process.
 fn hsm_dir() -> &'static Path {

@@ -3,7 +3,11 @@
 //! the nx-27017 wire-protocol server and sets it; with
 //! `ARCLOCK_TEST_MONGODB_REQUIRED=1` a missing URI fails instead of skipping).
 
+mod common;
+
 use std::path::PathBuf;
+
+use common::faces;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -692,12 +696,6 @@ async fn mongodb_survives_sigkill_during_registration() {
 }
 
 // ---- helpers -----------------------------------------------------------------
-
-fn faces() -> PathBuf {
-    std::env::var_os("ARCLOCK_FACES_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/faces"))
-}
 
 /// AES-256-GCM under a throwaway key: stands in for ECIES / the HSM here.
 fn seal(plain: &[u8]) -> Vec<u8> {

@@ -1,6 +1,10 @@
 //! Loading the real models with the real ONNX Runtime installed by `make test`.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
+
+use common::{manifest_path, runtime, state};
 
 use arclock_face::{Error, FaceModels, Manifest, Threads};
 
@@ -9,18 +13,8 @@ const ONE: Threads = Threads {
     intra: 1,
 };
 
-fn state() -> PathBuf {
-    std::env::var_os("ARCLOCK_STATE_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../var"))
-}
-
-fn runtime() -> PathBuf {
-    state().join("opt/onnxruntime-1.32.0/libonnxruntime.so.1.32.0")
-}
-
 fn manifest() -> Manifest {
-    Manifest::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("manifest.toml")).unwrap()
+    Manifest::load(&manifest_path()).unwrap()
 }
 
 #[test]

@@ -1,14 +1,16 @@
 //! The face pipeline end to end: real ONNX Runtime, real models, real photos
 //! from `../shared/faces`; bad inputs synthesised here.
 
+mod common;
+
 use std::io::Cursor;
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
 use arclock_face::{
     Embedding, Error, FaceModels, Manifest, Pipeline, Policy, Threads, Workspace, photo::Limits,
 };
 use arclock_secmem::LockedBytes;
+use common::{faces, manifest_path, runtime, state};
 use image::{ImageFormat, RgbImage};
 use sha2::{Digest, Sha256};
 
@@ -17,24 +19,8 @@ const TWO: Threads = Threads {
     intra: 1,
 };
 
-fn state() -> PathBuf {
-    std::env::var_os("ARCLOCK_STATE_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../var"))
-}
-
-fn runtime() -> PathBuf {
-    state().join("opt/onnxruntime-1.32.0/libonnxruntime.so.1.32.0")
-}
-
-fn faces() -> PathBuf {
-    std::env::var_os("ARCLOCK_FACES_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/faces"))
-}
-
 fn manifest_text() -> String {
-    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("manifest.toml")).unwrap()
+    std::fs::read_to_string(manifest_path()).unwrap()
 }
 
 /// The default pipeline (SCRFD + the 128-d recognizer), loaded once per process.

@@ -12,6 +12,13 @@ pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
+/// The labelled photos (`../shared/faces`, or `ARCLOCK_FACES_DIR`).
+pub fn faces() -> PathBuf {
+    std::env::var_os("ARCLOCK_FACES_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("../shared/faces"))
+}
+
 pub fn installed() -> PathBuf {
     std::env::var_os("ARCLOCK_STATE_DIR")
         .map(PathBuf::from)
