@@ -144,15 +144,14 @@ impl FaceModels {
         let [w, h] = spec.input_size;
         let blank = LockedVec::<f32>::zeroed(3 * w as usize * h as usize)?;
         let want = spec.embedding_dim.unwrap_or(0);
-        for session in &self.recognizer.sessions {
-            let mut session = session.lock().map_err(|_| self.recognizer.poisoned())?;
-            let (got, _) = self.recognizer.run_raw(&mut session, &blank, |_| Ok(()))?;
-            if got != want {
-                return Err(Error::Model {
-                    id: spec.id.clone(),
-                    reason: format!("outputs {got} values, manifest says embedding_dim = {want}"),
-                });
-            }
+        // The output size is the model's, not a session's: one run says it.
+        let mut session = self.recognizer.session()?;
+        let (got, _) = self.recognizer.run_raw(&mut session, &blank, |_| Ok(()))?;
+        if got != want {
+            return Err(Error::Model {
+                id: spec.id.clone(),
+                reason: format!("outputs {got} values, manifest says embedding_dim = {want}"),
+            });
         }
         Ok(())
     }

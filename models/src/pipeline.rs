@@ -129,11 +129,6 @@ impl Pipeline {
         t.detect_model = det_model;
 
         let mark = Instant::now();
-        let img = Rgb {
-            width,
-            height,
-            pixels: &ws.rgb,
-        };
         let spec = &self.models.recognizer.spec;
         crate::align::warp(
             spec,

@@ -323,7 +323,7 @@ pub async fn register(app: &App, req: Request<Incoming>) -> Answer {
 /// lockouts reveal nothing about which addresses exist.
 fn email_subject(email: &Email) -> Subject {
     let h = Sha256::digest(email.as_str().as_bytes());
-    Subject::Account(UserId::parse(&hex::encode(&h[..16])).unwrap_or_else(UserId::generate))
+    Subject::Account(UserId::stored(hex::encode(&h[..16])))
 }
 
 fn locked(until: Millis, at: Millis) -> Response<Body> {
