@@ -47,7 +47,31 @@ pub struct Config {
     #[serde(default)]
     pub auth: Auth,
     #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
     pub log: Log,
+}
+
+/// Request rate limits per client address (0 switches one off).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// The window both quotas are counted over (15 min).
+    pub window_secs: u64,
+    /// Requests per window on every `/api` route (100).
+    pub general: u32,
+    /// Requests per window on the auth routes, on top of the general quota (10).
+    pub auth: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            window_secs: 15 * 60,
+            general: 100,
+            auth: 10,
+        }
+    }
 }
 
 /// Tokens: who issues them, for whom, and for how long.
@@ -97,6 +121,12 @@ pub struct Server {
     pub header_timeout_secs: u64,
     #[serde(default = "defaults::body_limit_bytes")]
     pub body_limit_bytes: usize,
+    /// Seconds a client has to send a whole request body.
+    #[serde(default = "defaults::body_timeout_secs")]
+    pub body_timeout_secs: u64,
+    /// Seconds a connection may stay silent (both ways) before it is closed.
+    #[serde(default = "defaults::idle_timeout_secs")]
+    pub idle_timeout_secs: u64,
 }
 
 /// How dev provisioning treats the token.
@@ -211,6 +241,12 @@ mod defaults {
         // A 10 MB photo as base64 plus the JSON around it.
         14 * 1024 * 1024
     }
+    pub fn body_timeout_secs() -> u64 {
+        30
+    }
+    pub fn idle_timeout_secs() -> u64 {
+        60
+    }
     pub fn pool_size() -> usize {
         4
     }
@@ -305,6 +341,18 @@ impl Config {
         if self.server.header_timeout_secs == 0 || self.server.header_timeout_secs > 300 {
             return invalid("server.header_timeout_secs", "must be 1..=300");
         }
+        if self.server.body_timeout_secs == 0 || self.server.body_timeout_secs > 600 {
+            return invalid("server.body_timeout_secs", "must be 1..=600");
+        }
+        if self.server.idle_timeout_secs == 0 || self.server.idle_timeout_secs > 3600 {
+            return invalid("server.idle_timeout_secs", "must be 1..=3600");
+        }
+        if self.limits.window_secs == 0 || self.limits.window_secs > 24 * 3600 {
+            return invalid("limits.window_secs", "must be 1..=86400");
+        }
+        if self.auth.max_failures == 0 {
+            return invalid("auth.max_failures", "must be at least 1");
+        }
         if self.server.body_limit_bytes < 1024 || self.server.body_limit_bytes > 64 * 1024 * 1024 {
             return invalid("server.body_limit_bytes", "must be 1 KiB..=64 MiB");
         }
@@ -378,7 +426,7 @@ fn apply_override(
     let (section, key) = lower
         .split_once('_')
         .ok_or_else(|| err("expected ARCLOCK_<SECTION>_<KEY>".into()))?;
-    if !["server", "hsm", "store", "models", "auth", "log"].contains(&section) {
+    if !["server", "hsm", "store", "models", "auth", "limits", "log"].contains(&section) {
         return Err(err(format!("unknown section {section:?}")));
     }
     let parsed = format!("v = {value}")

@@ -3,10 +3,17 @@
 //! # Layout
 //!
 //! - [`config`]: the TOML schema, `ARCLOCK_*` overrides, validation.
-//! - [`http`]: the rustls + hyper listener, connection and header limits, the
-//!   response envelope and security headers.
-//! - [`api`]: routes, one file per group (`health` so far).
-//! - [`store`]: users, encrypted templates, wrapped keys, logs (embedded SQLite).
+//! - [`http`]: the rustls + hyper listener (certificate reload, connection,
+//!   header, body and idle limits), the response envelope, security headers.
+//! - [`api`]: the route table and one file per concern: face sign-in
+//!   (`auth`), sessions and refresh tokens (`session`), the caller's account
+//!   and logs, request intake, rate limits, health and public keys.
+//! - [`identity`]: `UserId`, `Email`, `Name`, parsed once at the edge.
+//! - [`template`]: face templates sealed under per-user keys the HSM wraps.
+//! - [`token`]: RS256 access tokens signed in the HSM; refresh token hashes.
+//! - [`store`]: users, encrypted templates, wrapped keys, logs, lockouts and
+//!   sessions, on SQLite or MongoDB.
+//! - [`clock`]: the one source of wall-clock time (movable in tests).
 //! - [`provision`]: dev set-up of the SoftHSM2 token, its keys and a TLS cert.
 //!
 //! The key custody lives in `arclock-hsm`, the face pipeline in `arclock-face`;
@@ -23,6 +30,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 pub mod api;
+pub mod clock;
 pub mod config;
 pub mod http;
 pub mod identity;
@@ -35,6 +43,7 @@ use std::sync::Arc;
 
 use arclock_face::{FaceModels, Manifest, Pipeline, Threads};
 use arclock_hsm::{Hsm, HsmConfig, Pin};
+use clock::{Clock, SystemClock};
 
 pub use config::Config;
 use store::{EmbeddedStore, MongoStore, Store};
@@ -43,10 +52,14 @@ use store::{EmbeddedStore, MongoStore, Store};
 pub struct App {
     pub config: Config,
     pub tls: Arc<rustls::ServerConfig>,
+    /// The certificate in use, reloaded on SIGHUP.
+    pub certs: Arc<http::Certs>,
     pub hsm: Hsm,
     pub store: Arc<dyn Store>,
     pub face: Arc<Pipeline>,
     pub tokens: token::Tokens,
+    pub limits: api::limits::Limits,
+    pub clock: Arc<dyn Clock>,
 }
 
 /// Why the daemon cannot start. Runtime outages (HSM gone, store failing) are
@@ -68,7 +81,7 @@ impl App {
     /// certificate refuses to start); the HSM connects lazily so that a missing
     /// token degrades `/health` to 503 instead of preventing start.
     pub async fn build(config: Config) -> Result<Self, StartError> {
-        let tls = http::load_tls(&config.server.tls_cert, &config.server.tls_key)?;
+        let (tls, certs) = http::load_tls(&config.server.tls_cert, &config.server.tls_key)?;
         let manifest = Manifest::load(&config.models.manifest)?;
         let models = FaceModels::load(
             &config.models.runtime,
@@ -95,14 +108,24 @@ impl App {
             &config.auth.audience,
             std::time::Duration::from_secs(config.auth.access_ttl_secs),
         );
+        let limits = api::limits::Limits::new(&config.limits);
         Ok(App {
             config,
             tls,
+            certs,
             hsm,
             store,
             face: Arc::new(face),
             tokens,
+            limits,
+            clock: Arc::new(SystemClock),
         })
+    }
+
+    /// The same app reading time from `clock` (tests move time with it).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
     }
 }
 
@@ -158,7 +181,8 @@ pub fn read_pin(config: &Config) -> Result<Pin, arclock_hsm::Error> {
     }
 }
 
-/// Binds the listener and serves until SIGTERM or SIGINT.
+/// Binds the listener and serves until SIGTERM or SIGINT; SIGHUP reloads
+/// the TLS certificate.
 pub async fn run(app: App) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(app.config.server.listen)
         .await
@@ -177,11 +201,48 @@ pub async fn run(app: App) -> anyhow::Result<()> {
     let (tx, rx) = tokio::sync::watch::channel(false);
     let app = Arc::new(app);
     let server = tokio::spawn(http::serve(listener, Arc::clone(&app), rx));
+    let upkeep = tokio::spawn(upkeep(Arc::clone(&app)));
+    let reload = tokio::spawn(reload_on_hangup(Arc::clone(&app)));
     shutdown_signal().await;
+    upkeep.abort();
+    reload.abort();
     tracing::info!("shutting down");
     let _ = tx.send(true);
     server.await??;
     Ok(())
+}
+
+/// Periodic housekeeping: forget idle rate-limit entries, purge expired
+/// sessions, failure counters and lockouts.
+async fn upkeep(app: Arc<App>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+    loop {
+        tick.tick().await;
+        app.limits.prune();
+        match app.store.purge_expired(app.clock.now()).await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(purged = n, "expired records purged"),
+            Err(e) => tracing::warn!(error = %e, "purge of expired records failed"),
+        }
+    }
+}
+
+/// SIGHUP: re-read the certificate and key; a bad pair is logged and the
+/// one in use stays.
+async fn reload_on_hangup(app: Arc<App>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP; certificate reload disabled");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        match app.certs.reload() {
+            Ok(()) => tracing::info!("TLS certificate reloaded"),
+            Err(e) => {
+                tracing::error!(error = %e, "TLS certificate not reloaded; keeping the current one")
+            }
+        }
+    }
 }
 
 async fn shutdown_signal() {

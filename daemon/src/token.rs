@@ -40,6 +40,9 @@ pub struct Claims {
     pub nbf: i64,
     pub exp: i64,
     pub jti: String,
+    /// The refresh family (session) the token was issued to: logout or a
+    /// detected refresh-token theft revokes it, and its access tokens with it.
+    pub sid: String,
 }
 
 /// Issues and checks access tokens for one issuer/audience pair.
@@ -66,6 +69,11 @@ impl std::fmt::Debug for Tokens {
 const KEYS_TTL: Duration = Duration::from_secs(60);
 
 impl Tokens {
+    /// How long access tokens live (the `expiresIn` the app is told).
+    pub fn access_ttl(&self) -> Duration {
+        self.access_ttl
+    }
+
     pub fn new(hsm: Hsm, issuer: &str, audience: &str, access_ttl: Duration) -> Self {
         Tokens {
             hsm,
@@ -76,8 +84,9 @@ impl Tokens {
         }
     }
 
-    /// A signed access token for `user`, valid from `now` for the access TTL.
-    pub async fn issue(&self, user: &UserId, now: Millis) -> Result<String, TokenError> {
+    /// A signed access token for `user` in session `sid`, valid from `now` for
+    /// the access TTL.
+    pub async fn issue(&self, user: &UserId, sid: &str, now: Millis) -> Result<String, TokenError> {
         let secs = now.div_euclid(1000);
         let claims = Claims {
             iss: self.issuer.clone(),
@@ -87,6 +96,7 @@ impl Tokens {
             nbf: secs,
             exp: secs + self.access_ttl.as_secs() as i64,
             jti: hex::encode(rand::random::<[u8; 16]>()),
+            sid: sid.to_string(),
         };
         let payload = URL_SAFE_NO_PAD
             .encode(serde_json::to_vec(&claims).map_err(|e| TokenError::Invalid(e.to_string()))?);

@@ -86,7 +86,7 @@ async fn access_tokens_verify_and_every_classic_attack_fails() {
     let hsm = token("tokens").await;
     let t = tokens(&hsm, "arclock-app");
     let user = UserId::generate();
-    let jwt = t.issue(&user, NOW).await.unwrap();
+    let jwt = t.issue(&user, "sid-1", NOW).await.unwrap();
     let c: Claims = t.verify(&jwt, NOW + 1000).await.unwrap();
     assert_eq!((c.sub.as_str(), c.exp - c.iat), (user.as_str(), 900));
     let header: serde_json::Value = serde_json::from_slice(
@@ -143,7 +143,7 @@ async fn access_tokens_verify_and_every_classic_attack_fails() {
 
     // Signed by another HSM's key but claiming our kid.
     let other = tokens(&token("tokens-other").await, "arclock-app");
-    let forged = other.issue(&user, NOW).await.unwrap();
+    let forged = other.issue(&user, "sid-1", NOW).await.unwrap();
     let fp: Vec<&str> = forged.split('.').collect();
     let forged = format!(
         "{}.{}.{}",
@@ -164,7 +164,7 @@ async fn access_tokens_verify_and_every_classic_attack_fails() {
     // After a rotation new tokens carry the new kid and old ones still verify.
     hsm.create_signing_key(2048).await.unwrap();
     let t2 = tokens(&hsm, "arclock-app");
-    let fresh = t2.issue(&user, NOW).await.unwrap();
+    let fresh = t2.issue(&user, "sid-1", NOW).await.unwrap();
     assert_ne!(fresh.split('.').next(), jwt.split('.').next());
     t2.verify(&fresh, NOW).await.unwrap();
     t2.verify(&jwt, NOW).await.unwrap();

@@ -381,8 +381,22 @@ async fn refresh_rotation_race_revokes_the_family(_: &Backend, s: Arc<dyn Store>
     s.create_family(&family("fam-c", [40; 32], NOW + MIN))
         .await
         .unwrap();
+    assert!(s.family_live("fam-c", NOW).await.unwrap());
+    assert!(!s.family_live("fam-c", NOW + MIN).await.unwrap(), "expired");
     assert!(s.revoke_family_of(&[40; 32]).await.unwrap());
     assert!(!s.revoke_family_of(&[40; 32]).await.unwrap());
+    assert!(!s.family_live("fam-c", NOW).await.unwrap(), "revoked");
+    s.create_family(&family("fam-d", [50; 32], NOW + MIN))
+        .await
+        .unwrap();
+    assert!(s.revoke_family("fam-d").await.unwrap());
+    assert!(!s.revoke_family("fam-d").await.unwrap());
+    assert!(!s.family_live("fam-d", NOW).await.unwrap());
+    assert!(!s.family_live("no-such-family", NOW).await.unwrap());
+    assert_eq!(
+        s.rotate_refresh(&[50; 32], &[51; 32], NOW).await.unwrap(),
+        Rotation::Invalid
+    );
     assert_eq!(
         s.rotate_refresh(&[40; 32], &[41; 32], NOW).await.unwrap(),
         Rotation::Invalid
@@ -423,6 +437,7 @@ async fn deletion_shreds_everything_but_an_anonymous_log(b: &Backend, s: Arc<dyn
         s.rotate_refresh(&[7; 32], &[8; 32], NOW).await.unwrap(),
         Rotation::Invalid
     );
+    assert!(!s.family_live("fam-gone", NOW).await.unwrap());
     let mine = s
         .logs(&LogFilter {
             user_id: Some(u.user.id.clone()),

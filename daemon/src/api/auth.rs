@@ -6,185 +6,26 @@
 //! take the same path (the photo is embedded and a decoy template is opened in
 //! the HSM) and get the same 401; lockouts are kept per e-mail (known or not)
 //! and per client address, in the store.
-// Handlers short-circuit with a ready response as the error; it is built once
-// per request, so boxing it would only add noise.
-#![allow(clippy::result_large_err)]
-
-use std::borrow::Cow;
-use std::net::SocketAddr;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use arclock_face::Embedding;
 use arclock_secmem::LockedBytes;
-use base64::Engine;
 use http::{HeaderValue, Request, Response, StatusCode, header};
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use serde::Deserialize;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use tokio::sync::OnceCell;
 
+use super::intake::{self, FormKind};
+use super::journal::{self, Event};
+use super::session::{self, Answer};
 use crate::App;
-use crate::http::response::{self, Body};
+use crate::http::response::{self, Body, bad_request, unavailable};
 use crate::identity::{Email, Name, UserId};
 use crate::store::{
-    Action, AuthLog, Credentials, FailureOutcome, LockPolicy, Millis, NewFamily, NewUser, Outcome,
-    Subject, User, UserStatus, similarity_bucket,
+    Action, Credentials, FailureOutcome, LockPolicy, Millis, NewUser, Outcome, Subject, User,
+    UserStatus, similarity_bucket,
 };
 use crate::template;
-
-/// An answer that is already an HTTP response (errors short-circuit with `?`).
-type Answer = Result<Response<Body>, Response<Body>>;
-
-fn now() -> Millis {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
-fn bad_request(message: &str) -> Response<Body> {
-    response::error(
-        StatusCode::BAD_REQUEST,
-        "VALIDATION_ERROR",
-        message,
-        message,
-        None,
-    )
-}
-
-fn unavailable(what: &str, e: &dyn std::fmt::Display) -> Response<Body> {
-    tracing::warn!(error = %e, "{what} unavailable");
-    response::error(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "SERVICE_UNAVAILABLE",
-        "The service is temporarily unavailable",
-        &format!("{what} is unavailable"),
-        None,
-    )
-}
-
-/// Reads the body into locked memory, refusing more than the configured cap.
-async fn read_body(
-    app: &App,
-    req: Request<Incoming>,
-) -> Result<(LockedBytes, ClientInfo), Response<Body>> {
-    let limit = app.config.server.body_limit_bytes;
-    let info = ClientInfo::from(&req);
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    let too_large = || {
-        response::error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "PAYLOAD_TOO_LARGE",
-            "Request body too large",
-            &format!("the limit is {limit} bytes"),
-            None,
-        )
-    };
-    if declared.is_some_and(|n| n > limit) {
-        return Err(too_large());
-    }
-    let mut buf = LockedBytes::with_capacity(declared.unwrap_or(limit).min(limit))
-        .map_err(|e| unavailable("locked memory", &e))?;
-    let mut body = req.into_body();
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|_| bad_request("the request body could not be read"))?;
-        if let Ok(data) = frame.into_data() {
-            if buf.extend_from_slice(&data).is_err() {
-                return Err(too_large());
-            }
-            // Best effort: wipe hyper's copy if we hold the only reference.
-            if let Ok(mut owned) = data.try_into_mut() {
-                zeroize::Zeroize::zeroize(owned.as_mut());
-            }
-        }
-    }
-    Ok((buf, info))
-}
-
-/// What the logs record about the caller.
-#[derive(Debug, Clone)]
-struct ClientInfo {
-    ip: Option<String>,
-    user_agent: Option<String>,
-}
-
-impl ClientInfo {
-    fn from(req: &Request<Incoming>) -> Self {
-        let header = |n: &str| {
-            req.headers()
-                .get(n)
-                .and_then(|v| v.to_str().ok())
-                .map(|s| s.chars().take(256).collect::<String>())
-        };
-        ClientInfo {
-            ip: req
-                .extensions()
-                .get::<SocketAddr>()
-                .map(|a| a.ip().to_string()),
-            user_agent: header("x-device-info").or_else(|| header("user-agent")),
-        }
-    }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RegisterBody<'a> {
-    #[serde(borrow)]
-    name: Cow<'a, str>,
-    #[serde(borrow)]
-    email: Cow<'a, str>,
-    #[serde(borrow, rename = "imageBase64")]
-    image_base64: Cow<'a, str>,
-    /// Accepted for the mobile app's sake; not stored (the header is logged).
-    #[serde(default, rename = "device")]
-    _device: Option<serde::de::IgnoredAny>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct LoginBody<'a> {
-    #[serde(borrow)]
-    email: Cow<'a, str>,
-    #[serde(borrow, rename = "imageBase64")]
-    image_base64: Cow<'a, str>,
-    /// Accepted for the mobile app's sake; not stored (the header is logged).
-    #[serde(default, rename = "device")]
-    _device: Option<serde::de::IgnoredAny>,
-}
-
-fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, Response<Body>> {
-    serde_json::from_slice(body).map_err(|e| {
-        // serde's message names the field, never echoes the value.
-        let msg = e.to_string();
-        let field = msg.split(" at line").next().unwrap_or("invalid JSON");
-        bad_request(&format!("Invalid request body: {field}"))
-    })
-}
-
-/// Base64 (optionally a `data:image/...;base64,` URL) into locked memory.
-fn decode_photo(b64: &str) -> Result<LockedBytes, Response<Body>> {
-    let b64 = b64.trim();
-    let b64 = match b64.strip_prefix("data:") {
-        Some(rest) => rest.split_once(";base64,").map(|(_, d)| d).unwrap_or(""),
-        None => b64,
-    };
-    if b64.is_empty() {
-        return Err(bad_request("imageBase64 is required"));
-    }
-    let mut out =
-        LockedBytes::zeroed(b64.len() / 4 * 3 + 3).map_err(|e| unavailable("locked memory", &e))?;
-    let engine = base64::engine::general_purpose::STANDARD;
-    let n = engine
-        .decode_slice(b64.as_bytes(), &mut out)
-        .map_err(|_| bad_request("imageBase64 is not valid base64"))?;
-    out.truncate(n);
-    Ok(out)
-}
 
 async fn embed(app: &App, photo: LockedBytes) -> Result<Embedding, Response<Body>> {
     match app.face.embed(photo).await {
@@ -200,72 +41,23 @@ async fn embed(app: &App, photo: LockedBytes) -> Result<Embedding, Response<Body
     }
 }
 
-fn user_json(u: &User) -> serde_json::Value {
-    json!({"id": u.id, "name": u.name, "email": u.email, "createdAt": u.created_at})
-}
-
-/// Access + refresh token pair for `user`, the refresh family stored by hash.
-async fn tokens_for(
-    app: &App,
-    user: &UserId,
-    at: Millis,
-) -> Result<serde_json::Value, Response<Body>> {
-    let access = app
-        .tokens
-        .issue(user, at)
-        .await
-        .map_err(|e| unavailable("token signing", &e))?;
-    let (refresh, hash) = crate::token::new_refresh_token();
-    app.store
-        .create_family(&NewFamily {
-            id: hex::encode(rand::random::<[u8; 16]>()),
-            user_id: user.clone(),
-            token_hash: hash,
-            created_at: at,
-            expires_at: at + app.config.auth.refresh_ttl_secs as i64 * 1000,
-        })
-        .await
-        .map_err(|e| unavailable("the store", &e))?;
-    Ok(json!({"accessToken": access, "refreshToken": refresh}))
-}
-
-/// One auth-log line: what happened, to whom, how it ended.
-struct Event<'a> {
-    at: Millis,
-    user: Option<&'a UserId>,
-    action: Action,
-    outcome: Outcome,
-    reason: Option<&'a str>,
-    bucket: Option<u8>,
-}
-
-async fn log(app: &App, client: &ClientInfo, e: Event<'_>) {
-    let entry = AuthLog {
-        id: String::new(),
-        at: e.at,
-        user_id: e.user.cloned(),
-        action: e.action,
-        outcome: e.outcome,
-        reason: e.reason.map(str::to_string),
-        similarity_bucket: e.bucket,
-        client_ip: client.ip.clone(),
-        user_agent: client.user_agent.clone(),
-    };
-    if let Err(err) = app.store.append_log(&entry).await {
-        tracing::warn!(error = %err, "auth log not written");
-    }
+/// The user as the mobile app reads it.
+pub fn user_json(u: &User) -> serde_json::Value {
+    json!({
+        "id": u.id,
+        "name": u.name,
+        "email": u.email,
+        "createdAt": response::timestamp(u.created_at),
+    })
 }
 
 pub async fn register(app: &App, req: Request<Incoming>) -> Answer {
-    let (body, client) = read_body(app, req).await?;
-    let b: RegisterBody<'_> = parse(&body)?;
-    let name = Name::parse(&b.name).map_err(|e| bad_request(&e.to_string()))?;
-    let email = Email::parse(&b.email).map_err(|e| bad_request(&e.to_string()))?;
-    let photo = decode_photo(&b.image_base64)?;
-    drop(b);
-    drop(body);
-    let embedding = embed(app, photo).await?;
-    let at = now();
+    let (form, client) = intake::photo_form(app, req, FormKind::Register).await?;
+    let name = Name::parse(form.name.as_deref().unwrap_or_default())
+        .map_err(|e| bad_request(&e.to_string()))?;
+    let email = Email::parse(&form.email).map_err(|e| bad_request(&e.to_string()))?;
+    let embedding = embed(app, form.photo).await?;
+    let at = app.clock.now();
     let id = UserId::generate();
     let credentials = template::seal(&app.hsm, &id, &embedding)
         .await
@@ -298,20 +90,8 @@ pub async fn register(app: &App, req: Request<Incoming>) -> Answer {
         }
         Err(e) => return Err(unavailable("the store", &e)),
     }
-    log(
-        app,
-        &client,
-        Event {
-            at,
-            user: Some(&id),
-            action: Action::Register,
-            outcome: Outcome::Success,
-            reason: None,
-            bucket: None,
-        },
-    )
-    .await;
-    let tokens = tokens_for(app, &id, at).await?;
+    journal::record(app, &client, Event::ok(at, Some(&id), Action::Register)).await;
+    let tokens = session::open(app, &id, at).await?;
     Ok(response::ok(
         StatusCode::CREATED,
         "Registration successful",
@@ -321,7 +101,7 @@ pub async fn register(app: &App, req: Request<Incoming>) -> Answer {
 
 /// The lockout subject of an e-mail, whether or not an account has it, so that
 /// lockouts reveal nothing about which addresses exist.
-fn email_subject(email: &Email) -> Subject {
+pub(super) fn email_subject(email: &Email) -> Subject {
     let h = Sha256::digest(email.as_str().as_bytes());
     Subject::Account(UserId::stored(hex::encode(&h[..16])))
 }
@@ -360,13 +140,10 @@ async fn decoy(
 }
 
 pub async fn login(app: &App, req: Request<Incoming>, action: Action) -> Answer {
-    let (body, client) = read_body(app, req).await?;
-    let b: LoginBody<'_> = parse(&body)?;
-    let email = Email::parse(&b.email).map_err(|e| bad_request(&e.to_string()))?;
-    let photo = decode_photo(&b.image_base64)?;
-    drop(b);
-    drop(body);
-    let at = now();
+    let (form, client) = intake::photo_form(app, req, FormKind::Login).await?;
+    let email = Email::parse(&form.email).map_err(|e| bad_request(&e.to_string()))?;
+    let photo: LockedBytes = form.photo;
+    let at = app.clock.now();
     let policy = LockPolicy {
         max_failures: app.config.auth.max_failures,
         window: app.config.auth.failure_window_secs as i64 * 1000,
@@ -382,19 +159,12 @@ pub async fn login(app: &App, req: Request<Incoming>, action: Action) -> Answer 
             .await
             .map_err(|e| unavailable("the store", &e))?
         {
-            log(
-                app,
-                &client,
-                Event {
-                    at,
-                    user: None,
-                    action,
-                    outcome: Outcome::Locked,
-                    reason: Some("locked"),
-                    bucket: None,
-                },
-            )
-            .await;
+            let e = Event {
+                outcome: Outcome::Locked,
+                reason: Some("locked"),
+                ..Event::ok(at, None, action)
+            };
+            journal::record(app, &client, e).await;
             return Err(locked(until, at));
         }
     }
@@ -445,19 +215,11 @@ pub async fn login(app: &App, req: Request<Incoming>, action: Action) -> Answer 
         } else {
             "unknown account"
         };
-        log(
-            app,
-            &client,
-            Event {
-                at,
-                user: user_id.as_ref(),
-                action,
-                outcome: Outcome::Failure,
-                reason: Some(reason),
-                bucket,
-            },
-        )
-        .await;
+        let e = Event {
+            bucket,
+            ..Event::failed(at, user_id.as_ref(), action, reason)
+        };
+        journal::record(app, &client, e).await;
         return Err(response::error(
             StatusCode::UNAUTHORIZED,
             "VERIFICATION_FAILED",
@@ -472,20 +234,12 @@ pub async fn login(app: &App, req: Request<Incoming>, action: Action) -> Answer 
     for s in &subjects {
         let _ = app.store.clear_failures(s).await;
     }
-    log(
-        app,
-        &client,
-        Event {
-            at,
-            user: Some(&id),
-            action,
-            outcome: Outcome::Success,
-            reason: None,
-            bucket: Some(similarity_bucket(similarity)),
-        },
-    )
-    .await;
-    let tokens = tokens_for(app, &id, at).await?;
+    let e = Event {
+        bucket: Some(similarity_bucket(similarity)),
+        ..Event::ok(at, Some(&id), action)
+    };
+    journal::record(app, &client, e).await;
+    let tokens = session::open(app, &id, at).await?;
     Ok(response::ok(
         StatusCode::OK,
         "Face verification successful",

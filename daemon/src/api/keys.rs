@@ -1,6 +1,7 @@
-//! `GET /.well-known/jwks.json`: the public halves of the HSM's signing keys,
-//! so any service can verify ArcLock's access tokens. A plain JWKS document
-//! (RFC 7517), not the app envelope, because JWKS clients expect exactly that.
+//! Public documents, served as themselves rather than in the app envelope
+//! because their clients expect exactly that: `GET /.well-known/jwks.json`,
+//! the public halves of the HSM's signing keys (RFC 7517) so any service can
+//! verify ArcLock's access tokens, and `GET /openapi.json`.
 
 use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::Full;
@@ -31,4 +32,15 @@ pub async fn jwks(app: &App) -> Response<Body> {
             )
         }
     }
+}
+
+/// `GET /openapi.json`: the API's own description, for clients and for
+/// schema-driven testing.
+pub fn openapi() -> Response<Body> {
+    let mut resp = Response::new(Full::new(Bytes::from_static(super::OPENAPI.as_bytes())));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
 }

@@ -1,47 +1,175 @@
-//! Routes of the public API. Each route group has its own file; this one
-//! dispatches and guarantees that every answer, including 404 and 405, is in
-//! the mobile app's envelope and carries the security headers.
+//! Routes of the public API. [`ROUTES`] is the one table of what exists: the
+//! dispatcher reads it, and a test holds it and `daemon/openapi.json` equal.
+//! Every answer, including 404, 405 and 429, is in the mobile app's envelope
+//! and carries the security headers; `/api` answers carry `RateLimit-*`.
+// Handlers short-circuit with a ready response as the error (`?`); it is
+// built once per request, so boxing it would only add noise.
+#![allow(clippy::result_large_err)]
 
+mod account;
 mod auth;
 mod health;
+mod intake;
+mod journal;
 mod keys;
+pub mod limits;
+mod logs;
+mod session;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use http::{Method, Request, Response, StatusCode};
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 
 use crate::App;
 use crate::http::response::{self, Body};
+use crate::store::Action;
+use limits::Class;
+
+/// What a route does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Endpoint {
+    Register,
+    Login,
+    VerifyFace,
+    Refresh,
+    Logout,
+    ProfileGet,
+    ProfilePut,
+    Delete,
+    LogsAuth,
+    LogsFailures,
+    Health,
+    Jwks,
+    OpenApi,
+}
+
+/// Every route: method, path, handler, rate-limit class.
+const ROUTES: &[(Method, &str, Endpoint, Option<Class>)] = &[
+    (
+        Method::POST,
+        "/api/auth/register",
+        Endpoint::Register,
+        Some(Class::Auth),
+    ),
+    (
+        Method::POST,
+        "/api/auth/login",
+        Endpoint::Login,
+        Some(Class::Auth),
+    ),
+    (
+        Method::POST,
+        "/api/auth/verify-face",
+        Endpoint::VerifyFace,
+        Some(Class::Auth),
+    ),
+    (
+        Method::POST,
+        "/api/auth/refresh-token",
+        Endpoint::Refresh,
+        Some(Class::Auth),
+    ),
+    (
+        Method::POST,
+        "/api/auth/logout",
+        Endpoint::Logout,
+        Some(Class::Auth),
+    ),
+    (
+        Method::GET,
+        "/api/user/profile",
+        Endpoint::ProfileGet,
+        Some(Class::General),
+    ),
+    (
+        Method::PUT,
+        "/api/user/profile",
+        Endpoint::ProfilePut,
+        Some(Class::General),
+    ),
+    (
+        Method::DELETE,
+        "/api/user/delete",
+        Endpoint::Delete,
+        Some(Class::General),
+    ),
+    (
+        Method::GET,
+        "/api/logs/auth",
+        Endpoint::LogsAuth,
+        Some(Class::General),
+    ),
+    (
+        Method::GET,
+        "/api/logs/failures",
+        Endpoint::LogsFailures,
+        Some(Class::General),
+    ),
+    (Method::GET, "/health", Endpoint::Health, None),
+    (Method::GET, "/.well-known/jwks.json", Endpoint::Jwks, None),
+    (Method::GET, "/openapi.json", Endpoint::OpenApi, None),
+];
+
+/// `(method, path)` of every route, for the OpenAPI test and the docs.
+pub fn routes() -> impl Iterator<Item = (&'static str, &'static str)> {
+    ROUTES.iter().map(|(m, p, _, _)| (m.as_str(), *p))
+}
+
+/// The OpenAPI 3.1 document of this API, served at `/openapi.json`.
+pub const OPENAPI: &str = include_str!("../../openapi.json");
 
 /// Routes one request.
 pub async fn handle(app: Arc<App>, mut req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
     req.extensions_mut().insert(peer);
-    let (method, path) = (req.method().clone(), req.uri().path().to_string());
-    let resp = match (&method, path.as_str()) {
-        (&Method::POST, "/api/auth/register") => either(auth::register(&app, req).await),
-        (&Method::POST, "/api/auth/login") => {
-            either(auth::login(&app, req, crate::store::Action::Login).await)
-        }
-        (&Method::POST, "/api/auth/verify-face") => {
-            either(auth::login(&app, req, crate::store::Action::VerifyFace).await)
-        }
-        (_, "/api/auth/register" | "/api/auth/login" | "/api/auth/verify-face") => {
-            method_not_allowed()
-        }
-        (&Method::GET, "/health") => health::get(&app).await,
-        (_, "/health") => method_not_allowed(),
-        (&Method::GET, "/.well-known/jwks.json") => keys::jwks(&app).await,
-        (_, "/.well-known/jwks.json") => method_not_allowed(),
-        _ => response::error(
-            StatusCode::NOT_FOUND,
-            "NOT_FOUND",
-            "Route not found",
-            "no such route",
-            None,
-        ),
+    let path = req.uri().path().to_string();
+    let found = ROUTES
+        .iter()
+        .find(|(m, p, _, _)| *p == path && m == req.method());
+    let Some((_, _, endpoint, class)) = found else {
+        let allowed: Vec<&str> = ROUTES
+            .iter()
+            .filter(|(_, p, _, _)| *p == path)
+            .map(|(m, _, _, _)| m.as_str())
+            .collect();
+        return response::secure(if allowed.is_empty() {
+            response::error(
+                StatusCode::NOT_FOUND,
+                "NOT_FOUND",
+                "Route not found",
+                "no such route",
+                None,
+            )
+        } else {
+            method_not_allowed(&allowed.join(", "))
+        });
     };
+    let standing = match class {
+        Some(class) => match app.limits.check(*class, peer.ip()) {
+            Ok(s) => s,
+            Err(refused) => return response::secure(refused),
+        },
+        None => None,
+    };
+    let mut resp = match endpoint {
+        Endpoint::Register => either(auth::register(&app, req).await),
+        Endpoint::Login => either(auth::login(&app, req, Action::Login).await),
+        Endpoint::VerifyFace => either(auth::login(&app, req, Action::VerifyFace).await),
+        Endpoint::Refresh => either(session::refresh(&app, req).await),
+        Endpoint::Logout => either(session::logout(&app, req).await),
+        Endpoint::ProfileGet => either(account::get(&app, req).await),
+        Endpoint::ProfilePut => either(account::put(&app, req).await),
+        Endpoint::Delete => either(account::delete(&app, req).await),
+        Endpoint::LogsAuth => either(logs::list(&app, req, logs::Listing::Auth).await),
+        Endpoint::LogsFailures => either(logs::list(&app, req, logs::Listing::Failures).await),
+        Endpoint::Health => health::get(&app).await,
+        Endpoint::Jwks => keys::jwks(&app).await,
+        Endpoint::OpenApi => keys::openapi(),
+    };
+    if let Some(s) = standing {
+        limits::annotate(&mut resp, &s);
+    }
     response::secure(resp)
 }
 
@@ -49,12 +177,42 @@ fn either(r: Result<Response<Body>, Response<Body>>) -> Response<Body> {
     r.unwrap_or_else(|e| e)
 }
 
-fn method_not_allowed() -> Response<Body> {
-    response::error(
+fn method_not_allowed(allow: &str) -> Response<Body> {
+    let mut r = response::error(
         StatusCode::METHOD_NOT_ALLOWED,
         "METHOD_NOT_ALLOWED",
         "Method not allowed",
         "this route does not accept that method",
         None,
-    )
+    );
+    if let Ok(v) = HeaderValue::from_str(allow) {
+        r.headers_mut().insert(header::ALLOW, v);
+    }
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    /// The route table and `openapi.json` name the same operations.
+    #[test]
+    fn route_table_and_openapi_agree() {
+        let doc: serde_json::Value = serde_json::from_str(super::OPENAPI).unwrap();
+        let documented: BTreeSet<(String, String)> = doc["paths"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .flat_map(|(path, ops)| {
+                ops.as_object()
+                    .unwrap()
+                    .keys()
+                    .map(move |m| (m.to_uppercase(), path.clone()))
+            })
+            .collect();
+        let routed: BTreeSet<(String, String)> = super::routes()
+            .map(|(m, p)| (m.to_string(), p.to_string()))
+            .collect();
+        assert_eq!(routed, documented);
+    }
 }

@@ -1,7 +1,9 @@
-//! The public HTTPS listener: rustls (TLS 1.2/1.3, ALPN h2 and http/1.1) in
-//! front of hyper 1, with a connection cap, a handshake + header timeout and a
-//! body cap enforced before any route sees a request.
+//! The public HTTPS listener: rustls (TLS 1.2/1.3, ALPN h2 and http/1.1, the
+//! certificate reloadable) in front of hyper 1, with a connection cap, a
+//! handshake + header timeout and an idle timeout on every connection; body
+//! size and time caps are enforced where bodies are read (`api::intake`).
 
+mod idle;
 pub mod response;
 mod tls;
 
@@ -15,7 +17,7 @@ use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 
-pub use tls::{TlsError, load_tls};
+pub use tls::{Certs, TlsError, load_tls};
 
 use crate::App;
 
@@ -29,6 +31,7 @@ pub async fn serve(
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(&app.tls));
     let slots = Arc::new(Semaphore::new(app.config.server.max_connections));
     let header_timeout = Duration::from_secs(app.config.server.header_timeout_secs);
+    let idle_timeout = Duration::from_secs(app.config.server.idle_timeout_secs);
     loop {
         let permit = tokio::select! {
             p = Arc::clone(&slots).acquire_owned() => p.map_err(std::io::Error::other)?,
@@ -77,7 +80,8 @@ pub async fn serve(
                 .timer(TokioTimer::new())
                 .max_concurrent_streams(32)
                 .max_header_list_size(32 * 1024);
-            if let Err(e) = builder.serve_connection(TokioIo::new(tls), service).await {
+            let io = TokioIo::new(idle::Idle::new(tls, idle_timeout));
+            if let Err(e) = builder.serve_connection(io, service).await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
         });

@@ -37,6 +37,49 @@ pub fn error(
     json(status, &body)
 }
 
+/// 400 `VALIDATION_ERROR`: the request is malformed; nothing was changed.
+pub fn bad_request(message: &str) -> Response<Body> {
+    error(
+        StatusCode::BAD_REQUEST,
+        "VALIDATION_ERROR",
+        message,
+        message,
+        None,
+    )
+}
+
+/// 401 `UNAUTHORIZED`: one answer for a missing, malformed, expired, revoked
+/// or foreign token, so that the reason is not an oracle.
+pub fn unauthorized() -> Response<Body> {
+    error(
+        StatusCode::UNAUTHORIZED,
+        "UNAUTHORIZED",
+        "Authentication required",
+        "missing or invalid access token",
+        None,
+    )
+}
+
+/// 503 `SERVICE_UNAVAILABLE` naming the dependency (never its secret state);
+/// the cause goes to the log.
+pub fn unavailable(what: &str, cause: &dyn std::fmt::Display) -> Response<Body> {
+    tracing::warn!(error = %cause, "{what} unavailable");
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "SERVICE_UNAVAILABLE",
+        "The service is temporarily unavailable",
+        &format!("{what} is unavailable"),
+        None,
+    )
+}
+
+/// A millisecond timestamp as RFC 3339 UTC (what the app's `createdAt` and
+/// log `timestamp` fields hold).
+pub fn timestamp(ms: i64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
 fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
     let bytes = serde_json::to_vec(value).unwrap_or_else(|_| b"{\"success\":false}".to_vec());
     let mut resp = Response::new(Full::new(Bytes::from(bytes)));

@@ -788,6 +788,34 @@ impl Store for EmbeddedStore {
         .await
     }
 
+    async fn revoke_family(&self, family_id: &str) -> Result<bool, StoreError> {
+        let id = family_id.to_string();
+        self.with(move |conn, path| {
+            conn.execute(
+                "UPDATE refresh_families SET revoked = 1 WHERE revoked = 0 AND id = ?1",
+                [&id],
+            )
+            .map(|n| n > 0)
+            .map_err(unavailable(path))
+        })
+        .await
+    }
+
+    async fn family_live(&self, family_id: &str, now: Millis) -> Result<bool, StoreError> {
+        let id = family_id.to_string();
+        self.with(move |conn, path| {
+            conn.query_row(
+                "SELECT 1 FROM refresh_families WHERE id = ?1 AND revoked = 0 AND expires_at > ?2",
+                params![id, now],
+                |_| Ok(()),
+            )
+            .optional()
+            .map(|r| r.is_some())
+            .map_err(unavailable(path))
+        })
+        .await
+    }
+
     async fn purge_expired(&self, now: Millis) -> Result<u64, StoreError> {
         self.with(move |conn, path| {
             let err = unavailable(path);

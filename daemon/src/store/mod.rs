@@ -387,6 +387,12 @@ pub trait Store: Send + Sync + fmt::Debug {
     ) -> Result<Rotation, StoreError>;
     /// Revokes the family a token belongs to (logout); `true` if it was live.
     async fn revoke_family_of(&self, token_hash: &[u8; 32]) -> Result<bool, StoreError>;
+    /// Revokes a family by id (logout with only an access token, whose `sid`
+    /// names its family); `true` if it was live.
+    async fn revoke_family(&self, family_id: &str) -> Result<bool, StoreError>;
+    /// Whether a family still stands (not revoked, not expired, user not
+    /// deleted): access tokens die with the session that issued them.
+    async fn family_live(&self, family_id: &str, now: Millis) -> Result<bool, StoreError>;
     /// Deletes expired families, tokens, failure counters and lockouts.
     async fn purge_expired(&self, now: Millis) -> Result<u64, StoreError>;
 }

@@ -790,6 +790,27 @@ impl Store for MongoStore {
         Ok(r.modified_count > 0)
     }
 
+    async fn revoke_family(&self, family_id: &str) -> Result<bool, StoreError> {
+        let r = self
+            .coll("refresh_families")
+            .update_one(
+                doc! {"_id": family_id, "revoked": false},
+                doc! {"$set": {"revoked": true}},
+            )
+            .await
+            .map_err(down)?;
+        Ok(r.modified_count > 0)
+    }
+
+    async fn family_live(&self, family_id: &str, now: Millis) -> Result<bool, StoreError> {
+        let found = self
+            .coll("refresh_families")
+            .find_one(doc! {"_id": family_id, "revoked": false, "expires_ms": {"$gt": now}})
+            .await
+            .map_err(down)?;
+        Ok(found.is_some())
+    }
+
     async fn purge_expired(&self, now: Millis) -> Result<u64, StoreError> {
         // The TTL indexes do this on a genuine server; servers without TTL
         // (and tests with an injected clock) get it here.

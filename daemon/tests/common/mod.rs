@@ -43,6 +43,46 @@ impl Instance {
         self.dir.path().join(p)
     }
 
+    /// The `ARCLOCK_*` overrides that point arclockd at this instance. Rate
+    /// limits are off (tests make many requests from one address) unless a
+    /// test sets them.
+    pub fn env(&self) -> Vec<(String, String)> {
+        let p = |s: &str| self.path(s).to_string_lossy().into_owned();
+        [
+            ("ARCLOCK_SERVER_LISTEN", "127.0.0.1:0".to_string()),
+            ("ARCLOCK_SERVER_TLS_CERT", p("tls/cert.pem")),
+            ("ARCLOCK_SERVER_TLS_KEY", p("tls/key.pem")),
+            ("ARCLOCK_HSM_PIN_FILE", p("hsm/user.pin")),
+            ("ARCLOCK_HSM_SO_PIN_FILE", p("hsm/so.pin")),
+            ("ARCLOCK_HSM_JWT_KEY_BITS", "2048".into()),
+            ("ARCLOCK_STORE_PATH", p("arclock.db")),
+            (
+                "ARCLOCK_MODELS_DIR",
+                self.models.to_string_lossy().into_owned(),
+            ),
+            (
+                "ARCLOCK_MODELS_MANIFEST",
+                root()
+                    .join("models/manifest.toml")
+                    .to_string_lossy()
+                    .into_owned(),
+            ),
+            (
+                "ARCLOCK_MODELS_RUNTIME",
+                installed()
+                    .join("opt/onnxruntime-1.32.0/libonnxruntime.so.1.32.0")
+                    .to_string_lossy()
+                    .into_owned(),
+            ),
+            ("ARCLOCK_MODELS_INTRA_THREADS", "1".into()),
+            ("ARCLOCK_LIMITS_GENERAL", "0".into()),
+            ("ARCLOCK_LIMITS_AUTH", "0".into()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
+
     pub fn command(&self) -> Command {
         let mut c = Command::new(BIN);
         c.current_dir(root())
@@ -50,19 +90,7 @@ impl Instance {
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("SOFTHSM2_CONF", self.path("softhsm2.conf"))
             .env("ARCLOCK_CONFIG", root().join("config/arclockd.toml"))
-            .env("ARCLOCK_SERVER_LISTEN", "127.0.0.1:0")
-            .env("ARCLOCK_SERVER_TLS_CERT", self.path("tls/cert.pem"))
-            .env("ARCLOCK_SERVER_TLS_KEY", self.path("tls/key.pem"))
-            .env("ARCLOCK_HSM_PIN_FILE", self.path("hsm/user.pin"))
-            .env("ARCLOCK_HSM_SO_PIN_FILE", self.path("hsm/so.pin"))
-            .env("ARCLOCK_HSM_JWT_KEY_BITS", "2048")
-            .env("ARCLOCK_STORE_PATH", self.path("arclock.db"))
-            .env("ARCLOCK_MODELS_DIR", &self.models)
-            .env(
-                "ARCLOCK_MODELS_RUNTIME",
-                installed().join("opt/onnxruntime-1.32.0/libonnxruntime.so.1.32.0"),
-            )
-            .env("ARCLOCK_MODELS_INTRA_THREADS", "1");
+            .envs(self.env());
         c
     }
 
@@ -76,8 +104,14 @@ impl Instance {
 
     /// Starts the daemon and waits for the line saying where it listens.
     pub fn start(&self) -> Daemon {
+        self.start_with(&[])
+    }
+
+    /// As [`Instance::start`], with extra `ARCLOCK_*` overrides.
+    pub fn start_with(&self, env: &[(&str, &str)]) -> Daemon {
         let mut child = self
             .command()
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -94,17 +128,22 @@ impl Instance {
         let url = rx
             .recv_timeout(Duration::from_secs(60))
             .expect("arclockd did not start listening");
-        let cert = std::fs::read(self.path("tls/cert.pem")).unwrap();
-        let client = reqwest::Client::builder()
-            .add_root_certificate(reqwest::Certificate::from_pem(&cert).unwrap())
-            .https_only(true)
-            .build()
-            .unwrap();
         Daemon {
             child,
             url: url.replace("127.0.0.1", "localhost"),
-            client,
+            client: self.client(),
         }
+    }
+
+    /// An HTTPS client that trusts this instance's certificate (only).
+    pub fn client(&self) -> reqwest::Client {
+        let cert = std::fs::read(self.path("tls/cert.pem")).unwrap();
+        reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(&cert).unwrap())
+            .tls_built_in_root_certs(false)
+            .https_only(true)
+            .build()
+            .unwrap()
     }
 }
 

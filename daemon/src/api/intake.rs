@@ -1,0 +1,315 @@
+//! Getting a request's contents in safely: the body into locked memory under
+//! a size cap and a deadline, strict JSON (unknown fields refused, values
+//! never echoed), and the photo of a face request, as base64 JSON or as a
+//! multipart upload, decoded straight into a locked buffer that the face
+//! pipeline consumes and wipes.
+
+use std::borrow::Cow;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use arclock_secmem::LockedBytes;
+use base64::Engine;
+use http::{Request, Response, StatusCode, header};
+use http_body_util::BodyExt;
+use hyper::body::{Bytes, Incoming};
+use serde::Deserialize;
+
+use crate::App;
+use crate::http::response::{self, Body, bad_request, unavailable};
+
+/// What the logs record about the caller.
+#[derive(Debug, Clone)]
+pub struct ClientInfo {
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+impl ClientInfo {
+    pub fn from(req: &Request<Incoming>) -> Self {
+        let header = |n: &str| {
+            req.headers()
+                .get(n)
+                .and_then(|v| v.to_str().ok())
+                .map(|s| s.chars().take(256).collect::<String>())
+        };
+        ClientInfo {
+            ip: req
+                .extensions()
+                .get::<SocketAddr>()
+                .map(|a| a.ip().to_string()),
+            user_agent: header("x-device-info").or_else(|| header("user-agent")),
+        }
+    }
+}
+
+fn too_large(limit: usize) -> Response<Body> {
+    response::error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "PAYLOAD_TOO_LARGE",
+        "Request body too large",
+        &format!("the limit is {limit} bytes"),
+        None,
+    )
+}
+
+fn too_slow() -> Response<Body> {
+    response::error(
+        StatusCode::REQUEST_TIMEOUT,
+        "REQUEST_TIMEOUT",
+        "The request body took too long to arrive",
+        "body read timed out",
+        None,
+    )
+}
+
+/// Wipes hyper's copy of a chunk when we hold the only reference (best effort:
+/// hyper may have handed out the bytes from a shared buffer).
+fn wipe(data: Bytes) {
+    if let Ok(mut owned) = data.try_into_mut() {
+        zeroize::Zeroize::zeroize(owned.as_mut());
+    }
+}
+
+/// Reads the body into locked memory, refusing more than the configured cap
+/// or a body slower than the configured deadline.
+pub async fn read_body(
+    app: &App,
+    req: Request<Incoming>,
+) -> Result<(LockedBytes, ClientInfo), Response<Body>> {
+    let limit = app.config.server.body_limit_bytes;
+    let info = ClientInfo::from(&req);
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(too_large(limit));
+    }
+    let mut buf = LockedBytes::with_capacity(declared.unwrap_or(64 * 1024).min(limit))
+        .map_err(|e| unavailable("locked memory", &e))?;
+    let mut body = req.into_body();
+    let deadline = Duration::from_secs(app.config.server.body_timeout_secs);
+    let read = async {
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|_| bad_request("the request body could not be read"))?;
+            if let Ok(data) = frame.into_data() {
+                let fits = buf.len() + data.len() <= limit;
+                let stored = fits && grow_into(&mut buf, &data).is_ok();
+                wipe(data);
+                if !fits {
+                    return Err(too_large(limit));
+                }
+                if !stored {
+                    return Err(unavailable("locked memory", &"cannot grow the body buffer"));
+                }
+            }
+        }
+        Ok(())
+    };
+    match tokio::time::timeout(deadline, read).await {
+        Ok(r) => r?,
+        Err(_) => return Err(too_slow()),
+    }
+    Ok((buf, info))
+}
+
+/// Appends, growing the locked buffer (by doubling) when it is full.
+fn grow_into(buf: &mut LockedBytes, data: &[u8]) -> Result<(), arclock_secmem::Error> {
+    if buf.extend_from_slice(data).is_ok() {
+        return Ok(());
+    }
+    let want = (buf.len() + data.len()).max(buf.capacity() * 2);
+    let mut bigger = LockedBytes::with_capacity(want)?;
+    bigger.extend_from_slice(buf)?;
+    bigger.extend_from_slice(data)?;
+    *buf = bigger;
+    Ok(())
+}
+
+/// Strict JSON: serde's message names the field, never echoes the value.
+pub fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, Response<Body>> {
+    serde_json::from_slice(body).map_err(|e| {
+        let msg = e.to_string();
+        let field = msg.split(" at line").next().unwrap_or("invalid JSON");
+        bad_request(&format!("Invalid request body: {field}"))
+    })
+}
+
+/// Base64 (optionally a `data:image/...;base64,` URL) into locked memory.
+pub fn decode_photo(b64: &str) -> Result<LockedBytes, Response<Body>> {
+    let b64 = b64.trim();
+    let b64 = match b64.strip_prefix("data:") {
+        Some(rest) => rest.split_once(";base64,").map(|(_, d)| d).unwrap_or(""),
+        None => b64,
+    };
+    if b64.is_empty() {
+        return Err(bad_request("imageBase64 is required"));
+    }
+    let mut out =
+        LockedBytes::zeroed(b64.len() / 4 * 3 + 3).map_err(|e| unavailable("locked memory", &e))?;
+    let engine = base64::engine::general_purpose::STANDARD;
+    let n = engine
+        .decode_slice(b64.as_bytes(), &mut out)
+        .map_err(|_| bad_request("imageBase64 is not valid base64"))?;
+    out.truncate(n);
+    Ok(out)
+}
+
+/// A face request: who (name only at registration), and the photo.
+pub struct PhotoForm {
+    pub name: Option<String>,
+    pub email: String,
+    pub photo: LockedBytes,
+}
+
+/// Which fields a face request may carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FormKind {
+    /// name, email, photo.
+    Register,
+    /// email, photo.
+    Login,
+}
+
+/// The JSON shape of every face request; `FormKind` decides whether `name`
+/// is required or refused.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PhotoBody<'a> {
+    #[serde(borrow, default)]
+    name: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    email: Cow<'a, str>,
+    #[serde(borrow, rename = "imageBase64")]
+    image_base64: Cow<'a, str>,
+    /// Accepted for the mobile app's sake; not stored (the header is logged).
+    #[serde(default, rename = "device")]
+    _device: Option<serde::de::IgnoredAny>,
+}
+
+/// Reads a face request, as JSON (`imageBase64`) or as `multipart/form-data`
+/// (an `image` file part, or an `imageBase64` text part).
+pub async fn photo_form(
+    app: &App,
+    req: Request<Incoming>,
+    kind: FormKind,
+) -> Result<(PhotoForm, ClientInfo), Response<Body>> {
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let (form, client) = if content_type
+        .to_ascii_lowercase()
+        .starts_with("multipart/form-data")
+    {
+        multipart(app, req, &content_type).await?
+    } else {
+        let (body, client) = read_body(app, req).await?;
+        let b: PhotoBody<'_> = parse(&body)?;
+        let photo = decode_photo(&b.image_base64)?;
+        let form = PhotoForm {
+            name: b.name.map(Cow::into_owned),
+            email: b.email.into_owned(),
+            photo,
+        };
+        (form, client)
+    };
+    match (kind, &form.name) {
+        (FormKind::Register, None) => Err(bad_request("Invalid request body: name is required")),
+        (FormKind::Login, Some(_)) => Err(bad_request(
+            "Invalid request body: unknown field `name`, expected `email`, `imageBase64` or `device`",
+        )),
+        _ => Ok((form, client)),
+    }
+}
+
+/// Largest text part of a multipart form (name, e-mail, device).
+const TEXT_PART_LIMIT: usize = 4096;
+
+async fn multipart(
+    app: &App,
+    req: Request<Incoming>,
+    content_type: &str,
+) -> Result<(PhotoForm, ClientInfo), Response<Body>> {
+    let limit = app.config.server.body_limit_bytes;
+    let client = ClientInfo::from(&req);
+    let boundary = multer::parse_boundary(content_type)
+        .map_err(|_| bad_request("multipart/form-data without a valid boundary"))?;
+    let constraints = multer::Constraints::new()
+        .allowed_fields(vec!["name", "email", "image", "imageBase64", "device"])
+        .size_limit(multer::SizeLimit::new().whole_stream(limit as u64));
+    let stream = req.into_body().into_data_stream();
+    let mut parts = multer::Multipart::with_constraints(stream, boundary, constraints);
+    let (mut name, mut email, mut photo) = (None, None, None::<LockedBytes>);
+    let deadline =
+        tokio::time::Instant::now() + Duration::from_secs(app.config.server.body_timeout_secs);
+    let refuse = |e: multer::Error| match e {
+        multer::Error::StreamSizeExceeded { .. } | multer::Error::FieldSizeExceeded { .. } => {
+            too_large(limit)
+        }
+        multer::Error::UnknownField { field_name } => bad_request(&format!(
+            "Invalid request body: unknown field `{}`",
+            field_name
+                .unwrap_or_default()
+                .chars()
+                .take(64)
+                .collect::<String>()
+        )),
+        _ => bad_request("Invalid multipart body"),
+    };
+    loop {
+        let next = tokio::time::timeout_at(deadline, parts.next_field())
+            .await
+            .map_err(|_| too_slow())?
+            .map_err(refuse)?;
+        let Some(mut field) = next else { break };
+        let field_name = field.name().unwrap_or_default().to_string();
+        let mut value =
+            LockedBytes::with_capacity(64 * 1024).map_err(|e| unavailable("locked memory", &e))?;
+        loop {
+            let chunk = tokio::time::timeout_at(deadline, field.chunk())
+                .await
+                .map_err(|_| too_slow())?
+                .map_err(refuse)?;
+            let Some(chunk) = chunk else { break };
+            let text_too_long = field_name != "image"
+                && field_name != "imageBase64"
+                && value.len() + chunk.len() > TEXT_PART_LIMIT;
+            let stored = !text_too_long && grow_into(&mut value, &chunk).is_ok();
+            wipe(chunk);
+            if text_too_long {
+                return Err(bad_request(&format!("{field_name} is too long")));
+            }
+            if !stored {
+                return Err(unavailable("locked memory", &"cannot grow the part buffer"));
+            }
+        }
+        let text = || {
+            std::str::from_utf8(&value)
+                .map(str::to_string)
+                .map_err(|_| bad_request(&format!("{field_name} is not UTF-8 text")))
+        };
+        let duplicate = || bad_request(&format!("{field_name} appears more than once"));
+        match field_name.as_str() {
+            "name" if name.is_none() => name = Some(text()?),
+            "email" if email.is_none() => email = Some(text()?),
+            "device" => {}
+            "image" if photo.is_none() => photo = Some(value),
+            "imageBase64" if photo.is_none() => {
+                let b64 = std::str::from_utf8(&value)
+                    .map_err(|_| bad_request("imageBase64 is not valid base64"))?;
+                photo = Some(decode_photo(b64)?);
+            }
+            _ => return Err(duplicate()),
+        }
+    }
+    let email = email.ok_or_else(|| bad_request("Invalid request body: email is required"))?;
+    let photo = photo
+        .filter(|p| !p.is_empty())
+        .ok_or_else(|| bad_request("an image (file part) or imageBase64 is required"))?;
+    Ok((PhotoForm { name, email, photo }, client))
+}

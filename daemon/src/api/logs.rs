@@ -1,0 +1,134 @@
+//! The caller's own history: `GET /api/logs/auth` (every sign-in, refresh,
+//! logout and profile change) and `GET /api/logs/failures` (failed face
+//! attempts), newest first, `?limit` (default 20, at most 100) with an opaque
+//! `cursor` for the next page and optional filters. Entries carry a
+//! similarity rounded down to tenths, never the score (the origin returned
+//! raw scores, which help an attacker tune a presentation attack).
+
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use serde_json::json;
+
+use super::session::{Answer, authenticate};
+use crate::App;
+use crate::http::response::{self, Body, bad_request, unavailable};
+use crate::store::{Action, AuthLog, LogCursor, LogFilter, Millis, Outcome};
+
+/// Which listing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listing {
+    Auth,
+    Failures,
+}
+
+/// The query string, parsed strictly: unknown or repeated parameters and bad
+/// values are 400, never silently ignored.
+fn filter<B>(req: &Request<B>, listing: Listing) -> Result<LogFilter, Response<Body>> {
+    let mut f = LogFilter {
+        limit: 20,
+        ..LogFilter::default()
+    };
+    let mut seen = Vec::new();
+    let query = req.uri().query().unwrap_or("");
+    for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+        if seen.contains(&k) {
+            return Err(bad_request(&format!("query parameter {k} appears twice")));
+        }
+        let bad = |what: &str| bad_request(&format!("query parameter {k}: {what}"));
+        match (listing, k.as_ref()) {
+            (_, "limit") => {
+                f.limit = v
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| (1..=100).contains(n))
+                    .ok_or_else(|| bad("must be 1..=100"))?;
+            }
+            (_, "cursor") => {
+                f.before = Some(LogCursor::decode(&v).ok_or_else(|| bad("not a cursor"))?);
+            }
+            (_, "since") => f.since = Some(time(&v).ok_or_else(|| bad("not a time"))?),
+            (_, "until") => f.until = Some(time(&v).ok_or_else(|| bad("not a time"))?),
+            (Listing::Auth, "action") => {
+                f.action = Some(
+                    Action::parse(&v)
+                        .ok()
+                        .filter(|a| *a != Action::Admin)
+                        .ok_or_else(|| bad("unknown action"))?,
+                );
+            }
+            (Listing::Auth, "status") => {
+                f.outcome = Some(Outcome::parse(&v).map_err(|_| bad("unknown status"))?);
+            }
+            _ => {
+                return Err(bad_request(&format!(
+                    "unknown query parameter {}",
+                    k.chars().take(64).collect::<String>()
+                )));
+            }
+        }
+        seen.push(k);
+    }
+    if listing == Listing::Failures {
+        f.outcome = Some(Outcome::Failure);
+    }
+    Ok(f)
+}
+
+/// RFC 3339 or milliseconds since the epoch.
+fn time(s: &str) -> Option<Millis> {
+    if let Ok(ms) = s.parse::<Millis>() {
+        return Some(ms);
+    }
+    let t = humantime::parse_rfc3339_weak(s).ok()?;
+    let d = t.duration_since(std::time::UNIX_EPOCH).ok()?;
+    Some(d.as_millis() as Millis)
+}
+
+fn entry_json(l: &AuthLog, listing: Listing) -> serde_json::Value {
+    let mut v = json!({
+        "_id": l.id,
+        "id": l.id,
+        "userId": l.user_id,
+        "action": l.action.as_str(),
+        "reason": l.reason,
+        "device": l.user_agent,
+        "ipAddress": l.client_ip,
+        "timestamp": response::timestamp(l.at),
+    });
+    if listing == Listing::Auth
+        && let Some(obj) = v.as_object_mut()
+    {
+        obj.insert("status".into(), json!(l.outcome.as_str()));
+        obj.insert(
+            "similarity".into(),
+            json!(l.similarity_bucket.map(|b| f32::from(b) / 10.0)),
+        );
+    }
+    v
+}
+
+pub async fn list(app: &App, req: Request<Incoming>, listing: Listing) -> Answer {
+    let caller = authenticate(app, &req).await?;
+    let mut f = filter(&req, listing)?;
+    f.user_id = Some(caller.user.id.clone());
+    let page = app
+        .store
+        .logs(&f)
+        .await
+        .map_err(|e| unavailable("the store", &e))?;
+    let entries: Vec<_> = page
+        .entries
+        .iter()
+        .map(|l| entry_json(l, listing))
+        .collect();
+    let next = page.next.map(|c| c.encode());
+    let (key, message) = match listing {
+        Listing::Auth => ("logs", "Auth logs retrieved successfully"),
+        Listing::Failures => ("attempts", "Failed attempts retrieved successfully"),
+    };
+    Ok(response::ok(
+        StatusCode::OK,
+        message,
+        json!({key: entries, "nextCursor": next}),
+    ))
+}

@@ -1,0 +1,238 @@
+//! Sessions: a refresh-token family per sign-in, access tokens bound to it,
+//! `POST /api/auth/refresh-token` (rotation with theft detection) and
+//! `POST /api/auth/logout` (server-side revocation).
+//!
+//! Every access token names its family (`sid`); [`authenticate`] accepts it
+//! only while the family stands and the account is active, so logout, a
+//! replayed refresh token and account deletion all end the session at once
+//! instead of 15 minutes later.
+
+use std::borrow::Cow;
+
+use http::{Request, Response, StatusCode, header};
+use hyper::body::Incoming;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::intake;
+use super::journal::{self, Event};
+use crate::App;
+use crate::http::response::{self, Body, bad_request, unauthorized, unavailable};
+use crate::identity::UserId;
+use crate::store::{Action, Millis, NewFamily, Rotation, User, UserStatus};
+use crate::token::{self, Claims};
+
+/// An answer that is already an HTTP response (errors short-circuit with `?`).
+pub type Answer = Result<Response<Body>, Response<Body>>;
+
+/// `{accessToken, refreshToken, expiresIn}` for `user` in family `sid`.
+async fn pair(
+    app: &App,
+    user: &UserId,
+    sid: &str,
+    refresh: &str,
+    at: Millis,
+) -> Result<serde_json::Value, Response<Body>> {
+    let access = app
+        .tokens
+        .issue(user, sid, at)
+        .await
+        .map_err(|e| unavailable("token signing", &e))?;
+    Ok(json!({
+        "accessToken": access,
+        "refreshToken": refresh,
+        "expiresIn": app.tokens.access_ttl().as_secs(),
+    }))
+}
+
+/// A new session for `user`: a refresh family (stored by hash) and a token pair.
+pub async fn open(
+    app: &App,
+    user: &UserId,
+    at: Millis,
+) -> Result<serde_json::Value, Response<Body>> {
+    let (refresh, hash) = token::new_refresh_token();
+    let sid = hex::encode(rand::random::<[u8; 16]>());
+    app.store
+        .create_family(&NewFamily {
+            id: sid.clone(),
+            user_id: user.clone(),
+            token_hash: hash,
+            created_at: at,
+            expires_at: at + app.config.auth.refresh_ttl_secs as i64 * 1000,
+        })
+        .await
+        .map_err(|e| unavailable("the store", &e))?;
+    pair(app, user, &sid, &refresh, at).await
+}
+
+/// Who is calling: a valid RS256 access token whose session stands and whose
+/// account is active. Every failure is the same 401.
+pub struct Caller {
+    pub user: User,
+    pub claims: Claims,
+}
+
+/// Checks `Authorization: Bearer <jwt>`.
+pub async fn authenticate<B>(app: &App, req: &Request<B>) -> Result<Caller, Response<Body>> {
+    let token = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .filter(|t| !t.is_empty() && t.len() <= 8192)
+        .ok_or_else(unauthorized)?;
+    let now = app.clock.now();
+    let claims = match app.tokens.verify(token, now).await {
+        Ok(c) => c,
+        Err(token::TokenError::Hsm(e)) => return Err(unavailable("the HSM", &e)),
+        Err(e) => {
+            tracing::debug!(error = %e, "access token refused");
+            return Err(unauthorized());
+        }
+    };
+    let id = UserId::parse(&claims.sub).ok_or_else(unauthorized)?;
+    let live = app
+        .store
+        .family_live(&claims.sid, now)
+        .await
+        .map_err(|e| unavailable("the store", &e))?;
+    if !live {
+        return Err(unauthorized());
+    }
+    let user = app
+        .store
+        .user_by_id(&id)
+        .await
+        .map_err(|e| unavailable("the store", &e))?
+        .filter(|u| u.status == UserStatus::Active)
+        .ok_or_else(unauthorized)?;
+    Ok(Caller { user, claims })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RefreshBody<'a> {
+    #[serde(borrow, rename = "refreshToken")]
+    refresh_token: Cow<'a, str>,
+}
+
+fn invalid_refresh() -> Response<Body> {
+    response::error(
+        StatusCode::UNAUTHORIZED,
+        "UNAUTHORIZED",
+        "Invalid or expired refresh token",
+        "the refresh token is not valid",
+        None,
+    )
+}
+
+/// `POST /api/auth/refresh-token` `{refreshToken}` -> `{tokens}`.
+pub async fn refresh(app: &App, req: Request<Incoming>) -> Answer {
+    let (body, client) = intake::read_body(app, req).await?;
+    let b: RefreshBody<'_> = intake::parse(&body)?;
+    if b.refresh_token.is_empty() || b.refresh_token.len() > 256 {
+        return Err(bad_request("refreshToken is required"));
+    }
+    let presented = token::refresh_hash(&b.refresh_token);
+    drop(b);
+    drop(body);
+    let at = app.clock.now();
+    let (next, next_hash) = token::new_refresh_token();
+    let rotation = app
+        .store
+        .rotate_refresh(&presented, &next_hash, at)
+        .await
+        .map_err(|e| unavailable("the store", &e))?;
+    match rotation {
+        Rotation::Rotated { user_id, family_id } => {
+            let active = app
+                .store
+                .user_by_id(&user_id)
+                .await
+                .map_err(|e| unavailable("the store", &e))?
+                .is_some_and(|u| u.status == UserStatus::Active);
+            if !active {
+                let _ = app.store.revoke_family(&family_id).await;
+                return Err(invalid_refresh());
+            }
+            let tokens = pair(app, &user_id, &family_id, &next, at).await?;
+            journal::record(app, &client, Event::ok(at, Some(&user_id), Action::Refresh)).await;
+            Ok(response::ok(
+                StatusCode::OK,
+                "Token refreshed successfully",
+                json!({"tokens": tokens}),
+            ))
+        }
+        Rotation::Reused { user_id, .. } => {
+            tracing::warn!("refresh token reused: session revoked");
+            journal::record(
+                app,
+                &client,
+                Event::failed(at, Some(&user_id), Action::Refresh, "token reuse"),
+            )
+            .await;
+            Err(invalid_refresh())
+        }
+        Rotation::Invalid => Err(invalid_refresh()),
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct LogoutBody<'a> {
+    #[serde(borrow, default, rename = "refreshToken")]
+    refresh_token: Option<Cow<'a, str>>,
+}
+
+/// `POST /api/auth/logout`: revokes the session of the bearer token and/or
+/// the family of the refresh token in the body (the app sends either).
+pub async fn logout(app: &App, req: Request<Incoming>) -> Answer {
+    let caller = if req.headers().contains_key(header::AUTHORIZATION) {
+        Some(authenticate(app, &req).await?)
+    } else {
+        None
+    };
+    let (body, client) = intake::read_body(app, req).await?;
+    let b: LogoutBody<'_> = if body.iter().all(u8::is_ascii_whitespace) {
+        LogoutBody::default()
+    } else {
+        intake::parse(&body)?
+    };
+    let at = app.clock.now();
+    let mut revoked = false;
+    if let Some(c) = &caller {
+        revoked |= app
+            .store
+            .revoke_family(&c.claims.sid)
+            .await
+            .map_err(|e| unavailable("the store", &e))?;
+    }
+    match &b.refresh_token {
+        Some(t) if !t.is_empty() && t.len() <= 256 => {
+            revoked |= app
+                .store
+                .revoke_family_of(&token::refresh_hash(t))
+                .await
+                .map_err(|e| unavailable("the store", &e))?;
+        }
+        Some(_) => return Err(bad_request("refreshToken is malformed")),
+        None if caller.is_none() => {
+            return Err(bad_request(
+                "send the access token (Authorization: Bearer) or refreshToken",
+            ));
+        }
+        None => {}
+    }
+    let user = caller.as_ref().map(|c| &c.user.id);
+    journal::record(app, &client, Event::ok(at, user, Action::Logout)).await;
+    Ok(response::ok(
+        StatusCode::OK,
+        "Logged out successfully",
+        json!({"revoked": revoked}),
+    ))
+}

@@ -1,0 +1,160 @@
+//! The connection layer of the real daemon: certificate reload on SIGHUP,
+//! idle and slow-body timeouts, the body cap, all over real TLS on loopback.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{Daemon, Instance};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, ServerName};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// A raw TLS connection (HTTP/1.1 only) trusting `cert_pem`.
+async fn connect(
+    d: &Daemon,
+    cert_pem: &[u8],
+) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(cert_pem) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let port = d.url.rsplit(':').next().unwrap().trim_end_matches('/');
+    let tcp = tokio::net::TcpStream::connect(format!("127.0.0.1:{port}")).await?;
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+}
+
+/// Reads until the peer closes or `limit` passes; the text and whether it closed.
+async fn read_all(
+    s: &mut tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+    limit: Duration,
+) -> (String, bool) {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    let end = tokio::time::Instant::now() + limit;
+    loop {
+        match tokio::time::timeout_at(end, s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return (String::from_utf8_lossy(&out).into(), true),
+            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+            Err(_) => return (String::from_utf8_lossy(&out).into(), false),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificate_reloads_on_sighup_and_a_bad_one_is_refused() {
+    let inst = Instance::new();
+    inst.provision();
+    let d = inst.start();
+    let old = std::fs::read(inst.path("tls/cert.pem")).unwrap();
+    assert!(connect(&d, &old).await.is_ok());
+
+    let fresh = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    std::fs::write(inst.path("tls/key.pem"), fresh.signing_key.serialize_pem()).unwrap();
+    std::fs::write(inst.path("tls/cert.pem"), fresh.cert.pem()).unwrap();
+    let hup = || {
+        let ok = std::process::Command::new("kill")
+            .args(["-HUP", &d.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+    };
+    hup();
+    let new = fresh.cert.pem().into_bytes();
+    let start = Instant::now();
+    while connect(&d, &new).await.is_err() {
+        assert!(start.elapsed() < Duration::from_secs(10), "not reloaded");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        connect(&d, &old).await.is_err(),
+        "the old certificate is gone"
+    );
+
+    // A key that does not match the certificate: refused, the pair in use stays.
+    let other = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    std::fs::write(inst.path("tls/key.pem"), other.signing_key.serialize_pem()).unwrap();
+    hup();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(connect(&d, &new).await.is_ok());
+    let (status, _, _, _) = {
+        let client = reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(&new).unwrap())
+            .tls_built_in_root_certs(false)
+            .build()
+            .unwrap();
+        let r = client
+            .get(format!("{}/health", d.url))
+            .send()
+            .await
+            .unwrap();
+        (r.status(), (), (), ())
+    };
+    assert_eq!(status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_slow_and_oversized_clients_are_cut_off() {
+    let inst = Instance::new();
+    inst.provision();
+    let d = inst.start_with(&[
+        ("ARCLOCK_SERVER_IDLE_TIMEOUT_SECS", "2"),
+        ("ARCLOCK_SERVER_BODY_TIMEOUT_SECS", "1"),
+        ("ARCLOCK_SERVER_BODY_LIMIT_BYTES", "65536"),
+    ]);
+    let cert = std::fs::read(inst.path("tls/cert.pem")).unwrap();
+
+    // A client that completes the handshake and then says nothing.
+    let mut quiet = connect(&d, &cert).await.unwrap();
+    let (_, closed) = read_all(&mut quiet, Duration::from_secs(8)).await;
+    assert!(closed, "an idle connection must be closed");
+
+    // A body that never finishes: 408 once the body deadline passes.
+    let mut slow = connect(&d, &cert).await.unwrap();
+    slow.write_all(
+        b"POST /api/auth/login HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"email\":",
+    )
+    .await
+    .unwrap();
+    let (text, _) = read_all(&mut slow, Duration::from_secs(8)).await;
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains("\"code\":\"REQUEST_TIMEOUT\""), "{text}");
+
+    // A declared body over the cap: 413 before any of it is read.
+    let mut big = connect(&d, &cert).await.unwrap();
+    big.write_all(
+        b"POST /api/auth/register HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 20000000\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let (text, _) = read_all(&mut big, Duration::from_secs(5)).await;
+    assert!(text.starts_with("HTTP/1.1 413"), "{text}");
+    assert!(text.contains("PAYLOAD_TOO_LARGE"), "{text}");
+
+    // An undeclared (chunked) body over the cap: 413 as well.
+    let mut chunked = connect(&d, &cert).await.unwrap();
+    let mut req = b"POST /api/auth/register HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    for _ in 0..20 {
+        req.extend_from_slice(b"1000\r\n");
+        req.extend_from_slice(&[b'a'; 0x1000]);
+        req.extend_from_slice(b"\r\n");
+    }
+    let _ = chunked.write_all(&req).await;
+    let (text, _) = read_all(&mut chunked, Duration::from_secs(5)).await;
+    assert!(text.starts_with("HTTP/1.1 413"), "{text}");
+
+    // Meanwhile, the daemon serves everyone else.
+    let (status, _, _, _) = d.get("/health").await;
+    assert_eq!(status, 200);
+}
