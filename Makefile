@@ -27,7 +27,7 @@ test: setup
 
 ## Every benchmark, release build; one markdown table in bench/results/latest.md.
 bench: setup
-	$(CARGO) build --release -p arclock-bench
+	$(CARGO) build --release -p arclock-bench -p arclockd
 	target/release/arclock-bench --out bench/results
 
 ## Formatting and lints, as CI would want them.

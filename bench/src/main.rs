@@ -5,6 +5,7 @@
 //! because absolute numbers on shared 2-core machines are noisy.
 #![deny(unsafe_code)]
 
+mod api;
 mod face;
 mod hsm;
 mod report;
@@ -52,12 +53,13 @@ enum Section {
     Hsm,
     Face,
     Store,
+    Api,
 }
 
 fn main() -> Result<()> {
     let args = Args::parse();
     let sections = if args.sections.is_empty() {
-        vec![Section::Hsm, Section::Face, Section::Store]
+        vec![Section::Hsm, Section::Face, Section::Store, Section::Api]
     } else {
         args.sections.clone()
     };
@@ -91,6 +93,9 @@ fn main() -> Result<()> {
                 Section::Store => store::run(&mut report, dir.path(), args.log_rows)
                     .await
                     .context("store benchmark")?,
+                Section::Api => api::run(&mut report, &args.root, &args.faces, dur)
+                    .await
+                    .context("daemon benchmark")?,
             }
         }
         anyhow::Ok(())

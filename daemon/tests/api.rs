@@ -679,3 +679,79 @@ async fn openapi_document_is_served_and_covers_every_route() {
         (404, Some("NOT_FOUND"))
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_never_hold_photos_tokens_or_addresses() {
+    let inst = Instance::new();
+    inst.provision();
+    let d = inst.start_with(&[
+        ("ARCLOCK_LOG_FORMAT", "json"),
+        ("ARCLOCK_LOG_LEVEL", "trace"),
+    ]);
+    let enrol = photo("Alejandro_Toledo", 1);
+    let (status, _, body) = post(
+        &d,
+        "/api/auth/register",
+        json!({"name": "Secret Name", "email": "hidden@example.org", "imageBase64": enrol}),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let (access, refresh) = tokens(&body);
+    let probe = photo("Alejandro_Toledo", 2);
+    let stranger = photo("Adam_Sandler", 1);
+    let mut secrets = vec![access.clone(), refresh.clone()];
+    for (email, img) in [
+        ("hidden@example.org", &probe),
+        ("hidden@example.org", &stranger),
+        ("ghost@example.org", &probe),
+    ] {
+        let (_, _, body) = post(
+            &d,
+            "/api/auth/login",
+            json!({"email": email, "imageBase64": img}),
+        )
+        .await;
+        if body["success"] == true {
+            let (a, r) = tokens(&body);
+            secrets.extend([a, r]);
+        }
+    }
+    let (_, _, body) = post(
+        &d,
+        "/api/auth/refresh-token",
+        json!({"refreshToken": refresh}),
+    )
+    .await;
+    let (a, r) = tokens(&body);
+    secrets.extend([a.clone(), r]);
+    call(&d, "GET", "/api/user/profile", &a, None).await;
+    call(&d, "POST", "/api/auth/logout", &a, None).await;
+    drop(d);
+
+    let log = std::fs::read_to_string(inst.path("daemon.log")).unwrap();
+    assert!(
+        log.lines().count() > 20,
+        "trace logging produced too little to be a test"
+    );
+    for line in log.lines().filter(|l| !l.is_empty()) {
+        let v: Value = serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line}"));
+        assert!(v["level"].is_string(), "{line}");
+    }
+    for s in &secrets {
+        assert!(!log.contains(s.as_str()), "a token reached the log");
+        // Also the JWT's signature alone, and the refresh token's halves.
+        let tail = s.rsplit('.').next().unwrap();
+        assert!(!log.contains(tail), "part of a token reached the log");
+    }
+    for img in [&enrol, &probe, &stranger] {
+        for window in img.as_bytes().chunks(64).skip(1).take(50) {
+            assert!(
+                !log.contains(std::str::from_utf8(window).unwrap()),
+                "photo bytes reached the log"
+            );
+        }
+    }
+    for word in ["hidden@example.org", "ghost@example.org", "Secret Name"] {
+        assert!(!log.contains(word), "{word} reached the log");
+    }
+}

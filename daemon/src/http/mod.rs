@@ -48,6 +48,11 @@ pub async fn serve(
             },
             _ = shutdown.changed() => return Ok(()),
         };
+        // Responses are written whole; Nagle would hold the tail of one back
+        // for the client's delayed ACK (~40 ms a request).
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(%peer, error = %e, "TCP_NODELAY not set");
+        }
         let acceptor = acceptor.clone();
         let app = Arc::clone(&app);
         tokio::spawn(async move {
