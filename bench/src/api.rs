@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use arclock_face::{FaceModels, Manifest, Pipeline, Policy, Threads, Workspace};
+use arclock_face::{Threads, Workspace};
 use base64::Engine;
 use serde_json::{Value, json};
 
@@ -169,20 +169,13 @@ pub async fn run(report: &mut Report, root: &Path, faces: &Path, dur: Duration) 
     // The raw pipeline on the login photo, in this process: one worker, one
     // intra-op thread, as the daemon runs each of its workers.
     let raw = {
-        let manifest = Manifest::load(&root.join("models/manifest.toml"))?;
-        let state = root.join("var");
-        let models = FaceModels::load(
-            &state.join("opt/onnxruntime-1.32.0/libonnxruntime.so.1.32.0"),
-            &manifest,
-            &state.join("models"),
-            "scrfd_2.5g_bnkps",
-            "arcface_mobileface_128",
+        let pipeline = crate::face::pipeline(
+            root,
             Threads {
                 workers: 1,
                 intra: 1,
             },
         )?;
-        let pipeline = Pipeline::new(models, Policy::default(), Default::default(), 1);
         let mut ws = Workspace::new()?;
         let mut s = Samples::default();
         for i in 0..60 {

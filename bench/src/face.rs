@@ -11,10 +11,11 @@ use arclock_face::{FaceModels, Manifest, Pipeline, Policy, Threads, Timings, Wor
 
 use crate::report::{Report, Samples, num};
 
-pub fn run(report: &mut Report, root: &Path, faces: &Path, iterations: usize) -> Result<()> {
+/// The default model pair (SCRFD-2.5G + ArcFace-MobileFaceNet-128) as `make
+/// setup` installed it under `root/var`, in a pipeline of `threads`.
+pub fn pipeline(root: &Path, threads: Threads) -> Result<Pipeline> {
     let state = root.join("var");
     let manifest = Manifest::load(&root.join("models/manifest.toml"))?;
-    let threads = Threads::per_core();
     let models = FaceModels::load(
         &state.join("opt/onnxruntime-1.32.0/libonnxruntime.so.1.32.0"),
         &manifest,
@@ -23,12 +24,17 @@ pub fn run(report: &mut Report, root: &Path, faces: &Path, iterations: usize) ->
         "arcface_mobileface_128",
         threads,
     )?;
-    let pipeline = Pipeline::new(
+    Ok(Pipeline::new(
         models,
         Policy::default(),
         Default::default(),
         threads.workers,
-    );
+    ))
+}
+
+pub fn run(report: &mut Report, root: &Path, faces: &Path, iterations: usize) -> Result<()> {
+    let threads = Threads::per_core();
+    let pipeline = pipeline(root, threads)?;
 
     let lfw = faces.join("lfw-dev/Aaron_Peirsol/Aaron_Peirsol_0001.jpg");
     let small = std::fs::read(&lfw).with_context(|| format!("reading {}", lfw.display()))?;

@@ -5,13 +5,8 @@ mod common;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use common::{Daemon, Instance, faces};
+use common::{Daemon, Instance, lfw_base64 as photo};
 use serde_json::{Value, json};
-
-fn photo(name: &str, n: u32) -> String {
-    STANDARD
-        .encode(std::fs::read(faces().join(format!("lfw-dev/{name}/{name}_{n:04}.jpg"))).unwrap())
-}
 
 type Answer = (u16, reqwest::header::HeaderMap, Value);
 
@@ -528,9 +523,7 @@ async fn multipart_uploads_and_rate_limits() {
         ("ARCLOCK_LIMITS_AUTH", "4"),
         ("ARCLOCK_LIMITS_GENERAL", "6"),
     ]);
-    let jpeg = |name: &str, n: u32| {
-        std::fs::read(faces().join(format!("lfw-dev/{name}/{name}_{n:04}.jpg"))).unwrap()
-    };
+    let jpeg = common::lfw;
     let form = |email: &str, image: Vec<u8>, name: Option<&str>| {
         let mut f = reqwest::multipart::Form::new()
             .text("email", email.to_string())

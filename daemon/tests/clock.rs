@@ -8,17 +8,10 @@ mod common;
 use std::sync::Arc;
 
 use arclockd::clock::ManualClock;
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
-use common::{Instance, faces, root};
+use common::{Instance, lfw_base64 as photo, root};
 use serde_json::{Value, json};
 
 const MIN: i64 = 60_000;
-
-fn photo(name: &str, n: u32) -> String {
-    STANDARD
-        .encode(std::fs::read(faces().join(format!("lfw-dev/{name}/{name}_{n:04}.jpg"))).unwrap())
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lockouts_and_tokens_expire_when_the_clock_says() {

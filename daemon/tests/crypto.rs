@@ -15,7 +15,7 @@ use arclockd::template::{self, TemplateError};
 use arclockd::token::{Claims, TokenError, Tokens, new_refresh_token, refresh_hash};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use common::{faces, installed as state, root};
+use common::{installed as state, root};
 
 const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
 const NOW: i64 = 1_800_000_000_000;
@@ -198,8 +198,7 @@ fn embedding(person: &str, n: u32) -> Embedding {
         .unwrap();
         Pipeline::new(models, Policy::default(), Default::default(), 1)
     });
-    let bytes =
-        std::fs::read(faces().join(format!("lfw-dev/{person}/{person}_{n:04}.jpg"))).unwrap();
+    let bytes = common::lfw(person, n);
     p.run(&mut Workspace::new().unwrap(), &bytes, None)
         .unwrap()
         .embedding

@@ -7,7 +7,6 @@ mod common;
 
 use std::path::PathBuf;
 
-use common::faces;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -563,8 +562,7 @@ async fn logs_page_newest_first_and_filter(_: &Backend, s: Arc<dyn Store>) {
 /// stored bytes for the plaintext embedding, the plaintext private key and the
 /// photo, with the ciphertext itself as the positive control.
 async fn nothing_plaintext_reaches_the_store(b: &Backend, s: Arc<dyn Store>) {
-    let photo =
-        std::fs::read(faces().join("lfw-dev/Aaron_Peirsol/Aaron_Peirsol_0001.jpg")).unwrap();
+    let photo = common::lfw("Aaron_Peirsol", 1);
     let embedding: Vec<u8> = (0..128)
         .flat_map(|i| ((i as f32 * 0.37).sin() / 8.0).to_le_bytes())
         .collect();

@@ -142,7 +142,6 @@ async fn decoy(
 pub async fn login(app: &App, req: Request<Incoming>, action: Action) -> Answer {
     let (form, client) = intake::photo_form(app, req, FormKind::Login).await?;
     let email = Email::parse(&form.email).map_err(|e| bad_request(&e.to_string()))?;
-    let photo: LockedBytes = form.photo;
     let at = app.clock.now();
     let policy = LockPolicy {
         max_failures: app.config.auth.max_failures,
@@ -168,7 +167,7 @@ pub async fn login(app: &App, req: Request<Incoming>, action: Action) -> Answer 
             return Err(locked(until, at));
         }
     }
-    let probe = embed(app, photo).await?;
+    let probe = embed(app, form.photo).await?;
     let user = app
         .store
         .user_by_email(&email)

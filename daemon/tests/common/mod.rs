@@ -19,6 +19,18 @@ pub fn faces() -> PathBuf {
         .unwrap_or_else(|| root().join("../shared/faces"))
 }
 
+/// The bytes of LFW photo `n` of `person` (e.g. `("Al_Pacino", 1)`).
+pub fn lfw(person: &str, n: u32) -> Vec<u8> {
+    let path = faces().join(format!("lfw-dev/{person}/{person}_{n:04}.jpg"));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The same photo as base64, the way the mobile app sends it.
+pub fn lfw_base64(person: &str, n: u32) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(lfw(person, n))
+}
+
 pub fn installed() -> PathBuf {
     std::env::var_os("ARCLOCK_STATE_DIR")
         .map(PathBuf::from)
