@@ -16,9 +16,10 @@ build: setup
 ## Provision the dev SoftHSM2 token, keys and TLS cert under $(STATE), then serve.
 run: build
 	@target/debug/arclockd --config config/arclockd.toml provision
+	@mkdir -p -m 0750 $(STATE)/run
 	@echo "arclockd: starting on the embedded store; check it with:"
 	@echo "    curl -k https://127.0.0.1:8443/health"
-	@echo "  (the operator console, arclock-console, comes with the admin socket; see tui/README.md)"
+	@echo "  operator console (another terminal): target/debug/arclock-console --socket var/run/arclockd.sock"
 	@exec target/debug/arclockd --config config/arclockd.toml
 
 ## The whole test suite, against real SoftHSM2, ONNX Runtime, models and TLS.

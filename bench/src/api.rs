@@ -57,6 +57,7 @@ impl Daemon {
                 .env("ARCLOCK_HSM_SO_PIN_FILE", p("hsm/so.pin"))
                 .env("ARCLOCK_HSM_JWT_KEY_BITS", "2048")
                 .env("ARCLOCK_STORE_PATH", p("arclock.db"))
+                .env("ARCLOCK_ADMIN_SOCKET", p("admin.sock"))
                 .env("ARCLOCK_MODELS_DIR", state.join("models"))
                 .env(
                     "ARCLOCK_MODELS_RUNTIME",

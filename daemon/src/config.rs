@@ -50,6 +50,34 @@ pub struct Config {
     pub limits: Limits,
     #[serde(default)]
     pub log: Log,
+    #[serde(default)]
+    pub admin: Admin,
+}
+
+/// The operator socket: a Unix socket (mode 0660) that `arclock-console`
+/// speaks to. Who may use it is decided twice: by the file's group, and by
+/// the peer's uid (SO_PEERCRED) against the operators named here.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Admin {
+    /// Socket path; its directory must exist (systemd's RuntimeDirectory).
+    pub socket: PathBuf,
+    /// Group given the socket; its members (and users whose primary group it
+    /// is) are operators. Unset: only root and the daemon's own user.
+    pub group: Option<String>,
+    /// Further uids allowed to operate, beyond root, the daemon's own user
+    /// and the group's members.
+    pub operator_uids: Vec<u32>,
+}
+
+impl Default for Admin {
+    fn default() -> Self {
+        Admin {
+            socket: PathBuf::from("var/run/arclockd.sock"),
+            group: None,
+            operator_uids: Vec::new(),
+        }
+    }
 }
 
 /// Request rate limits per client address (0 switches one off).
@@ -350,6 +378,12 @@ impl Config {
         if self.limits.window_secs == 0 || self.limits.window_secs > 24 * 3600 {
             return invalid("limits.window_secs", "must be 1..=86400");
         }
+        if self.admin.socket.as_os_str().len() > 100 {
+            return invalid(
+                "admin.socket",
+                "path too long for a Unix socket (at most 100 bytes)",
+            );
+        }
         if self.auth.max_failures == 0 {
             return invalid("auth.max_failures", "must be at least 1");
         }
@@ -426,7 +460,11 @@ fn apply_override(
     let (section, key) = lower
         .split_once('_')
         .ok_or_else(|| err("expected ARCLOCK_<SECTION>_<KEY>".into()))?;
-    if !["server", "hsm", "store", "models", "auth", "limits", "log"].contains(&section) {
+    if ![
+        "server", "hsm", "store", "models", "auth", "limits", "log", "admin",
+    ]
+    .contains(&section)
+    {
         return Err(err(format!("unknown section {section:?}")));
     }
     let parsed = format!("v = {value}")

@@ -8,6 +8,9 @@
 //! - [`api`]: the route table and one file per concern: face sign-in
 //!   (`auth`), sessions and refresh tokens (`session`), the caller's account
 //!   and logs, request intake, rate limits, health and public keys.
+//! - [`admin`]: the operator API on a Unix socket (peer uid checked): live
+//!   auth log, search, lockouts, users, health, key rotation, metrics.
+//! - [`metrics`]: Prometheus counters and latency histograms, admin-only.
 //! - [`identity`]: `UserId`, `Email`, `Name`, parsed once at the edge.
 //! - [`template`]: face templates sealed under per-user keys the HSM wraps.
 //! - [`token`]: RS256 access tokens signed in the HSM; refresh token hashes.
@@ -29,11 +32,13 @@
 )]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
+pub mod admin;
 pub mod api;
 pub mod clock;
 pub mod config;
 pub mod http;
 pub mod identity;
+pub mod metrics;
 pub mod provision;
 pub mod store;
 pub mod template;
@@ -60,6 +65,12 @@ pub struct App {
     pub tokens: token::Tokens,
     pub limits: api::limits::Limits,
     pub clock: Arc<dyn Clock>,
+    pub metrics: metrics::Metrics,
+    /// Every auth-log entry this daemon writes, as it writes it, for the
+    /// console's live view (followers that fall behind skip, never block).
+    pub feed: tokio::sync::broadcast::Sender<store::AuthLog>,
+    /// When the daemon started (ms), for the console's uptime.
+    pub started: store::Millis,
 }
 
 /// Why the daemon cannot start. Runtime outages (HSM gone, store failing) are
@@ -119,11 +130,22 @@ impl App {
             tokens,
             limits,
             clock: Arc::new(SystemClock),
+            metrics: metrics::Metrics::new(),
+            feed: tokio::sync::broadcast::channel(1024).0,
+            started: SystemClock.now(),
         })
+    }
+
+    /// Appends an auth-log entry and hands it to live followers.
+    pub async fn journal(&self, entry: store::AuthLog) -> Result<(), store::StoreError> {
+        self.store.append_log(&entry).await?;
+        let _ = self.feed.send(entry);
+        Ok(())
     }
 
     /// The same app reading time from `clock` (tests move time with it).
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.started = clock.now();
         self.clock = clock;
         self
     }
@@ -196,11 +218,13 @@ pub async fn run(app: App) -> anyhow::Result<()> {
             tracing::error!(error = %e, "HSM unavailable at start; serving 503 until it recovers")
         }
     }
+    let admin = admin::Listener::bind(&app.config.admin)?;
     tracing::info!(%local, "arclockd listening on https://{local}");
     println!("arclockd listening on https://{local}");
     let (tx, rx) = tokio::sync::watch::channel(false);
     let app = Arc::new(app);
-    let server = tokio::spawn(http::serve(listener, Arc::clone(&app), rx));
+    let server = tokio::spawn(http::serve(listener, Arc::clone(&app), rx.clone()));
+    let admin = tokio::spawn(admin.serve(Arc::clone(&app), rx));
     let upkeep = tokio::spawn(upkeep(Arc::clone(&app)));
     let reload = tokio::spawn(reload_on_hangup(Arc::clone(&app)));
     shutdown_signal().await;
@@ -209,6 +233,7 @@ pub async fn run(app: App) -> anyhow::Result<()> {
     tracing::info!("shutting down");
     let _ = tx.send(true);
     server.await??;
+    admin.await?;
     Ok(())
 }
 

@@ -94,6 +94,7 @@ pub async fn delete(app: &App, req: Request<Incoming>) -> Answer {
     if !deleted {
         return Err(response::unauthorized());
     }
+    let _ = app.feed.send(entry);
     tracing::info!("account deleted");
     Ok(response::ok(
         StatusCode::OK,

@@ -21,6 +21,7 @@ use super::session::{self, Answer};
 use crate::App;
 use crate::http::response::{self, Body, bad_request, unavailable};
 use crate::identity::{Email, Name, UserId};
+use crate::metrics::{LockKind, Verdict};
 use crate::store::{
     Action, Credentials, FailureOutcome, LockPolicy, Millis, NewUser, Outcome, Subject, User,
     UserStatus, similarity_bucket,
@@ -101,7 +102,7 @@ pub async fn register(app: &App, req: Request<Incoming>) -> Answer {
 
 /// The lockout subject of an e-mail, whether or not an account has it, so that
 /// lockouts reveal nothing about which addresses exist.
-pub(super) fn email_subject(email: &Email) -> Subject {
+pub(crate) fn email_subject(email: &Email) -> Subject {
     let h = Sha256::digest(email.as_str().as_bytes());
     Subject::Account(UserId::stored(hex::encode(&h[..16])))
 }
@@ -164,6 +165,7 @@ pub async fn login(app: &App, req: Request<Incoming>, action: Action) -> Answer 
                 ..Event::ok(at, None, action)
             };
             journal::record(app, &client, e).await;
+            app.metrics.verdict(Verdict::Locked);
             return Err(locked(until, at));
         }
     }
@@ -206,6 +208,10 @@ pub async fn login(app: &App, req: Request<Incoming>, action: Action) -> Answer 
                 .map_err(|e| unavailable("the store", &e))?;
             if let FailureOutcome::LockedUntil(_) = out {
                 tracing::info!(action = action.as_str(), "lockout started");
+                app.metrics.lockout(match s {
+                    Subject::Account(_) => LockKind::Account,
+                    Subject::Ip(_) => LockKind::Ip,
+                });
             }
         }
         let bucket = user.as_ref().map(|_| similarity_bucket(similarity));
@@ -219,6 +225,7 @@ pub async fn login(app: &App, req: Request<Incoming>, action: Action) -> Answer 
             ..Event::failed(at, user_id.as_ref(), action, reason)
         };
         journal::record(app, &client, e).await;
+        app.metrics.verdict(Verdict::Reject);
         return Err(response::error(
             StatusCode::UNAUTHORIZED,
             "VERIFICATION_FAILED",
@@ -238,6 +245,7 @@ pub async fn login(app: &App, req: Request<Incoming>, action: Action) -> Answer 
         ..Event::ok(at, Some(&id), action)
     };
     journal::record(app, &client, e).await;
+    app.metrics.verdict(Verdict::Accept);
     let tokens = session::open(app, &id, at).await?;
     Ok(response::ok(
         StatusCode::OK,

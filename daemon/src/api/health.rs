@@ -8,6 +8,23 @@ use crate::App;
 use crate::http::response::{self, Body};
 
 pub async fn get(app: &App) -> Response<Body> {
+    let (down, data) = report(app).await;
+    if down.is_empty() {
+        response::ok(StatusCode::OK, "ArcLock is healthy", data)
+    } else {
+        response::error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "SERVICE_UNAVAILABLE",
+            "A dependency is unavailable",
+            &format!("down: {}", down.join(", ")),
+            Some(data),
+        )
+    }
+}
+
+/// Each dependency's state, checked now, and the names of those that are down
+/// (also the operator console's dependency view).
+pub(crate) async fn report(app: &App) -> (Vec<&'static str>, serde_json::Value) {
     let (hsm, store) = tokio::join!(app.hsm.status(), app.store.health());
     let hsm = match hsm {
         Ok(s) if s.kek_versions.is_empty() => {
@@ -33,7 +50,7 @@ pub async fn get(app: &App) -> Response<Body> {
         "embeddingDim": m.embedding_dim,
     });
     let deps = json!({"hsm": hsm, "store": store, "models": models});
-    let down: Vec<&str> = ["hsm", "store", "models"]
+    let down: Vec<&'static str> = ["hsm", "store", "models"]
         .into_iter()
         .filter(|k| deps[*k]["status"] != "ok")
         .collect();
@@ -42,15 +59,5 @@ pub async fn get(app: &App) -> Response<Body> {
         "version": env!("CARGO_PKG_VERSION"),
         "dependencies": deps,
     });
-    if down.is_empty() {
-        response::ok(StatusCode::OK, "ArcLock is healthy", data)
-    } else {
-        response::error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "SERVICE_UNAVAILABLE",
-            "A dependency is unavailable",
-            &format!("down: {}", down.join(", ")),
-            Some(data),
-        )
-    }
+    (down, data)
 }

@@ -55,7 +55,7 @@ pub fn entry(client: &ClientInfo, e: &Event<'_>) -> AuthLog {
 }
 
 pub async fn record(app: &App, client: &ClientInfo, e: Event<'_>) {
-    if let Err(err) = app.store.append_log(&entry(client, &e)).await {
+    if let Err(err) = app.journal(entry(client, &e)).await {
         tracing::warn!(error = %err, action = e.action.as_str(), "auth log not written");
     }
 }

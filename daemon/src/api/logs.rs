@@ -28,12 +28,7 @@ fn filter<B>(req: &Request<B>, listing: Listing) -> Result<LogFilter, Response<B
         limit: 20,
         ..LogFilter::default()
     };
-    let mut seen = Vec::new();
-    let query = req.uri().query().unwrap_or("");
-    for (k, v) in form_urlencoded::parse(query.as_bytes()) {
-        if seen.contains(&k) {
-            return Err(bad_request(&format!("query parameter {k} appears twice")));
-        }
+    for (k, v) in params(req.uri().query()).map_err(|e| bad_request(&e))? {
         let bad = |what: &str| bad_request(&format!("query parameter {k}: {what}"));
         match (listing, k.as_ref()) {
             (_, "limit") => {
@@ -59,14 +54,8 @@ fn filter<B>(req: &Request<B>, listing: Listing) -> Result<LogFilter, Response<B
             (Listing::Auth, "status") => {
                 f.outcome = Some(Outcome::parse(&v).map_err(|_| bad("unknown status"))?);
             }
-            _ => {
-                return Err(bad_request(&format!(
-                    "unknown query parameter {}",
-                    k.chars().take(64).collect::<String>()
-                )));
-            }
+            _ => return Err(bad_request(&unknown(&k))),
         }
-        seen.push(k);
     }
     if listing == Listing::Failures {
         f.outcome = Some(Outcome::Failure);
@@ -74,8 +63,30 @@ fn filter<B>(req: &Request<B>, listing: Listing) -> Result<LogFilter, Response<B
     Ok(f)
 }
 
+/// A query string's pairs, decoded; a parameter given twice is an error
+/// (which one would win is exactly what an attacker probes).
+pub(crate) fn params(query: Option<&str>) -> Result<Vec<(String, String)>, String> {
+    let mut pairs: Vec<(String, String)> = Vec::new();
+    for (k, v) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+        if pairs.iter().any(|(seen, _)| *seen == k) {
+            return Err(format!("query parameter {} appears twice", clip(&k)));
+        }
+        pairs.push((k.into_owned(), v.into_owned()));
+    }
+    Ok(pairs)
+}
+
+/// The message for a parameter nobody asked for (its name cut to 64 chars).
+pub(crate) fn unknown(k: &str) -> String {
+    format!("unknown query parameter {}", clip(k))
+}
+
+fn clip(k: &str) -> String {
+    k.chars().take(64).collect()
+}
+
 /// RFC 3339 or milliseconds since the epoch.
-fn time(s: &str) -> Option<Millis> {
+pub(crate) fn time(s: &str) -> Option<Millis> {
     if let Ok(ms) = s.parse::<Millis>() {
         return Some(ms);
     }

@@ -7,13 +7,13 @@
 #![allow(clippy::result_large_err)]
 
 mod account;
-mod auth;
-mod health;
+pub(crate) mod auth;
+pub(crate) mod health;
 mod intake;
 mod journal;
 mod keys;
 pub mod limits;
-mod logs;
+pub(crate) mod logs;
 mod session;
 
 use std::net::SocketAddr;
@@ -121,56 +121,72 @@ pub fn routes() -> impl Iterator<Item = (&'static str, &'static str)> {
 pub const OPENAPI: &str = include_str!("../../openapi.json");
 
 /// Routes one request.
-pub async fn handle(app: Arc<App>, mut req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+pub async fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    let started = std::time::Instant::now();
+    let (route, resp) = dispatch(&app, req, peer).await;
+    app.metrics
+        .request(route, resp.status().as_u16(), started.elapsed());
+    resp
+}
+
+/// The route's label for metrics (from the table, never the raw path) and
+/// the answer.
+async fn dispatch(
+    app: &Arc<App>,
+    mut req: Request<Incoming>,
+    peer: SocketAddr,
+) -> (&'static str, Response<Body>) {
     req.extensions_mut().insert(peer);
     let path = req.uri().path().to_string();
     let found = ROUTES
         .iter()
         .find(|(m, p, _, _)| *p == path && m == req.method());
-    let Some((_, _, endpoint, class)) = found else {
-        let allowed: Vec<&str> = ROUTES
-            .iter()
-            .filter(|(_, p, _, _)| *p == path)
-            .map(|(m, _, _, _)| m.as_str())
-            .collect();
-        return response::secure(if allowed.is_empty() {
-            response::error(
-                StatusCode::NOT_FOUND,
-                "NOT_FOUND",
-                "Route not found",
-                "no such route",
-                None,
-            )
-        } else {
-            method_not_allowed(&allowed.join(", "))
-        });
+    let Some((_, route, endpoint, class)) = found else {
+        let same_path: Vec<&(Method, &str, Endpoint, Option<Class>)> =
+            ROUTES.iter().filter(|(_, p, _, _)| *p == path).collect();
+        let allowed: Vec<&str> = same_path.iter().map(|(m, _, _, _)| m.as_str()).collect();
+        let route = same_path.first().map_or("unmatched", |(_, p, _, _)| *p);
+        return (
+            route,
+            response::secure(if allowed.is_empty() {
+                response::error(
+                    StatusCode::NOT_FOUND,
+                    "NOT_FOUND",
+                    "Route not found",
+                    "no such route",
+                    None,
+                )
+            } else {
+                method_not_allowed(&allowed.join(", "))
+            }),
+        );
     };
     let standing = match class {
         Some(class) => match app.limits.check(*class, peer.ip()) {
             Ok(s) => s,
-            Err(refused) => return response::secure(refused),
+            Err(refused) => return (route, response::secure(refused)),
         },
         None => None,
     };
     let mut resp = match endpoint {
-        Endpoint::Register => either(auth::register(&app, req).await),
-        Endpoint::Login => either(auth::login(&app, req, Action::Login).await),
-        Endpoint::VerifyFace => either(auth::login(&app, req, Action::VerifyFace).await),
-        Endpoint::Refresh => either(session::refresh(&app, req).await),
-        Endpoint::Logout => either(session::logout(&app, req).await),
-        Endpoint::ProfileGet => either(account::get(&app, req).await),
-        Endpoint::ProfilePut => either(account::put(&app, req).await),
-        Endpoint::Delete => either(account::delete(&app, req).await),
-        Endpoint::LogsAuth => either(logs::list(&app, req, logs::Listing::Auth).await),
-        Endpoint::LogsFailures => either(logs::list(&app, req, logs::Listing::Failures).await),
-        Endpoint::Health => health::get(&app).await,
-        Endpoint::Jwks => keys::jwks(&app).await,
+        Endpoint::Register => either(auth::register(app, req).await),
+        Endpoint::Login => either(auth::login(app, req, Action::Login).await),
+        Endpoint::VerifyFace => either(auth::login(app, req, Action::VerifyFace).await),
+        Endpoint::Refresh => either(session::refresh(app, req).await),
+        Endpoint::Logout => either(session::logout(app, req).await),
+        Endpoint::ProfileGet => either(account::get(app, req).await),
+        Endpoint::ProfilePut => either(account::put(app, req).await),
+        Endpoint::Delete => either(account::delete(app, req).await),
+        Endpoint::LogsAuth => either(logs::list(app, req, logs::Listing::Auth).await),
+        Endpoint::LogsFailures => either(logs::list(app, req, logs::Listing::Failures).await),
+        Endpoint::Health => health::get(app).await,
+        Endpoint::Jwks => keys::jwks(app).await,
         Endpoint::OpenApi => keys::openapi(),
     };
     if let Some(s) = standing {
         limits::annotate(&mut resp, &s);
     }
-    response::secure(resp)
+    (route, response::secure(resp))
 }
 
 fn either(r: Result<Response<Body>, Response<Body>>) -> Response<Body> {

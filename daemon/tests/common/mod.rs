@@ -89,6 +89,7 @@ impl Instance {
             ("ARCLOCK_MODELS_INTRA_THREADS", "1".into()),
             ("ARCLOCK_LIMITS_GENERAL", "0".into()),
             ("ARCLOCK_LIMITS_AUTH", "0".into()),
+            ("ARCLOCK_ADMIN_SOCKET", p("admin.sock")),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))

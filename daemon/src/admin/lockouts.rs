@@ -1,0 +1,133 @@
+//! Lockouts in force, and lifting them.
+//!
+//! An account lockout is keyed by a hash of the e-mail (so that lockouts of
+//! addresses without an account look like any other); to show operators whose
+//! it is, the hashes are matched against the accounts' e-mails. One that
+//! matches none is an address with no account, shown as such.
+
+use std::collections::HashMap;
+
+use http::Request;
+use hyper::body::Incoming;
+use serde_json::json;
+
+use super::{Answer, Operator, audit, bad_request, json_body, not_found, ok, unavailable};
+use crate::App;
+use crate::api::auth::email_subject;
+use crate::http::response::timestamp;
+use crate::identity::UserId;
+use crate::store::{Outcome, Subject, User};
+
+/// Accounts scanned to name locked e-mails, at most (an appliance-sized
+/// directory; beyond it, lockouts show their hash only).
+const SCAN_USERS: usize = 100_000;
+
+/// The accounts whose e-mail hash is one of `keys`.
+async fn owners(
+    app: &App,
+    keys: &[&UserId],
+) -> Result<HashMap<UserId, User>, crate::store::StoreError> {
+    let mut found = HashMap::new();
+    let mut after = None;
+    let mut scanned = 0;
+    while found.len() < keys.len() && scanned < SCAN_USERS {
+        let page = app.store.list_users(after.as_ref(), 500).await?;
+        let Some(last) = page.last() else { break };
+        after = Some(last.id.clone());
+        scanned += page.len();
+        for u in page {
+            if let Subject::Account(h) = email_subject(&u.email)
+                && keys.contains(&&h)
+            {
+                found.insert(h, u);
+            }
+        }
+    }
+    Ok(found)
+}
+
+pub async fn list(app: &App) -> Answer {
+    let now = app.clock.now();
+    let locks = app
+        .store
+        .lockouts(now)
+        .await
+        .map_err(|e| unavailable("the store", &e))?;
+    let keys: Vec<&UserId> = locks
+        .iter()
+        .filter_map(|(s, _)| match s {
+            Subject::Account(h) => Some(h),
+            Subject::Ip(_) => None,
+        })
+        .collect();
+    let owners = owners(app, &keys)
+        .await
+        .map_err(|e| unavailable("the store", &e))?;
+    let rows: Vec<_> = locks
+        .iter()
+        .map(|(s, until)| {
+            let (kind, key, user) = match s {
+                Subject::Account(h) => ("account", h.to_string(), owners.get(h)),
+                Subject::Ip(ip) => ("ip", ip.clone(), None),
+            };
+            json!({
+                "kind": kind,
+                "key": key,
+                "email": user.map(|u| u.email.as_str()),
+                "userId": user.map(|u| u.id.as_str()),
+                "until": timestamp(*until),
+                "secondsLeft": ((until - now).max(0) + 999) / 1000,
+            })
+        })
+        .collect();
+    Ok(ok("lockouts in force", json!({"lockouts": rows})))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Unlock {
+    kind: String,
+    key: String,
+}
+
+pub async fn unlock(app: &App, req: Request<Incoming>, op: Operator) -> Answer {
+    let body: Unlock = json_body(req).await?;
+    let subject = match body.kind.as_str() {
+        "account" => Subject::Account(
+            UserId::parse(&body.key)
+                .ok_or_else(|| bad_request("key: not an account lockout key"))?,
+        ),
+        "ip" => Subject::Ip(
+            body.key
+                .parse::<std::net::IpAddr>()
+                .map_err(|_| bad_request("key: not an IP address"))?
+                .to_string(),
+        ),
+        _ => return Err(bad_request("kind: must be \"account\" or \"ip\"")),
+    };
+    let lifted = app
+        .store
+        .unlock(&subject)
+        .await
+        .map_err(|e| unavailable("the store", &e))?;
+    if !lifted {
+        return Err(not_found("No such lockout"));
+    }
+    let owner = match &subject {
+        Subject::Account(h) => owners(app, &[h])
+            .await
+            .ok()
+            .and_then(|mut m| m.remove(h))
+            .map(|u| u.id),
+        Subject::Ip(_) => None,
+    };
+    let what = match &subject {
+        Subject::Account(_) => "unlock account".to_string(),
+        Subject::Ip(ip) => format!("unlock ip {ip}"),
+    };
+    audit(app, op, owner.as_ref(), &what, Outcome::Success).await;
+    Ok(ok(
+        "lockout lifted",
+        json!({"kind": body.kind, "key": body.key}),
+    ))
+}

@@ -1,0 +1,165 @@
+//! The auth log for operators: search over everything the store holds, and a
+//! live stream of what this daemon writes from now on.
+//!
+//! The stream is JSON lines (`application/x-ndjson`): `{"type":"log","entry":..}`
+//! per entry, `{"type":"heartbeat","at":..}` every 5 s (so a client notices a
+//! dead daemon), and `{"type":"lagged","skipped":n}` if the client fell more
+//! than 1024 entries behind. Entries written by other daemons sharing a
+//! MongoDB store are not streamed; search finds them.
+
+use std::time::Duration;
+
+use http::{HeaderValue, Request, Response, header};
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::{Bytes, Frame, Incoming};
+use serde_json::json;
+use tokio::sync::broadcast::error::RecvError;
+
+use super::{AdminBody, Answer, bad_request, ok, unavailable};
+use crate::App;
+use crate::api::logs::{params, time, unknown};
+use crate::http::response::timestamp;
+use crate::identity::{Email, UserId};
+use crate::store::{Action, AuthLog, LogCursor, LogFilter, Outcome};
+
+/// An entry for operators: everything the store keeps (which is never more
+/// than a similarity bucket, an address and a device string).
+pub(super) fn entry_json(l: &AuthLog) -> serde_json::Value {
+    json!({
+        "id": l.id,
+        "at": timestamp(l.at),
+        "atMs": l.at,
+        "userId": l.user_id,
+        "action": l.action.as_str(),
+        "outcome": l.outcome.as_str(),
+        "reason": l.reason,
+        "similarityBucket": l.similarity_bucket,
+        "ip": l.client_ip,
+        "device": l.user_agent,
+    })
+}
+
+/// The query, strictly: unknown or repeated parameters are 400. `paged`
+/// allows `limit` and `cursor` (search), not the stream.
+async fn filter(
+    app: &App,
+    req: &Request<Incoming>,
+    paged: bool,
+) -> Result<LogFilter, Response<AdminBody>> {
+    let mut f = LogFilter {
+        limit: 100,
+        ..LogFilter::default()
+    };
+    for (k, v) in params(req.uri().query()).map_err(|e| bad_request(&e))? {
+        let bad = |what: &str| bad_request(&format!("query parameter {k}: {what}"));
+        match k.as_str() {
+            "limit" if paged => {
+                f.limit = v
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| (1..=1000).contains(n))
+                    .ok_or_else(|| bad("must be 1..=1000"))?;
+            }
+            "cursor" if paged => {
+                f.before = Some(LogCursor::decode(&v).ok_or_else(|| bad("not a cursor"))?)
+            }
+            "since" => f.since = Some(time(&v).ok_or_else(|| bad("not a time"))?),
+            "until" => f.until = Some(time(&v).ok_or_else(|| bad("not a time"))?),
+            "outcome" => f.outcome = Some(Outcome::parse(&v).map_err(|_| bad("unknown outcome"))?),
+            "action" => f.action = Some(Action::parse(&v).map_err(|_| bad("unknown action"))?),
+            "ip" => {
+                let ip: std::net::IpAddr = v.parse().map_err(|_| bad("not an IP address"))?;
+                f.client_ip = Some(ip.to_string());
+            }
+            "user" => f.user_id = Some(user(app, &v).await?),
+            _ => return Err(bad_request(&unknown(&k))),
+        }
+    }
+    Ok(f)
+}
+
+/// A user named by id or by e-mail address.
+async fn user(app: &App, v: &str) -> Result<UserId, Response<AdminBody>> {
+    if let Some(id) = UserId::parse(v) {
+        return Ok(id);
+    }
+    let email =
+        Email::parse(v).map_err(|_| bad_request("user: neither a user id nor an e-mail"))?;
+    app.store
+        .user_by_email(&email)
+        .await
+        .map_err(|e| unavailable("the store", &e))?
+        .map(|u| u.id)
+        .ok_or_else(|| super::not_found("No account has this e-mail"))
+}
+
+pub async fn search(app: &App, req: &Request<Incoming>) -> Answer {
+    let f = filter(app, req, true).await?;
+    let page = app
+        .store
+        .logs(&f)
+        .await
+        .map_err(|e| unavailable("the store", &e))?;
+    let logs: Vec<_> = page.entries.iter().map(entry_json).collect();
+    Ok(ok(
+        "log entries",
+        json!({"logs": logs, "nextCursor": page.next.map(|c| c.encode())}),
+    ))
+}
+
+fn matches(f: &LogFilter, l: &AuthLog) -> bool {
+    f.user_id
+        .as_ref()
+        .is_none_or(|u| l.user_id.as_ref() == Some(u))
+        && f.action.is_none_or(|a| a == l.action)
+        && f.outcome.is_none_or(|o| o == l.outcome)
+        && f.client_ip
+            .as_ref()
+            .is_none_or(|ip| l.client_ip.as_ref() == Some(ip))
+        && f.since.is_none_or(|t| l.at >= t)
+        && f.until.is_none_or(|t| l.at < t)
+}
+
+fn line(v: serde_json::Value) -> Bytes {
+    let mut b = serde_json::to_vec(&v).unwrap_or_default();
+    b.push(b'\n');
+    Bytes::from(b)
+}
+
+/// Follows the feed until the client goes away.
+pub async fn stream(app: &App, req: &Request<Incoming>) -> Answer {
+    let f = filter(app, req, false).await?;
+    let mut feed = app.feed.subscribe();
+    let clock = std::sync::Arc::clone(&app.clock);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(64);
+    tokio::spawn(async move {
+        let mut beat = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            let out = tokio::select! {
+                got = feed.recv() => match got {
+                    Ok(l) if matches(&f, &l) => line(json!({"type": "log", "entry": entry_json(&l)})),
+                    Ok(_) => continue,
+                    Err(RecvError::Lagged(n)) => line(json!({"type": "lagged", "skipped": n})),
+                    Err(RecvError::Closed) => break,
+                },
+                _ = beat.tick() => line(json!({"type": "heartbeat", "at": timestamp(clock.now())})),
+            };
+            if tx.send(out).await.is_err() {
+                break;
+            }
+        }
+    });
+    let frames = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|b| (Ok::<_, std::convert::Infallible>(Frame::data(b)), rx))
+    });
+    let mut r = Response::new(StreamBody::new(frames).boxed_unsync());
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-ndjson"),
+    );
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(r)
+}

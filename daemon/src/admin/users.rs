@@ -1,0 +1,107 @@
+//! Accounts for operators: listed without any biometric data (the store
+//! returns none here), disabled, enabled or deleted.
+
+use http::Request;
+use hyper::body::Incoming;
+use serde_json::json;
+
+use super::{Answer, Operator, audit, bad_request, not_found, ok, unavailable, user_id};
+use crate::App;
+use crate::api::logs::{params, unknown};
+use crate::http::response::timestamp;
+use crate::identity::UserId;
+use crate::store::{Action, AuthLog, Outcome, User, UserStatus};
+
+fn user_json(u: &User) -> serde_json::Value {
+    json!({
+        "id": u.id,
+        "name": u.name.as_str(),
+        "email": u.email.as_str(),
+        "status": u.status,
+        "createdAt": timestamp(u.created_at),
+    })
+}
+
+/// `?after=<id>&limit=1..=500` (default 100), in id order.
+pub async fn list(app: &App, req: &Request<Incoming>) -> Answer {
+    let (mut after, mut limit) = (None, 100usize);
+    for (k, v) in params(req.uri().query()).map_err(|e| bad_request(&e))? {
+        match k.as_str() {
+            "after" => after = Some(user_id(&v)?),
+            "limit" => {
+                limit = v
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=500).contains(n))
+                    .ok_or_else(|| bad_request("limit: must be 1..=500"))?
+            }
+            _ => return Err(bad_request(&unknown(&k))),
+        }
+    }
+    let users = app
+        .store
+        .list_users(after.as_ref(), limit + 1)
+        .await
+        .map_err(|e| unavailable("the store", &e))?;
+    let more = users.len() > limit;
+    let page = &users[..users.len().min(limit)];
+    let next = more.then(|| page.last().map(|u| u.id.clone())).flatten();
+    Ok(ok(
+        "users",
+        json!({"users": page.iter().map(user_json).collect::<Vec<_>>(), "next": next}),
+    ))
+}
+
+/// Disabling takes effect at once: sign-in treats the account as unknown and
+/// `authenticate` refuses its outstanding access tokens.
+pub async fn set_status(app: &App, id: &str, enable: bool, op: Operator) -> Answer {
+    let id = user_id(id)?;
+    let status = if enable {
+        UserStatus::Active
+    } else {
+        UserStatus::Disabled
+    };
+    let found = app
+        .store
+        .set_status(&id, status)
+        .await
+        .map_err(|e| unavailable("the store", &e))?;
+    if !found {
+        return Err(not_found("No such user"));
+    }
+    let what = if enable {
+        "enable account"
+    } else {
+        "disable account"
+    };
+    audit(app, op, Some(&id), what, Outcome::Success).await;
+    Ok(ok(what, json!({"id": id, "status": status})))
+}
+
+/// The same crypto-shredding as the user's own deletion; the log keeps an
+/// anonymous entry naming the operator.
+pub async fn delete(app: &App, id: &str, op: Operator) -> Answer {
+    let id: UserId = user_id(id)?;
+    let entry = AuthLog {
+        id: String::new(),
+        at: app.clock.now(),
+        user_id: None,
+        action: Action::Admin,
+        outcome: Outcome::Success,
+        reason: Some(format!("delete account by operator uid {}", op.uid)),
+        similarity_bucket: None,
+        client_ip: None,
+        user_agent: Some(format!("admin-socket uid={}", op.uid)),
+    };
+    let deleted = app
+        .store
+        .delete_user(&id, &entry)
+        .await
+        .map_err(|e| unavailable("the store", &e))?;
+    if !deleted {
+        return Err(not_found("No such user"));
+    }
+    tracing::info!(target: "audit", uid = op.uid, pid = ?op.pid, action = "delete account", "operator action");
+    let _ = app.feed.send(entry);
+    Ok(ok("account deleted", json!({"id": id})))
+}

@@ -1,0 +1,357 @@
+//! The admin socket end to end: the real daemon, its real Unix socket, the
+//! console's own client; lockouts made by real failed face logins over TLS.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+use std::time::Duration;
+
+use arclock_console::model::StreamEvent;
+use arclock_console::{Client, ClientError, LogQuery};
+use common::{Daemon, Instance, lfw_base64 as photo};
+use serde_json::{Value, json};
+
+async fn post(d: &Daemon, path: &str, body: Value) -> (u16, Value) {
+    let r = d
+        .client
+        .post(format!("{}{path}", d.url))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+async fn login(d: &Daemon, email: &str, who: (&str, u32)) -> (u16, Value) {
+    post(
+        d,
+        "/api/auth/login",
+        json!({"email": email, "imageBase64": photo(who.0, who.1)}),
+    )
+    .await
+}
+
+fn refused(e: ClientError) -> (u16, String) {
+    match e {
+        ClientError::Refused { status, code, .. } => (status, code),
+        other => panic!("expected a refusal, got {other}"),
+    }
+}
+
+/// The socket is 0660 and only operators get answers: a uid that can open
+/// the file (mode widened by the test) is still refused by SO_PEERCRED.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_operators_are_answered() {
+    let inst = Instance::new();
+    inst.provision();
+    let _d = inst.start();
+    let socket = inst.path("admin.sock");
+    let mode = std::fs::metadata(&socket).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o660, "socket mode {mode:o}");
+    let client = Client::new(&socket);
+    assert_eq!(client.health().await.unwrap().status, "ok");
+
+    if nix_uid() != 0 {
+        eprintln!("not root: cannot run a client as another uid; peer-uid refusal untested here");
+        return;
+    }
+    // As nobody, through the file mode as set by the daemon: no connection.
+    let as_nobody = |socket: &std::path::Path| {
+        Command::new("curl")
+            .args(["-sS", "--max-time", "5", "--unix-socket"])
+            .arg(socket)
+            .arg("http://arclockd/v1/health")
+            .uid(65534)
+            .gid(65534)
+            .output()
+            .unwrap()
+    };
+    std::fs::set_permissions(inst.path(""), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = as_nobody(&socket);
+    assert!(!out.status.success(), "nobody connected through mode 0660");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("ermission denied")
+            || String::from_utf8_lossy(&out.stderr).contains("Couldn't connect"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // With the file opened to everyone, the daemon itself refuses the uid.
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let out = as_nobody(&socket);
+    let body: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(body["code"], "FORBIDDEN", "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("uid 65534"),
+        "{body}"
+    );
+    assert!(body.get("data").is_none(), "a refusal leaks data: {body}");
+    // And the operator still is.
+    assert_eq!(client.health().await.unwrap().status, "ok");
+    let log = std::fs::read_to_string(inst.path("daemon.log")).unwrap();
+    assert!(log.contains("not an operator"), "refusal not logged");
+}
+
+fn nix_uid() -> u32 {
+    // Our own real uid, from /proc (no libc in the tests).
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// Lockouts from real failed logins appear, with the account's e-mail; the
+/// live stream and search see the attempts; unlock lets the next login in;
+/// disable, enable, KEK rotation and deletion work and are audited; metrics
+/// count it all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lockouts_users_keys_logs_and_metrics() {
+    let inst = Instance::new();
+    inst.provision();
+    let d = inst.start();
+    let admin = Client::new(inst.path("admin.sock"));
+    let mut stream = admin.stream(&LogQuery::default()).await.unwrap();
+
+    let email = "grace@example.org";
+    let (s, reg) = post(
+        &d,
+        "/api/auth/register",
+        json!({"name": "Grace", "email": email, "imageBase64": photo("Aaron_Peirsol", 1)}),
+    )
+    .await;
+    assert_eq!(s, 201, "{reg}");
+    let id = reg["data"]["user"]["id"].as_str().unwrap().to_string();
+    for _ in 0..5 {
+        assert_eq!(login(&d, email, ("Adam_Sandler", 1)).await.0, 401);
+    }
+    let (s, body) = login(&d, email, ("Aaron_Peirsol", 2)).await;
+    assert_eq!((s, body["code"].as_str()), (429, Some("ACCOUNT_LOCKED")));
+
+    // The stream saw register, 5 failures and the locked attempt, in order.
+    let mut seen = Vec::new();
+    while seen.len() < 7 {
+        match tokio::time::timeout(Duration::from_secs(10), stream.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap()
+        {
+            StreamEvent::Log { entry } => seen.push(format!("{}:{}", entry.action, entry.outcome)),
+            StreamEvent::Heartbeat { .. } | StreamEvent::Lagged { .. } => {}
+        }
+    }
+    assert_eq!(seen[0], "register:success");
+    assert!(seen[1..6].iter().all(|s| s == "login:failure"), "{seen:?}");
+    assert_eq!(seen[6], "login:locked");
+
+    // Search by e-mail and outcome.
+    let failures = admin
+        .logs(&LogQuery {
+            user: Some(email.into()),
+            outcome: Some("failure".into()),
+            ..LogQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(failures.len(), 5);
+    assert!(
+        failures
+            .iter()
+            .all(|l| l.user_id.as_deref() == Some(id.as_str()))
+    );
+    let by_ip = admin
+        .logs(&LogQuery {
+            ip: Some("127.0.0.1".into()),
+            limit: Some(3),
+            ..LogQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(by_ip.len(), 3);
+
+    // Both lockouts, the account named by its e-mail.
+    let locks = admin.lockouts().await.unwrap();
+    assert_eq!(locks.len(), 2, "{locks:?}");
+    let acct = locks.iter().find(|l| l.kind == "account").unwrap();
+    assert_eq!(acct.email.as_deref(), Some(email));
+    assert!(acct.seconds_left > 800);
+    let ip = locks.iter().find(|l| l.kind == "ip").unwrap();
+    assert_eq!(ip.key, "127.0.0.1");
+
+    // Unlocking one is not enough (the address is locked too) ...
+    admin.unlock("account", &acct.key).await.unwrap();
+    assert_eq!(login(&d, email, ("Aaron_Peirsol", 2)).await.0, 429);
+    // ... both, and the next login with the right face is in.
+    admin.unlock("ip", "127.0.0.1").await.unwrap();
+    let (s, body) = login(&d, email, ("Aaron_Peirsol", 2)).await;
+    assert_eq!(s, 200, "{body}");
+    let token = body["data"]["tokens"]["accessToken"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(admin.lockouts().await.unwrap().is_empty());
+    assert_eq!(
+        refused(admin.unlock("ip", "127.0.0.1").await.unwrap_err()),
+        (404, "NOT_FOUND".into())
+    );
+    assert_eq!(
+        refused(admin.unlock("door", "x").await.unwrap_err()),
+        (400, "VALIDATION_ERROR".into())
+    );
+
+    // Users: no biometric field at all; disable stops login and live tokens.
+    let users = admin.users(10).await.unwrap();
+    assert_eq!(users.len(), 1);
+    assert_eq!(
+        (users[0].email.as_str(), users[0].status.as_str()),
+        (email, "active")
+    );
+    let raw = d
+        .client
+        .get(format!("{}/api/user/profile", d.url))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(raw.status(), 200);
+    admin.set_enabled(&id, false).await.unwrap();
+    assert_eq!(login(&d, email, ("Aaron_Peirsol", 2)).await.0, 401);
+    let raw = d
+        .client
+        .get(format!("{}/api/user/profile", d.url))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(raw.status(), 401, "a disabled user's token still works");
+    admin.set_enabled(&id, true).await.unwrap();
+    assert_eq!(login(&d, email, ("Aaron_Peirsol", 2)).await.0, 200);
+    assert_eq!(
+        refused(admin.set_enabled(&"0".repeat(32), false).await.unwrap_err()),
+        (404, "NOT_FOUND".into())
+    );
+    assert_eq!(
+        refused(admin.set_enabled("../etc", false).await.unwrap_err()).0,
+        400
+    );
+
+    // KEK rotation re-wraps the key; the face still opens its template.
+    let rot = admin.rotate_kek().await.unwrap();
+    assert_eq!((rot.version, rot.rewrapped, rot.failed), (2, 1, 0));
+    assert_eq!(admin.health().await.unwrap().keys.kek_versions, vec![1, 2]);
+    assert_eq!(login(&d, email, ("Aaron_Peirsol", 2)).await.0, 200);
+    let again = admin.rotate_kek().await.unwrap();
+    assert_eq!((again.version, again.rewrapped), (3, 1));
+
+    // Metrics count what happened, by route, outcome and lockout kind.
+    let m = admin.metrics().await.unwrap();
+    for want in [
+        r#"arclock_verifications_total{outcome="accept"} 3"#,
+        r#"arclock_verifications_total{outcome="reject"} 6"#,
+        r#"arclock_verifications_total{outcome="locked"} 2"#,
+        r#"arclock_lockouts_total{subject="account"} 1"#,
+        r#"arclock_lockouts_total{subject="ip"} 1"#,
+        r#"arclock_lockouts_active{subject="account"} 0"#,
+        r#"arclock_http_requests_total{route="/api/auth/login",status="429"} 2"#,
+        r#"arclock_http_requests_total{route="/api/auth/register",status="201"} 1"#,
+        r#"arclock_http_request_duration_seconds_count{route="/api/auth/login"} 11"#,
+    ] {
+        assert!(m.contains(want), "missing {want} in\n{m}");
+    }
+    assert!(
+        !m.contains(email) && !m.contains(&id),
+        "metrics name a user"
+    );
+    // Not on the public port.
+    let r = d
+        .client
+        .get(format!("{}/v1/metrics", d.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let r = d
+        .client
+        .get(format!("{}/metrics", d.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+
+    // Deletion, then every operator action is in the audit log with the uid.
+    admin.delete_user(&id).await.unwrap();
+    assert!(admin.users(10).await.unwrap().is_empty());
+    assert_eq!(login(&d, email, ("Aaron_Peirsol", 2)).await.0, 401);
+    let audit = admin
+        .logs(&LogQuery {
+            action: Some("admin".into()),
+            ..LogQuery::default()
+        })
+        .await
+        .unwrap();
+    let reasons: Vec<String> = audit.iter().filter_map(|l| l.reason.clone()).collect();
+    let uid = nix_uid();
+    for what in [
+        "unlock account",
+        "unlock ip 127.0.0.1",
+        "disable account",
+        "enable account",
+        "rotate KEK to v2 (1 re-wrapped, 0 failed)",
+        "delete account",
+    ] {
+        let want = format!("{what} by operator uid {uid}");
+        assert!(
+            reasons.contains(&want),
+            "no audit entry {want:?} in {reasons:?}"
+        );
+    }
+}
+
+/// Bad admin requests are clear 4xx answers in the envelope.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_admin_requests_are_refused_clearly() {
+    let inst = Instance::new();
+    inst.provision();
+    let _d = inst.start();
+    let admin = Client::new(inst.path("admin.sock"));
+    let query = |set: fn(&mut LogQuery)| {
+        let mut q = LogQuery::default();
+        set(&mut q);
+        q
+    };
+    for (q, want) in [
+        (query(|q| q.outcome = Some("maybe".into())), "outcome"),
+        (query(|q| q.ip = Some("not-an-ip".into())), "ip"),
+        (query(|q| q.since = Some("yesterday".into())), "since"),
+        (query(|q| q.limit = Some(5000)), "limit"),
+        (
+            query(|q| q.user = Some("nobody@example.org".into())),
+            "e-mail",
+        ),
+    ] {
+        let err = admin.logs(&q).await.unwrap_err();
+        let text = err.to_string();
+        assert!(
+            matches!(
+                err,
+                ClientError::Refused {
+                    status: 400 | 404,
+                    ..
+                }
+            ),
+            "{q:?}: {text}"
+        );
+        assert!(text.to_lowercase().contains(want), "{q:?}: {text}");
+    }
+    let gone = Client::new(inst.path("no-such.sock"));
+    assert!(matches!(
+        gone.health().await.unwrap_err(),
+        ClientError::Unreachable { .. }
+    ));
+}

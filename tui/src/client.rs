@@ -1,0 +1,347 @@
+//! The admin socket client: HTTP/1.1 over a Unix socket, one connection per
+//! request (operators are few, and a fresh connection notices a restarted
+//! daemon at once), answers in the public API's envelope.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use http::{Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Bytes, Incoming};
+use hyper_util::rt::TokioIo;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+use crate::model::{Health, Lockout, LogEntry, Rotation, StreamEvent, User};
+
+/// Why a request to the daemon did not give an answer.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The socket is missing, refused, or the daemon went away mid-request.
+    #[error("cannot reach arclockd at {path}: {reason}")]
+    Unreachable { path: PathBuf, reason: String },
+    /// The daemon answered with an error (its message, e.g. "Not an operator").
+    #[error("{message} ({code}, HTTP {status})")]
+    Refused {
+        status: u16,
+        code: String,
+        message: String,
+    },
+    /// The answer does not have the expected shape (a version mismatch).
+    #[error("unexpected answer from arclockd: {0}")]
+    Protocol(String),
+}
+
+/// Requests that take longer than this count as an unreachable daemon.
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A handle on one daemon's admin socket.
+#[derive(Debug, Clone)]
+pub struct Client {
+    socket: PathBuf,
+}
+
+/// Filters for log search and the live stream (empty fields: any).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogQuery {
+    pub user: Option<String>,
+    pub outcome: Option<String>,
+    pub action: Option<String>,
+    pub ip: Option<String>,
+    pub since: Option<String>,
+    pub until: Option<String>,
+    pub limit: Option<usize>,
+}
+
+impl LogQuery {
+    fn encode(&self, paged: bool) -> String {
+        let mut q = Vec::new();
+        let fields = [
+            ("user", &self.user),
+            ("outcome", &self.outcome),
+            ("action", &self.action),
+            ("ip", &self.ip),
+            ("since", &self.since),
+            ("until", &self.until),
+        ];
+        for (k, v) in fields {
+            if let Some(v) = v {
+                q.push(format!("{k}={}", escape(v)));
+            }
+        }
+        if let (true, Some(n)) = (paged, self.limit) {
+            q.push(format!("limit={n}"));
+        }
+        if q.is_empty() {
+            String::new()
+        } else {
+            format!("?{}", q.join("&"))
+        }
+    }
+}
+
+/// Percent-encodes a query value (RFC 3986 unreserved characters pass).
+fn escape(v: &str) -> String {
+    v.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+impl Client {
+    pub fn new(socket: impl Into<PathBuf>) -> Self {
+        Client {
+            socket: socket.into(),
+        }
+    }
+
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    fn unreachable(&self, reason: impl std::fmt::Display) -> ClientError {
+        ClientError::Unreachable {
+            path: self.socket.clone(),
+            reason: reason.to_string(),
+        }
+    }
+
+    /// Sends one request and returns the answer's head and body stream.
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<http::Response<Incoming>, ClientError> {
+        let stream = tokio::net::UnixStream::connect(&self.socket)
+            .await
+            .map_err(|e| self.unreachable(e))?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| self.unreachable(e))?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let bytes = body.map(|b| b.to_string()).unwrap_or_default();
+        let req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(http::header::HOST, "arclockd")
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(Full::new(Bytes::from(bytes)))
+            .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        sender
+            .send_request(req)
+            .await
+            .map_err(|e| self.unreachable(e))
+    }
+
+    /// Status and whole body of one request, within [`TIMEOUT`].
+    async fn fetch(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<(StatusCode, Bytes), ClientError> {
+        let work = async {
+            let resp = self.send(method, path, body).await?;
+            let status = resp.status();
+            let bytes = resp
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| self.unreachable(e))?
+                .to_bytes();
+            Ok((status, bytes))
+        };
+        tokio::time::timeout(TIMEOUT, work)
+            .await
+            .map_err(|_| self.unreachable("timed out"))?
+    }
+
+    /// A whole JSON answer: `data` on success, the envelope's message otherwise.
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value, ClientError> {
+        let (status, bytes) = self.fetch(method, path, body).await?;
+        let v: Value = serde_json::from_slice(&bytes)
+            .map_err(|e| ClientError::Protocol(format!("HTTP {status}: {e}")))?;
+        if status.is_success() && v["success"] == json!(true) {
+            Ok(v["data"].clone())
+        } else {
+            Err(ClientError::Refused {
+                status: status.as_u16(),
+                code: v["code"].as_str().unwrap_or("UNKNOWN").to_string(),
+                message: v["message"].as_str().unwrap_or("error").to_string(),
+            })
+        }
+    }
+
+    async fn get<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        field: Option<&str>,
+    ) -> Result<T, ClientError> {
+        let data = self.call(Method::GET, path, None).await?;
+        let v = match field {
+            Some(f) => data[f].clone(),
+            None => data,
+        };
+        serde_json::from_value(v).map_err(|e| ClientError::Protocol(format!("{path}: {e}")))
+    }
+
+    pub async fn health(&self) -> Result<Health, ClientError> {
+        self.get("/v1/health", None).await
+    }
+
+    /// The Prometheus text exposition.
+    pub async fn metrics(&self) -> Result<String, ClientError> {
+        let (status, bytes) = self.fetch(Method::GET, "/v1/metrics", None).await?;
+        if status != StatusCode::OK {
+            return Err(ClientError::Refused {
+                status: status.as_u16(),
+                code: "METRICS".into(),
+                message: String::from_utf8_lossy(&bytes).chars().take(200).collect(),
+            });
+        }
+        String::from_utf8(bytes.to_vec()).map_err(|e| ClientError::Protocol(e.to_string()))
+    }
+
+    pub async fn lockouts(&self) -> Result<Vec<Lockout>, ClientError> {
+        self.get("/v1/lockouts", Some("lockouts")).await
+    }
+
+    /// The first `limit` accounts in id order.
+    pub async fn users(&self, limit: usize) -> Result<Vec<User>, ClientError> {
+        self.get(&format!("/v1/users?limit={limit}"), Some("users"))
+            .await
+    }
+
+    /// Newest first.
+    pub async fn logs(&self, q: &LogQuery) -> Result<Vec<LogEntry>, ClientError> {
+        self.get(&format!("/v1/logs{}", q.encode(true)), Some("logs"))
+            .await
+    }
+
+    pub async fn unlock(&self, kind: &str, key: &str) -> Result<(), ClientError> {
+        self.call(
+            Method::POST,
+            "/v1/lockouts/unlock",
+            Some(json!({"kind": kind, "key": key})),
+        )
+        .await
+        .map(drop)
+    }
+
+    pub async fn set_enabled(&self, user_id: &str, enabled: bool) -> Result<(), ClientError> {
+        let verb = if enabled { "enable" } else { "disable" };
+        self.call(
+            Method::POST,
+            &format!("/v1/users/{}/{verb}", escape(user_id)),
+            None,
+        )
+        .await
+        .map(drop)
+    }
+
+    pub async fn delete_user(&self, user_id: &str) -> Result<(), ClientError> {
+        self.call(
+            Method::DELETE,
+            &format!("/v1/users/{}", escape(user_id)),
+            None,
+        )
+        .await
+        .map(drop)
+    }
+
+    pub async fn rotate_kek(&self) -> Result<Rotation, ClientError> {
+        let data = self.call(Method::POST, "/v1/keys/rotate", None).await?;
+        serde_json::from_value(data).map_err(|e| ClientError::Protocol(e.to_string()))
+    }
+
+    /// Opens the live log; read it with [`LogStream::next`].
+    pub async fn stream(&self, q: &LogQuery) -> Result<LogStream, ClientError> {
+        let resp = tokio::time::timeout(
+            TIMEOUT,
+            self.send(
+                Method::GET,
+                &format!("/v1/logs/stream{}", q.encode(false)),
+                None,
+            ),
+        )
+        .await
+        .map_err(|_| self.unreachable("timed out"))??;
+        if resp.status() != StatusCode::OK {
+            return Err(ClientError::Refused {
+                status: resp.status().as_u16(),
+                code: "STREAM".into(),
+                message: "the daemon refused the log stream".into(),
+            });
+        }
+        Ok(LogStream {
+            body: resp.into_body(),
+            buf: Vec::new(),
+        })
+    }
+}
+
+/// The live log: one event per line, heartbeats included.
+pub struct LogStream {
+    body: Incoming,
+    buf: Vec<u8>,
+}
+
+/// A daemon that sends nothing (not even a heartbeat, every 5 s) this long
+/// is taken for gone.
+const SILENCE: Duration = Duration::from_secs(15);
+
+impl LogStream {
+    /// The next event; `None` when the daemon closed the stream or fell silent.
+    pub async fn next(&mut self) -> Option<Result<StreamEvent, ClientError>> {
+        loop {
+            if let Some(nl) = self.buf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = self.buf.drain(..=nl).collect();
+                return Some(
+                    serde_json::from_slice(&line).map_err(|e| ClientError::Protocol(e.to_string())),
+                );
+            }
+            if self.buf.len() > 1 << 20 {
+                return Some(Err(ClientError::Protocol("line longer than 1 MiB".into())));
+            }
+            let frame = tokio::time::timeout(SILENCE, self.body.frame())
+                .await
+                .ok()??;
+            if let Ok(data) = frame.ok()?.into_data() {
+                self.buf.extend_from_slice(&data);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queries_are_escaped_and_paged_only_for_search() {
+        let q = LogQuery {
+            user: Some("a+b@x.org".into()),
+            outcome: Some("failure".into()),
+            limit: Some(50),
+            ..LogQuery::default()
+        };
+        assert_eq!(
+            q.encode(true),
+            "?user=a%2Bb%40x.org&outcome=failure&limit=50"
+        );
+        assert_eq!(q.encode(false), "?user=a%2Bb%40x.org&outcome=failure");
+        assert_eq!(LogQuery::default().encode(true), "");
+    }
+}

@@ -1,0 +1,445 @@
+//! The console's state and what keys do to it. Nothing here draws or touches
+//! the terminal, so tests drive it directly: keys in, commands out, and a
+//! refresh against a real daemon.
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+
+use crate::client::{Client, ClientError, LogQuery};
+use crate::model::{Health, Lockout, LogEntry, StreamEvent, User};
+use crate::stats::{History, Sample};
+
+/// The four screens, in tab order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum View {
+    Dashboard,
+    Logs,
+    Lockouts,
+    Users,
+}
+
+impl View {
+    pub const ALL: [View; 4] = [View::Dashboard, View::Logs, View::Lockouts, View::Users];
+
+    pub fn title(self) -> &'static str {
+        match self {
+            View::Dashboard => "Dashboard",
+            View::Logs => "Live log",
+            View::Lockouts => "Lockouts",
+            View::Users => "Users",
+        }
+    }
+
+    /// Parses a view name (for `--snapshot`).
+    pub fn parse(s: &str) -> Option<View> {
+        match s {
+            "dashboard" => Some(View::Dashboard),
+            "logs" => Some(View::Logs),
+            "lockouts" => Some(View::Lockouts),
+            "users" => Some(View::Users),
+            _ => None,
+        }
+    }
+}
+
+/// Whether the daemon answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Link {
+    /// Not tried yet.
+    Connecting,
+    Up,
+    /// Unreachable since `since`; retried every refresh.
+    Down {
+        since: Instant,
+        reason: String,
+        attempts: u32,
+    },
+}
+
+/// Something the operator confirmed, to be sent to the daemon.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    Unlock {
+        kind: String,
+        key: String,
+        who: String,
+    },
+    Disable {
+        id: String,
+        email: String,
+    },
+    Enable {
+        id: String,
+        email: String,
+    },
+    Delete {
+        id: String,
+        email: String,
+    },
+    RotateKek,
+}
+
+impl Command {
+    /// The question the confirmation dialog asks.
+    pub fn prompt(&self) -> String {
+        match self {
+            Command::Unlock { kind, who, .. } => format!("Lift the {kind} lockout of {who}?"),
+            Command::Disable { email, .. } => format!("Disable {email}? Sign-in stops at once."),
+            Command::Enable { email, .. } => format!("Enable {email}?"),
+            Command::Delete { email, .. } => {
+                format!("Delete {email}? Template and key are destroyed; this cannot be undone.")
+            }
+            Command::RotateKek => {
+                "Create a new KEK version in the HSM and re-wrap every user's key?".into()
+            }
+        }
+    }
+}
+
+/// Entries kept in the live log view.
+const LOG_CAPACITY: usize = 2000;
+/// Accounts the users view loads.
+const USERS_SHOWN: usize = 500;
+
+/// Everything the screen shows.
+#[derive(Debug)]
+pub struct Console {
+    pub view: View,
+    pub link: Link,
+    pub health: Option<Health>,
+    pub history: History,
+    /// Newest first.
+    pub logs: VecDeque<LogEntry>,
+    /// The free-text filter of the log view, and whether it is being typed.
+    pub filter: String,
+    pub editing_filter: bool,
+    /// Log view: rows scrolled down from the newest (0 = following).
+    pub scroll: usize,
+    pub lockouts: Vec<Lockout>,
+    pub users: Vec<User>,
+    /// Selected row in the lockouts and users views.
+    pub selected: usize,
+    pub confirm: Option<Command>,
+    pub help: bool,
+    /// A message for the operator and when it was set (shown a few seconds).
+    pub notice: Option<(String, Instant)>,
+    pub quit: bool,
+    /// Whether the log view has its first page (reloaded after a reconnect).
+    logs_loaded: bool,
+}
+
+impl Default for Console {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Console {
+    pub fn new() -> Self {
+        Console {
+            view: View::Dashboard,
+            link: Link::Connecting,
+            health: None,
+            history: History::default(),
+            logs: VecDeque::new(),
+            filter: String::new(),
+            editing_filter: false,
+            scroll: 0,
+            lockouts: Vec::new(),
+            users: Vec::new(),
+            selected: 0,
+            confirm: None,
+            help: false,
+            notice: None,
+            quit: false,
+            logs_loaded: false,
+        }
+    }
+
+    pub fn notify(&mut self, text: impl Into<String>) {
+        self.notice = Some((text.into(), Instant::now()));
+    }
+
+    /// Polls the daemon for everything shown. A failure marks the link down
+    /// (the screen says so) and the next refresh tries again.
+    pub async fn refresh(&mut self, client: &Client) {
+        match self.fetch(client).await {
+            Ok(()) => {
+                if matches!(self.link, Link::Down { .. }) {
+                    self.notify("Reconnected to arclockd");
+                }
+                self.link = Link::Up;
+            }
+            Err(e) => self.down(e),
+        }
+    }
+
+    async fn fetch(&mut self, client: &Client) -> Result<(), ClientError> {
+        let health = client.health().await?;
+        let metrics = client.metrics().await?;
+        let lockouts = client.lockouts().await?;
+        let users = client.users(USERS_SHOWN).await?;
+        if !self.logs_loaded {
+            let page = client
+                .logs(&LogQuery {
+                    limit: Some(200),
+                    ..LogQuery::default()
+                })
+                .await?;
+            self.logs = page.into();
+            self.logs_loaded = true;
+        }
+        self.health = Some(health);
+        self.history.push(Sample::parse(&metrics));
+        self.lockouts = lockouts;
+        self.users = users;
+        self.clamp_selection();
+        Ok(())
+    }
+
+    /// The daemon did not answer.
+    pub fn down(&mut self, e: ClientError) {
+        let reason = e.to_string();
+        self.link = match &self.link {
+            Link::Down {
+                since, attempts, ..
+            } => Link::Down {
+                since: *since,
+                reason,
+                attempts: attempts + 1,
+            },
+            _ => Link::Down {
+                since: Instant::now(),
+                reason,
+                attempts: 1,
+            },
+        };
+        // Entries written while we were away come with the next first page.
+        self.logs_loaded = false;
+    }
+
+    /// A line from the live log.
+    pub fn on_stream(&mut self, ev: StreamEvent) {
+        match ev {
+            StreamEvent::Log { entry } => {
+                self.logs.push_front(entry);
+                self.logs.truncate(LOG_CAPACITY);
+                if self.scroll > 0 {
+                    self.scroll += 1;
+                }
+            }
+            StreamEvent::Lagged { skipped } => {
+                self.notify(format!("Live log skipped {skipped} entries (too fast)"))
+            }
+            StreamEvent::Heartbeat { .. } => {}
+        }
+    }
+
+    /// The log entries the filter lets through, newest first.
+    pub fn visible_logs(&self) -> impl Iterator<Item = &LogEntry> {
+        self.logs.iter().filter(|l| l.matches(&self.filter))
+    }
+
+    fn rows(&self) -> usize {
+        match self.view {
+            View::Lockouts => self.lockouts.len(),
+            View::Users => self.users.len(),
+            _ => 0,
+        }
+    }
+
+    fn clamp_selection(&mut self) {
+        self.selected = self.selected.min(self.rows().saturating_sub(1));
+    }
+
+    fn switch(&mut self, view: View) {
+        self.view = view;
+        self.selected = 0;
+    }
+
+    /// Applies a key; returns a command once the operator confirmed one.
+    pub fn on_key(&mut self, key: KeyEvent) -> Option<Command> {
+        if key.modifiers.contains(KeyModifiers::CONTROL) && key.code == KeyCode::Char('c') {
+            self.quit = true;
+            return None;
+        }
+        if let Some(cmd) = self.confirm.take() {
+            return match key.code {
+                KeyCode::Char('y') | KeyCode::Char('Y') => Some(cmd),
+                _ => {
+                    self.notify("Cancelled");
+                    None
+                }
+            };
+        }
+        if self.help {
+            self.help = false;
+            return None;
+        }
+        if self.editing_filter {
+            match key.code {
+                KeyCode::Enter => self.editing_filter = false,
+                KeyCode::Esc => {
+                    self.editing_filter = false;
+                    self.filter.clear();
+                }
+                KeyCode::Backspace => {
+                    self.filter.pop();
+                }
+                KeyCode::Char(c) if self.filter.len() < 80 => self.filter.push(c),
+                _ => {}
+            }
+            self.scroll = 0;
+            return None;
+        }
+        match key.code {
+            KeyCode::Char('q') => self.quit = true,
+            KeyCode::Char('?') => self.help = true,
+            KeyCode::Char('1') => self.switch(View::Dashboard),
+            KeyCode::Char('2') => self.switch(View::Logs),
+            KeyCode::Char('3') => self.switch(View::Lockouts),
+            KeyCode::Char('4') => self.switch(View::Users),
+            KeyCode::Tab | KeyCode::BackTab => {
+                let i = View::ALL.iter().position(|v| *v == self.view).unwrap_or(0);
+                let n = View::ALL.len();
+                let next = if key.code == KeyCode::Tab {
+                    i + 1
+                } else {
+                    i + n - 1
+                };
+                self.switch(View::ALL[next % n]);
+            }
+            KeyCode::Down | KeyCode::Char('j') => match self.view {
+                View::Logs => {
+                    self.scroll =
+                        (self.scroll + 1).min(self.visible_logs().count().saturating_sub(1))
+                }
+                _ => self.selected = (self.selected + 1).min(self.rows().saturating_sub(1)),
+            },
+            KeyCode::Up | KeyCode::Char('k') => match self.view {
+                View::Logs => self.scroll = self.scroll.saturating_sub(1),
+                _ => self.selected = self.selected.saturating_sub(1),
+            },
+            KeyCode::Home | KeyCode::Char('g') => {
+                self.scroll = 0;
+                self.selected = 0;
+            }
+            KeyCode::Char('/') if self.view == View::Logs => {
+                self.editing_filter = true;
+            }
+            KeyCode::Esc if self.view == View::Logs => {
+                self.filter.clear();
+                self.scroll = 0;
+            }
+            KeyCode::Char('u') if self.view == View::Lockouts => {
+                if let Some(l) = self.lockouts.get(self.selected) {
+                    self.confirm = Some(Command::Unlock {
+                        kind: l.kind.clone(),
+                        key: l.key.clone(),
+                        who: l.who(),
+                    });
+                }
+            }
+            KeyCode::Char(c @ ('d' | 'e' | 'x')) if self.view == View::Users => {
+                if let Some(u) = self.users.get(self.selected) {
+                    let (id, email) = (u.id.clone(), u.email.clone());
+                    self.confirm = Some(match c {
+                        'd' => Command::Disable { id, email },
+                        'e' => Command::Enable { id, email },
+                        _ => Command::Delete { id, email },
+                    });
+                }
+            }
+            KeyCode::Char('R') if self.view == View::Dashboard => {
+                self.confirm = Some(Command::RotateKek);
+            }
+            _ => {}
+        }
+        None
+    }
+
+    /// Sends a confirmed command and shows how it went.
+    pub async fn execute(&mut self, client: &Client, cmd: Command) {
+        let done = match &cmd {
+            Command::Unlock { kind, key, who } => client
+                .unlock(kind, key)
+                .await
+                .map(|()| format!("Lockout lifted: {who}")),
+            Command::Disable { id, email } => client
+                .set_enabled(id, false)
+                .await
+                .map(|()| format!("Disabled {email}")),
+            Command::Enable { id, email } => client
+                .set_enabled(id, true)
+                .await
+                .map(|()| format!("Enabled {email}")),
+            Command::Delete { id, email } => client
+                .delete_user(id)
+                .await
+                .map(|()| format!("Deleted {email}")),
+            Command::RotateKek => client.rotate_kek().await.map(|r| {
+                format!(
+                    "KEK v{}: {} re-wrapped, {} failed",
+                    r.version, r.rewrapped, r.failed
+                )
+            }),
+        };
+        match done {
+            Ok(msg) => self.notify(msg),
+            Err(e) => self.notify(format!("Failed: {e}")),
+        }
+        self.refresh(client).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(c: KeyCode) -> KeyEvent {
+        KeyEvent::new(c, KeyModifiers::NONE)
+    }
+
+    fn lockout() -> Lockout {
+        Lockout {
+            kind: "ip".into(),
+            key: "10.0.0.9".into(),
+            email: None,
+            until: "2026-11-25T10:00:00Z".into(),
+            seconds_left: 60,
+        }
+    }
+
+    #[test]
+    fn unlock_needs_a_yes() {
+        let mut c = Console::new();
+        c.on_key(key(KeyCode::Char('3')));
+        assert_eq!(c.view, View::Lockouts);
+        c.lockouts = vec![lockout()];
+        assert_eq!(c.on_key(key(KeyCode::Char('u'))), None);
+        assert!(c.confirm.is_some());
+        assert_eq!(c.on_key(key(KeyCode::Char('n'))), None);
+        assert!(c.confirm.is_none());
+        c.on_key(key(KeyCode::Char('u')));
+        let cmd = c.on_key(key(KeyCode::Char('y')));
+        assert!(matches!(cmd, Some(Command::Unlock { ref key, .. }) if key == "10.0.0.9"));
+    }
+
+    #[test]
+    fn filter_typing_does_not_trigger_shortcuts() {
+        let mut c = Console::new();
+        c.on_key(key(KeyCode::Char('2')));
+        c.on_key(key(KeyCode::Char('/')));
+        for ch in "q4u".chars() {
+            c.on_key(key(KeyCode::Char(ch)));
+        }
+        assert!(!c.quit);
+        assert_eq!(c.view, View::Logs);
+        assert_eq!(c.filter, "q4u");
+        c.on_key(key(KeyCode::Enter));
+        c.on_key(key(KeyCode::Tab));
+        assert_eq!(c.view, View::Lockouts);
+    }
+}

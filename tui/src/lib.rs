@@ -1,0 +1,28 @@
+//! `arclock-console`: the operator's terminal console for `arclockd`.
+//!
+//! It speaks only to the daemon's admin socket (HTTP over a Unix socket,
+//! peer uid checked by the daemon), never to the public port.
+//!
+//! - [`client`]: the admin socket client, including the live log stream.
+//! - [`model`]: the answers as the console reads them.
+//! - [`stats`]: dashboard figures from the daemon's Prometheus metrics.
+//! - [`console`]: the state, and what each key does to it.
+//! - [`ui`]: drawing it with ratatui (also into text, for tests and captures).
+#![forbid(unsafe_code)]
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::todo,
+    clippy::unimplemented
+)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
+pub mod client;
+pub mod console;
+pub mod model;
+pub mod stats;
+pub mod ui;
+
+pub use client::{Client, ClientError, LogQuery};
+pub use console::{Command, Console, Link, View};

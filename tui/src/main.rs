@@ -1,0 +1,177 @@
+//! `arclock-console`: terminal set-up and the event loop. Keys, a 1 s refresh
+//! and the live log stream all feed one [`Console`]; the terminal is restored
+//! on every exit path, panics included.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use arclock_console::model::StreamEvent;
+use arclock_console::{Client, Console, LogQuery, View, ui};
+use clap::Parser;
+use crossterm::event::{Event, EventStream, MouseButton, MouseEventKind};
+use crossterm::{execute, terminal};
+use futures_util::StreamExt;
+use tokio::sync::mpsc;
+
+/// ArcLock operator console: live auth log, lockouts, users, health.
+#[derive(Parser)]
+#[command(version, about)]
+struct Args {
+    /// The daemon's admin socket (`[admin] socket` in arclockd.toml).
+    #[arg(
+        long,
+        env = "ARCLOCK_ADMIN_SOCKET",
+        default_value = "/run/arclockd/admin.sock"
+    )]
+    socket: PathBuf,
+    /// Let the mouse switch views by clicking the tab bar.
+    #[arg(long)]
+    mouse: bool,
+    /// Print one view as text (dashboard, logs, lockouts, users) and exit.
+    #[arg(long, value_name = "VIEW")]
+    snapshot: Option<String>,
+    /// Size of the --snapshot text, columns x rows.
+    #[arg(long, default_value = "100x30", value_name = "WxH")]
+    size: String,
+}
+
+/// What the background stream task tells the loop.
+enum Feed {
+    Event(StreamEvent),
+    Lost,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let client = Client::new(&args.socket);
+        match &args.snapshot {
+            Some(view) => snapshot(&client, view, &args.size).await,
+            None => interactive(client, args.mouse).await,
+        }
+    })
+}
+
+async fn snapshot(client: &Client, view: &str, size: &str) -> anyhow::Result<()> {
+    let view = View::parse(view).context("view must be dashboard, logs, lockouts or users")?;
+    let (w, h) = size
+        .split_once('x')
+        .and_then(|(w, h)| Some((w.parse().ok()?, h.parse().ok()?)))
+        .context("--size must look like 100x30")?;
+    let mut console = Console::new();
+    console.refresh(client).await;
+    // A second scrape a moment later gives the dashboard one interval.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    console.refresh(client).await;
+    console.view = view;
+    println!("{}", ui::render_text(&console, w, h));
+    anyhow::ensure!(
+        console.link == arclock_console::Link::Up,
+        "arclockd did not answer at {}",
+        client.socket().display()
+    );
+    Ok(())
+}
+
+/// Restores the terminal when dropped, however the loop ends.
+struct Screen {
+    mouse: bool,
+}
+
+impl Screen {
+    fn enter(mouse: bool) -> anyhow::Result<Self> {
+        terminal::enable_raw_mode()?;
+        let mut out = std::io::stdout();
+        execute!(out, terminal::EnterAlternateScreen)?;
+        if mouse {
+            execute!(out, crossterm::event::EnableMouseCapture)?;
+        }
+        Ok(Screen { mouse })
+    }
+}
+
+impl Drop for Screen {
+    fn drop(&mut self) {
+        let mut out = std::io::stdout();
+        if self.mouse {
+            let _ = execute!(out, crossterm::event::DisableMouseCapture);
+        }
+        let _ = execute!(out, terminal::LeaveAlternateScreen);
+        let _ = terminal::disable_raw_mode();
+        let _ = out.flush();
+    }
+}
+
+/// Keeps the live log open, reopening it (every second) after it drops.
+async fn follow(client: Client, tx: mpsc::Sender<Feed>) {
+    loop {
+        if let Ok(mut stream) = client.stream(&LogQuery::default()).await {
+            while let Some(Ok(ev)) = stream.next().await {
+                if tx.send(Feed::Event(ev)).await.is_err() {
+                    return;
+                }
+            }
+        }
+        if tx.send(Feed::Lost).await.is_err() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+async fn interactive(client: Client, mouse: bool) -> anyhow::Result<()> {
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let _ = terminal::disable_raw_mode();
+        let _ = execute!(std::io::stdout(), terminal::LeaveAlternateScreen);
+        default_hook(info);
+    }));
+    let _screen = Screen::enter(mouse)?;
+    let mut term =
+        ratatui::Terminal::new(ratatui::backend::CrosstermBackend::new(std::io::stdout()))?;
+    let mut console = Console::new();
+    let (tx, mut feed) = mpsc::channel(1024);
+    tokio::spawn(follow(client.clone(), tx));
+    let mut keys = EventStream::new();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    while !console.quit {
+        term.draw(|f| ui::draw(f, &console))?;
+        tokio::select! {
+            ev = keys.next() => match ev {
+                Some(Ok(Event::Key(k))) if k.kind == crossterm::event::KeyEventKind::Press => {
+                    if let Some(cmd) = console.on_key(k) {
+                        console.execute(&client, cmd).await;
+                    }
+                }
+                Some(Ok(Event::Mouse(m))) if m.kind == MouseEventKind::Down(MouseButton::Left) && m.row == 0 => {
+                    // Tabs are drawn as "N Title" separated by one divider cell.
+                    let mut x = 0u16;
+                    for v in View::ALL {
+                        let w = u16::try_from(v.title().len() + 4).unwrap_or(u16::MAX);
+                        if m.column < x + w {
+                            console.view = v;
+                            break;
+                        }
+                        x += w;
+                    }
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Err(e).context("reading the terminal"),
+                None => break,
+            },
+            _ = tick.tick() => console.refresh(&client).await,
+            Some(f) = feed.recv() => match f {
+                Feed::Event(ev) => console.on_stream(ev),
+                // Find out at once whether the daemon is gone or only the stream.
+                Feed::Lost if console.link == arclock_console::Link::Up => console.refresh(&client).await,
+                Feed::Lost => {}
+            },
+        }
+    }
+    Ok(())
+}

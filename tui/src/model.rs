@@ -1,0 +1,159 @@
+//! What the admin socket answers, as the console reads it. Only the fields
+//! the console shows; unknown fields are ignored so that a newer daemon does
+//! not break an older console.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+/// `GET /v1/health`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Health {
+    pub status: String,
+    pub version: String,
+    #[serde(default)]
+    pub uptime_secs: u64,
+    pub dependencies: BTreeMap<String, Dependency>,
+    #[serde(default)]
+    pub keys: Keys,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct Dependency {
+    pub status: String,
+    #[serde(default)]
+    pub reason: Option<String>,
+    #[serde(default)]
+    pub backend: Option<String>,
+    #[serde(default)]
+    pub detector: Option<String>,
+    #[serde(default)]
+    pub recognizer: Option<String>,
+}
+
+impl Dependency {
+    /// One line on what it is or why it is down.
+    pub fn detail(&self) -> String {
+        if let Some(r) = &self.reason {
+            return r.clone();
+        }
+        match (&self.backend, &self.detector, &self.recognizer) {
+            (Some(b), _, _) => b.clone(),
+            (None, Some(d), Some(r)) => format!("{d} + {r}"),
+            _ => String::new(),
+        }
+    }
+}
+
+/// What the HSM token holds (or why it cannot say).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Keys {
+    #[serde(default)]
+    pub token: Option<String>,
+    #[serde(default)]
+    pub kek_versions: Vec<u32>,
+    #[serde(default)]
+    pub jwt_kids: Vec<String>,
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+/// One auth-log entry.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct LogEntry {
+    #[serde(default)]
+    pub id: String,
+    pub at: String,
+    #[serde(default)]
+    pub user_id: Option<String>,
+    pub action: String,
+    pub outcome: String,
+    #[serde(default)]
+    pub reason: Option<String>,
+    #[serde(default)]
+    pub similarity_bucket: Option<u8>,
+    #[serde(default)]
+    pub ip: Option<String>,
+    #[serde(default)]
+    pub device: Option<String>,
+}
+
+impl LogEntry {
+    /// Whether a free-text filter (case-insensitive, every word must occur)
+    /// matches any shown field.
+    pub fn matches(&self, filter: &str) -> bool {
+        let hay = format!(
+            "{} {} {} {} {} {} {}",
+            self.at,
+            self.action,
+            self.outcome,
+            self.user_id.as_deref().unwrap_or(""),
+            self.ip.as_deref().unwrap_or(""),
+            self.reason.as_deref().unwrap_or(""),
+            self.device.as_deref().unwrap_or(""),
+        )
+        .to_lowercase();
+        filter
+            .to_lowercase()
+            .split_whitespace()
+            .all(|w| hay.contains(w))
+    }
+}
+
+/// One line of `GET /v1/logs/stream`.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum StreamEvent {
+    Log { entry: LogEntry },
+    Heartbeat { at: String },
+    Lagged { skipped: u64 },
+}
+
+/// A lockout in force.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Lockout {
+    /// `account` or `ip`.
+    pub kind: String,
+    /// What unlocking names: the e-mail's hash, or the address.
+    pub key: String,
+    #[serde(default)]
+    pub email: Option<String>,
+    pub until: String,
+    pub seconds_left: u64,
+}
+
+impl Lockout {
+    /// Who is locked, as an operator reads it.
+    pub fn who(&self) -> String {
+        match (self.kind.as_str(), &self.email) {
+            ("account", Some(e)) => e.clone(),
+            ("account", None) => format!("(no account) {}…", &self.key[..self.key.len().min(12)]),
+            _ => self.key.clone(),
+        }
+    }
+}
+
+/// An account (never any biometric data).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct User {
+    pub id: String,
+    pub name: String,
+    pub email: String,
+    pub status: String,
+    pub created_at: String,
+}
+
+/// `POST /v1/keys/rotate`.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Rotation {
+    pub version: u32,
+    pub rewrapped: u64,
+    pub already_current: u64,
+    pub failed: u64,
+}

@@ -1,0 +1,526 @@
+//! Drawing: a tab bar with the link state, the current view, a key-hint line,
+//! and the help and confirmation overlays. Every layout is computed from the
+//! frame's size each time, so resizing (even to a few cells) never breaks it.
+
+use ratatui::Frame;
+use ratatui::backend::TestBackend;
+use ratatui::layout::{Alignment, Constraint, Layout, Rect};
+use ratatui::style::{Color, Modifier, Style, Stylize};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{
+    Block, Borders, Cell, Clear, Paragraph, Row, Sparkline, Table, TableState, Tabs, Wrap,
+};
+
+use crate::console::{Console, Link, View};
+
+/// Notices stay on screen this long.
+const NOTICE_SECS: u64 = 6;
+
+pub fn draw(f: &mut Frame, c: &Console) {
+    let [top, body, hints] = Layout::vertical([
+        Constraint::Length(1),
+        Constraint::Min(0),
+        Constraint::Length(1),
+    ])
+    .areas(f.area());
+    tabs(f, c, top);
+    let body = match &c.link {
+        Link::Down { reason, .. } => {
+            let [banner, rest] =
+                Layout::vertical([Constraint::Length(1), Constraint::Min(0)]).areas(body);
+            f.render_widget(
+                Paragraph::new(format!(" {reason}; retrying every second"))
+                    .style(Style::new().fg(Color::Red).bold()),
+                banner,
+            );
+            rest
+        }
+        _ => body,
+    };
+    match c.view {
+        View::Dashboard => dashboard(f, c, body),
+        View::Logs => logs(f, c, body),
+        View::Lockouts => lockouts(f, c, body),
+        View::Users => users(f, c, body),
+    }
+    key_hints(f, c, hints);
+    if let Some(cmd) = &c.confirm {
+        confirm(f, &cmd.prompt());
+    }
+    if c.help {
+        help(f);
+    }
+}
+
+/// The console drawn into a `width` x `height` text grid, lines joined by
+/// `\n` (tests, `--snapshot`, the README's captures).
+pub fn render_text(c: &Console, width: u16, height: u16) -> String {
+    let mut terminal = match ratatui::Terminal::new(TestBackend::new(width, height)) {
+        Ok(t) => t,
+        Err(e) => return format!("cannot render: {e}"),
+    };
+    if let Err(e) = terminal.draw(|f| draw(f, c)) {
+        return format!("cannot render: {e}");
+    }
+    let buf = terminal.backend().buffer();
+    (0..buf.area.height)
+        .map(|y| {
+            (0..buf.area.width)
+                .map(|x| buf[(x, y)].symbol())
+                .collect::<String>()
+                .trim_end()
+                .to_string()
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn tabs(f: &mut Frame, c: &Console, area: Rect) {
+    let link = match &c.link {
+        Link::Connecting => Span::styled(" connecting… ", Style::new().fg(Color::Yellow)),
+        Link::Up => Span::styled(" ● connected ", Style::new().fg(Color::Green)),
+        Link::Down {
+            since, attempts, ..
+        } => Span::styled(
+            format!(
+                " ✖ DISCONNECTED {}s, reconnecting (try {attempts}) ",
+                since.elapsed().as_secs()
+            ),
+            Style::new().fg(Color::White).bg(Color::Red).bold(),
+        ),
+    };
+    let width = u16::try_from(link.width()).unwrap_or(u16::MAX);
+    let [left, right] =
+        Layout::horizontal([Constraint::Min(0), Constraint::Length(width)]).areas(area);
+    let titles = View::ALL
+        .iter()
+        .enumerate()
+        .map(|(i, v)| format!("{} {}", i + 1, v.title()));
+    let selected = View::ALL.iter().position(|v| *v == c.view);
+    f.render_widget(
+        Tabs::new(titles)
+            .select(selected)
+            .highlight_style(Style::new().reversed())
+            .divider("│"),
+        left,
+    );
+    f.render_widget(Paragraph::new(link), right);
+}
+
+fn key_hints(f: &mut Frame, c: &Console, area: Rect) {
+    if let Some((text, at)) = &c.notice
+        && at.elapsed().as_secs() < NOTICE_SECS
+    {
+        f.render_widget(
+            Paragraph::new(text.as_str()).style(Style::new().fg(Color::Black).bg(Color::Yellow)),
+            area,
+        );
+        return;
+    }
+    let keys: &[(&str, &str)] = match (c.view, c.editing_filter) {
+        (View::Logs, true) => &[("type", "filter"), ("Enter", "apply"), ("Esc", "clear")],
+        (View::Dashboard, _) => &[
+            ("1-4/Tab", "view"),
+            ("R", "rotate KEK"),
+            ("?", "help"),
+            ("q", "quit"),
+        ],
+        (View::Logs, _) => &[
+            ("1-4/Tab", "view"),
+            ("/", "filter"),
+            ("↑↓", "scroll"),
+            ("g", "follow"),
+            ("?", "help"),
+            ("q", "quit"),
+        ],
+        (View::Lockouts, _) => &[
+            ("1-4/Tab", "view"),
+            ("↑↓", "select"),
+            ("u", "unlock"),
+            ("?", "help"),
+            ("q", "quit"),
+        ],
+        (View::Users, _) => &[
+            ("1-4/Tab", "view"),
+            ("↑↓", "select"),
+            ("d", "disable"),
+            ("e", "enable"),
+            ("x", "delete"),
+            ("?", "help"),
+            ("q", "quit"),
+        ],
+    };
+    let spans: Vec<Span> = keys
+        .iter()
+        .flat_map(|(k, what)| {
+            [
+                Span::styled(format!(" {k} "), Style::new().reversed()),
+                Span::raw(format!(" {what}  ")),
+            ]
+        })
+        .collect();
+    f.render_widget(Paragraph::new(Line::from(spans)), area);
+}
+
+fn ok_style(status: &str) -> Style {
+    if status == "ok" {
+        Style::new().fg(Color::Green)
+    } else {
+        Style::new().fg(Color::Red).bold()
+    }
+}
+
+fn dashboard(f: &mut Frame, c: &Console, area: Rect) {
+    let [counts, spark, deps] = Layout::vertical([
+        Constraint::Length(6),
+        Constraint::Length(6),
+        Constraint::Min(0),
+    ])
+    .areas(area);
+    let minute = c.history.recent(60);
+    let totals = c.history.last.unwrap_or_default();
+    let lines = vec![
+        Line::from(format!(
+            "Requests     last 60 s: {:>6}   since start: {:>8}",
+            minute.requests, totals.requests as u64
+        )),
+        Line::from(vec![
+            Span::raw("Verify       last 60 s: "),
+            Span::styled(
+                format!("{} accepted", minute.accept),
+                Style::new().fg(Color::Green),
+            ),
+            Span::raw(" · "),
+            Span::styled(
+                format!("{} rejected", minute.reject),
+                Style::new().fg(Color::Yellow),
+            ),
+            Span::raw(" · "),
+            Span::styled(
+                format!("{} locked out", minute.locked),
+                Style::new().fg(Color::Red),
+            ),
+        ]),
+        Line::from(format!(
+            "             since start: {} accepted · {} rejected · {} locked out",
+            totals.accept as u64, totals.reject as u64, totals.locked as u64
+        )),
+        Line::from(format!(
+            "Lockouts     in force: {}   started since start: {}",
+            totals.active_lockouts as u64, totals.lockouts_started as u64
+        )),
+    ];
+    f.render_widget(
+        Paragraph::new(lines).block(Block::bordered().title(" Traffic ")),
+        counts,
+    );
+    let latency = c.history.latency();
+    let last = latency.iter().rev().find(|v| **v > 0).copied().unwrap_or(0);
+    let width = usize::from(spark.width.saturating_sub(2));
+    let shown = &latency[latency.len().saturating_sub(width)..];
+    f.render_widget(
+        Sparkline::default()
+            .block(Block::bordered().title(format!(
+                " Face verification latency (ms per second, last {last} ms) "
+            )))
+            .data(shown)
+            .style(Style::new().fg(Color::Cyan)),
+        spark,
+    );
+    let mut rows = Vec::new();
+    match &c.health {
+        None => rows.push(Row::new(vec![Cell::from("no report yet")])),
+        Some(h) => {
+            for (name, d) in &h.dependencies {
+                let detail = d.detail();
+                rows.push(Row::new(vec![
+                    Cell::from(name.clone()),
+                    Cell::from(d.status.clone()).style(ok_style(&d.status)),
+                    Cell::from(detail),
+                ]));
+            }
+            let keys = match &h.keys.error {
+                Some(e) => e.clone(),
+                None => format!(
+                    "token {} · KEK versions {:?} · signing keys {}",
+                    h.keys.token.as_deref().unwrap_or("?"),
+                    h.keys.kek_versions,
+                    h.keys.jwt_kids.len()
+                ),
+            };
+            rows.push(Row::new(vec![
+                Cell::from("keys"),
+                Cell::from(if h.keys.error.is_some() {
+                    "error"
+                } else {
+                    "ok"
+                })
+                .style(ok_style(if h.keys.error.is_some() {
+                    "error"
+                } else {
+                    "ok"
+                })),
+                Cell::from(keys),
+            ]));
+            rows.push(Row::new(vec![
+                Cell::from("arclockd"),
+                Cell::from(h.status.clone()).style(ok_style(&h.status)),
+                Cell::from(format!("v{} · up {}", h.version, uptime(h.uptime_secs))),
+            ]));
+        }
+    }
+    f.render_widget(
+        Table::new(
+            rows,
+            [
+                Constraint::Length(10),
+                Constraint::Length(9),
+                Constraint::Min(10),
+            ],
+        )
+        .block(Block::bordered().title(" Dependencies ")),
+        deps,
+    );
+}
+
+fn uptime(secs: u64) -> String {
+    match secs {
+        s if s < 120 => format!("{s}s"),
+        s if s < 7200 => format!("{}m", s / 60),
+        s => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+    }
+}
+
+fn outcome_style(outcome: &str) -> Style {
+    match outcome {
+        "success" => Style::new().fg(Color::Green),
+        "failure" => Style::new().fg(Color::Yellow),
+        _ => Style::new().fg(Color::Red).bold(),
+    }
+}
+
+fn logs(f: &mut Frame, c: &Console, area: Rect) {
+    let [bar, table] = Layout::vertical([Constraint::Length(1), Constraint::Min(0)]).areas(area);
+    let shown: Vec<_> = c.visible_logs().collect();
+    let filter = if c.editing_filter {
+        format!(" Filter: {}▏", c.filter)
+    } else if c.filter.is_empty() {
+        " Filter: (none; press / to search)".to_string()
+    } else {
+        format!(" Filter: {}", c.filter)
+    };
+    let follow = if c.scroll == 0 {
+        "following"
+    } else {
+        "paused (g to follow)"
+    };
+    f.render_widget(
+        Paragraph::new(format!(
+            "{filter}   {} of {} entries, {follow}",
+            shown.len(),
+            c.logs.len()
+        )),
+        bar,
+    );
+    let rows = shown.iter().skip(c.scroll).map(|l| {
+        Row::new(vec![
+            Cell::from(l.at.get(..19).unwrap_or(&l.at).replace('T', " ")),
+            Cell::from(l.action.clone()),
+            Cell::from(l.outcome.clone()).style(outcome_style(&l.outcome)),
+            Cell::from(l.ip.clone().unwrap_or_default()),
+            Cell::from(
+                l.user_id
+                    .as_deref()
+                    .map(|u| u.get(..8).unwrap_or(u).to_string())
+                    .unwrap_or_else(|| "-".into()),
+            ),
+            Cell::from(l.reason.clone().unwrap_or_default()),
+        ])
+    });
+    f.render_widget(
+        Table::new(
+            rows,
+            [
+                Constraint::Length(19),
+                Constraint::Length(14),
+                Constraint::Length(8),
+                Constraint::Length(15),
+                Constraint::Length(8),
+                Constraint::Min(10),
+            ],
+        )
+        .header(Row::new(["time (UTC)", "action", "outcome", "ip", "user", "reason"]).bold())
+        .block(Block::new().borders(Borders::TOP)),
+        table,
+    );
+}
+
+fn selectable(f: &mut Frame, area: Rect, table: Table, selected: usize, empty: &str, count: usize) {
+    if count == 0 {
+        f.render_widget(
+            Paragraph::new(empty)
+                .alignment(Alignment::Center)
+                .block(Block::bordered()),
+            area,
+        );
+        return;
+    }
+    let mut state = TableState::default().with_selected(Some(selected));
+    f.render_stateful_widget(
+        table
+            .row_highlight_style(Style::new().reversed())
+            .highlight_symbol("▶ ")
+            .block(Block::bordered()),
+        area,
+        &mut state,
+    );
+}
+
+fn lockouts(f: &mut Frame, c: &Console, area: Rect) {
+    let rows = c.lockouts.iter().map(|l| {
+        Row::new(vec![
+            Cell::from(l.kind.clone()),
+            Cell::from(l.who()),
+            Cell::from(l.until.get(..19).unwrap_or(&l.until).replace('T', " ")),
+            Cell::from(format!("{}s", l.seconds_left)),
+        ])
+    });
+    let table = Table::new(
+        rows,
+        [
+            Constraint::Length(8),
+            Constraint::Min(20),
+            Constraint::Length(19),
+            Constraint::Length(7),
+        ],
+    )
+    .header(Row::new(["kind", "who", "until (UTC)", "left"]).bold());
+    selectable(
+        f,
+        area,
+        table,
+        c.selected,
+        "No lockouts in force",
+        c.lockouts.len(),
+    );
+}
+
+fn users(f: &mut Frame, c: &Console, area: Rect) {
+    let rows = c.users.iter().map(|u| {
+        let status = Cell::from(u.status.clone()).style(if u.status == "active" {
+            Style::new().fg(Color::Green)
+        } else {
+            Style::new().fg(Color::Red)
+        });
+        Row::new(vec![
+            Cell::from(u.email.clone()),
+            Cell::from(u.name.clone()),
+            status,
+            Cell::from(u.created_at.get(..10).unwrap_or(&u.created_at).to_string()),
+            Cell::from(u.id.get(..8).unwrap_or(&u.id).to_string()),
+        ])
+    });
+    let table = Table::new(
+        rows,
+        [
+            Constraint::Min(20),
+            Constraint::Length(20),
+            Constraint::Length(9),
+            Constraint::Length(10),
+            Constraint::Length(8),
+        ],
+    )
+    .header(Row::new(["e-mail", "name", "status", "created", "id"]).bold());
+    selectable(f, area, table, c.selected, "No accounts", c.users.len());
+}
+
+/// A centred rectangle of at most `w` x `h`, never larger than `area`.
+fn centred(area: Rect, w: u16, h: u16) -> Rect {
+    let w = w.min(area.width);
+    let h = h.min(area.height);
+    Rect {
+        x: area.x + (area.width - w) / 2,
+        y: area.y + (area.height - h) / 2,
+        width: w,
+        height: h,
+    }
+}
+
+fn confirm(f: &mut Frame, prompt: &str) {
+    let area = centred(f.area(), 60, 7);
+    f.render_widget(Clear, area);
+    f.render_widget(
+        Paragraph::new(vec![
+            Line::from(prompt.to_string()),
+            Line::from(""),
+            Line::from(vec![
+                Span::styled(" y ", Style::new().reversed()),
+                Span::raw(" confirm   "),
+                Span::styled(" any other key ", Style::new().reversed()),
+                Span::raw(" cancel"),
+            ]),
+        ])
+        .wrap(Wrap { trim: true })
+        .block(
+            Block::bordered()
+                .title(" Confirm ")
+                .border_style(Style::new().fg(Color::Yellow)),
+        ),
+        area,
+    );
+}
+
+fn help(f: &mut Frame) {
+    let area = centred(f.area(), 62, 18);
+    f.render_widget(Clear, area);
+    let text = [
+        "1 2 3 4, Tab   Dashboard, Live log, Lockouts, Users",
+        "↑ ↓ / j k      move the selection, scroll the log",
+        "g, Home        back to the top (the log follows again)",
+        "/              filter the log (words: action, outcome,",
+        "               ip, user id, reason); Esc clears",
+        "u              unlock the selected lockout",
+        "d / e / x      disable / enable / delete the selected user",
+        "R              rotate the KEK (Dashboard)",
+        "?              this help; any key closes it",
+        "q, Ctrl-C      quit",
+        "",
+        "Every action asks for confirmation and is written to",
+        "the audit log with your uid.",
+    ];
+    f.render_widget(
+        Paragraph::new(text.iter().map(|l| Line::from(*l)).collect::<Vec<_>>())
+            .style(Style::new().add_modifier(Modifier::empty()))
+            .block(Block::bordered().title(" Help ")),
+        area,
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_view_survives_tiny_and_large_terminals() {
+        let mut c = Console::new();
+        c.help = true;
+        c.confirm = Some(crate::console::Command::RotateKek);
+        for v in View::ALL {
+            c.view = v;
+            for (w, h) in [(1, 1), (10, 3), (40, 10), (200, 60)] {
+                let _ = render_text(&c, w, h);
+            }
+        }
+    }
+
+    #[test]
+    fn a_lost_daemon_is_said_on_screen() {
+        let mut c = Console::new();
+        c.down(crate::client::ClientError::Unreachable {
+            path: "/run/arclockd/admin.sock".into(),
+            reason: "connection refused".into(),
+        });
+        let text = render_text(&c, 100, 20);
+        assert!(text.contains("DISCONNECTED"), "{text}");
+    }
+}
