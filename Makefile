@@ -3,8 +3,12 @@ STATE ?= $(CURDIR)/var
 CARGO ?= cargo
 export ARCLOCK_STATE_DIR := $(STATE)
 export SOFTHSM2_CONF ?= $(STATE)/softhsm2.conf
+# Development machines here run as root; arclockd refuses root unless told.
+ifeq ($(shell id -u),0)
+export ARCLOCK_ALLOW_ROOT := 1
+endif
 
-.PHONY: setup build run test bench check clean
+.PHONY: setup build run test bench check clean install install-files
 
 ## Install pinned system packages, ONNX Runtime and the face models (idempotent).
 setup:
@@ -38,3 +42,38 @@ check:
 
 clean:
 	rm -rf $(STATE)
+
+## Install the appliance (release build): binaries, ONNX Runtime, models,
+## systemd unit + sysusers/tmpfiles, /etc/arclock config, docs. DESTDIR-aware.
+PREFIX ?= /usr
+SYSCONFDIR ?= /etc
+BIN_SRC ?= target/release
+BINDIR = $(PREFIX)/bin
+LIBDIR = $(PREFIX)/lib/arclock
+DATADIR = $(PREFIX)/share/arclock
+DOCDIR = $(PREFIX)/share/doc/arclock
+UNITDIR = $(PREFIX)/lib/systemd/system
+SUBST = sed -e 's|@BINDIR@|$(BINDIR)|g' -e 's|@LIBDIR@|$(LIBDIR)|g' -e 's|@DATADIR@|$(DATADIR)|g' -e 's|@DOCDIR@|$(DOCDIR)|g'
+
+install: setup
+	$(CARGO) build --release -p arclockd -p arclock-console
+	$(MAKE) install-files BIN_SRC=target/release
+
+## The copying half of `install`, from already built binaries in $(BIN_SRC).
+install-files:
+	install -D -m 0755 $(BIN_SRC)/arclockd $(DESTDIR)$(BINDIR)/arclockd
+	install -D -m 0755 $(BIN_SRC)/arclock-console $(DESTDIR)$(BINDIR)/arclock-console
+	install -D -m 0644 $(STATE)/opt/onnxruntime-1.32.0/libonnxruntime.so.1.32.0 $(DESTDIR)$(LIBDIR)/libonnxruntime.so.1.32.0
+	install -D -m 0644 models/manifest.toml $(DESTDIR)$(DATADIR)/models/manifest.toml
+	for f in $(STATE)/models/*.onnx; do install -D -m 0644 "$$f" "$(DESTDIR)$(DATADIR)/models/$$(basename "$$f")"; done
+	install -d $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSCONFDIR)/arclock
+	$(SUBST) systemd/arclockd.service > $(DESTDIR)$(UNITDIR)/arclockd.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/arclockd.service
+	install -D -m 0644 systemd/arclock.sysusers $(DESTDIR)$(PREFIX)/lib/sysusers.d/arclock.conf
+	install -D -m 0644 systemd/arclock.tmpfiles $(DESTDIR)$(PREFIX)/lib/tmpfiles.d/arclock.conf
+	$(SUBST) systemd/arclockd.toml > $(DESTDIR)$(SYSCONFDIR)/arclock/arclockd.toml
+	chmod 0640 $(DESTDIR)$(SYSCONFDIR)/arclock/arclockd.toml
+	install -D -m 0640 systemd/softhsm2.conf $(DESTDIR)$(SYSCONFDIR)/arclock/softhsm2.conf
+	install -D -m 0644 systemd/arclockd-camera.conf $(DESTDIR)$(DOCDIR)/examples/arclockd-camera.conf
+	install -D -m 0644 config/arclockd.toml $(DESTDIR)$(DOCDIR)/examples/arclockd.dev.toml
+	for d in README.md daemon/README.md tui/README.md systemd/README.md models/README.md; do install -D -m 0644 "$$d" "$(DESTDIR)$(DOCDIR)/$$d"; done

@@ -58,6 +58,7 @@ impl Daemon {
                 .env("ARCLOCK_HSM_JWT_KEY_BITS", "2048")
                 .env("ARCLOCK_STORE_PATH", p("arclock.db"))
                 .env("ARCLOCK_ADMIN_SOCKET", p("admin.sock"))
+                .env("ARCLOCK_ALLOW_ROOT", "1")
                 .env("ARCLOCK_MODELS_DIR", state.join("models"))
                 .env(
                     "ARCLOCK_MODELS_RUNTIME",

@@ -14,6 +14,7 @@ use serde::Deserialize;
 
 /// Environment variables starting with `ARCLOCK_` that are not config overrides.
 const NOT_OVERRIDES: &[&str] = &[
+    "ARCLOCK_ALLOW_ROOT",
     "ARCLOCK_CONFIG",
     "ARCLOCK_FACES_DIR",
     "ARCLOCK_MODELS_MIRROR",
@@ -155,6 +156,9 @@ pub struct Server {
     /// Seconds a connection may stay silent (both ways) before it is closed.
     #[serde(default = "defaults::idle_timeout_secs")]
     pub idle_timeout_secs: u64,
+    /// Seconds SIGTERM waits for in-flight requests before closing them.
+    #[serde(default = "defaults::shutdown_grace_secs")]
+    pub shutdown_grace_secs: u64,
 }
 
 /// How dev provisioning treats the token.
@@ -272,6 +276,9 @@ mod defaults {
     pub fn body_timeout_secs() -> u64 {
         30
     }
+    pub fn shutdown_grace_secs() -> u64 {
+        10
+    }
     pub fn idle_timeout_secs() -> u64 {
         60
     }
@@ -374,6 +381,9 @@ impl Config {
         }
         if self.server.idle_timeout_secs == 0 || self.server.idle_timeout_secs > 3600 {
             return invalid("server.idle_timeout_secs", "must be 1..=3600");
+        }
+        if self.server.shutdown_grace_secs > 300 {
+            return invalid("server.shutdown_grace_secs", "must be 0..=300");
         }
         if self.limits.window_secs == 0 || self.limits.window_secs > 24 * 3600 {
             return invalid("limits.window_secs", "must be 1..=86400");

@@ -11,6 +11,9 @@
 //! - [`admin`]: the operator API on a Unix socket (peer uid checked): live
 //!   auth log, search, lockouts, users, health, key rotation, metrics.
 //! - [`metrics`]: Prometheus counters and latency histograms, admin-only.
+//! - [`hardening`]: checks and limits applied at start (core dumps, W^X,
+//!   root, memlock, state directory permissions).
+//! - [`supervisor`]: sd_notify readiness, stopping and watchdog.
 //! - [`identity`]: `UserId`, `Email`, `Name`, parsed once at the edge.
 //! - [`template`]: face templates sealed under per-user keys the HSM wraps.
 //! - [`token`]: RS256 access tokens signed in the HSM; refresh token hashes.
@@ -36,11 +39,13 @@ pub mod admin;
 pub mod api;
 pub mod clock;
 pub mod config;
+pub mod hardening;
 pub mod http;
 pub mod identity;
 pub mod metrics;
 pub mod provision;
 pub mod store;
+pub mod supervisor;
 pub mod template;
 pub mod token;
 
@@ -227,13 +232,21 @@ pub async fn run(app: App) -> anyhow::Result<()> {
     let admin = tokio::spawn(admin.serve(Arc::clone(&app), rx));
     let upkeep = tokio::spawn(upkeep(Arc::clone(&app)));
     let reload = tokio::spawn(reload_on_hangup(Arc::clone(&app)));
+    let watchdog = tokio::spawn(supervisor::watchdog());
+    supervisor::ready(&format!("serving on {local}"));
     shutdown_signal().await;
     upkeep.abort();
     reload.abort();
-    tracing::info!("shutting down");
+    supervisor::stopping();
+    tracing::info!(
+        grace_secs = app.config.server.shutdown_grace_secs,
+        "shutting down: draining in-flight requests"
+    );
     let _ = tx.send(true);
     server.await??;
     admin.await?;
+    watchdog.abort();
+    tracing::info!("stopped");
     Ok(())
 }
 
@@ -261,12 +274,14 @@ async fn reload_on_hangup(app: Arc<App>) {
         return;
     };
     while hup.recv().await.is_some() {
+        supervisor::reloading();
         match app.certs.reload() {
             Ok(()) => tracing::info!("TLS certificate reloaded"),
             Err(e) => {
                 tracing::error!(error = %e, "TLS certificate not reloaded; keeping the current one")
             }
         }
+        supervisor::reloaded();
     }
 }
 

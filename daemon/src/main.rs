@@ -2,7 +2,6 @@
 
 use std::path::PathBuf;
 
-use anyhow::Context;
 use arclockd::config::{Config, LogFormat};
 use clap::{Parser, Subcommand};
 
@@ -21,6 +20,15 @@ struct Args {
     /// Validate the configuration (including ARCLOCK_* overrides) and exit.
     #[arg(long)]
     check_config: bool,
+    /// Run even as root (a development machine; in production the unit runs
+    /// arclockd as its own user).
+    #[arg(
+        long,
+        global = true,
+        env = "ARCLOCK_ALLOW_ROOT",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    allow_root: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -33,15 +41,22 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
-    arclock_secmem::process::disable_core_dumps().context("disabling core dumps")?;
-    arclock_secmem::process::set_private_umask();
     let args = Args::parse();
+    let mut hardened = arclockd::hardening::at_start(args.allow_root)?;
     let config = Config::load(&args.config, std::env::vars())?;
     if args.check_config {
         println!("{}: configuration is valid", args.config.display());
         return Ok(());
     }
     init_logging(&config);
+    if args.command.is_none() {
+        arclockd::hardening::check(&config, &mut hardened)?;
+    }
+    tracing::info!(
+        write_execute_denied = hardened.write_execute_denied,
+        memlock_mib = ?hardened.memlock_mib,
+        "process hardened: no core dumps, not dumpable, umask 077"
+    );
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

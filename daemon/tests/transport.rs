@@ -158,3 +158,58 @@ async fn silent_slow_and_oversized_clients_are_cut_off() {
     let (status, _, _, _) = d.get("/health").await;
     assert_eq!(status, 200);
 }
+
+/// SIGTERM drains: the listener closes at once, a request already in flight
+/// (its body still arriving) is answered in full, and the daemon exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_in_flight_requests_finish() {
+    let inst = Instance::new();
+    inst.provision();
+    let mut d = inst.start();
+    let cert = std::fs::read(inst.path("tls/cert.pem")).unwrap();
+    let body = serde_json::json!({
+        "email": "nobody@example.org",
+        "imageBase64": common::lfw_base64("Aaron_Peirsol", 1),
+    })
+    .to_string();
+    let (head, tail) = body.as_bytes().split_at(body.len() / 2);
+    let mut inflight = connect(&d, &cert).await.unwrap();
+    inflight
+        .write_all(
+            format!(
+                "POST /api/auth/login HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    inflight.write_all(head).await.unwrap();
+    inflight.flush().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let pid = d.child.id().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    // The listener goes away; new clients are refused.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while connect(&d, &cert).await.is_ok() {
+        assert!(Instant::now() < deadline, "still accepting after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The request in flight completes: an unknown account, answered in full.
+    inflight.write_all(tail).await.unwrap();
+    let (text, closed) = read_all(&mut inflight, Duration::from_secs(10)).await;
+    assert!(text.starts_with("HTTP/1.1 401"), "{text}");
+    assert!(text.contains("VERIFICATION_FAILED"), "{text}");
+    assert!(closed, "the drained connection was not closed");
+    let status = d.child.wait().unwrap();
+    assert!(status.success(), "exit status {status}");
+    let log = std::fs::read_to_string(inst.path("daemon.log")).unwrap();
+    assert!(log.contains("connections drained"), "{log}");
+}

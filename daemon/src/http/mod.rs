@@ -14,6 +14,7 @@ use hyper::Request;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 
@@ -21,8 +22,9 @@ pub use tls::{Certs, TlsError, load_tls};
 
 use crate::App;
 
-/// Accepts connections until `shutdown` flips to true, then stops accepting and
-/// lets in-flight connections finish.
+/// Accepts connections until `shutdown` flips to true, then stops accepting,
+/// tells every connection to finish its in-flight requests and close, and
+/// waits up to `server.shutdown_grace_secs` for them.
 pub async fn serve(
     listener: TcpListener,
     app: Arc<App>,
@@ -32,10 +34,12 @@ pub async fn serve(
     let slots = Arc::new(Semaphore::new(app.config.server.max_connections));
     let header_timeout = Duration::from_secs(app.config.server.header_timeout_secs);
     let idle_timeout = Duration::from_secs(app.config.server.idle_timeout_secs);
+    let grace = Duration::from_secs(app.config.server.shutdown_grace_secs);
+    let graceful = GracefulShutdown::new();
     loop {
         let permit = tokio::select! {
             p = Arc::clone(&slots).acquire_owned() => p.map_err(std::io::Error::other)?,
-            _ = shutdown.changed() => return Ok(()),
+            _ = shutdown.changed() => break,
         };
         let (tcp, peer) = tokio::select! {
             r = listener.accept() => match r {
@@ -46,7 +50,7 @@ pub async fn serve(
                     continue;
                 }
             },
-            _ = shutdown.changed() => return Ok(()),
+            _ = shutdown.changed() => break,
         };
         // Responses are written whole; Nagle would hold the tail of one back
         // for the client's delayed ACK (~40 ms a request).
@@ -55,6 +59,7 @@ pub async fn serve(
         }
         let acceptor = acceptor.clone();
         let app = Arc::clone(&app);
+        let watcher = graceful.watcher();
         tokio::spawn(async move {
             let _permit = permit;
             let tls = match tokio::time::timeout(header_timeout, acceptor.accept(tcp)).await {
@@ -86,9 +91,19 @@ pub async fn serve(
                 .max_concurrent_streams(32)
                 .max_header_list_size(32 * 1024);
             let io = TokioIo::new(idle::Idle::new(tls, idle_timeout));
-            if let Err(e) = builder.serve_connection(io, service).await {
+            if let Err(e) = watcher.watch(builder.serve_connection(io, service)).await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
         });
     }
+    drop(listener);
+    let open = graceful.count();
+    match tokio::time::timeout(grace, graceful.shutdown()).await {
+        Ok(()) => tracing::info!(connections = open, "connections drained"),
+        Err(_) => tracing::warn!(
+            grace_secs = grace.as_secs(),
+            "grace period over; closing the connections still open"
+        ),
+    }
+    Ok(())
 }

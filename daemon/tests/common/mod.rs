@@ -90,6 +90,8 @@ impl Instance {
             ("ARCLOCK_LIMITS_GENERAL", "0".into()),
             ("ARCLOCK_LIMITS_AUTH", "0".into()),
             ("ARCLOCK_ADMIN_SOCKET", p("admin.sock")),
+            // The tests run as root on CI machines.
+            ("ARCLOCK_ALLOW_ROOT", "1".into()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
@@ -122,9 +124,15 @@ impl Instance {
 
     /// As [`Instance::start`], with extra `ARCLOCK_*` overrides.
     pub fn start_with(&self, env: &[(&str, &str)]) -> Daemon {
-        let mut child = self
-            .command()
-            .envs(env.iter().copied())
+        let mut cmd = self.command();
+        cmd.envs(env.iter().copied());
+        self.spawn(cmd)
+    }
+
+    /// Starts `cmd` (a [`Instance::command`], perhaps wrapped) and waits for
+    /// the line saying where it listens.
+    pub fn spawn(&self, mut cmd: Command) -> Daemon {
+        let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(self.path("daemon.log")).unwrap())
             .spawn()

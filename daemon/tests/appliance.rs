@@ -1,0 +1,231 @@
+//! The appliance around the daemon: what `make install` lays down, the
+//! systemd unit's exposure score, the sd_notify protocol, and the checks the
+//! daemon makes on itself at start.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixDatagram;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{Instance, root};
+
+/// `systemd-analyze security --offline=yes` on the installed tree: the
+/// "Overall exposure level" it prints.
+fn exposure(dest: &Path) -> f64 {
+    let out = Command::new("systemd-analyze")
+        .args(["security", "--offline=yes", "--no-pager"])
+        .arg(format!("--root={}", dest.display()))
+        .arg("arclockd.service")
+        .output()
+        .expect("systemd-analyze (Debian package systemd) is installed by make setup");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let line = text
+        .lines()
+        .find(|l| l.contains("Overall exposure level for arclockd.service"))
+        .unwrap_or_else(|| panic!("no exposure level in:\n{text}"));
+    line.split(':')
+        .nth(1)
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("cannot read {line:?}"))
+}
+
+/// `make install-files` into a DESTDIR: the files land where the unit and
+/// the installed config say, the unit scores below 2.0 with and without the
+/// camera drop-in, and the installed config is valid.
+#[test]
+fn install_lays_out_a_hardened_unit_and_a_valid_config() {
+    let dest = tempfile::tempdir().unwrap();
+    let bin_dir = Path::new(common::BIN).parent().unwrap();
+    let out = Command::new("make")
+        .current_dir(root())
+        .arg("-s")
+        .arg("install-files")
+        .arg(format!("DESTDIR={}", dest.path().display()))
+        .arg(format!("BIN_SRC={}", bin_dir.display()))
+        .arg(format!("STATE={}", common::installed().display()))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "make install-files: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let d = dest.path();
+    for f in [
+        "usr/bin/arclockd",
+        "usr/bin/arclock-console",
+        "usr/lib/arclock/libonnxruntime.so.1.32.0",
+        "usr/share/arclock/models/manifest.toml",
+        "usr/share/arclock/models/scrfd_2.5g_bnkps.onnx",
+        "usr/lib/systemd/system/arclockd.service",
+        "usr/lib/sysusers.d/arclock.conf",
+        "usr/lib/tmpfiles.d/arclock.conf",
+        "etc/arclock/arclockd.toml",
+        "etc/arclock/softhsm2.conf",
+        "usr/share/doc/arclock/README.md",
+        "usr/share/doc/arclock/examples/arclockd-camera.conf",
+    ] {
+        assert!(d.join(f).is_file(), "{f} not installed");
+    }
+    let config_mode = std::fs::metadata(d.join("etc/arclock/arclockd.toml"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(config_mode & 0o777, 0o640);
+    let unit = std::fs::read_to_string(d.join("usr/lib/systemd/system/arclockd.service")).unwrap();
+    assert!(!unit.contains("@BINDIR@") && !unit.contains("@DOCDIR@"));
+    assert!(unit.contains("ExecStart=/usr/bin/arclockd --config /etc/arclock/arclockd.toml"));
+    for line in [
+        "Type=notify",
+        "WatchdogSec=",
+        "LoadCredential=hsm-pin:",
+        "LimitMEMLOCK=",
+        "LimitCORE=0",
+        "CapabilityBoundingSet=\n",
+        "MemoryDenyWriteExecute=yes",
+        "PrivateDevices=yes",
+    ] {
+        assert!(unit.contains(line), "unit lacks {line:?}");
+    }
+
+    let bare = exposure(d);
+    assert!(bare < 2.0, "exposure {bare} is not below 2.0");
+    let dropins = d.join("etc/systemd/system/arclockd.service.d");
+    std::fs::create_dir_all(&dropins).unwrap();
+    std::fs::copy(
+        d.join("usr/share/doc/arclock/examples/arclockd-camera.conf"),
+        dropins.join("camera.conf"),
+    )
+    .unwrap();
+    let camera = exposure(d);
+    assert!(camera > bare, "the camera drop-in was not read ({camera})");
+    assert!(
+        camera < 2.0,
+        "exposure with the camera {camera} is not below 2.0"
+    );
+    eprintln!("systemd-analyze exposure: {bare} (camera drop-in: {camera})");
+
+    // The installed configuration names installed paths and validates.
+    let config = std::fs::read_to_string(d.join("etc/arclock/arclockd.toml")).unwrap();
+    assert!(config.contains("runtime = \"/usr/lib/arclock/libonnxruntime.so.1.32.0\""));
+    let check = Command::new(common::BIN)
+        .env_clear()
+        .env("ARCLOCK_ALLOW_ROOT", "1")
+        .arg("--check-config")
+        .arg("--config")
+        .arg(d.join("etc/arclock/arclockd.toml"))
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+}
+
+/// Root is refused unless told; a state directory others may write is
+/// refused by name; both before anything is opened.
+#[test]
+fn unsafe_starts_are_refused_with_the_reason() {
+    let inst = Instance::new();
+    let euid = std::fs::metadata("/proc/self").unwrap();
+    use std::os::unix::fs::MetadataExt;
+    if euid.uid() == 0 {
+        let out = inst
+            .command()
+            .env_remove("ARCLOCK_ALLOW_ROOT")
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("refusing to run as root"), "{err}");
+    }
+    inst.provision();
+    let dir = inst.path("");
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let out = inst.command().output().unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("chmod go-w"), "{err}");
+    assert!(
+        err.contains(dir.to_string_lossy().trim_end_matches('/')),
+        "{err}"
+    );
+}
+
+/// Under a service manager: READY=1 once serving, WATCHDOG=1 at half the
+/// interval, STOPPING=1 on SIGTERM; and the kernel refuses W+X mappings to
+/// the daemon that just loaded ONNX Runtime and its models.
+#[test]
+fn speaks_the_service_manager_protocol() {
+    let inst = Instance::new();
+    inst.provision();
+    let notify = inst.path("notify.sock");
+    let sock = UnixDatagram::bind(&notify).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    // WATCHDOG_PID must be the daemon's own pid: exec keeps the shell's.
+    let mut cmd = inst.command();
+    let program = cmd.get_program().to_owned();
+    let mut wrapped = Command::new("/bin/sh");
+    wrapped
+        .arg("-c")
+        .arg("WATCHDOG_PID=$$ exec \"$0\"")
+        .arg(program)
+        .env_clear()
+        .envs(
+            cmd.get_envs()
+                .filter_map(|(k, v)| v.map(|v| (k.to_owned(), v.to_owned()))),
+        )
+        .current_dir(cmd.get_current_dir().unwrap())
+        .env("NOTIFY_SOCKET", &notify)
+        .env("WATCHDOG_USEC", "1000000")
+        .env("ARCLOCK_LOG_FORMAT", "json");
+    cmd = wrapped;
+    let mut d = inst.spawn(cmd);
+
+    let mut buf = [0u8; 512];
+    let mut recv = || {
+        let n = sock.recv(&mut buf).expect("a notification");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let first = recv();
+    assert!(first.contains("READY=1"), "{first}");
+    assert!(first.contains("STATUS=serving on"), "{first}");
+    let started = Instant::now();
+    let mut pings = 0;
+    while pings < 3 {
+        if recv().contains("WATCHDOG=1") {
+            pings += 1;
+        }
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "3 pings took {:?} (expected every 0.5 s)",
+        started.elapsed()
+    );
+    let kill = Command::new("kill")
+        .args(["-TERM", &d.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let mut stopping = false;
+    for _ in 0..10 {
+        if recv().contains("STOPPING=1") {
+            stopping = true;
+            break;
+        }
+    }
+    assert!(stopping, "no STOPPING=1 after SIGTERM");
+    let status = d.child.wait().unwrap();
+    assert!(status.success(), "exit status {status}");
+    let log = std::fs::read_to_string(inst.path("daemon.log")).unwrap();
+    assert!(log.contains(r#""write_execute_denied":true"#), "{log}");
+    assert!(log.contains(r#""message":"stopped""#), "{log}");
+}
