@@ -12,10 +12,11 @@ MIRROR="${ARCLOCK_MODELS_MIRROR:-$ROOT/../shared/models}"
 # --- Debian packages ---------------------------------------------------------
 # softhsm2: the PKCS#11 token for dev and tests. tmux and curl: the console's
 # end-to-end test drives the real binary in tmux, and curl plays a non-operator
-# uid against the admin socket. systemd: systemd-analyze scores the unit. The
-# rest the build needs (gcc, make, python3) is part of the base image; checked,
-# not assumed.
-DEB_PACKAGES=("softhsm2=2.6.1-*" "tmux" "curl" "systemd" "python3" "gcc" "make" "pkg-config")
+# uid against the admin socket. systemd: systemd-analyze scores the unit.
+# libclang-dev: the v4l crate (kiosk camera) generates its V4L2 bindings with
+# bindgen. The rest the build needs (gcc, make, python3) is part of the base
+# image; checked, not assumed.
+DEB_PACKAGES=("softhsm2=2.6.1-*" "tmux" "curl" "systemd" "libclang-dev=1:14.0-*" "python3" "gcc" "make" "pkg-config")
 missing=()
 for spec in "${DEB_PACKAGES[@]}"; do
   name="${spec%%=*}"

@@ -53,6 +53,37 @@ pub struct Config {
     pub log: Log,
     #[serde(default)]
     pub admin: Admin,
+    #[serde(default)]
+    pub camera: Camera,
+}
+
+/// A local V4L2 camera for a kiosk or door appliance (off by default; the
+/// systemd unit needs the camera drop-in for device access).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Camera {
+    pub enabled: bool,
+    pub device: PathBuf,
+    /// Requested frame size; the driver may choose the nearest it has.
+    pub width: u32,
+    pub height: u32,
+    /// Frames dropped first while exposure settles.
+    pub warmup: usize,
+    /// Frames captured and embedded; the best face among them is used.
+    pub burst: usize,
+}
+
+impl Default for Camera {
+    fn default() -> Self {
+        Camera {
+            enabled: false,
+            device: PathBuf::from("/dev/video0"),
+            width: 640,
+            height: 480,
+            warmup: 5,
+            burst: 5,
+        }
+    }
 }
 
 /// The operator socket: a Unix socket (mode 0660) that `arclock-console`
@@ -394,6 +425,15 @@ impl Config {
                 "path too long for a Unix socket (at most 100 bytes)",
             );
         }
+        if self.camera.burst == 0 || self.camera.burst > 30 {
+            return invalid("camera.burst", "must be 1..=30");
+        }
+        if self.camera.warmup > 120 {
+            return invalid("camera.warmup", "must be 0..=120");
+        }
+        if self.camera.width == 0 || self.camera.height == 0 {
+            return invalid("camera.width", "width and height must be positive");
+        }
         if self.auth.max_failures == 0 {
             return invalid("auth.max_failures", "must be at least 1");
         }
@@ -471,7 +511,7 @@ fn apply_override(
         .split_once('_')
         .ok_or_else(|| err("expected ARCLOCK_<SECTION>_<KEY>".into()))?;
     if ![
-        "server", "hsm", "store", "models", "auth", "limits", "log", "admin",
+        "server", "hsm", "store", "models", "auth", "limits", "log", "admin", "camera",
     ]
     .contains(&section)
     {

@@ -14,6 +14,7 @@
 //! - [`hardening`]: checks and limits applied at start (core dumps, W^X,
 //!   root, memlock, state directory permissions).
 //! - [`supervisor`]: sd_notify readiness, stopping and watchdog.
+//! - [`kiosk`]: the local V4L2 camera (enrol and verify from the console).
 //! - [`identity`]: `UserId`, `Email`, `Name`, parsed once at the edge.
 //! - [`template`]: face templates sealed under per-user keys the HSM wraps.
 //! - [`token`]: RS256 access tokens signed in the HSM; refresh token hashes.
@@ -42,6 +43,7 @@ pub mod config;
 pub mod hardening;
 pub mod http;
 pub mod identity;
+pub mod kiosk;
 pub mod metrics;
 pub mod provision;
 pub mod store;
@@ -76,6 +78,8 @@ pub struct App {
     pub feed: tokio::sync::broadcast::Sender<store::AuthLog>,
     /// When the daemon started (ms), for the console's uptime.
     pub started: store::Millis,
+    /// The local camera, when `[camera] enabled`.
+    pub kiosk: Option<Arc<kiosk::Kiosk>>,
 }
 
 /// Why the daemon cannot start. Runtime outages (HSM gone, store failing) are
@@ -125,6 +129,10 @@ impl App {
             std::time::Duration::from_secs(config.auth.access_ttl_secs),
         );
         let limits = api::limits::Limits::new(&config.limits);
+        let kiosk = config
+            .camera
+            .enabled
+            .then(|| Arc::new(kiosk::Kiosk::new(config.camera.clone())));
         Ok(App {
             config,
             tls,
@@ -138,6 +146,7 @@ impl App {
             metrics: metrics::Metrics::new(),
             feed: tokio::sync::broadcast::channel(1024).0,
             started: SystemClock.now(),
+            kiosk,
         })
     }
 

@@ -355,3 +355,50 @@ async fn bad_admin_requests_are_refused_clearly() {
         ClientError::Unreachable { .. }
     ));
 }
+
+/// The kiosk camera: absent from the config, it is a clear 404; configured
+/// but missing, a 503 naming the device, with nothing enrolled; a locked-out
+/// account is refused before the camera is touched. (No camera exists on
+/// these machines; capture, conversion and frame choice are tested with
+/// synthetic frames in `models/tests/camera.rs`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn camera_requests_fail_clearly_without_a_camera() {
+    let inst = Instance::new();
+    inst.provision();
+    let d = inst.start();
+    let admin = Client::new(inst.path("admin.sock"));
+    assert!(!admin.health().await.unwrap().camera.enabled);
+    let (status, code) = refused(admin.camera_verify("a@example.org").await.unwrap_err());
+    assert_eq!((status, code.as_str()), (404, "NO_CAMERA"));
+    drop(d);
+
+    let device = inst.path("video-absent");
+    let _d = inst.start_with(&[
+        ("ARCLOCK_CAMERA_ENABLED", "true"),
+        ("ARCLOCK_CAMERA_DEVICE", device.to_str().unwrap()),
+    ]);
+    let health = admin.health().await.unwrap();
+    assert!(health.camera.enabled);
+    let err = admin
+        .camera_enrol("Ada", "ada@example.org")
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        matches!(err, ClientError::Refused { status: 503, .. }),
+        "{text}"
+    );
+    assert!(text.contains(&device.display().to_string()), "{text}");
+    assert!(
+        admin.users(10).await.unwrap().is_empty(),
+        "enrolled without a face"
+    );
+    assert_eq!(
+        refused(admin.camera_enrol("", "ada@example.org").await.unwrap_err()).0,
+        400
+    );
+    assert_eq!(
+        refused(admin.camera_verify("not-an-email").await.unwrap_err()).0,
+        400
+    );
+}

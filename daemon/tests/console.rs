@@ -109,6 +109,23 @@ async fn views_show_the_daemon_and_actions_take_effect() {
     let text = render_text(&c, 120, 32);
     assert!(text.contains("disabled"), "{text}");
 
+    // Camera actions reach the daemon and its answer is shown (no camera here).
+    c.on_key(key('v'));
+    let text = render_text(&c, 120, 32);
+    assert!(
+        text.contains(&format!("Verify {EMAIL} at the camera?")),
+        "{text}"
+    );
+    let cmd = c.on_key(key('y')).expect("confirmed");
+    c.execute(&client, cmd).await;
+    let text = render_text(&c, 120, 32);
+    assert!(text.contains("Failed: No camera is configured"), "{text}");
+    c.on_key(key('e'));
+    let text = render_text(&c, 120, 32);
+    assert!(text.contains("Enrol from the camera"), "{text}");
+    c.on_key(press(KeyCode::Esc));
+    assert!(c.form.is_none());
+
     // The daemon goes away: the screen says so; it comes back: reconnected.
     drop(d);
     c.refresh(&client).await;

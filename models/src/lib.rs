@@ -14,6 +14,8 @@
 //! - [`Embedding`]: the unit vector, tagged with its model id, zeroized.
 //! - [`Pipeline`]: the whole path on a bounded pool, with reusable locked
 //!   [`Workspace`]s that are wiped after every run.
+//! - [`camera`]: V4L2 frames (MJPEG or YUYV) into the same pipeline; a burst
+//!   is embedded frame by frame and the best face kept.
 //! - [`eval`]: the accuracy evaluation behind the default threshold.
 //!
 //! Secrets (image bytes, pixels, tensors, embeddings) live in
@@ -30,6 +32,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 pub mod align;
+pub mod camera;
 pub mod detect;
 mod embedding;
 mod error;

@@ -6,12 +6,26 @@ use std::time::{Duration, Instant};
 use arclock_secmem::LockedBytes;
 
 use crate::Error;
+use crate::camera::{self, Frame, PixelFormat};
 use crate::detect::{self, Detection};
 use crate::embedding::Embedding;
 use crate::models::FaceModels;
 use crate::photo::{self, Limits, Rgb};
 use crate::quality::{self, Measures, Policy};
 use crate::workspace::Workspace;
+
+/// What a run starts from.
+enum Input<'a> {
+    /// JPEG, PNG or WebP bytes (an upload, or an MJPEG frame).
+    Encoded(&'a [u8]),
+    /// A raw YUYV camera frame.
+    Yuyv(&'a Frame),
+}
+
+/// How good a face is for picking one frame of a burst.
+fn frame_rank(face: &Face) -> f32 {
+    face.measures.score * face.measures.sharpness
+}
 
 /// A face found, checked and embedded.
 #[derive(Debug)]
@@ -90,6 +104,60 @@ impl Pipeline {
         .map_err(|e| Error::Unavailable(format!("face worker failed: {e}")))?
     }
 
+    /// Embeds camera frames (a burst), one after the other on the pool, and
+    /// keeps the best face: the highest detection score times sharpness among
+    /// the frames that pass the quality gates. If none passes, the last
+    /// frame's reason is the answer (e.g. "no face found"). Every frame is
+    /// wiped as soon as it has been run.
+    pub async fn best_of(self: &Arc<Self>, frames: Vec<Frame>) -> Result<Face, Error> {
+        let mut best: Option<Face> = None;
+        let mut last_err = Error::NoFace;
+        for frame in frames {
+            let _permit = self
+                .permits
+                .acquire()
+                .await
+                .map_err(|_| Error::Unavailable("pool closed".into()))?;
+            let me = Arc::clone(self);
+            let out = tokio::task::spawn_blocking(move || {
+                let mut ws = me.take_workspace()?;
+                let out = me.run_frame(&mut ws, &frame);
+                drop(frame);
+                me.give_back(ws);
+                out
+            })
+            .await
+            .map_err(|e| Error::Unavailable(format!("face worker failed: {e}")))?;
+            match out {
+                Ok(face) => {
+                    let better = best
+                        .as_ref()
+                        .is_none_or(|b| frame_rank(&face) > frame_rank(b));
+                    if better {
+                        best = Some(face);
+                    }
+                }
+                Err(e) if e.is_photo_problem() => last_err = e,
+                Err(e) => return Err(e),
+            }
+        }
+        best.ok_or(last_err)
+    }
+
+    /// One synchronous run on a camera frame, wiped like [`Pipeline::run`].
+    pub fn run_frame(&self, ws: &mut Workspace, frame: &Frame) -> Result<Face, Error> {
+        let out = match frame.format {
+            PixelFormat::Yuyv => self.run_inner(ws, Input::Yuyv(frame), None),
+            PixelFormat::Mjpeg => match camera::mjpeg_as_jpeg(frame) {
+                Ok(Some(jpeg)) => self.run_inner(ws, Input::Encoded(&jpeg), None),
+                Ok(None) => self.run_inner(ws, Input::Encoded(&frame.data), None),
+                Err(e) => Err(e),
+            },
+        };
+        ws.wipe();
+        out
+    }
+
     /// One synchronous run in `ws`, which is wiped before returning (also on
     /// error). `timings`, if given, receives where the time went.
     pub fn run(
@@ -98,7 +166,7 @@ impl Pipeline {
         bytes: &[u8],
         timings: Option<&mut Timings>,
     ) -> Result<Face, Error> {
-        let out = self.run_inner(ws, bytes, timings);
+        let out = self.run_inner(ws, Input::Encoded(bytes), timings);
         ws.wipe();
         out
     }
@@ -106,13 +174,22 @@ impl Pipeline {
     fn run_inner(
         &self,
         ws: &mut Workspace,
-        bytes: &[u8],
+        input: Input<'_>,
         timings: Option<&mut Timings>,
     ) -> Result<Face, Error> {
         let mut t = Timings::default();
         let start = Instant::now();
 
-        let (width, height) = photo::decode(bytes, &self.limits, &mut ws.raw, &mut ws.rgb)?;
+        let (width, height) = match input {
+            Input::Encoded(bytes) => photo::decode(bytes, &self.limits, &mut ws.raw, &mut ws.rgb)?,
+            Input::Yuyv(frame) => {
+                let pixels = u64::from(frame.width) * u64::from(frame.height);
+                if pixels > self.limits.max_pixels {
+                    return Err(Error::ImageTooLarge(format!("{pixels} pixel frame")));
+                }
+                camera::yuyv_to_rgb(frame, &mut ws.rgb)?
+            }
+        };
         t.decode = start.elapsed();
 
         let mark = Instant::now();

@@ -176,10 +176,17 @@ impl Client {
         if status.is_success() && v["success"] == json!(true) {
             Ok(v["data"].clone())
         } else {
+            // The envelope's message is for people, its error says what exactly.
+            let message = v["message"].as_str().unwrap_or("error");
+            let detail = v["error"].as_str().unwrap_or_default();
             Err(ClientError::Refused {
                 status: status.as_u16(),
                 code: v["code"].as_str().unwrap_or("UNKNOWN").to_string(),
-                message: v["message"].as_str().unwrap_or("error").to_string(),
+                message: if detail.is_empty() || detail == message {
+                    message.to_string()
+                } else {
+                    format!("{message}: {detail}")
+                },
             })
         }
     }
@@ -259,6 +266,35 @@ impl Client {
         )
         .await
         .map(drop)
+    }
+
+    /// Enrols a new account from the daemon's camera.
+    pub async fn camera_enrol(&self, name: &str, email: &str) -> Result<User, ClientError> {
+        let data = self
+            .call(
+                Method::POST,
+                "/v1/camera/enrol",
+                Some(json!({"name": name, "email": email})),
+            )
+            .await?;
+        serde_json::from_value(data["user"].clone())
+            .map_err(|e| ClientError::Protocol(e.to_string()))
+    }
+
+    /// Verifies the person at the camera against `email`; the similarity in
+    /// tenths on a match.
+    pub async fn camera_verify(&self, email: &str) -> Result<u8, ClientError> {
+        let data = self
+            .call(
+                Method::POST,
+                "/v1/camera/verify",
+                Some(json!({"email": email})),
+            )
+            .await?;
+        data["similarityBucket"]
+            .as_u64()
+            .and_then(|b| u8::try_from(b).ok())
+            .ok_or_else(|| ClientError::Protocol("no similarity in the answer".into()))
     }
 
     pub async fn rotate_kek(&self) -> Result<Rotation, ClientError> {

@@ -79,6 +79,15 @@ pub enum Command {
         email: String,
     },
     RotateKek,
+    /// Enrol a new account from the camera.
+    CameraEnrol {
+        name: String,
+        email: String,
+    },
+    /// Verify the person at the camera against an account.
+    CameraVerify {
+        email: String,
+    },
 }
 
 impl Command {
@@ -94,8 +103,23 @@ impl Command {
             Command::RotateKek => {
                 "Create a new KEK version in the HSM and re-wrap every user's key?".into()
             }
+            Command::CameraEnrol { name, email } => {
+                format!("Enrol {name} <{email}> from the camera? Ask them to look at it.")
+            }
+            Command::CameraVerify { email } => {
+                format!("Verify {email} at the camera? Ask them to look at it.")
+            }
         }
     }
+}
+
+/// The enrol form: name and e-mail typed in, then the camera.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EnrolForm {
+    pub name: String,
+    pub email: String,
+    /// 0: name, 1: e-mail.
+    pub field: usize,
 }
 
 /// Entries kept in the live log view.
@@ -122,6 +146,7 @@ pub struct Console {
     /// Selected row in the lockouts and users views.
     pub selected: usize,
     pub confirm: Option<Command>,
+    pub form: Option<EnrolForm>,
     pub help: bool,
     /// A message for the operator and when it was set (shown a few seconds).
     pub notice: Option<(String, Instant)>,
@@ -151,6 +176,7 @@ impl Console {
             users: Vec::new(),
             selected: 0,
             confirm: None,
+            form: None,
             help: false,
             notice: None,
             quit: false,
@@ -278,6 +304,37 @@ impl Console {
             self.help = false;
             return None;
         }
+        if let Some(mut form) = self.form.take() {
+            let field = if form.field == 0 {
+                &mut form.name
+            } else {
+                &mut form.email
+            };
+            match key.code {
+                KeyCode::Esc => {
+                    self.notify("Cancelled");
+                    return None;
+                }
+                KeyCode::Tab | KeyCode::BackTab | KeyCode::Up | KeyCode::Down => {
+                    form.field = 1 - form.field
+                }
+                KeyCode::Enter if form.field == 0 => form.field = 1,
+                KeyCode::Enter => {
+                    self.confirm = Some(Command::CameraEnrol {
+                        name: form.name.trim().to_string(),
+                        email: form.email.trim().to_string(),
+                    });
+                    return None;
+                }
+                KeyCode::Backspace => {
+                    field.pop();
+                }
+                KeyCode::Char(c) if field.chars().count() < 100 => field.push(c),
+                _ => {}
+            }
+            self.form = Some(form);
+            return None;
+        }
         if self.editing_filter {
             match key.code {
                 KeyCode::Enter => self.editing_filter = false,
@@ -342,15 +399,19 @@ impl Console {
                     });
                 }
             }
-            KeyCode::Char(c @ ('d' | 'e' | 'x')) if self.view == View::Users => {
+            KeyCode::Char(c @ ('d' | 'a' | 'x' | 'v')) if self.view == View::Users => {
                 if let Some(u) = self.users.get(self.selected) {
                     let (id, email) = (u.id.clone(), u.email.clone());
                     self.confirm = Some(match c {
                         'd' => Command::Disable { id, email },
-                        'e' => Command::Enable { id, email },
+                        'a' => Command::Enable { id, email },
+                        'v' => Command::CameraVerify { email },
                         _ => Command::Delete { id, email },
                     });
                 }
+            }
+            KeyCode::Char('e') if self.view == View::Users => {
+                self.form = Some(EnrolForm::default());
             }
             KeyCode::Char('R') if self.view == View::Dashboard => {
                 self.confirm = Some(Command::RotateKek);
@@ -379,6 +440,16 @@ impl Console {
                 .delete_user(id)
                 .await
                 .map(|()| format!("Deleted {email}")),
+            Command::CameraEnrol { name, email } => client
+                .camera_enrol(name, email)
+                .await
+                .map(|u| format!("Enrolled {} from the camera", u.email)),
+            Command::CameraVerify { email } => client.camera_verify(email).await.map(|b| {
+                format!(
+                    "Verified {email} at the camera (similarity ≥ {:.1})",
+                    f32::from(b) / 10.0
+                )
+            }),
             Command::RotateKek => client.rotate_kek().await.map(|r| {
                 format!(
                     "KEK v{}: {} re-wrapped, {} failed",
@@ -425,6 +496,31 @@ mod tests {
         c.on_key(key(KeyCode::Char('u')));
         let cmd = c.on_key(key(KeyCode::Char('y')));
         assert!(matches!(cmd, Some(Command::Unlock { ref key, .. }) if key == "10.0.0.9"));
+    }
+
+    #[test]
+    fn the_enrol_form_collects_name_and_email_then_confirms() {
+        let mut c = Console::new();
+        c.on_key(key(KeyCode::Char('4')));
+        c.on_key(key(KeyCode::Char('e')));
+        for ch in "Ada q".chars() {
+            c.on_key(key(KeyCode::Char(ch)));
+        }
+        c.on_key(key(KeyCode::Backspace));
+        c.on_key(key(KeyCode::Enter));
+        for ch in "ada@example.org".chars() {
+            c.on_key(key(KeyCode::Char(ch)));
+        }
+        assert!(!c.quit, "typing q in the form must not quit");
+        assert_eq!(c.on_key(key(KeyCode::Enter)), None);
+        let cmd = c.on_key(key(KeyCode::Char('y')));
+        assert_eq!(
+            cmd,
+            Some(Command::CameraEnrol {
+                name: "Ada".into(),
+                email: "ada@example.org".into()
+            })
+        );
     }
 
     #[test]

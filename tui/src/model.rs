@@ -17,6 +17,17 @@ pub struct Health {
     pub dependencies: BTreeMap<String, Dependency>,
     #[serde(default)]
     pub keys: Keys,
+    #[serde(default)]
+    pub camera: CameraState,
+}
+
+/// The kiosk camera, if the daemon has one.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+pub struct CameraState {
+    #[serde(default)]
+    pub enabled: bool,
+    #[serde(default)]
+    pub device: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -58,6 +69,11 @@ pub struct Keys {
     pub jwt_kids: Vec<String>,
     #[serde(default)]
     pub error: Option<String>,
+}
+
+/// The `User` the camera enrol answer carries lacks `status`; it is active.
+fn active() -> String {
+    "active".into()
 }
 
 /// One auth-log entry.
@@ -144,6 +160,7 @@ pub struct User {
     pub id: String,
     pub name: String,
     pub email: String,
+    #[serde(default = "active")]
     pub status: String,
     pub created_at: String,
 }

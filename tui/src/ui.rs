@@ -44,6 +44,9 @@ pub fn draw(f: &mut Frame, c: &Console) {
         View::Users => users(f, c, body),
     }
     key_hints(f, c, hints);
+    if let Some(form) = &c.form {
+        enrol_form(f, form);
+    }
     if let Some(cmd) = &c.confirm {
         confirm(f, &cmd.prompt());
     }
@@ -140,14 +143,19 @@ fn key_hints(f: &mut Frame, c: &Console, area: Rect) {
             ("?", "help"),
             ("q", "quit"),
         ],
+        (View::Users, _) if c.form.is_some() => &[
+            ("Tab", "next field"),
+            ("Enter", "continue"),
+            ("Esc", "cancel"),
+        ],
         (View::Users, _) => &[
-            ("1-4/Tab", "view"),
             ("↑↓", "select"),
+            ("e", "enrol (camera)"),
+            ("v", "verify (camera)"),
             ("d", "disable"),
-            ("e", "enable"),
+            ("a", "enable"),
             ("x", "delete"),
             ("?", "help"),
-            ("q", "quit"),
         ],
     };
     let spans: Vec<Span> = keys
@@ -261,6 +269,16 @@ fn dashboard(f: &mut Frame, c: &Console, area: Rect) {
                     "ok"
                 })),
                 Cell::from(keys),
+            ]));
+            rows.push(Row::new(vec![
+                Cell::from("camera"),
+                Cell::from(if h.camera.enabled { "on" } else { "off" }),
+                Cell::from(
+                    h.camera
+                        .device
+                        .clone()
+                        .unwrap_or_else(|| "none configured".into()),
+                ),
             ]));
             rows.push(Row::new(vec![
                 Cell::from("arclockd"),
@@ -470,8 +488,35 @@ fn confirm(f: &mut Frame, prompt: &str) {
     );
 }
 
+fn enrol_form(f: &mut Frame, form: &crate::console::EnrolForm) {
+    let area = centred(f.area(), 60, 8);
+    f.render_widget(Clear, area);
+    let field = |label: &str, value: &str, active: bool| {
+        let style = if active {
+            Style::new().reversed()
+        } else {
+            Style::new()
+        };
+        Line::from(vec![
+            Span::raw(format!("{label:>8}: ")),
+            Span::styled(format!("{value}{}", if active { "▏" } else { "" }), style),
+        ])
+    };
+    f.render_widget(
+        Paragraph::new(vec![
+            field("Name", &form.name, form.field == 0),
+            field("E-mail", &form.email, form.field == 1),
+            Line::from(""),
+            Line::from("Then the person looks at the camera; the best of a"),
+            Line::from("short burst of frames is enrolled."),
+        ])
+        .block(Block::bordered().title(" Enrol from the camera ")),
+        area,
+    );
+}
+
 fn help(f: &mut Frame) {
-    let area = centred(f.area(), 62, 18);
+    let area = centred(f.area(), 62, 20);
     f.render_widget(Clear, area);
     let text = [
         "1 2 3 4, Tab   Dashboard, Live log, Lockouts, Users",
@@ -480,7 +525,9 @@ fn help(f: &mut Frame) {
         "/              filter the log (words: action, outcome,",
         "               ip, user id, reason); Esc clears",
         "u              unlock the selected lockout",
-        "d / e / x      disable / enable / delete the selected user",
+        "d / a / x      disable / enable / delete the selected user",
+        "e / v          enrol a new user / verify the selected one",
+        "               with the kiosk camera",
         "R              rotate the KEK (Dashboard)",
         "?              this help; any key closes it",
         "q, Ctrl-C      quit",

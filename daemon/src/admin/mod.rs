@@ -15,11 +15,13 @@
 //! | `GET /v1/users` | accounts without biometric data: `after`, `limit` |
 //! | `POST /v1/users/{id}/disable`, `.../enable`, `DELETE /v1/users/{id}` | account actions |
 //! | `POST /v1/keys/rotate` | new KEK version in the HSM, every wrapped key re-wrapped |
+//! | `POST /v1/camera/enrol`, `POST /v1/camera/verify` | the kiosk camera: `{"name", "email"}` / `{"email"}` |
 //!
 //! Answers use the public API's envelope, so one client parser serves both.
 #![allow(clippy::result_large_err)]
 
 mod access;
+mod camera;
 mod lockouts;
 mod logs;
 mod system;
@@ -202,6 +204,8 @@ async fn handle(app: &App, req: Request<Incoming>, op: Operator) -> Response<Adm
             users::set_status(app, id, true, op).await
         }
         (&Method::DELETE, ["v1", "users", id]) => users::delete(app, id, op).await,
+        (&Method::POST, ["v1", "camera", "enrol"]) => camera::enrol_new(app, req, op).await,
+        (&Method::POST, ["v1", "camera", "verify"]) => camera::verify(app, req, op).await,
         _ => Err(whole(response::error(
             StatusCode::NOT_FOUND,
             "NOT_FOUND",

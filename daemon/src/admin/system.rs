@@ -31,6 +31,13 @@ pub async fn health(app: &App) -> Response<AdminBody> {
             json!((app.clock.now() - app.started).max(0) / 1000),
         );
         obj.insert("down".into(), json!(down));
+        obj.insert(
+            "camera".into(),
+            match &app.kiosk {
+                Some(k) => json!({"enabled": true, "device": k.device()}),
+                None => json!({"enabled": false}),
+            },
+        );
     }
     // Always 200: the answer is the report, whatever it says.
     ok("health report", data)

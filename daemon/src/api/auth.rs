@@ -15,7 +15,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use tokio::sync::OnceCell;
 
-use super::intake::{self, FormKind};
+use super::intake::{self, ClientInfo, FormKind};
 use super::journal::{self, Event};
 use super::session::{self, Answer};
 use crate::App;
@@ -58,6 +58,24 @@ pub async fn register(app: &App, req: Request<Incoming>) -> Answer {
         .map_err(|e| bad_request(&e.to_string()))?;
     let email = Email::parse(&form.email).map_err(|e| bad_request(&e.to_string()))?;
     let embedding = embed(app, form.photo).await?;
+    let user = enrol(app, name, email, embedding, &client).await?;
+    let tokens = session::open(app, &user.id, user.created_at).await?;
+    Ok(response::ok(
+        StatusCode::CREATED,
+        "Registration successful",
+        json!({"user": user_json(&user), "tokens": tokens}),
+    ))
+}
+
+/// Seals `embedding` for a new account and stores it (a photo upload or the
+/// kiosk camera): 409 `USER_EXISTS` if the e-mail is taken.
+pub(crate) async fn enrol(
+    app: &App,
+    name: Name,
+    email: Email,
+    embedding: Embedding,
+    client: &ClientInfo,
+) -> Result<User, Response<Body>> {
     let at = app.clock.now();
     let id = UserId::generate();
     let credentials = template::seal(&app.hsm, &id, &embedding)
@@ -91,13 +109,8 @@ pub async fn register(app: &App, req: Request<Incoming>) -> Answer {
         }
         Err(e) => return Err(unavailable("the store", &e)),
     }
-    journal::record(app, &client, Event::ok(at, Some(&id), Action::Register)).await;
-    let tokens = session::open(app, &id, at).await?;
-    Ok(response::ok(
-        StatusCode::CREATED,
-        "Registration successful",
-        json!({"user": user_json(&user), "tokens": tokens}),
-    ))
+    journal::record(app, client, Event::ok(at, Some(&id), Action::Register)).await;
+    Ok(user)
 }
 
 /// The lockout subject of an e-mail, whether or not an account has it, so that
@@ -144,15 +157,39 @@ pub async fn login(app: &App, req: Request<Incoming>, action: Action) -> Answer 
     let (form, client) = intake::photo_form(app, req, FormKind::Login).await?;
     let email = Email::parse(&form.email).map_err(|e| bad_request(&e.to_string()))?;
     let at = app.clock.now();
-    let policy = LockPolicy {
-        max_failures: app.config.auth.max_failures,
-        window: app.config.auth.failure_window_secs as i64 * 1000,
-        lock_for: app.config.auth.lockout_secs as i64 * 1000,
-    };
-    let subjects: Vec<Subject> = std::iter::once(email_subject(&email))
+    check_locks(app, &email, &client, at, action).await?;
+    let probe = embed(app, form.photo).await?;
+    let (user, similarity) = compare(app, &email, probe, &client, at, action).await?;
+    let tokens = session::open(app, &user.id, at).await?;
+    Ok(response::ok(
+        StatusCode::OK,
+        "Face verification successful",
+        json!({
+            "user": user_json(&user),
+            "tokens": tokens,
+            "similarity": (similarity * 100.0).round() / 100.0,
+        }),
+    ))
+}
+
+/// Whose failures a sign-in attempt counts against: the e-mail (whether or
+/// not it has an account) and the client address.
+fn subjects(email: &Email, client: &ClientInfo) -> Vec<Subject> {
+    std::iter::once(email_subject(email))
         .chain(client.ip.clone().map(Subject::Ip))
-        .collect();
-    for s in &subjects {
+        .collect()
+}
+
+/// 429 `ACCOUNT_LOCKED` (logged) if the e-mail or the address is locked out;
+/// checked before any face work is spent.
+pub(crate) async fn check_locks(
+    app: &App,
+    email: &Email,
+    client: &ClientInfo,
+    at: Millis,
+    action: Action,
+) -> Result<(), Response<Body>> {
+    for s in &subjects(email, client) {
         if let Some(until) = app
             .store
             .locked_until(s, at)
@@ -164,15 +201,35 @@ pub async fn login(app: &App, req: Request<Incoming>, action: Action) -> Answer 
                 reason: Some("locked"),
                 ..Event::ok(at, None, action)
             };
-            journal::record(app, &client, e).await;
+            journal::record(app, client, e).await;
             app.metrics.verdict(Verdict::Locked);
             return Err(locked(until, at));
         }
     }
-    let probe = embed(app, form.photo).await?;
+    Ok(())
+}
+
+/// Compares `probe` with the account's template (or, for an unknown or
+/// disabled account, a decoy at the same cost); counts failures, logs, and
+/// returns the user and similarity on a match, 401 `VERIFICATION_FAILED`
+/// otherwise.
+pub(crate) async fn compare(
+    app: &App,
+    email: &Email,
+    probe: Embedding,
+    client: &ClientInfo,
+    at: Millis,
+    action: Action,
+) -> Result<(User, f32), Response<Body>> {
+    let policy = LockPolicy {
+        max_failures: app.config.auth.max_failures,
+        window: app.config.auth.failure_window_secs as i64 * 1000,
+        lock_for: app.config.auth.lockout_secs as i64 * 1000,
+    };
+    let subjects = subjects(email, client);
     let user = app
         .store
-        .user_by_email(&email)
+        .user_by_email(email)
         .await
         .map_err(|e| unavailable("the store", &e))?
         .filter(|u| u.status == UserStatus::Active);
@@ -224,7 +281,7 @@ pub async fn login(app: &App, req: Request<Incoming>, action: Action) -> Answer 
             bucket,
             ..Event::failed(at, user_id.as_ref(), action, reason)
         };
-        journal::record(app, &client, e).await;
+        journal::record(app, client, e).await;
         app.metrics.verdict(Verdict::Reject);
         return Err(response::error(
             StatusCode::UNAUTHORIZED,
@@ -244,16 +301,7 @@ pub async fn login(app: &App, req: Request<Incoming>, action: Action) -> Answer 
         bucket: Some(similarity_bucket(similarity)),
         ..Event::ok(at, Some(&id), action)
     };
-    journal::record(app, &client, e).await;
+    journal::record(app, client, e).await;
     app.metrics.verdict(Verdict::Accept);
-    let tokens = session::open(app, &id, at).await?;
-    Ok(response::ok(
-        StatusCode::OK,
-        "Face verification successful",
-        json!({
-            "user": user_json(&user),
-            "tokens": tokens,
-            "similarity": (similarity * 100.0).round() / 100.0,
-        }),
-    ))
+    Ok((user, similarity))
 }

@@ -9,7 +9,7 @@
 mod account;
 pub(crate) mod auth;
 pub(crate) mod health;
-mod intake;
+pub(crate) mod intake;
 mod journal;
 mod keys;
 pub mod limits;

@@ -148,7 +148,10 @@ impl Instance {
         });
         let url = rx
             .recv_timeout(Duration::from_secs(60))
-            .expect("arclockd did not start listening");
+            .unwrap_or_else(|e| {
+                let log = std::fs::read_to_string(self.path("daemon.log")).unwrap_or_default();
+                panic!("arclockd did not start listening ({e}):\n{log}")
+            });
         Daemon {
             child,
             url: url.replace("127.0.0.1", "localhost"),

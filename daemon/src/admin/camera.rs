@@ -1,0 +1,119 @@
+//! The kiosk camera, driven by an operator: enrol a new account, or verify
+//! that the person in front of the camera is the account they claim. Same
+//! pipeline, sealing, lockouts and auth log as the mobile API; the log entry
+//! names the camera and the operator's uid as the device.
+
+use std::sync::Arc;
+
+use http::{Request, StatusCode};
+use hyper::body::Incoming;
+use serde_json::json;
+
+use super::{Answer, Operator, bad_request, json_body, ok, whole};
+use crate::App;
+use crate::api::auth::{check_locks, compare, enrol, user_json};
+use crate::api::intake::ClientInfo;
+use crate::http::response;
+use crate::identity::{Email, Name};
+use crate::kiosk::Kiosk;
+use crate::store::{Action, similarity_bucket};
+
+fn kiosk(app: &App) -> Result<&Arc<Kiosk>, http::Response<super::AdminBody>> {
+    app.kiosk.as_ref().ok_or_else(|| {
+        whole(response::error(
+            StatusCode::NOT_FOUND,
+            "NO_CAMERA",
+            "No camera is configured",
+            "set [camera] enabled = true in arclockd.toml",
+            None,
+        ))
+    })
+}
+
+/// The auth log's device field for a camera action.
+fn client(kiosk: &Kiosk, op: Operator) -> ClientInfo {
+    ClientInfo {
+        ip: None,
+        user_agent: Some(format!(
+            "camera {} (operator uid {})",
+            kiosk.device(),
+            op.uid
+        )),
+    }
+}
+
+/// A burst from the camera, best face embedded; face problems are 422 with
+/// the reason ("no face found", "low quality photo: blur"), a missing device 503.
+async fn capture(
+    app: &App,
+    kiosk: &Arc<Kiosk>,
+) -> Result<arclock_face::Embedding, http::Response<super::AdminBody>> {
+    match kiosk.best_face(&app.face).await {
+        Ok(face) => Ok(face.embedding),
+        Err(e) if e.is_photo_problem() => Err(whole(response::error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "FACE_ERROR",
+            &e.to_string(),
+            e.kind(),
+            None,
+        ))),
+        Err(e) => Err(whole(response::unavailable(
+            &format!("the camera {}", kiosk.device()),
+            &e,
+        ))),
+    }
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EnrolBody {
+    name: String,
+    email: String,
+}
+
+pub async fn enrol_new(app: &App, req: Request<Incoming>, op: Operator) -> Answer {
+    let kiosk = kiosk(app)?;
+    let body: EnrolBody = json_body(req).await?;
+    let name = Name::parse(&body.name).map_err(|e| bad_request(&e.to_string()))?;
+    let email = Email::parse(&body.email).map_err(|e| bad_request(&e.to_string()))?;
+    let embedding = capture(app, kiosk).await?;
+    tracing::info!(target: "audit", uid = op.uid, action = "camera enrol", "operator action");
+    let user = enrol(app, name, email, embedding, &client(kiosk, op))
+        .await
+        .map_err(whole)?;
+    Ok(ok(
+        "enrolled from the camera",
+        json!({"user": user_json(&user)}),
+    ))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VerifyBody {
+    email: String,
+}
+
+/// 200 with the similarity bucket on a match; 401 `VERIFICATION_FAILED` or
+/// 429 `ACCOUNT_LOCKED` exactly as a mobile login would get.
+pub async fn verify(app: &App, req: Request<Incoming>, op: Operator) -> Answer {
+    let kiosk = kiosk(app)?;
+    let body: VerifyBody = json_body(req).await?;
+    let email = Email::parse(&body.email).map_err(|e| bad_request(&e.to_string()))?;
+    let client = client(kiosk, op);
+    let at = app.clock.now();
+    tracing::info!(target: "audit", uid = op.uid, action = "camera verify", "operator action");
+    check_locks(app, &email, &client, at, Action::VerifyFace)
+        .await
+        .map_err(whole)?;
+    let probe = capture(app, kiosk).await?;
+    let (user, similarity) = compare(app, &email, probe, &client, at, Action::VerifyFace)
+        .await
+        .map_err(whole)?;
+    Ok(ok(
+        "face verified",
+        json!({
+            "user": user_json(&user),
+            "similarityBucket": similarity_bucket(similarity),
+        }),
+    ))
+}
