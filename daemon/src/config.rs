@@ -38,7 +38,7 @@ pub enum ConfigError {
 }
 
 /// The whole daemon configuration.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     pub server: Server,
@@ -59,7 +59,7 @@ pub struct Config {
 
 /// A local V4L2 camera for a kiosk or door appliance (off by default; the
 /// systemd unit needs the camera drop-in for device access).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Camera {
     pub enabled: bool,
@@ -89,7 +89,7 @@ impl Default for Camera {
 /// The operator socket: a Unix socket (mode 0660) that `arclock-console`
 /// speaks to. Who may use it is decided twice: by the file's group, and by
 /// the peer's uid (SO_PEERCRED) against the operators named here.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Admin {
     /// Socket path; its directory must exist (systemd's RuntimeDirectory).
@@ -113,7 +113,7 @@ impl Default for Admin {
 }
 
 /// Request rate limits per client address (0 switches one off).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
     /// The window both quotas are counted over (15 min).
@@ -135,7 +135,7 @@ impl Default for Limits {
 }
 
 /// Tokens: who issues them, for whom, and for how long.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Auth {
     /// `iss` of access tokens.
@@ -169,7 +169,7 @@ impl Default for Auth {
 }
 
 /// The public HTTPS listener.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Server {
     pub listen: SocketAddr,
@@ -203,7 +203,7 @@ pub enum Provision {
 }
 
 /// The PKCS#11 token holding the key-encryption and signing keys.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Hsm {
     pub module: PathBuf,
@@ -233,7 +233,7 @@ pub enum Backend {
 }
 
 /// Storage settings.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Store {
     pub backend: Backend,
@@ -247,7 +247,7 @@ pub struct Store {
 }
 
 /// The face models.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Models {
     pub runtime: PathBuf,
@@ -267,7 +267,7 @@ pub struct Models {
 }
 
 /// Log output.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Log {
     #[serde(default = "defaults::log_format")]
@@ -487,6 +487,28 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// The sections that differ between two configurations, other than what a
+/// SIGHUP applies live (`log.level`; the certificate files are re-read, not
+/// re-named).
+pub fn restart_needed(running: &Config, fresh: &Config) -> Vec<&'static str> {
+    let sections = [
+        ("server", running.server == fresh.server),
+        ("hsm", running.hsm == fresh.hsm),
+        ("store", running.store == fresh.store),
+        ("models", running.models == fresh.models),
+        ("auth", running.auth == fresh.auth),
+        ("limits", running.limits == fresh.limits),
+        ("admin", running.admin == fresh.admin),
+        ("camera", running.camera == fresh.camera),
+        ("log.format", running.log.format == fresh.log.format),
+    ];
+    sections
+        .into_iter()
+        .filter(|(_, same)| !same)
+        .map(|(name, _)| name)
+        .collect()
 }
 
 /// Applies one `ARCLOCK_SECTION_KEY=value` override to the raw table and

@@ -73,19 +73,7 @@ pub fn check(config: &Config, report: &mut Report) -> Result<(), HardeningError>
         what: "reading RLIMIT_MEMLOCK",
         source,
     })?;
-    // Root (CAP_IPC_LOCK) locks past the limit.
-    if let (Some(bytes), false) = (limit, root) {
-        let have = bytes / (1024 * 1024);
-        let need = BASE_MIB + PER_WORKER_MIB * config.models.workers as u64;
-        if have < need {
-            return Err(HardeningError::Memlock {
-                have,
-                need,
-                workers: config.models.workers,
-            });
-        }
-        report.memlock_mib = Some(have);
-    }
+    report.memlock_mib = memlock_enough(limit, root, config.models.workers)?;
     let mut dirs = vec![config.admin.socket.as_path()];
     if config.store.backend == crate::config::Backend::Embedded {
         dirs.push(config.store.path.as_path());
@@ -101,6 +89,29 @@ pub fn check(config: &Config, report: &mut Report) -> Result<(), HardeningError>
         private_dir(dir)?;
     }
     Ok(())
+}
+
+/// Whether `limit` bytes of lockable memory (`None`: unlimited) cover
+/// `workers`; root's CAP_IPC_LOCK locks past any limit. The limit in MiB when
+/// one applies.
+fn memlock_enough(
+    limit: Option<u64>,
+    root: bool,
+    workers: usize,
+) -> Result<Option<u64>, HardeningError> {
+    let (Some(bytes), false) = (limit, root) else {
+        return Ok(None);
+    };
+    let have = bytes / (1024 * 1024);
+    let need = BASE_MIB + PER_WORKER_MIB * workers as u64;
+    if have < need {
+        return Err(HardeningError::Memlock {
+            have,
+            need,
+            workers,
+        });
+    }
+    Ok(Some(have))
 }
 
 /// A directory we keep state in: ours or root's, and writable by nobody else.
@@ -133,6 +144,20 @@ fn private_dir(dir: &Path) -> Result<(), HardeningError> {
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn memlock_must_cover_the_workers_unless_root() {
+        let mib = |n: u64| Some(n * 1024 * 1024);
+        let e = memlock_enough(mib(8), false, 2).unwrap_err().to_string();
+        assert!(
+            e.contains("8 MiB") && e.contains("192 MiB") && e.contains("LimitMEMLOCK"),
+            "{e}"
+        );
+        assert_eq!(memlock_enough(mib(512), false, 2).unwrap(), Some(512));
+        assert!(memlock_enough(mib(512), false, 7).is_err());
+        assert_eq!(memlock_enough(mib(8), true, 2).unwrap(), None);
+        assert_eq!(memlock_enough(None, false, 64).unwrap(), None);
+    }
 
     #[test]
     fn state_dirs_writable_by_others_are_refused() {

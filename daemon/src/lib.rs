@@ -80,6 +80,19 @@ pub struct App {
     pub started: store::Millis,
     /// The local camera, when `[camera] enabled`.
     pub kiosk: Option<Arc<kiosk::Kiosk>>,
+    /// What SIGHUP re-reads and how it applies it (set by the binary).
+    pub reload: Option<Reload>,
+}
+
+/// Replaces the log level filter; `Err` names what is wrong with the level.
+pub type LevelSetter = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
+
+/// SIGHUP's work beyond the certificate: the config file to re-read and the
+/// log level to apply from it. Other changed settings are reported as
+/// needing a restart, never half-applied.
+pub struct Reload {
+    pub config: std::path::PathBuf,
+    pub log_level: LevelSetter,
 }
 
 /// Why the daemon cannot start. Runtime outages (HSM gone, store failing) are
@@ -147,6 +160,7 @@ impl App {
             feed: tokio::sync::broadcast::channel(1024).0,
             started: SystemClock.now(),
             kiosk,
+            reload: None,
         })
     }
 
@@ -155,6 +169,12 @@ impl App {
         self.store.append_log(&entry).await?;
         let _ = self.feed.send(entry);
         Ok(())
+    }
+
+    /// The same app, reloading `reload.config` on SIGHUP.
+    pub fn with_reload(mut self, reload: Reload) -> Self {
+        self.reload = Some(reload);
+        self
     }
 
     /// The same app reading time from `clock` (tests move time with it).
@@ -274,8 +294,9 @@ async fn upkeep(app: Arc<App>) {
     }
 }
 
-/// SIGHUP: re-read the certificate and key; a bad pair is logged and the
-/// one in use stays.
+/// SIGHUP: re-read the certificate and key (a bad pair is logged and the one
+/// in use stays) and the config file: its log level applies at once; other
+/// changes are named as needing a restart.
 async fn reload_on_hangup(app: Arc<App>) {
     use tokio::signal::unix::{SignalKind, signal};
     let Ok(mut hup) = signal(SignalKind::hangup()) else {
@@ -290,7 +311,31 @@ async fn reload_on_hangup(app: Arc<App>) {
                 tracing::error!(error = %e, "TLS certificate not reloaded; keeping the current one")
             }
         }
+        if let Some(reload) = &app.reload {
+            reload_config(&app, reload);
+        }
         supervisor::reloaded();
+    }
+}
+
+fn reload_config(app: &App, reload: &Reload) {
+    let fresh = match Config::load(&reload.config, std::env::vars()) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "configuration not reloaded; keeping the current one");
+            return;
+        }
+    };
+    match (reload.log_level)(&fresh.log.level) {
+        Ok(()) => tracing::info!(level = %fresh.log.level, "log level applied"),
+        Err(e) => tracing::error!(error = %e, "log level not applied"),
+    }
+    let changed = config::restart_needed(&app.config, &fresh);
+    if !changed.is_empty() {
+        tracing::warn!(
+            sections = ?changed,
+            "these settings changed on disk and take effect at the next restart"
+        );
     }
 }
 

@@ -48,7 +48,7 @@ fn main() -> anyhow::Result<()> {
         println!("{}: configuration is valid", args.config.display());
         return Ok(());
     }
-    init_logging(&config);
+    let log_level = init_logging(&config);
     if args.command.is_none() {
         arclockd::hardening::check(&config, &mut hardened)?;
     }
@@ -70,20 +70,33 @@ fn main() -> anyhow::Result<()> {
                 Ok(())
             }
             None => {
-                let app = arclockd::App::build(config).await?;
+                let app = arclockd::App::build(config)
+                    .await?
+                    .with_reload(arclockd::Reload {
+                        config: args.config.clone(),
+                        log_level,
+                    });
                 arclockd::run(app).await
             }
         }
     })
 }
 
-fn init_logging(config: &Config) {
+/// Installs the subscriber; the returned function swaps the level filter
+/// (`log.level` is one of the settings a SIGHUP applies live).
+fn init_logging(config: &Config) -> arclockd::LevelSetter {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = tracing_subscriber::EnvFilter::new(&config.log.level);
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
+    let registry = tracing_subscriber::registry().with(filter);
+    let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     match config.log.format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
+        LogFormat::Json => registry.with(layer.json()).init(),
+        LogFormat::Text => registry.with(layer).init(),
     }
+    Box::new(move |level: &str| {
+        let filter = tracing_subscriber::EnvFilter::try_new(level).map_err(|e| e.to_string())?;
+        handle.reload(filter).map_err(|e| e.to_string())
+    })
 }

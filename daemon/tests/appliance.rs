@@ -229,3 +229,72 @@ fn speaks_the_service_manager_protocol() {
     assert!(log.contains(r#""write_execute_denied":true"#), "{log}");
     assert!(log.contains(r#""message":"stopped""#), "{log}");
 }
+
+/// SIGHUP re-reads the config file: the log level applies at once, other
+/// changed sections are named as needing a restart, a broken file is refused
+/// and the daemon keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_applies_the_log_level_and_names_the_rest() {
+    let inst = Instance::new();
+    inst.provision();
+    let config = inst.path("arclockd.toml");
+    let original = std::fs::read_to_string(root().join("config/arclockd.toml")).unwrap();
+    std::fs::write(&config, &original).unwrap();
+    let d = inst.start_with(&[
+        ("ARCLOCK_CONFIG", config.to_str().unwrap()),
+        ("ARCLOCK_LOG_FORMAT", "json"),
+    ]);
+    let port = d
+        .url
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .trim_end_matches('/')
+        .to_string();
+    // Not TLS: a handshake failure, logged at debug level only.
+    let garbage = || {
+        use std::io::Write;
+        let mut s = std::net::TcpStream::connect(format!("127.0.0.1:{port}")).unwrap();
+        let _ = s.write_all(b"GET / HTTP/1.0\r\n\r\n");
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    let log = || std::fs::read_to_string(inst.path("daemon.log")).unwrap();
+    let wait_for = |text: &str| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !log().contains(text) {
+            assert!(Instant::now() < deadline, "{text:?} not logged:\n{}", log());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let hup = || {
+        assert!(
+            Command::new("kill")
+                .args(["-HUP", &d.child.id().to_string()])
+                .status()
+                .unwrap()
+                .success()
+        );
+    };
+    garbage();
+    assert!(
+        !log().contains("TLS handshake failed"),
+        "debug logged at info level"
+    );
+
+    let edited = original
+        .replace("level = \"info,ort=warn\"", "level = \"debug,ort=warn\"")
+        .replace("lockout_secs = 900", "lockout_secs = 600");
+    assert_ne!(edited, original);
+    std::fs::write(&config, &edited).unwrap();
+    hup();
+    wait_for("log level applied");
+    wait_for(r#""sections":"[\"auth\"]""#);
+    garbage();
+    wait_for("TLS handshake failed");
+
+    std::fs::write(&config, "this is [not toml").unwrap();
+    hup();
+    wait_for("configuration not reloaded");
+    let (status, _, _, _) = d.get("/health").await;
+    assert_eq!(status, 200);
+}
