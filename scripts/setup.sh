@@ -64,20 +64,25 @@ PY
   echo "setup: ONNX Runtime $ORT_VERSION at $ORT_LIB"
 fi
 
-# --- nx-27017 (test-only MongoDB wire-protocol server) ---------------------------
-# A venv with hash-pinned wheels; re-created when the requirements change.
-NX_DIR="$STATE/opt/nx-27017"
-NX_REQ="$ROOT/scripts/nx-27017.requirements.txt"
-NX_STAMP="$NX_DIR/.requirements.sha256"
-NX_WANT="$(sha256sum "$NX_REQ" | cut -d' ' -f1)"
-if [ ! -x "$NX_DIR/bin/nx-27017" ] || [ "$(cat "$NX_STAMP" 2>/dev/null)" != "$NX_WANT" ]; then
-  echo "setup: installing nx-27017 (pinned, hash-checked) into $NX_DIR"
-  rm -rf "$NX_DIR"
-  python3 -m venv "$NX_DIR"
-  "$NX_DIR/bin/pip" install --quiet --disable-pip-version-check --require-hashes \
-    --no-deps --only-binary=:all: -r "$NX_REQ"
-  echo "$NX_WANT" > "$NX_STAMP"
-fi
+# --- Test-only Python tools, each in a venv of hash-pinned wheels ----------------
+# Re-created when the requirements file changes.
+pinned_venv() { # name, executable, requirements file
+  local dir="$STATE/opt/$1" req="$3"
+  local stamp="$dir/.requirements.sha256" want
+  want="$(sha256sum "$req" | cut -d' ' -f1)"
+  if [ ! -x "$dir/bin/$2" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    echo "setup: installing $1 (pinned, hash-checked) into $dir"
+    rm -rf "$dir"
+    python3 -m venv "$dir"
+    "$dir/bin/pip" install --quiet --disable-pip-version-check --require-hashes \
+      --no-deps --only-binary=:all: -r "$req"
+    echo "$want" > "$stamp"
+  fi
+}
+# nx-27017: a MongoDB wire-protocol server, for the store contract on MongoDB.
+pinned_venv nx-27017 nx-27017 "$ROOT/scripts/nx-27017.requirements.txt"
+# schemathesis: attacks the live daemon from its own OpenAPI document.
+pinned_venv schemathesis schemathesis "$ROOT/scripts/schemathesis.requirements.txt"
 
 # --- Face models ---------------------------------------------------------------
 mkdir -p "$STATE/models"

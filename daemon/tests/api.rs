@@ -454,7 +454,7 @@ async fn sessions_profile_logs_and_deletion() {
     let (status, _, _) = call(&d, "GET", "/api/logs/auth", &third_access, None).await;
     assert_eq!(status, 401);
     let (status, _, _) = post(&d, "/api/auth/logout", json!({})).await;
-    assert_eq!(status, 400);
+    assert_eq!(status, 401);
 
     // Token attacks on the wire: all one 401.
     let (_, _, body) = post(

@@ -149,7 +149,16 @@ pub fn decode_photo(b64: &str) -> Result<LockedBytes, Response<Body>> {
     }
     let mut out =
         LockedBytes::zeroed(b64.len() / 4 * 3 + 3).map_err(|e| unavailable("locked memory", &e))?;
-    let engine = base64::engine::general_purpose::STANDARD;
+    // As lenient as the origin's Node `Buffer.from(s, "base64")`: non-zero
+    // trailing bits and missing padding are accepted (what a client's encoder
+    // meant is unambiguous).
+    use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+    let engine = GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        GeneralPurposeConfig::new()
+            .with_decode_allow_trailing_bits(true)
+            .with_decode_padding_mode(DecodePaddingMode::Indifferent),
+    );
     let n = engine
         .decode_slice(b64.as_bytes(), &mut out)
         .map_err(|_| bad_request("imageBase64 is not valid base64"))?;
@@ -303,6 +312,11 @@ async fn multipart(
                 let b64 = std::str::from_utf8(&value)
                     .map_err(|_| bad_request("imageBase64 is not valid base64"))?;
                 photo = Some(decode_photo(b64)?);
+            }
+            "image" | "imageBase64" => {
+                return Err(bad_request(
+                    "send the photo once: an image file part or imageBase64, not both",
+                ));
             }
             _ => return Err(duplicate()),
         }

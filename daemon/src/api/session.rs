@@ -221,11 +221,8 @@ pub async fn logout(app: &App, req: Request<Incoming>) -> Answer {
                 .map_err(|e| unavailable("the store", &e))?;
         }
         Some(_) => return Err(bad_request("refreshToken is malformed")),
-        None if caller.is_none() => {
-            return Err(bad_request(
-                "send the access token (Authorization: Bearer) or refreshToken",
-            ));
-        }
+        // Nothing names a session: the caller is not authenticated.
+        None if caller.is_none() => return Err(response::unauthorized()),
         None => {}
     }
     let user = caller.as_ref().map(|c| &c.user.id);
