@@ -24,6 +24,18 @@ async fn post(d: &Daemon, path: &str, body: Value) -> (u16, Value) {
     (r.status().as_u16(), r.json().await.unwrap())
 }
 
+/// What `GET /api/user/profile` answers to this bearer token.
+async fn profile_status(d: &Daemon, token: &str) -> u16 {
+    d.client
+        .get(format!("{}/api/user/profile", d.url))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
 async fn login(d: &Daemon, email: &str, who: (&str, u32)) -> (u16, Value) {
     post(
         d,
@@ -212,24 +224,14 @@ async fn lockouts_users_keys_logs_and_metrics() {
         (users[0].email.as_str(), users[0].status.as_str()),
         (email, "active")
     );
-    let raw = d
-        .client
-        .get(format!("{}/api/user/profile", d.url))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(raw.status(), 200);
+    assert_eq!(profile_status(&d, &token).await, 200);
     admin.set_enabled(&id, false).await.unwrap();
     assert_eq!(login(&d, email, ("Aaron_Peirsol", 2)).await.0, 401);
-    let raw = d
-        .client
-        .get(format!("{}/api/user/profile", d.url))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(raw.status(), 401, "a disabled user's token still works");
+    assert_eq!(
+        profile_status(&d, &token).await,
+        401,
+        "a disabled user's token still works"
+    );
     admin.set_enabled(&id, true).await.unwrap();
     assert_eq!(login(&d, email, ("Aaron_Peirsol", 2)).await.0, 200);
     assert_eq!(

@@ -87,6 +87,20 @@ impl Pipeline {
     /// Embeds a photo on the blocking pool, at most `workers` at a time. The
     /// photo buffer is consumed: it is wiped when the run ends.
     pub async fn embed(self: &Arc<Self>, photo: LockedBytes) -> Result<Face, Error> {
+        self.pooled(move |me, ws| {
+            let out = me.run(ws, &photo, None);
+            drop(photo);
+            out
+        })
+        .await
+    }
+
+    /// Runs `job` with a workspace on the blocking pool, at most `workers`
+    /// at a time; the workspace goes back to the pool (wiped by `job`).
+    async fn pooled<F>(self: &Arc<Self>, job: F) -> Result<Face, Error>
+    where
+        F: FnOnce(&Pipeline, &mut Workspace) -> Result<Face, Error> + Send + 'static,
+    {
         let _permit = self
             .permits
             .acquire()
@@ -95,8 +109,7 @@ impl Pipeline {
         let me = Arc::clone(self);
         tokio::task::spawn_blocking(move || {
             let mut ws = me.take_workspace()?;
-            let out = me.run(&mut ws, &photo, None);
-            drop(photo);
+            let out = job(&me, &mut ws);
             me.give_back(ws);
             out
         })
@@ -113,21 +126,13 @@ impl Pipeline {
         let mut best: Option<Face> = None;
         let mut last_err = Error::NoFace;
         for frame in frames {
-            let _permit = self
-                .permits
-                .acquire()
-                .await
-                .map_err(|_| Error::Unavailable("pool closed".into()))?;
-            let me = Arc::clone(self);
-            let out = tokio::task::spawn_blocking(move || {
-                let mut ws = me.take_workspace()?;
-                let out = me.run_frame(&mut ws, &frame);
-                drop(frame);
-                me.give_back(ws);
-                out
-            })
-            .await
-            .map_err(|e| Error::Unavailable(format!("face worker failed: {e}")))?;
+            let out = self
+                .pooled(move |me, ws| {
+                    let out = me.run_frame(ws, &frame);
+                    drop(frame);
+                    out
+                })
+                .await;
             match out {
                 Ok(face) => {
                     let better = best

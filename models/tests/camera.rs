@@ -5,38 +5,16 @@
 
 mod common;
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use arclock_face::camera::{self, Camera, Frame, PixelFormat, V4l2Camera};
-use arclock_face::{Embedding, Error, FaceModels, Manifest, Pipeline, Policy, Threads, Workspace};
+use arclock_face::{Embedding, Error, Pipeline, Workspace};
 use arclock_secmem::LockedBytes;
-use common::{faces, manifest_path, runtime, state};
+use common::faces;
 use image::RgbImage;
 
 fn pipeline() -> Arc<Pipeline> {
-    static P: OnceLock<Arc<Pipeline>> = OnceLock::new();
-    P.get_or_init(|| {
-        let manifest = Manifest::parse(&std::fs::read_to_string(manifest_path()).unwrap()).unwrap();
-        let models = FaceModels::load(
-            &runtime(),
-            &manifest,
-            &state().join("models"),
-            "scrfd_2.5g_bnkps",
-            "arcface_mobileface_128",
-            Threads {
-                workers: 1,
-                intra: 1,
-            },
-        )
-        .unwrap();
-        Arc::new(Pipeline::new(
-            models,
-            Policy::default(),
-            arclock_face::photo::Limits::default(),
-            1,
-        ))
-    })
-    .clone()
+    common::default_pipeline(1)
 }
 
 fn photo(name: &str, n: u32) -> Vec<u8> {

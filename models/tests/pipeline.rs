@@ -4,7 +4,7 @@
 mod common;
 
 use std::io::Cursor;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use arclock_face::{
     Embedding, Error, FaceModels, Manifest, Pipeline, Policy, Threads, Workspace, photo::Limits,
@@ -25,26 +25,7 @@ fn manifest_text() -> String {
 
 /// The default pipeline (SCRFD + the 128-d recognizer), loaded once per process.
 fn pipeline() -> Arc<Pipeline> {
-    static P: OnceLock<Arc<Pipeline>> = OnceLock::new();
-    P.get_or_init(|| {
-        let manifest = Manifest::parse(&manifest_text()).unwrap();
-        let models = FaceModels::load(
-            &runtime(),
-            &manifest,
-            &state().join("models"),
-            "scrfd_2.5g_bnkps",
-            "arcface_mobileface_128",
-            TWO,
-        )
-        .unwrap();
-        Arc::new(Pipeline::new(
-            models,
-            Policy::default(),
-            Limits::default(),
-            2,
-        ))
-    })
-    .clone()
+    common::default_pipeline(TWO.workers)
 }
 
 fn photo(name: &str, n: u32) -> Vec<u8> {
