@@ -42,6 +42,7 @@ async fn schemathesis_finds_nothing() {
         let cert = inst.path("tls/cert.pem");
         let report = report.clone();
         move || {
+            std::fs::create_dir_all(&report).unwrap();
             Command::new(st)
                 .arg("--config-file")
                 .arg(common::root().join("daemon/tests/schemathesis.toml"))
@@ -63,7 +64,8 @@ async fn schemathesis_finds_nothing() {
                 ])
                 .args(["--header", &format!("Authorization: Bearer {token}")])
                 .args(["--report", "junit", "--report-dir"])
-                .arg(report)
+                .arg(&report)
+                .current_dir(&report)
                 .env("NO_COLOR", "1")
                 .env("SCHEMATHESIS_HOOKS", "")
                 .output()

@@ -13,9 +13,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use arclock_hsm::WrappedKey;
 use arclockd::identity::{Email, Name, UserId};
 use arclockd::store::{
-    Action, AuthLog, Credentials, EmbeddedStore, FailureOutcome, LockPolicy, LogFilter, MongoStore,
-    NewFamily, NewUser, Outcome, Rotation, Store, StoreError, StoredKey, Subject, Template, User,
-    UserStatus,
+    Action, AuthLog, Credentials, EmbeddedStore, FailureOutcome, LockPolicy, LogCursor, LogFilter,
+    MongoStore, NewFamily, NewUser, Outcome, Rotation, Store, StoreError, StoredKey, Subject,
+    Template, User, UserStatus,
 };
 
 const NOW: i64 = 1_800_000_000_000;
@@ -556,6 +556,23 @@ async fn logs_page_newest_first_and_filter(_: &Backend, s: Arc<dyn Store>) {
     assert_eq!(by_ip.entries.len(), 5);
     assert!(by_ip.entries.iter().all(|l| l.user_id.as_ref() == Some(&b)));
     assert_eq!(by_ip.entries[0].similarity_bucket, Some(3));
+
+    // A well-formed cursor this backend never issued (the other backend's id
+    // shape) pages from its time, never fails.
+    for id in ["ffffffffffffffffffffffff", "999"] {
+        let foreign = s
+            .logs(&LogFilter {
+                user_id: Some(a.clone()),
+                before: LogCursor::decode(&format!("{}.{id}", NOW + 20 * MIN)),
+                limit: 100,
+                ..LogFilter::default()
+            })
+            .await
+            .unwrap();
+        assert!(foreign.entries.iter().all(|l| l.at <= NOW + 20 * MIN));
+        assert!(foreign.entries.len() >= 20, "{}", foreign.entries.len());
+    }
+    assert!(LogCursor::decode("5742.R9").is_none());
 }
 
 /// What an encrypted registration hands the store is only ciphertext: scan the

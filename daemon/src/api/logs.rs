@@ -85,14 +85,14 @@ fn clip(k: &str) -> String {
     k.chars().take(64).collect()
 }
 
-/// RFC 3339 or milliseconds since the epoch.
+/// RFC 3339 (any offset, any year the format allows) or milliseconds since
+/// the epoch.
 pub(crate) fn time(s: &str) -> Option<Millis> {
     if let Ok(ms) = s.parse::<Millis>() {
         return Some(ms);
     }
-    let t = humantime::parse_rfc3339_weak(s).ok()?;
-    let d = t.duration_since(std::time::UNIX_EPOCH).ok()?;
-    Some(d.as_millis() as Millis)
+    let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()?;
+    Millis::try_from(t.unix_timestamp_nanos() / 1_000_000).ok()
 }
 
 fn entry_json(l: &AuthLog, listing: Listing) -> serde_json::Value {
@@ -142,4 +142,22 @@ pub async fn list(app: &App, req: Request<Incoming>, listing: Listing) -> Answer
         message,
         json!({key: entries, "nextCursor": next}),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::time;
+
+    #[test]
+    fn times_are_rfc3339_with_any_offset_or_milliseconds() {
+        assert_eq!(time("1700000000000"), Some(1_700_000_000_000));
+        assert_eq!(time("-5"), Some(-5));
+        assert_eq!(time("2023-11-14T22:13:20Z"), Some(1_700_000_000_000));
+        assert_eq!(time("2023-11-14T23:13:20.5+01:00"), Some(1_700_000_000_500));
+        assert_eq!(time("2023-11-14t22:13:20z"), Some(1_700_000_000_000));
+        assert_eq!(time("1969-12-31T23:59:59Z"), Some(-1000));
+        for bad in ["yesterday", "2023-13-01T00:00:00Z", "2023-11-14", ""] {
+            assert_eq!(time(bad), None, "{bad}");
+        }
+    }
 }

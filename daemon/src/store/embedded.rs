@@ -560,7 +560,9 @@ impl Store for EmbeddedStore {
                 arg(&mut sql, " AND at < ?", Value::Integer(t));
             }
             if let Some(c) = &f.before {
-                let id: i64 = c.id.parse().map_err(|_| StoreError::Corrupt("cursor".into()))?;
+                // A well-formed id this backend did not issue (another
+                // backend's, or out of range): every entry at that time.
+                let id: i64 = c.id.parse().unwrap_or(i64::MAX);
                 arg(&mut sql, " AND (at < ?", Value::Integer(c.at));
                 arg(&mut sql, " OR (at = ?", Value::Integer(c.at));
                 arg(&mut sql, " AND id < ?))", Value::Integer(id));

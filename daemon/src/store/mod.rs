@@ -202,9 +202,15 @@ impl LogCursor {
         format!("{}.{}", self.at, self.id)
     }
 
+    /// `<ms>.<id>` with the id as either backend writes it: a row number
+    /// (embedded) or 24 lowercase hex digits (MongoDB ObjectId).
     pub fn decode(s: &str) -> Option<Self> {
         let (at, id) = s.split_once('.')?;
-        let ok = !id.is_empty() && id.len() <= 32 && id.bytes().all(|b| b.is_ascii_alphanumeric());
+        let ok = !id.is_empty()
+            && id.len() <= 24
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
         Some(LogCursor {
             at: at.parse().ok()?,
             id: id.to_string(),

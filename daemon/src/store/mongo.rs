@@ -561,8 +561,9 @@ impl Store for MongoStore {
             filter.insert("at", at);
         }
         if let Some(c) = &f.before {
-            let oid =
-                ObjectId::parse_str(&c.id).map_err(|_| StoreError::Corrupt("cursor".into()))?;
+            // A well-formed id this backend did not issue (the embedded
+            // store's row number): every entry at that time.
+            let oid = ObjectId::parse_str(&c.id).unwrap_or(ObjectId::from_bytes([0xff; 12]));
             filter.insert(
                 "$or",
                 vec![
