@@ -213,3 +213,57 @@ async fn sigterm_lets_in_flight_requests_finish() {
     let log = std::fs::read_to_string(inst.path("daemon.log")).unwrap();
     assert!(log.contains("connections drained"), "{log}");
 }
+
+/// One address sending ten times its quota gets 429s; another address is
+/// served as if nothing happened, and the unlimited health check stays up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flooding_address_does_not_starve_others() {
+    let inst = Instance::new();
+    inst.provision();
+    let d = inst.start_with(&[("ARCLOCK_LIMITS_GENERAL", "20")]);
+    let cert = std::fs::read(inst.path("tls/cert.pem")).unwrap();
+    let port: u16 = d
+        .url
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .trim_end_matches('/')
+        .parse()
+        .unwrap();
+    let from = |ip: [u8; 4]| {
+        reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(&cert).unwrap())
+            .tls_built_in_root_certs(false)
+            .local_address(std::net::IpAddr::from(ip))
+            .resolve("localhost", ([127, 0, 0, 1], port).into())
+            .build()
+            .unwrap()
+    };
+    let (flood, other) = (from([127, 0, 0, 1]), from([127, 0, 0, 2]));
+    let profile = format!("{}/api/user/profile", d.url);
+    let mut refused = 0;
+    for _ in 0..200 {
+        let r = flood.get(&profile).send().await.unwrap();
+        match r.status().as_u16() {
+            401 => {}
+            429 => {
+                assert!(r.headers().contains_key("retry-after"));
+                refused += 1;
+            }
+            s => panic!("unexpected {s}"),
+        }
+    }
+    assert_eq!(refused, 180, "the flood was not cut at its quota of 20");
+    let health = flood.get(format!("{}/health", d.url)).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    for n in 0..10 {
+        let r = other.get(&profile).send().await.unwrap();
+        assert_eq!(r.status(), 401, "the other address was limited");
+        let left: u32 = r.headers()["ratelimit-remaining"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(left, 19 - n);
+    }
+}
