@@ -8,7 +8,7 @@ ifeq ($(shell id -u),0)
 export ARCLOCK_ALLOW_ROOT := 1
 endif
 
-.PHONY: setup build run test bench check clean install install-files
+.PHONY: setup build run test bench fuzz fuzz-seeds check clean install install-files
 
 ## Install pinned system packages, ONNX Runtime and the face models (idempotent).
 setup:
@@ -34,6 +34,15 @@ test: setup
 bench: setup
 	$(CARGO) build --release -p arclock-bench -p arclockd
 	target/release/arclock-bench --out bench/results
+
+## Every fuzz target (fuzz/) for FUZZ_SECONDS (default 60) each, growing and
+## minimising fuzz/corpus; a table in fuzz/results/latest.md. Fails on a crash.
+fuzz:
+	scripts/fuzz.sh
+
+## Rewrites the synthetic seed inputs (fuzz/corpus/*/seed-*).
+fuzz-seeds:
+	$(CARGO) run --manifest-path fuzz/Cargo.toml --target-dir target/fuzz-seeds --bin seeds
 
 ## Formatting and lints, as CI would want them.
 check:

@@ -28,5 +28,7 @@ done
 
 export ARCLOCK_TEST_MONGODB_URI="mongodb://127.0.0.1:$port/?directConnection=true"
 export ARCLOCK_TEST_MONGODB_REQUIRED=1
+# Where the server keeps its files, for the privacy scan of what was written.
+export ARCLOCK_TEST_MONGODB_DATA="$data"
 echo "with-mongo: nx-27017 on 127.0.0.1:$port"
 "$@"

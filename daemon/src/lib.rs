@@ -22,6 +22,7 @@
 //!   sessions, on SQLite or MongoDB.
 //! - [`clock`]: the one source of wall-clock time (movable in tests).
 //! - [`provision`]: dev set-up of the SoftHSM2 token, its keys and a TLS cert.
+//! - `fuzzing` (feature `fuzzing`): the entry points of the fuzz targets.
 //!
 //! The key custody lives in `arclock-hsm`, the face pipeline in `arclock-face`;
 //! this crate wires them to the network and never touches key material itself.
@@ -40,6 +41,9 @@ pub mod admin;
 pub mod api;
 pub mod clock;
 pub mod config;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod hardening;
 pub mod http;
 pub mod identity;

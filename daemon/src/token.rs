@@ -160,31 +160,51 @@ impl Tokens {
                 jwks = self.reload().await?;
             }
         }
-        let jwk = jwks
-            .keys
-            .iter()
-            .find(|k| k.kid == kid)
-            .ok_or_else(|| TokenError::Invalid("unknown kid".into()))?;
-        let key = DecodingKey::from_rsa_components(&jwk.n, &jwk.e).map_err(|e| invalid(&e))?;
-        let mut v = Validation::new(Algorithm::RS256);
-        v.set_issuer(&[&self.issuer]);
-        v.set_audience(&[&self.audience]);
-        v.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
-        // Times are checked below against the injected clock, not the system's.
-        v.validate_nbf = false;
-        v.validate_exp = false;
-        v.leeway = 0;
-        let data = jsonwebtoken::decode::<Claims>(token, &key, &v).map_err(|e| invalid(&e))?;
-        let c = data.claims;
-        let secs = now.div_euclid(1000);
-        if secs >= c.exp {
-            return Err(TokenError::Invalid("expired".into()));
-        }
-        if secs < c.nbf {
-            return Err(TokenError::Invalid("not yet valid".into()));
-        }
-        Ok(c)
+        check(token, &jwks, &self.issuer, &self.audience, now)
     }
+}
+
+/// The pure half of [`Tokens::verify`]: `token` against a key set, issuer,
+/// audience and time, with no key fetching (also the JWT fuzz target's entry).
+pub fn check(
+    token: &str,
+    jwks: &Jwks,
+    issuer: &str,
+    audience: &str,
+    now: Millis,
+) -> Result<Claims, TokenError> {
+    let invalid = |e: &dyn std::fmt::Display| TokenError::Invalid(e.to_string());
+    let header = jsonwebtoken::decode_header(token).map_err(|e| invalid(&e))?;
+    if header.alg != Algorithm::RS256 {
+        return Err(TokenError::Invalid(format!("algorithm {:?}", header.alg)));
+    }
+    let kid = header
+        .kid
+        .ok_or_else(|| TokenError::Invalid("no kid".into()))?;
+    let jwk = jwks
+        .keys
+        .iter()
+        .find(|k| k.kid == kid)
+        .ok_or_else(|| TokenError::Invalid("unknown kid".into()))?;
+    let key = DecodingKey::from_rsa_components(&jwk.n, &jwk.e).map_err(|e| invalid(&e))?;
+    let mut v = Validation::new(Algorithm::RS256);
+    v.set_issuer(&[issuer]);
+    v.set_audience(&[audience]);
+    v.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
+    // Times are checked below against the injected clock, not the system's.
+    v.validate_nbf = false;
+    v.validate_exp = false;
+    v.leeway = 0;
+    let data = jsonwebtoken::decode::<Claims>(token, &key, &v).map_err(|e| invalid(&e))?;
+    let c = data.claims;
+    let secs = now.div_euclid(1000);
+    if secs >= c.exp {
+        return Err(TokenError::Invalid("expired".into()));
+    }
+    if secs < c.nbf {
+        return Err(TokenError::Invalid("not yet valid".into()));
+    }
+    Ok(c)
 }
 
 /// A new opaque refresh token (256 random bits, base64url) and the SHA-256

@@ -4,7 +4,9 @@
 
 mod common;
 
-use common::{Instance, installed};
+use common::{Instance, installed, lfw_base64};
+use std::io::Write;
+use std::process::Command;
 
 #[tokio::test]
 async fn provisions_once_and_serves_health_over_tls_with_every_dependency_ok() {
@@ -193,4 +195,110 @@ fn check_config_names_the_bad_key_and_a_corrupt_model_refuses_start() {
         err.contains("arcface_mobileface_128.onnx") && err.contains("integrity"),
         "{err}"
     );
+}
+
+/// The store's file system fills up under a running daemon. The database sits
+/// on its own 8 MiB tmpfs, mounted in a private mount namespace (`unshare`) so
+/// nothing outside the test sees it; the test fills it through
+/// `/proc/<pid>/root`. While it is full: health names the space, registration
+/// and login answer 503 (never a half user, never an accept). Once space is
+/// back, everything works and the failed registration left nothing behind.
+#[tokio::test]
+async fn a_full_disk_gives_503_and_recovers_without_half_users() {
+    let inst = Instance::new();
+    inst.provision();
+    let data = inst.path("data");
+    std::fs::create_dir(&data).unwrap();
+    let db = data.join("arclock.db");
+
+    let mut cmd = inst.command();
+    let program = cmd.get_program().to_owned();
+    let mut wrapped = Command::new("unshare");
+    wrapped
+        .args(["--map-root-user", "--mount", "--propagation", "private"])
+        .args(["/bin/sh", "-c"])
+        .arg("mount -t tmpfs -o size=8m,mode=0700 arclock-full \"$0\" && exec \"$1\"")
+        .arg(&data)
+        .arg(program)
+        .env_clear()
+        .envs(
+            cmd.get_envs()
+                .filter_map(|(k, v)| v.map(|v| (k.to_owned(), v.to_owned()))),
+        )
+        .current_dir(cmd.get_current_dir().unwrap())
+        .env("ARCLOCK_STORE_PATH", &db);
+    cmd = wrapped;
+    let d = inst.spawn(cmd);
+    // The daemon's view of the data directory: the tmpfs, not the test's.
+    let seen = std::path::PathBuf::from(format!("/proc/{}/root", d.child.id()))
+        .join(data.strip_prefix("/").unwrap());
+    assert!(
+        seen.join("arclock.db").exists(),
+        "the store is not on the tmpfs"
+    );
+    assert!(!db.exists(), "the tmpfs leaked out of the namespace");
+
+    let post = |path: &'static str, body: serde_json::Value| {
+        let req = d.client.post(format!("{}{path}", d.url)).json(&body);
+        async move {
+            let r = req.send().await.unwrap();
+            (
+                r.status().as_u16(),
+                r.json::<serde_json::Value>().await.unwrap(),
+            )
+        }
+    };
+    let person = |name: &str, email: &str, who: &str| serde_json::json!({"name": name, "email": email, "imageBase64": lfw_base64(who, 1)});
+    let alice = person("Alice", "alice@example.com", "Aaron_Peirsol");
+    let login = serde_json::json!({"email": "alice@example.com", "imageBase64": lfw_base64("Aaron_Peirsol", 2)});
+    assert_eq!(post("/api/auth/register", alice).await.0, 201);
+    assert_eq!(post("/api/auth/login", login.clone()).await.0, 200);
+
+    // Fill the file system to the last block.
+    let filler = seen.join("filler");
+    let mut f = std::fs::File::create(&filler).unwrap();
+    let chunk = vec![0u8; 64 * 1024];
+    let full = loop {
+        if let Err(e) = f.write_all(&chunk) {
+            break e;
+        }
+    };
+    assert_eq!(full.raw_os_error(), Some(libc::ENOSPC), "{full}");
+    for small in [4096, 512, 1] {
+        while f.write_all(&chunk[..small]).is_ok() {}
+    }
+    drop(f);
+
+    let (status, _, _, body) = d.get("/health").await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["data"]["dependencies"]["store"]["status"], "error");
+    let why = body["data"]["dependencies"]["store"]["reason"]
+        .as_str()
+        .unwrap();
+    assert!(why.contains("no space left"), "{body}");
+
+    // A login that would need a refresh token written cannot be accepted.
+    let (status, body) = post("/api/auth/login", login.clone()).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["code"], "SERVICE_UNAVAILABLE");
+    assert_eq!(body["error"], "the store is unavailable");
+
+    // Registration is refused whole.
+    let bob = person("Bob", "bob@example.com", "Adam_Sandler");
+    let (status, body) = post("/api/auth/register", bob.clone()).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["success"], false);
+    assert_eq!(body["code"], "SERVICE_UNAVAILABLE");
+    let log = std::fs::read_to_string(inst.path("daemon.log")).unwrap();
+    assert!(log.contains("database or disk is full"), "{log}");
+
+    // Space comes back: no restart needed, and the refused registration left
+    // no trace (the e-mail is free, the new account works).
+    std::fs::remove_file(&filler).unwrap();
+    let (status, _, _, body) = d.get("/health").await;
+    assert_eq!(status, 200, "did not recover: {body}");
+    assert_eq!(post("/api/auth/register", bob).await.0, 201);
+    let bob_login = serde_json::json!({"email": "bob@example.com", "imageBase64": lfw_base64("Adam_Sandler", 1)});
+    assert_eq!(post("/api/auth/login", bob_login).await.0, 200);
+    assert_eq!(post("/api/auth/login", login).await.0, 200);
 }

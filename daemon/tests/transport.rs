@@ -154,6 +154,25 @@ async fn silent_slow_and_oversized_clients_are_cut_off() {
     let (text, _) = read_all(&mut chunked, Duration::from_secs(5)).await;
     assert!(text.starts_with("HTTP/1.1 413"), "{text}");
 
+    // Oversized headers: one 100 KiB header, and 200 small ones. hyper
+    // refuses both before a request exists (431, connection closed), so the
+    // answer is hyper's, without our envelope.
+    for head in [
+        format!("X-Big: {}\r\n", "b".repeat(100 * 1024)),
+        (0..200).map(|i| format!("X-H{i}: v\r\n")).collect(),
+    ] {
+        let mut c = connect(&d, &cert).await.unwrap();
+        let req = format!("GET /health HTTP/1.1\r\nHost: localhost\r\n{head}\r\n");
+        let _ = c.write_all(req.as_bytes()).await;
+        let (text, closed) = read_all(&mut c, Duration::from_secs(5)).await;
+        assert!(
+            text.starts_with("HTTP/1.1 431"),
+            "{}",
+            &text[..text.len().min(200)]
+        );
+        assert!(closed, "the connection must be closed");
+    }
+
     // Meanwhile, the daemon serves everyone else.
     let (status, _, _, _) = d.get("/health").await;
     assert_eq!(status, 200);

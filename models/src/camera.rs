@@ -158,6 +158,9 @@ fn yuv_to_rgb(y: u8, u: u8, v: u8) -> [u8; 3] {
 /// YUYV into `rgb` (locked, from the workspace).
 fn yuyv(frame: &Frame, rgb: &mut LockedBytes) -> Result<(), Error> {
     let (w, h) = (frame.width as usize, frame.height as usize);
+    if w == 0 || h == 0 {
+        return Err(Error::CorruptImage("zero-sized YUYV frame".into()));
+    }
     if w % 2 != 0 {
         return Err(Error::CorruptImage("YUYV frame with an odd width".into()));
     }
@@ -257,6 +260,15 @@ mod tests {
         assert!(yuyv(&frame(4, 2, 15), &mut rgb).is_err());
         assert!(yuyv(&frame(3, 2, 12), &mut rgb).is_err());
         assert!(yuyv(&frame(4, 2, 16), &mut rgb).is_ok());
+        // Found by the photo fuzz target: a zero-width frame passed every
+        // check and reached the detector's resampler, which indexed
+        // `width - 1`.
+        assert!(yuyv(&frame(0, 24, 0), &mut rgb).is_err());
+        assert!(yuyv(&frame(4, 0, 0), &mut rgb).is_err());
+        let limits = crate::photo::Limits::default();
+        assert!(limits.admit(0, 24).is_err());
+        assert!(limits.admit(10_000, 2).is_err());
+        assert!(limits.admit(640, 480).is_ok());
         let not_jpeg = Frame {
             format: PixelFormat::Mjpeg,
             ..frame(4, 2, 16)

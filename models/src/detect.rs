@@ -89,6 +89,12 @@ pub(crate) fn prepare(
     img: Rgb<'_>,
     out: &mut LockedVec<f32>,
 ) -> Result<Placement, Error> {
+    if img.width == 0
+        || img.height == 0
+        || img.pixels.len() < img.width as usize * img.height as usize * 3
+    {
+        return Err(Error::CorruptImage("no pixels to detect in".into()));
+    }
     let [max_w, max_h] = spec.input_size.map(|v| v as f32);
     let scale = (max_w / img.width as f32)
         .min(max_h / img.height as f32)

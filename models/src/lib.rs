@@ -17,6 +17,7 @@
 //! - [`camera`]: V4L2 frames (MJPEG or YUYV) into the same pipeline; a burst
 //!   is embedded frame by frame and the best face kept.
 //! - [`eval`]: the accuracy evaluation behind the default threshold.
+//! - `fuzzing` (feature `fuzzing`): the entry points of the fuzz targets.
 //!
 //! Secrets (image bytes, pixels, tensors, embeddings) live in
 //! [`arclock_secmem::LockedVec`] buffers: locked, never dumped, zeroized.
@@ -37,6 +38,9 @@ pub mod detect;
 mod embedding;
 mod error;
 pub mod eval;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod manifest;
 mod models;
 pub mod photo;

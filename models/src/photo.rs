@@ -39,6 +39,23 @@ impl Default for Limits {
     }
 }
 
+impl Limits {
+    /// Refuses an empty image, or one too large, from its declared size
+    /// (photos and camera frames alike).
+    pub fn admit(&self, w: u32, h: u32) -> Result<(), Error> {
+        if w == 0 || h == 0 {
+            return Err(Error::CorruptImage("zero-sized image".into()));
+        }
+        if w > self.max_side || h > self.max_side || u64::from(w) * u64::from(h) > self.max_pixels {
+            return Err(Error::ImageTooLarge(format!(
+                "{w}x{h} pixels, the limit is {} a side and {} in all",
+                self.max_side, self.max_pixels
+            )));
+        }
+        Ok(())
+    }
+}
+
 /// RGB8 pixels, row-major, orientation applied. Borrowed from a workspace.
 #[derive(Clone, Copy)]
 pub struct Rgb<'a> {
@@ -100,16 +117,7 @@ pub(crate) fn decode(
     reader.limits(lim);
     let mut decoder = reader.into_decoder().map_err(classify)?;
     let (w, h) = decoder.dimensions();
-    if w == 0 || h == 0 {
-        return Err(Error::CorruptImage("zero-sized image".into()));
-    }
-    if w > limits.max_side || h > limits.max_side || u64::from(w) * u64::from(h) > limits.max_pixels
-    {
-        return Err(Error::ImageTooLarge(format!(
-            "{w}x{h} pixels, the limit is {} a side and {} in all",
-            limits.max_side, limits.max_pixels
-        )));
-    }
+    limits.admit(w, h)?;
     // A broken EXIF block is not worth refusing a photo over: upright it is.
     let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
     let color = decoder.color_type();

@@ -188,10 +188,7 @@ impl Pipeline {
         let (width, height) = match input {
             Input::Encoded(bytes) => photo::decode(bytes, &self.limits, &mut ws.raw, &mut ws.rgb)?,
             Input::Yuyv(frame) => {
-                let pixels = u64::from(frame.width) * u64::from(frame.height);
-                if pixels > self.limits.max_pixels {
-                    return Err(Error::ImageTooLarge(format!("{pixels} pixel frame")));
-                }
+                self.limits.admit(frame.width, frame.height)?;
                 camera::yuyv_to_rgb(frame, &mut ws.rgb)?
             }
         };

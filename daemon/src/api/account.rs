@@ -5,7 +5,7 @@
 
 use std::borrow::Cow;
 
-use http::{Request, StatusCode};
+use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use serde::Deserialize;
 use serde_json::json;
@@ -15,7 +15,7 @@ use super::intake::{self, ClientInfo};
 use super::journal::{self, Event};
 use super::session::{Answer, authenticate};
 use crate::App;
-use crate::http::response::{self, bad_request, unavailable};
+use crate::http::response::{self, Body, bad_request, unavailable};
 use crate::identity::Name;
 use crate::store::Action;
 
@@ -51,13 +51,19 @@ struct ProfileBody<'a> {
     name: Cow<'a, str>,
 }
 
+/// The new display name a profile body asks for.
+pub(crate) fn profile_name(body: &[u8]) -> Result<Name, Response<Body>> {
+    let b: ProfileBody<'_> = intake::parse(body)?;
+    Name::parse(&b.name).map_err(|e| bad_request(&e.to_string()))
+}
+
 /// `PUT /api/user/profile {name}`: only the display name can change (the
 /// e-mail is the login name; the face is changed by re-registering).
 pub async fn put(app: &App, req: Request<Incoming>) -> Answer {
     let caller = authenticate(app, &req).await?;
     let (body, client) = intake::read_body(app, req).await?;
-    let b: ProfileBody<'_> = intake::parse(&body)?;
-    let name = Name::parse(&b.name).map_err(|e| bad_request(&e.to_string()))?;
+    let name = profile_name(&body)?;
+    drop(body);
     let user = app
         .store
         .update_name(&caller.user.id, &name)

@@ -15,6 +15,41 @@ use http_body_util::BodyExt;
 use hyper::body::{Bytes, Incoming};
 use serde::Deserialize;
 
+/// Any request body intake reads: hyper's `Incoming` in the daemon, an
+/// in-memory body in the fuzz targets.
+pub trait RequestBody:
+    hyper::body::Body<Data = Bytes, Error: Into<Box<dyn std::error::Error + Send + Sync>>>
+    + Send
+    + Unpin
+    + 'static
+{
+}
+
+impl<B> RequestBody for B where
+    B: hyper::body::Body<Data = Bytes, Error: Into<Box<dyn std::error::Error + Send + Sync>>>
+        + Send
+        + Unpin
+        + 'static
+{
+}
+
+/// How much body a request may send, and how slowly.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimits {
+    pub bytes: usize,
+    pub timeout: Duration,
+}
+
+impl BodyLimits {
+    /// The limits of `[server]` in the running config.
+    pub fn of(app: &App) -> Self {
+        BodyLimits {
+            bytes: app.config.server.body_limit_bytes,
+            timeout: Duration::from_secs(app.config.server.body_timeout_secs),
+        }
+    }
+}
+
 use crate::App;
 use crate::http::response::{self, Body, bad_request, unavailable};
 
@@ -26,7 +61,7 @@ pub struct ClientInfo {
 }
 
 impl ClientInfo {
-    pub fn from(req: &Request<Incoming>) -> Self {
+    pub fn from<B>(req: &Request<B>) -> Self {
         let header = |n: &str| {
             req.headers()
                 .get(n)
@@ -77,7 +112,15 @@ pub async fn read_body(
     app: &App,
     req: Request<Incoming>,
 ) -> Result<(LockedBytes, ClientInfo), Response<Body>> {
-    let limit = app.config.server.body_limit_bytes;
+    read_body_within(BodyLimits::of(app), req).await
+}
+
+/// [`read_body`] under explicit limits.
+pub async fn read_body_within(
+    limits: BodyLimits,
+    req: Request<impl RequestBody>,
+) -> Result<(LockedBytes, ClientInfo), Response<Body>> {
+    let limit = limits.bytes;
     let info = ClientInfo::from(&req);
     let declared = req
         .headers()
@@ -90,7 +133,7 @@ pub async fn read_body(
     let mut buf = LockedBytes::with_capacity(declared.unwrap_or(64 * 1024).min(limit))
         .map_err(|e| unavailable("locked memory", &e))?;
     let mut body = req.into_body();
-    let deadline = Duration::from_secs(app.config.server.body_timeout_secs);
+    let deadline = limits.timeout;
     let read = async {
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|_| bad_request("the request body could not be read"))?;
@@ -205,6 +248,15 @@ pub async fn photo_form(
     req: Request<Incoming>,
     kind: FormKind,
 ) -> Result<(PhotoForm, ClientInfo), Response<Body>> {
+    photo_form_within(BodyLimits::of(app), req, kind).await
+}
+
+/// [`photo_form`] under explicit limits.
+pub async fn photo_form_within(
+    limits: BodyLimits,
+    req: Request<impl RequestBody>,
+    kind: FormKind,
+) -> Result<(PhotoForm, ClientInfo), Response<Body>> {
     let content_type = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -215,9 +267,9 @@ pub async fn photo_form(
         .to_ascii_lowercase()
         .starts_with("multipart/form-data")
     {
-        multipart(app, req, &content_type).await?
+        multipart(limits, req, &content_type).await?
     } else {
-        let (body, client) = read_body(app, req).await?;
+        let (body, client) = read_body_within(limits, req).await?;
         let b: PhotoBody<'_> = parse(&body)?;
         let photo = decode_photo(&b.image_base64)?;
         let form = PhotoForm {
@@ -240,11 +292,11 @@ pub async fn photo_form(
 const TEXT_PART_LIMIT: usize = 4096;
 
 async fn multipart(
-    app: &App,
-    req: Request<Incoming>,
+    limits: BodyLimits,
+    req: Request<impl RequestBody>,
     content_type: &str,
 ) -> Result<(PhotoForm, ClientInfo), Response<Body>> {
-    let limit = app.config.server.body_limit_bytes;
+    let limit = limits.bytes;
     let client = ClientInfo::from(&req);
     let boundary = multer::parse_boundary(content_type)
         .map_err(|_| bad_request("multipart/form-data without a valid boundary"))?;
@@ -254,8 +306,7 @@ async fn multipart(
     let stream = req.into_body().into_data_stream();
     let mut parts = multer::Multipart::with_constraints(stream, boundary, constraints);
     let (mut name, mut email, mut photo) = (None, None, None::<LockedBytes>);
-    let deadline =
-        tokio::time::Instant::now() + Duration::from_secs(app.config.server.body_timeout_secs);
+    let deadline = tokio::time::Instant::now() + limits.timeout;
     let refuse = |e: multer::Error| match e {
         multer::Error::StreamSizeExceeded { .. } | multer::Error::FieldSizeExceeded { .. } => {
             too_large(limit)

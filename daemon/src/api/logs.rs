@@ -23,7 +23,7 @@ pub enum Listing {
 
 /// The query string, parsed strictly: unknown or repeated parameters and bad
 /// values are 400, never silently ignored.
-fn filter<B>(req: &Request<B>, listing: Listing) -> Result<LogFilter, Response<Body>> {
+pub(crate) fn filter<B>(req: &Request<B>, listing: Listing) -> Result<LogFilter, Response<Body>> {
     let mut f = LogFilter {
         limit: 20,
         ..LogFilter::default()

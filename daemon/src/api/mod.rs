@@ -6,7 +6,7 @@
 // built once per request, so boxing it would only add noise.
 #![allow(clippy::result_large_err)]
 
-mod account;
+pub(crate) mod account;
 pub(crate) mod auth;
 pub(crate) mod health;
 pub(crate) mod intake;
@@ -14,7 +14,7 @@ mod journal;
 mod keys;
 pub mod limits;
 pub(crate) mod logs;
-mod session;
+pub(crate) mod session;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

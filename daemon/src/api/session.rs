@@ -134,12 +134,7 @@ fn invalid_refresh() -> Response<Body> {
 /// `POST /api/auth/refresh-token` `{refreshToken}` -> `{tokens}`.
 pub async fn refresh(app: &App, req: Request<Incoming>) -> Answer {
     let (body, client) = intake::read_body(app, req).await?;
-    let b: RefreshBody<'_> = intake::parse(&body)?;
-    if b.refresh_token.is_empty() || b.refresh_token.len() > 256 {
-        return Err(bad_request("refreshToken is required"));
-    }
-    let presented = token::refresh_hash(&b.refresh_token);
-    drop(b);
+    let presented = presented_refresh(&body)?;
     drop(body);
     let at = app.clock.now();
     let (next, next_hash) = token::new_refresh_token();
@@ -182,11 +177,34 @@ pub async fn refresh(app: &App, req: Request<Incoming>) -> Answer {
     }
 }
 
+/// The hash of the refresh token a refresh body presents.
+pub(crate) fn presented_refresh(body: &[u8]) -> Result<[u8; 32], Response<Body>> {
+    let b: RefreshBody<'_> = intake::parse(body)?;
+    if b.refresh_token.is_empty() || b.refresh_token.len() > 256 {
+        return Err(bad_request("refreshToken is required"));
+    }
+    Ok(token::refresh_hash(&b.refresh_token))
+}
+
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct LogoutBody<'a> {
     #[serde(borrow, default, rename = "refreshToken")]
     refresh_token: Option<Cow<'a, str>>,
+}
+
+/// The hash of the refresh token a logout body names, if any (an empty body
+/// names none).
+pub(crate) fn logout_refresh(body: &[u8]) -> Result<Option<[u8; 32]>, Response<Body>> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    let b: LogoutBody<'_> = intake::parse(body)?;
+    match b.refresh_token {
+        Some(t) if !t.is_empty() && t.len() <= 256 => Ok(Some(token::refresh_hash(&t))),
+        Some(_) => Err(bad_request("refreshToken is malformed")),
+        None => Ok(None),
+    }
 }
 
 /// `POST /api/auth/logout`: revokes the session of the bearer token and/or
@@ -198,11 +216,8 @@ pub async fn logout(app: &App, req: Request<Incoming>) -> Answer {
         None
     };
     let (body, client) = intake::read_body(app, req).await?;
-    let b: LogoutBody<'_> = if body.iter().all(u8::is_ascii_whitespace) {
-        LogoutBody::default()
-    } else {
-        intake::parse(&body)?
-    };
+    let named = logout_refresh(&body)?;
+    drop(body);
     let at = app.clock.now();
     let mut revoked = false;
     if let Some(c) = &caller {
@@ -212,15 +227,14 @@ pub async fn logout(app: &App, req: Request<Incoming>) -> Answer {
             .await
             .map_err(|e| unavailable("the store", &e))?;
     }
-    match &b.refresh_token {
-        Some(t) if !t.is_empty() && t.len() <= 256 => {
+    match named {
+        Some(hash) => {
             revoked |= app
                 .store
-                .revoke_family_of(&token::refresh_hash(t))
+                .revoke_family_of(&hash)
                 .await
                 .map_err(|e| unavailable("the store", &e))?;
         }
-        Some(_) => return Err(bad_request("refreshToken is malformed")),
         // Nothing names a session: the caller is not authenticated.
         None if caller.is_none() => return Err(response::unauthorized()),
         None => {}

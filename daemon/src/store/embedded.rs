@@ -226,11 +226,35 @@ impl EmbeddedStore {
             if check != "ok" {
                 return Err(StoreError::Unavailable(format!("integrity check: {check}")));
             }
-            Ok(())
+            free_space(&store.path)
         })
         .await
         .map_err(|e| StoreError::Unavailable(format!("store worker failed: {e}")))?
     }
+}
+
+/// Below this much free space beside the database, writes (registration,
+/// lockout counters, refresh tokens) are about to fail, so health says so
+/// before a user finds out.
+const MIN_FREE_BYTES: u64 = 1 << 20;
+
+/// Refuses when the file system holding the database is (nearly) full.
+fn free_space(path: &Path) -> Result<(), StoreError> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let st = nix::sys::statvfs::statvfs(dir)
+        .map_err(|e| StoreError::Unavailable(format!("{}: {e}", dir.display())))?;
+    let free = st.blocks_available() as u64 * st.fragment_size() as u64;
+    if free < MIN_FREE_BYTES {
+        return Err(StoreError::Unavailable(format!(
+            "no space left on the file system of {}: {} KiB free",
+            dir.display(),
+            free / 1024
+        )));
+    }
+    Ok(())
 }
 
 fn user_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(String, String, String, String, i64)> {

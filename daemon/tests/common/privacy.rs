@@ -1,0 +1,385 @@
+//! The privacy proof, shared by `privacy.rs` (embedded store) and
+//! `privacy_mongodb.rs` (MongoDB backend). Two test binaries, because SoftHSM2
+//! reads `SOFTHSM2_CONF` once per process and each run has its own token.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use crate::common::{self, Instance, faces};
+use arclock_hsm::{Hsm, HsmConfig, Pin};
+use arclockd::store::{EmbeddedStore, MongoStore, Store};
+use base64::Engine;
+use serde_json::json;
+
+/// Polynomial rolling hash of every `len`-byte window.
+pub struct Windows {
+    len: usize,
+    /// Hash of a window -> (needle, offset) pairs that have it.
+    table: HashMap<u64, Vec<(usize, usize)>>,
+    needles: Vec<(String, Vec<u8>)>,
+}
+
+const BASE: u64 = 0x100_0000_01b3;
+
+impl Windows {
+    fn new(len: usize) -> Self {
+        Windows {
+            len,
+            table: HashMap::new(),
+            needles: Vec::new(),
+        }
+    }
+
+    fn hashes(data: &[u8], len: usize) -> impl Iterator<Item = (usize, u64)> + '_ {
+        let top = (0..len - 1).fold(1u64, |a, _| a.wrapping_mul(BASE));
+        let mut h = 0u64;
+        (0..data.len()).filter_map(move |i| {
+            if i >= len {
+                h = h.wrapping_sub(u64::from(data[i - len]).wrapping_mul(top));
+            }
+            h = h.wrapping_mul(BASE).wrapping_add(u64::from(data[i]));
+            (i + 1 >= len).then(|| (i + 1 - len, h))
+        })
+    }
+
+    /// Every window of `bytes` becomes something to look for.
+    fn add(&mut self, what: String, bytes: Vec<u8>) {
+        if bytes.len() < self.len {
+            return;
+        }
+        let id = self.needles.len();
+        for (off, h) in Self::hashes(&bytes, self.len) {
+            self.table.entry(h).or_default().push((id, off));
+        }
+        self.needles.push((what, bytes));
+    }
+
+    /// The first needle window found in `hay`, if any.
+    fn find(&self, hay: &[u8]) -> Option<(String, usize)> {
+        if hay.len() < self.len {
+            return None;
+        }
+        for (at, h) in Self::hashes(hay, self.len) {
+            for &(id, off) in self.table.get(&h).into_iter().flatten() {
+                let needle = &self.needles[id].1[off..off + self.len];
+                if needle == &hay[at..at + self.len] {
+                    return Some((self.needles[id].0.clone(), at));
+                }
+            }
+        }
+        None
+    }
+}
+
+/// Every regular file under `dir`, with its contents.
+pub fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            let t = e.file_type().unwrap();
+            if t.is_dir() {
+                stack.push(e.path());
+            } else if t.is_file() {
+                out.push((e.path(), std::fs::read(e.path()).unwrap()));
+            }
+        }
+    }
+    out
+}
+
+/// People with at least two photos (one to enrol, one to sign in).
+pub fn people(n: usize) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(faces().join("lfw-dev"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|p| faces().join(format!("lfw-dev/{p}/{p}_0002.jpg")).exists())
+        .collect();
+    names.sort();
+    names.truncate(n);
+    names
+}
+
+/// `/proc/<pid>/smaps`: memory mappings marked MADV_DONTDUMP (`dd`) and how
+/// many of them are also locked (`lo`).
+pub fn dontdump_mappings(pid: u32) -> (usize, usize) {
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap();
+    let flags: Vec<&str> = smaps
+        .lines()
+        .filter_map(|l| l.strip_prefix("VmFlags:"))
+        .collect();
+    // The kernel's own [vvar] pages are non-dumpable special mappings
+    // (VM_IO | VM_PFNMAP: `io`, `pf`), not memory anyone can lock.
+    let dd: Vec<&&str> = flags
+        .iter()
+        .filter(|f| {
+            let has = |x: &str| f.split_whitespace().any(|y| y == x);
+            has("dd") && !has("io") && !has("pf")
+        })
+        .collect();
+    let locked = dd
+        .iter()
+        .filter(|f| f.split_whitespace().any(|x| x == "lo"))
+        .count();
+    (dd.len(), locked)
+}
+
+/// Where the daemon keeps its data in one run of the proof.
+pub enum Backend {
+    Embedded,
+    /// Connection string and a database of this run's own.
+    Mongo {
+        uri: String,
+        database: String,
+    },
+}
+
+pub fn mongo_uri() -> Option<String> {
+    match std::env::var("ARCLOCK_TEST_MONGODB_URI") {
+        Ok(uri) if !uri.is_empty() => Some(uri),
+        _ => {
+            assert!(
+                std::env::var_os("ARCLOCK_TEST_MONGODB_REQUIRED").is_none(),
+                "ARCLOCK_TEST_MONGODB_REQUIRED is set but ARCLOCK_TEST_MONGODB_URI is not"
+            );
+            None
+        }
+    }
+}
+
+/// Every document of every collection of `database`, as raw BSON, one
+/// pseudo-file per collection.
+pub async fn documents(uri: &str, database: &str) -> Vec<(PathBuf, Vec<u8>)> {
+    use futures_util::TryStreamExt;
+    let client = mongodb::Client::with_uri_str(uri).await.unwrap();
+    let db = client.database(database);
+    let mut out = Vec::new();
+    for name in db.list_collection_names().await.unwrap() {
+        let docs: Vec<mongodb::bson::RawDocumentBuf> = db
+            .collection::<mongodb::bson::RawDocumentBuf>(&name)
+            .find(mongodb::bson::doc! {})
+            .await
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap();
+        let bytes = docs.iter().flat_map(|d| d.as_bytes().to_vec()).collect();
+        out.push((PathBuf::from(format!("mongodb:{database}.{name}")), bytes));
+    }
+    out
+}
+
+pub async fn prove(backend: Backend) {
+    let inst = Instance::new();
+    inst.provision();
+    let mut env = vec![
+        ("ARCLOCK_LOG_LEVEL".to_string(), "trace".to_string()),
+        ("ARCLOCK_LOG_FORMAT".to_string(), "json".to_string()),
+    ];
+    if let Backend::Mongo { uri, database } = &backend {
+        use std::os::unix::fs::PermissionsExt;
+        let file = inst.path("mongodb.uri");
+        std::fs::write(&file, uri).unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        for (k, v) in [
+            ("ARCLOCK_STORE_BACKEND", "mongodb".to_string()),
+            (
+                "ARCLOCK_STORE_MONGODB_URI_FILE",
+                file.to_string_lossy().into_owned(),
+            ),
+            ("ARCLOCK_STORE_MONGODB_DATABASE", database.clone()),
+        ] {
+            env.push((k.to_string(), v));
+        }
+    }
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let mut d = inst.start_with(&env);
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut photos = Windows::new(64);
+    let names = people(6);
+    assert_eq!(names.len(), 6, "not enough people in ../shared/faces");
+    let (mut enrolled, mut accepted) = (0, 0);
+    for (i, p) in names.iter().enumerate() {
+        let email = format!("person{i}@example.org");
+        let first = common::lfw(p, 1);
+        let second = common::lfw(p, 2);
+        let r = if i % 2 == 0 {
+            d.client
+                .post(format!("{}/api/auth/register", d.url))
+                .json(&json!({"name": p, "email": email, "imageBase64": b64.encode(&first)}))
+                .send()
+                .await
+                .unwrap()
+        } else {
+            let form = reqwest::multipart::Form::new()
+                .text("name", p.clone())
+                .text("email", email.clone())
+                .part(
+                    "image",
+                    reqwest::multipart::Part::bytes(first.clone())
+                        .file_name("face.jpg")
+                        .mime_str("image/jpeg")
+                        .unwrap(),
+                );
+            d.client
+                .post(format!("{}/api/auth/register", d.url))
+                .multipart(form)
+                .send()
+                .await
+                .unwrap()
+        };
+        if r.status() == 201 {
+            enrolled += 1;
+        }
+        for (photo, _) in [
+            (&second, true),
+            (&common::lfw(&names[(i + 1) % 6], 1), false),
+        ] {
+            let r = d
+                .client
+                .post(format!("{}/api/auth/login", d.url))
+                .json(&json!({"email": email, "imageBase64": b64.encode(photo)}))
+                .send()
+                .await
+                .unwrap();
+            if r.status() == 200 {
+                accepted += 1;
+            }
+        }
+        for (n, bytes) in [(1, first), (2, second)] {
+            photos.add(
+                format!("{p} photo {n} base64"),
+                b64.encode(&bytes).into_bytes(),
+            );
+            photos.add(format!("{p} photo {n}"), bytes);
+        }
+    }
+    assert!(
+        enrolled >= 5 && accepted >= 4,
+        "enrolled {enrolled}, accepted {accepted}"
+    );
+
+    // While it runs: every non-dumpable buffer is locked; no core dumps.
+    let pid = d.child.id();
+    let (dd, locked) = dontdump_mappings(pid);
+    assert!(
+        dd >= 2,
+        "expected locked secret buffers, found {dd} MADV_DONTDUMP mappings"
+    );
+    assert_eq!(
+        locked,
+        dd,
+        "{} non-dumpable mappings are not locked",
+        dd - locked
+    );
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let vm_lck = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmLck:"))
+        .unwrap()
+        .trim()
+        .to_string();
+    assert_ne!(vm_lck, "0 kB", "nothing locked");
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let core = limits
+        .lines()
+        .find(|l| l.starts_with("Max core file size"))
+        .unwrap();
+    assert_eq!(
+        core.split_whitespace().nth(4),
+        Some("0"),
+        "core dumps not off: {core}"
+    );
+    eprintln!("privacy: {dd} locked non-dumpable mappings, VmLck {vm_lck}");
+
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert!(d.child.wait().unwrap().success());
+    let mut files = snapshot(inst.path("").as_path());
+    if let Backend::Mongo { uri, database } = &backend {
+        files.extend(documents(uri, database).await);
+        // The server's own files (its SQLite database and log), when known.
+        if let Some(data) = std::env::var_os("ARCLOCK_TEST_MONGODB_DATA") {
+            files.extend(snapshot(Path::new(&data)));
+        }
+    }
+    let bytes: usize = files.iter().map(|(_, b)| b.len()).sum();
+
+    // What the store holds, opened with the token's own keys.
+    // SAFETY: set before SoftHSM2 is loaded in this process; one test here.
+    unsafe { std::env::set_var("SOFTHSM2_CONF", inst.path("softhsm2.conf")) };
+    let hsm = Hsm::new(
+        HsmConfig {
+            module: "/usr/lib/softhsm/libsofthsm2.so".into(),
+            token_label: "arclock".into(),
+            pool_size: 1,
+        },
+        Pin::from_file(&inst.path("hsm/user.pin")).unwrap(),
+    );
+    let store: Box<dyn Store> = match &backend {
+        Backend::Embedded => Box::new(EmbeddedStore::open(&inst.path("arclock.db")).unwrap()),
+        Backend::Mongo { uri, database } => {
+            assert!(
+                !inst.path("arclock.db").exists(),
+                "the daemon wrote the embedded store"
+            );
+            Box::new(MongoStore::open(uri, database).await.unwrap())
+        }
+    };
+    let mut secrets = Windows::new(32);
+    let mut controls = Windows::new(32);
+    let users = store.list_users(None, 100).await.unwrap();
+    assert_eq!(users.len(), enrolled);
+    for u in &users {
+        let creds = store.credentials(&u.id).await.unwrap().unwrap();
+        let key = hsm.unwrap(u.id.as_str(), &creds.key.wrapped).await.unwrap();
+        secrets.add(format!("{}'s private key", u.email.as_str()), key.to_vec());
+        let embedding = arclockd::template::open(&hsm, &u.id, &creds).await.unwrap();
+        let floats: Vec<u8> = embedding
+            .values()
+            .iter()
+            .flat_map(|f| f.to_le_bytes())
+            .collect();
+        secrets.add(format!("{}'s embedding", u.email.as_str()), floats);
+        // Positive control: the ciphertexts are stored, so the scan must see them.
+        controls.add("wrapped key".into(), creds.key.wrapped.to_bytes());
+        controls.add(
+            "template ciphertext".into(),
+            creds.template.ciphertext.clone(),
+        );
+    }
+
+    let mut controls_seen = 0;
+    for (path, content) in &files {
+        if let Some((what, at)) = photos.find(content) {
+            panic!("{} holds a window of {what} at byte {at}", path.display());
+        }
+        if let Some((what, at)) = secrets.find(content) {
+            panic!("{} holds {what} at byte {at}", path.display());
+        }
+        if controls.find(content).is_some() {
+            controls_seen += 1;
+        }
+    }
+    assert!(
+        controls_seen > 0,
+        "the scan did not even find the stored ciphertexts"
+    );
+    eprintln!(
+        "privacy ({}): scanned {} files, {bytes} bytes, for {} photos, {} keys and embeddings: none found",
+        match backend {
+            Backend::Embedded => "embedded",
+            Backend::Mongo { .. } => "mongodb",
+        },
+        files.len(),
+        photos.needles.len(),
+        secrets.needles.len()
+    );
+}

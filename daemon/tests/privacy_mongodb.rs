@@ -1,0 +1,20 @@
+//! The privacy proof (`privacy.rs`) with the daemon on the MongoDB backend:
+//! every document of every collection and the server's own files are
+//! scanned as well as the state directory. Runs whenever `make test` starts
+//! a server (`scripts/with-mongo.sh`); its own binary, so its own SoftHSM2.
+
+mod common;
+#[path = "common/privacy.rs"]
+mod proof;
+
+use proof::{Backend, mongo_uri, prove};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_secret_reaches_mongodb_documents_or_files() {
+    let Some(uri) = mongo_uri() else {
+        eprintln!("skipped: ARCLOCK_TEST_MONGODB_URI is not set");
+        return;
+    };
+    let database = format!("privacy{}", std::process::id());
+    prove(Backend::Mongo { uri, database }).await;
+}

@@ -1,0 +1,82 @@
+//! Entry points for the cargo-fuzz targets in `fuzz/`: everything untrusted
+//! bytes reach before ONNX Runtime does (photo decode, EXIF orientation,
+//! camera frame conversion, the detector's input tensor), called the way
+//! [`crate::Pipeline`] calls it. Built only with the `fuzzing` feature.
+
+use arclock_secmem::LockedBytes;
+
+use crate::camera::{self, Frame, PixelFormat};
+use crate::photo::{self, Limits, Rgb};
+use crate::{Error, ModelSpec, Workspace, detect};
+
+/// Photo bytes (as a client sends them) through decode and the detector's
+/// input preparation. Panics if a success breaks an invariant the models
+/// rely on.
+pub fn photo(spec: &ModelSpec, ws: &mut Workspace, bytes: &[u8]) -> Result<(), Error> {
+    let limits = Limits::default();
+    let out = photo::decode(bytes, &limits, &mut ws.raw, &mut ws.rgb)
+        .and_then(|(w, h)| prepared(spec, ws, w, h, &limits));
+    ws.wipe();
+    out
+}
+
+/// A camera frame (`width`, `height`, format and bytes as the driver hands
+/// them over) through conversion and the detector's input preparation.
+pub fn frame(
+    spec: &ModelSpec,
+    ws: &mut Workspace,
+    width: u32,
+    height: u32,
+    mjpeg: bool,
+    bytes: &[u8],
+) -> Result<(), Error> {
+    let limits = Limits::default();
+    let frame = Frame {
+        width,
+        height,
+        format: if mjpeg {
+            PixelFormat::Mjpeg
+        } else {
+            PixelFormat::Yuyv
+        },
+        data: LockedBytes::from_slice(bytes)?,
+    };
+    let size = if mjpeg {
+        let fixed = camera::mjpeg_as_jpeg(&frame)?;
+        let jpeg = fixed.as_deref().unwrap_or(&frame.data[..]);
+        photo::decode(jpeg, &limits, &mut ws.raw, &mut ws.rgb)
+    } else {
+        limits
+            .admit(width, height)
+            .and_then(|()| camera::yuyv_to_rgb(&frame, &mut ws.rgb))
+    };
+    let out = size.and_then(|(w, h)| prepared(spec, ws, w, h, &limits));
+    ws.wipe();
+    out
+}
+
+fn prepared(
+    spec: &ModelSpec,
+    ws: &mut Workspace,
+    width: u32,
+    height: u32,
+    limits: &Limits,
+) -> Result<(), Error> {
+    assert!(width > 0 && height > 0, "decoded an empty image");
+    assert!(width <= limits.max_side && height <= limits.max_side);
+    assert_eq!(ws.rgb.len(), width as usize * height as usize * 3);
+    let img = Rgb {
+        width,
+        height,
+        pixels: &ws.rgb,
+    };
+    let at = detect::prepare(spec, img, &mut ws.det_input)?;
+    let [max_w, max_h] = spec.input_size;
+    assert!(at.width % 32 == 0 && at.height % 32 == 0);
+    assert!(at.width <= (max_w as usize).div_ceil(32) * 32);
+    assert!(at.height <= (max_h as usize).div_ceil(32) * 32);
+    assert!(at.inv_scale >= 1.0 && at.inv_scale.is_finite());
+    assert_eq!(ws.det_input.len(), 3 * at.width * at.height);
+    assert!(ws.det_input.iter().all(|v| v.is_finite()));
+    Ok(())
+}
