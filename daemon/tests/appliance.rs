@@ -171,23 +171,14 @@ fn speaks_the_service_manager_protocol() {
     sock.set_read_timeout(Some(Duration::from_secs(20)))
         .unwrap();
     // WATCHDOG_PID must be the daemon's own pid: exec keeps the shell's.
-    let mut cmd = inst.command();
-    let program = cmd.get_program().to_owned();
-    let mut wrapped = Command::new("/bin/sh");
-    wrapped
-        .arg("-c")
+    let inner = inst.command();
+    let mut cmd = common::wrapped(&inner, Command::new("/bin/sh"));
+    cmd.arg("-c")
         .arg("WATCHDOG_PID=$$ exec \"$0\"")
-        .arg(program)
-        .env_clear()
-        .envs(
-            cmd.get_envs()
-                .filter_map(|(k, v)| v.map(|v| (k.to_owned(), v.to_owned()))),
-        )
-        .current_dir(cmd.get_current_dir().unwrap())
+        .arg(inner.get_program())
         .env("NOTIFY_SOCKET", &notify)
         .env("WATCHDOG_USEC", "1000000")
         .env("ARCLOCK_LOG_FORMAT", "json");
-    cmd = wrapped;
     let mut d = inst.spawn(cmd);
 
     let mut buf = [0u8; 512];

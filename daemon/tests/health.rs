@@ -211,23 +211,14 @@ async fn a_full_disk_gives_503_and_recovers_without_half_users() {
     std::fs::create_dir(&data).unwrap();
     let db = data.join("arclock.db");
 
-    let mut cmd = inst.command();
-    let program = cmd.get_program().to_owned();
-    let mut wrapped = Command::new("unshare");
-    wrapped
-        .args(["--map-root-user", "--mount", "--propagation", "private"])
+    let inner = inst.command();
+    let mut cmd = common::wrapped(&inner, Command::new("unshare"));
+    cmd.args(["--map-root-user", "--mount", "--propagation", "private"])
         .args(["/bin/sh", "-c"])
         .arg("mount -t tmpfs -o size=8m,mode=0700 arclock-full \"$0\" && exec \"$1\"")
         .arg(&data)
-        .arg(program)
-        .env_clear()
-        .envs(
-            cmd.get_envs()
-                .filter_map(|(k, v)| v.map(|v| (k.to_owned(), v.to_owned()))),
-        )
-        .current_dir(cmd.get_current_dir().unwrap())
+        .arg(inner.get_program())
         .env("ARCLOCK_STORE_PATH", &db);
-    cmd = wrapped;
     let d = inst.spawn(cmd);
     // The daemon's view of the data directory: the tmpfs, not the test's.
     let seen = std::path::PathBuf::from(format!("/proc/{}/root", d.child.id()))
@@ -301,4 +292,85 @@ async fn a_full_disk_gives_503_and_recovers_without_half_users() {
     let bob_login = serde_json::json!({"email": "bob@example.com", "imageBase64": lfw_base64("Adam_Sandler", 1)});
     assert_eq!(post("/api/auth/login", bob_login).await.0, 200);
     assert_eq!(post("/api/auth/login", login).await.0, 200);
+}
+
+/// SIGKILL of the daemon itself while registrations are in flight, three
+/// times at different moments. After each restart, every e-mail that was
+/// being registered is either a whole account (its owner signs in) or free
+/// (registering it again succeeds): never a half user that blocks the
+/// address or fails sign-in with 503.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_during_registration_leaves_no_half_user() {
+    let inst = Instance::new();
+    inst.provision();
+    // Photos other tests enrol: a refusal here can only be the store's doing.
+    let people = [
+        "Aaron_Peirsol",
+        "Adam_Sandler",
+        "Alvaro_Uribe",
+        "Alejandro_Toledo",
+    ];
+    // Probing with sign-ins counts failures per address: keep the lockout
+    // out of the way.
+    let env = [("ARCLOCK_AUTH_MAX_FAILURES", "100")];
+    for (round, delay_ms) in [10u64, 30, 60].into_iter().enumerate() {
+        let d = inst.start_with(&env);
+        let mut inflight = Vec::new();
+        for (i, p) in people.iter().enumerate() {
+            let body = serde_json::json!({
+                "name": p,
+                "email": format!("r{round}p{i}@example.org"),
+                "imageBase64": lfw_base64(p, 1),
+            });
+            let req = d
+                .client
+                .post(format!("{}/api/auth/register", d.url))
+                .json(&body);
+            inflight.push(tokio::spawn(async move { req.send().await }));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(delay_ms)).await;
+        let pid = d.child.id().to_string();
+        assert!(
+            Command::new("kill")
+                .args(["-KILL", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+        for r in inflight {
+            let _ = r.await;
+        }
+        drop(d);
+
+        let d = inst.start_with(&env);
+        let (mut whole, mut free) = (0, 0);
+        for (i, p) in people.iter().enumerate() {
+            let email = format!("r{round}p{i}@example.org");
+            let login = serde_json::json!({"email": email, "imageBase64": lfw_base64(p, 1)});
+            let r = d
+                .client
+                .post(format!("{}/api/auth/login", d.url))
+                .json(&login)
+                .send()
+                .await
+                .unwrap();
+            match r.status().as_u16() {
+                200 => whole += 1,
+                401 => {
+                    let again = serde_json::json!({"name": p, "email": email, "imageBase64": lfw_base64(p, 1)});
+                    let r = d
+                        .client
+                        .post(format!("{}/api/auth/register", d.url))
+                        .json(&again)
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(r.status(), 201, "{email} is a half user after SIGKILL");
+                    free += 1;
+                }
+                other => panic!("{email}: sign-in after SIGKILL answered {other}"),
+            }
+        }
+        eprintln!("sigkill after {delay_ms} ms: {whole} accounts whole, {free} free");
+    }
 }

@@ -7,7 +7,8 @@ mod common;
 #[path = "common/privacy.rs"]
 mod proof;
 
-use proof::{Backend, mongo_uri, prove};
+use common::mongo_uri;
+use proof::{Backend, prove};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_secret_reaches_mongodb_documents_or_files() {

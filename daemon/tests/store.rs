@@ -17,24 +17,12 @@ use arclockd::store::{
     MongoStore, NewFamily, NewUser, Outcome, Rotation, Store, StoreError, StoredKey, Subject,
     Template, User, UserStatus,
 };
+use common::mongo_uri;
 
 const NOW: i64 = 1_800_000_000_000;
 const MIN: i64 = 60_000;
 
 static DB_SEQ: AtomicUsize = AtomicUsize::new(0);
-
-fn mongo_uri() -> Option<String> {
-    match std::env::var("ARCLOCK_TEST_MONGODB_URI") {
-        Ok(uri) if !uri.is_empty() => Some(uri),
-        _ => {
-            assert!(
-                std::env::var_os("ARCLOCK_TEST_MONGODB_REQUIRED").is_none(),
-                "ARCLOCK_TEST_MONGODB_REQUIRED is set but ARCLOCK_TEST_MONGODB_URI is not"
-            );
-            None
-        }
-    }
-}
 
 /// A fresh database of each backend for one test.
 enum Backend {
@@ -753,28 +741,11 @@ async fn dump(b: &Backend, s: &Arc<dyn Store>) -> Vec<u8> {
             }
             out
         }
-        Backend::Mongo(db) => {
-            use futures_util::TryStreamExt;
-            let client = mongodb::Client::with_uri_str(mongo_uri().unwrap())
-                .await
-                .unwrap();
-            let db = client.database(db);
-            let mut out = Vec::new();
-            for name in db.list_collection_names().await.unwrap() {
-                let docs: Vec<mongodb::bson::RawDocumentBuf> = db
-                    .collection::<mongodb::bson::RawDocumentBuf>(&name)
-                    .find(mongodb::bson::doc! {})
-                    .await
-                    .unwrap()
-                    .try_collect()
-                    .await
-                    .unwrap();
-                for d in docs {
-                    out.extend_from_slice(d.as_bytes());
-                }
-            }
-            out
-        }
+        Backend::Mongo(db) => common::mongo_documents(&mongo_uri().unwrap(), db)
+            .await
+            .into_iter()
+            .flat_map(|(_, bytes)| bytes)
+            .collect(),
     }
 }
 

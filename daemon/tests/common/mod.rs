@@ -31,6 +31,58 @@ pub fn lfw_base64(person: &str, n: u32) -> String {
     base64::engine::general_purpose::STANDARD.encode(lfw(person, n))
 }
 
+/// The MongoDB server `make test` started (`scripts/with-mongo.sh`), if any;
+/// with `ARCLOCK_TEST_MONGODB_REQUIRED` set, a missing one fails the test.
+pub fn mongo_uri() -> Option<String> {
+    match std::env::var("ARCLOCK_TEST_MONGODB_URI") {
+        Ok(uri) if !uri.is_empty() => Some(uri),
+        _ => {
+            assert!(
+                std::env::var_os("ARCLOCK_TEST_MONGODB_REQUIRED").is_none(),
+                "ARCLOCK_TEST_MONGODB_REQUIRED is set but ARCLOCK_TEST_MONGODB_URI is not"
+            );
+            None
+        }
+    }
+}
+
+/// Every document of every collection of `database`, as raw BSON, per
+/// collection name.
+pub async fn mongo_documents(uri: &str, database: &str) -> Vec<(String, Vec<u8>)> {
+    use futures_util::TryStreamExt;
+    let client = mongodb::Client::with_uri_str(uri).await.unwrap();
+    let db = client.database(database);
+    let mut out = Vec::new();
+    for name in db.list_collection_names().await.unwrap() {
+        let docs: Vec<mongodb::bson::RawDocumentBuf> = db
+            .collection::<mongodb::bson::RawDocumentBuf>(&name)
+            .find(mongodb::bson::doc! {})
+            .await
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap();
+        let bytes = docs.iter().flat_map(|d| d.as_bytes().to_vec()).collect();
+        out.push((name, bytes));
+    }
+    out
+}
+
+/// `outer` (a wrapper such as `sh -c` or `unshare`) with the environment and
+/// working directory of `inner`, whose program the caller passes as an
+/// argument where the wrapper expects it.
+pub fn wrapped(inner: &Command, mut outer: Command) -> Command {
+    outer
+        .env_clear()
+        .envs(
+            inner
+                .get_envs()
+                .filter_map(|(k, v)| v.map(|v| (k.to_owned(), v.to_owned()))),
+        )
+        .current_dir(inner.get_current_dir().unwrap_or(Path::new(".")));
+    outer
+}
+
 pub fn installed() -> PathBuf {
     std::env::var_os("ARCLOCK_STATE_DIR")
         .map(PathBuf::from)

@@ -136,41 +136,6 @@ pub enum Backend {
     },
 }
 
-pub fn mongo_uri() -> Option<String> {
-    match std::env::var("ARCLOCK_TEST_MONGODB_URI") {
-        Ok(uri) if !uri.is_empty() => Some(uri),
-        _ => {
-            assert!(
-                std::env::var_os("ARCLOCK_TEST_MONGODB_REQUIRED").is_none(),
-                "ARCLOCK_TEST_MONGODB_REQUIRED is set but ARCLOCK_TEST_MONGODB_URI is not"
-            );
-            None
-        }
-    }
-}
-
-/// Every document of every collection of `database`, as raw BSON, one
-/// pseudo-file per collection.
-pub async fn documents(uri: &str, database: &str) -> Vec<(PathBuf, Vec<u8>)> {
-    use futures_util::TryStreamExt;
-    let client = mongodb::Client::with_uri_str(uri).await.unwrap();
-    let db = client.database(database);
-    let mut out = Vec::new();
-    for name in db.list_collection_names().await.unwrap() {
-        let docs: Vec<mongodb::bson::RawDocumentBuf> = db
-            .collection::<mongodb::bson::RawDocumentBuf>(&name)
-            .find(mongodb::bson::doc! {})
-            .await
-            .unwrap()
-            .try_collect()
-            .await
-            .unwrap();
-        let bytes = docs.iter().flat_map(|d| d.as_bytes().to_vec()).collect();
-        out.push((PathBuf::from(format!("mongodb:{database}.{name}")), bytes));
-    }
-    out
-}
-
 pub async fn prove(backend: Backend) {
     let inst = Instance::new();
     inst.provision();
@@ -304,7 +269,11 @@ pub async fn prove(backend: Backend) {
     assert!(d.child.wait().unwrap().success());
     let mut files = snapshot(inst.path("").as_path());
     if let Backend::Mongo { uri, database } = &backend {
-        files.extend(documents(uri, database).await);
+        let docs = common::mongo_documents(uri, database).await;
+        files.extend(
+            docs.into_iter()
+                .map(|(c, b)| (PathBuf::from(format!("mongodb:{database}.{c}")), b)),
+        );
         // The server's own files (its SQLite database and log), when known.
         if let Some(data) = std::env::var_os("ARCLOCK_TEST_MONGODB_DATA") {
             files.extend(snapshot(Path::new(&data)));
