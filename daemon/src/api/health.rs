@@ -1,5 +1,6 @@
 //! `GET /health`: each dependency checked for real on every call, 503 when any
 //! is down, so a load balancer stops sending traffic to a box that would fail.
+//! The public answer names what is down; the reasons go only to operators.
 
 use http::{Response, StatusCode};
 use serde_json::json;
@@ -8,7 +9,16 @@ use crate::App;
 use crate::http::response::{self, Body};
 
 pub async fn get(app: &App) -> Response<Body> {
-    let (down, data) = report(app).await;
+    let (down, mut data) = report(app).await;
+    // Why a dependency is down (file paths, free space, token errors) is for
+    // operators: the admin socket's health has it, the public port does not.
+    if let Some(deps) = data["dependencies"].as_object_mut() {
+        for dep in deps.values_mut() {
+            if let Some(d) = dep.as_object_mut() {
+                d.remove("reason");
+            }
+        }
+    }
     if down.is_empty() {
         response::ok(StatusCode::OK, "ArcLock is healthy", data)
     } else {
