@@ -13,17 +13,6 @@ use arclock_console::{Client, ClientError, LogQuery};
 use common::{Daemon, Instance, lfw_base64 as photo};
 use serde_json::{Value, json};
 
-async fn post(d: &Daemon, path: &str, body: Value) -> (u16, Value) {
-    let r = d
-        .client
-        .post(format!("{}{path}", d.url))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    (r.status().as_u16(), r.json().await.unwrap())
-}
-
 /// What `GET /api/user/profile` answers to this bearer token.
 async fn profile_status(d: &Daemon, token: &str) -> u16 {
     d.client
@@ -37,10 +26,9 @@ async fn profile_status(d: &Daemon, token: &str) -> u16 {
 }
 
 async fn login(d: &Daemon, email: &str, who: (&str, u32)) -> (u16, Value) {
-    post(
-        d,
+    d.post(
         "/api/auth/login",
-        json!({"email": email, "imageBase64": photo(who.0, who.1)}),
+        &json!({"email": email, "imageBase64": photo(who.0, who.1)}),
     )
     .await
 }
@@ -131,12 +119,12 @@ async fn lockouts_users_keys_logs_and_metrics() {
     let mut stream = admin.stream(&LogQuery::default()).await.unwrap();
 
     let email = "grace@example.org";
-    let (s, reg) = post(
-        &d,
-        "/api/auth/register",
-        json!({"name": "Grace", "email": email, "imageBase64": photo("Aaron_Peirsol", 1)}),
-    )
-    .await;
+    let (s, reg) = d
+        .post(
+            "/api/auth/register",
+            &json!({"name": "Grace", "email": email, "imageBase64": photo("Aaron_Peirsol", 1)}),
+        )
+        .await;
     assert_eq!(s, 201, "{reg}");
     let id = reg["data"]["user"]["id"].as_str().unwrap().to_string();
     for _ in 0..5 {

@@ -230,14 +230,8 @@ async fn a_full_disk_gives_503_and_recovers_without_half_users() {
     assert!(!db.exists(), "the tmpfs leaked out of the namespace");
 
     let post = |path: &'static str, body: serde_json::Value| {
-        let req = d.client.post(format!("{}{path}", d.url)).json(&body);
-        async move {
-            let r = req.send().await.unwrap();
-            (
-                r.status().as_u16(),
-                r.json::<serde_json::Value>().await.unwrap(),
-            )
-        }
+        let d = &d;
+        async move { d.post(path, &body).await }
     };
     let person = |name: &str, email: &str, who: &str| serde_json::json!({"name": name, "email": email, "imageBase64": lfw_base64(who, 1)});
     let alice = person("Alice", "alice@example.com", "Aaron_Peirsol");
@@ -325,29 +319,25 @@ async fn sigkill_during_registration_leaves_no_half_user() {
     // out of the way.
     let env = [("ARCLOCK_AUTH_MAX_FAILURES", "100")];
     for (round, delay_ms) in [10u64, 30, 60].into_iter().enumerate() {
-        let d = inst.start_with(&env);
-        let mut inflight = Vec::new();
-        for (i, p) in people.iter().enumerate() {
-            let body = serde_json::json!({
+        let register = |i: usize, p: &str| {
+            serde_json::json!({
                 "name": p,
                 "email": format!("r{round}p{i}@example.org"),
                 "imageBase64": lfw_base64(p, 1),
-            });
+            })
+        };
+        let mut d = inst.start_with(&env);
+        let mut inflight = Vec::new();
+        for (i, p) in people.iter().enumerate() {
             let req = d
                 .client
                 .post(format!("{}/api/auth/register", d.url))
-                .json(&body);
+                .json(&register(i, p));
             inflight.push(tokio::spawn(async move { req.send().await }));
         }
         tokio::time::sleep(std::time::Duration::from_millis(delay_ms)).await;
-        let pid = d.child.id().to_string();
-        assert!(
-            Command::new("kill")
-                .args(["-KILL", &pid])
-                .status()
-                .unwrap()
-                .success()
-        );
+        // `Child::kill` is SIGKILL: no destructor, no flush, no commit.
+        d.child.kill().unwrap();
         for r in inflight {
             let _ = r.await;
         }
@@ -358,25 +348,11 @@ async fn sigkill_during_registration_leaves_no_half_user() {
         for (i, p) in people.iter().enumerate() {
             let email = format!("r{round}p{i}@example.org");
             let login = serde_json::json!({"email": email, "imageBase64": lfw_base64(p, 1)});
-            let r = d
-                .client
-                .post(format!("{}/api/auth/login", d.url))
-                .json(&login)
-                .send()
-                .await
-                .unwrap();
-            match r.status().as_u16() {
+            match d.post("/api/auth/login", &login).await.0 {
                 200 => whole += 1,
                 401 => {
-                    let again = serde_json::json!({"name": p, "email": email, "imageBase64": lfw_base64(p, 1)});
-                    let r = d
-                        .client
-                        .post(format!("{}/api/auth/register", d.url))
-                        .json(&again)
-                        .send()
-                        .await
-                        .unwrap();
-                    assert_eq!(r.status(), 201, "{email} is a half user after SIGKILL");
+                    let (status, body) = d.post("/api/auth/register", &register(i, p)).await;
+                    assert_eq!(status, 201, "{email} is a half user after SIGKILL: {body}");
                     free += 1;
                 }
                 other => panic!("{email}: sign-in after SIGKILL answered {other}"),

@@ -1,12 +1,13 @@
 //! Entry points for the cargo-fuzz targets in `fuzz/`: everything untrusted
 //! bytes reach before ONNX Runtime does (photo decode, EXIF orientation,
-//! camera frame conversion, the detector's input tensor), called the way
-//! [`crate::Pipeline`] calls it. Built only with the `fuzzing` feature.
+//! camera frame conversion, the detector's input tensor), through the same
+//! first step as [`crate::Pipeline`]. Built only with the `fuzzing` feature.
 
 use arclock_secmem::LockedBytes;
 
-use crate::camera::{self, Frame, PixelFormat};
-use crate::photo::{self, Limits, Rgb};
+use crate::camera::{Frame, PixelFormat};
+use crate::photo::{Limits, Rgb};
+use crate::pipeline::{Input, to_rgb};
 use crate::{Error, ModelSpec, Workspace, detect};
 
 /// The daemon's limits scaled down (2 MP, 2048 px a side): the same checks
@@ -25,11 +26,7 @@ fn limits() -> Limits {
 /// input preparation. Panics if a success breaks an invariant the models
 /// rely on.
 pub fn photo(spec: &ModelSpec, ws: &mut Workspace, bytes: &[u8]) -> Result<(), Error> {
-    let limits = limits();
-    let out = photo::decode(bytes, &limits, &mut ws.raw, &mut ws.rgb)
-        .and_then(|(w, h)| prepared(spec, ws, w, h, &limits));
-    ws.wipe();
-    out
+    run(spec, ws, Input::Encoded(bytes))
 }
 
 /// A camera frame (`width`, `height`, format and bytes as the driver hands
@@ -42,7 +39,6 @@ pub fn frame(
     mjpeg: bool,
     bytes: &[u8],
 ) -> Result<(), Error> {
-    let limits = limits();
     let frame = Frame {
         width,
         height,
@@ -53,16 +49,13 @@ pub fn frame(
         },
         data: LockedBytes::from_slice(bytes)?,
     };
-    let size = if mjpeg {
-        let fixed = camera::mjpeg_as_jpeg(&frame)?;
-        let jpeg = fixed.as_deref().unwrap_or(&frame.data[..]);
-        photo::decode(jpeg, &limits, &mut ws.raw, &mut ws.rgb)
-    } else {
-        limits
-            .admit(width, height)
-            .and_then(|()| camera::yuyv_to_rgb(&frame, &mut ws.rgb))
-    };
-    let out = size.and_then(|(w, h)| prepared(spec, ws, w, h, &limits));
+    run(spec, ws, Input::Frame(&frame))
+}
+
+/// The pipeline's own first step, then the detector tensor, then a wipe.
+fn run(spec: &ModelSpec, ws: &mut Workspace, input: Input<'_>) -> Result<(), Error> {
+    let limits = limits();
+    let out = to_rgb(input, &limits, ws).and_then(|(w, h)| prepared(spec, ws, w, h, &limits));
     ws.wipe();
     out
 }

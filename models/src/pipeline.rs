@@ -15,11 +15,34 @@ use crate::quality::{self, Measures, Policy};
 use crate::workspace::Workspace;
 
 /// What a run starts from.
-enum Input<'a> {
-    /// JPEG, PNG or WebP bytes (an upload, or an MJPEG frame).
+pub(crate) enum Input<'a> {
+    /// JPEG, PNG or WebP bytes (an upload).
     Encoded(&'a [u8]),
-    /// A raw YUYV camera frame.
-    Yuyv(&'a Frame),
+    /// A camera frame, YUYV or MJPEG.
+    Frame(&'a Frame),
+}
+
+/// The first step of every run: `input` into upright RGB in `ws.rgb` under
+/// `limits`; returns the size. (Also the fuzz targets' way in.)
+pub(crate) fn to_rgb(
+    input: Input<'_>,
+    limits: &Limits,
+    ws: &mut Workspace,
+) -> Result<(u32, u32), Error> {
+    match input {
+        Input::Encoded(bytes) => photo::decode(bytes, limits, &mut ws.raw, &mut ws.rgb),
+        Input::Frame(frame) => match frame.format {
+            PixelFormat::Yuyv => {
+                limits.admit(frame.width, frame.height)?;
+                camera::yuyv_to_rgb(frame, &mut ws.rgb)
+            }
+            PixelFormat::Mjpeg => {
+                let fixed = camera::mjpeg_as_jpeg(frame)?;
+                let jpeg = fixed.as_deref().unwrap_or(&frame.data[..]);
+                photo::decode(jpeg, limits, &mut ws.raw, &mut ws.rgb)
+            }
+        },
+    }
 }
 
 /// How good a face is for picking one frame of a burst.
@@ -151,14 +174,7 @@ impl Pipeline {
 
     /// One synchronous run on a camera frame, wiped like [`Pipeline::run`].
     pub fn run_frame(&self, ws: &mut Workspace, frame: &Frame) -> Result<Face, Error> {
-        let out = match frame.format {
-            PixelFormat::Yuyv => self.run_inner(ws, Input::Yuyv(frame), None),
-            PixelFormat::Mjpeg => match camera::mjpeg_as_jpeg(frame) {
-                Ok(Some(jpeg)) => self.run_inner(ws, Input::Encoded(&jpeg), None),
-                Ok(None) => self.run_inner(ws, Input::Encoded(&frame.data), None),
-                Err(e) => Err(e),
-            },
-        };
+        let out = self.run_inner(ws, Input::Frame(frame), None);
         ws.wipe();
         out
     }
@@ -185,13 +201,7 @@ impl Pipeline {
         let mut t = Timings::default();
         let start = Instant::now();
 
-        let (width, height) = match input {
-            Input::Encoded(bytes) => photo::decode(bytes, &self.limits, &mut ws.raw, &mut ws.rgb)?,
-            Input::Yuyv(frame) => {
-                self.limits.admit(frame.width, frame.height)?;
-                camera::yuyv_to_rgb(frame, &mut ws.rgb)?
-            }
-        };
+        let (width, height) = to_rgb(input, &self.limits, ws)?;
         t.decode = start.elapsed();
 
         let mark = Instant::now();

@@ -15,6 +15,9 @@ use http_body_util::BodyExt;
 use hyper::body::{Bytes, Incoming};
 use serde::Deserialize;
 
+use crate::App;
+use crate::http::response::{self, Body, bad_request, unavailable};
+
 /// Any request body intake reads: hyper's `Incoming` in the daemon, an
 /// in-memory body in the fuzz targets.
 pub trait RequestBody:
@@ -49,9 +52,6 @@ impl BodyLimits {
         }
     }
 }
-
-use crate::App;
-use crate::http::response::{self, Body, bad_request, unavailable};
 
 /// What the logs record about the caller.
 #[derive(Debug, Clone)]

@@ -237,6 +237,18 @@ impl Drop for Daemon {
 }
 
 impl Daemon {
+    /// POSTs `body` as JSON; the status and the parsed answer.
+    pub async fn post(&self, path: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
+        let r = self
+            .client
+            .post(format!("{}{path}", self.url))
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json().await.unwrap())
+    }
+
     pub async fn get(
         &self,
         path: &str,

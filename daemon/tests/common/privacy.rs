@@ -139,27 +139,22 @@ pub enum Backend {
 pub async fn prove(backend: Backend) {
     let inst = Instance::new();
     inst.provision();
+    let uri_file = inst.path("mongodb.uri");
+    let uri_file = uri_file.to_string_lossy();
     let mut env = vec![
-        ("ARCLOCK_LOG_LEVEL".to_string(), "trace".to_string()),
-        ("ARCLOCK_LOG_FORMAT".to_string(), "json".to_string()),
+        ("ARCLOCK_LOG_LEVEL", "trace"),
+        ("ARCLOCK_LOG_FORMAT", "json"),
     ];
     if let Backend::Mongo { uri, database } = &backend {
         use std::os::unix::fs::PermissionsExt;
-        let file = inst.path("mongodb.uri");
-        std::fs::write(&file, uri).unwrap();
-        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
-        for (k, v) in [
-            ("ARCLOCK_STORE_BACKEND", "mongodb".to_string()),
-            (
-                "ARCLOCK_STORE_MONGODB_URI_FILE",
-                file.to_string_lossy().into_owned(),
-            ),
-            ("ARCLOCK_STORE_MONGODB_DATABASE", database.clone()),
-        ] {
-            env.push((k.to_string(), v));
-        }
+        std::fs::write(&*uri_file, uri).unwrap();
+        std::fs::set_permissions(&*uri_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        env.extend([
+            ("ARCLOCK_STORE_BACKEND", "mongodb"),
+            ("ARCLOCK_STORE_MONGODB_URI_FILE", &uri_file),
+            ("ARCLOCK_STORE_MONGODB_DATABASE", database),
+        ]);
     }
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let mut d = inst.start_with(&env);
     let b64 = base64::engine::general_purpose::STANDARD;
     let mut photos = Windows::new(64);
