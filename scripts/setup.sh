@@ -110,6 +110,9 @@ for m in models:
         print(f"setup: {m['file']} not in {mirror}; fetching upstream {m['url']}")
         urllib.request.urlretrieve(m["url"], tmp)
         how = "upstream"
+    elif m.get("optional"):
+        print(f"setup: optional model {m['id']} is in neither the mirror {mirror} nor a known upstream; skipped (reported unavailable)")
+        continue
     else:
         sys.exit(f"setup: {m['file']} is in neither the mirror {mirror} nor a known upstream")
     if sha(tmp) != m["sha256"]:

@@ -55,6 +55,67 @@ pub struct Config {
     pub admin: Admin,
     #[serde(default)]
     pub camera: Camera,
+    #[serde(default)]
+    pub liveness: Liveness,
+}
+
+/// How much a face must prove that it is live (`off` < `passive` < `active`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LivenessMode {
+    /// One photo, compared as it is: a photo of the user opens the account.
+    Off,
+    /// One photo (or a challenge answer), scored by passive PAD: refuses
+    /// printouts and screens the PAD models recognise, not a replayed upload.
+    Passive,
+    /// Only an answer to a server-drawn head-pose challenge (several frames:
+    /// pose, 3-D motion, one person), with passive PAD on every frame.
+    Active,
+}
+
+/// What happens when passive PAD is wanted but its models are not installed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PadUnavailable {
+    /// Fail closed: face requests answer 503 until the models are installed.
+    Refuse,
+    /// Go on without PAD (logged at start and shown in health and console).
+    Allow,
+}
+
+/// Presentation-attack detection: the policy per flow, the challenge
+/// lifetime and the measured operating point (`models/README.md`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Liveness {
+    /// Sign-in (`login`, `verify-face`). `passive` keeps the mobile app's
+    /// one-photo flow working; `active` requires a challenge.
+    pub signin: LivenessMode,
+    /// Registration.
+    pub registration: LivenessMode,
+    pub pad_unavailable: PadUnavailable,
+    /// Seconds a drawn challenge may be answered in.
+    pub challenge_ttl_secs: u64,
+    pub thresholds: arclock_face::liveness::Thresholds,
+}
+
+impl Default for Liveness {
+    fn default() -> Self {
+        Liveness {
+            signin: LivenessMode::Passive,
+            registration: LivenessMode::Passive,
+            pad_unavailable: PadUnavailable::Refuse,
+            challenge_ttl_secs: 60,
+            thresholds: Default::default(),
+        }
+    }
+}
+
+impl Liveness {
+    /// Whether any flow scores faces with PAD.
+    pub fn wants_pad(&self) -> bool {
+        self.signin >= LivenessMode::Passive || self.registration >= LivenessMode::Passive
+    }
 }
 
 /// A local V4L2 camera for a kiosk or door appliance (off by default; the
@@ -434,6 +495,23 @@ impl Config {
         if self.camera.width == 0 || self.camera.height == 0 {
             return invalid("camera.width", "width and height must be positive");
         }
+        if self.liveness.challenge_ttl_secs < 10 || self.liveness.challenge_ttl_secs > 600 {
+            return invalid("liveness.challenge_ttl_secs", "must be 10..=600");
+        }
+        let t = &self.liveness.thresholds;
+        let unit = |v: f32| v.is_finite() && (0.0..=1.0).contains(&v);
+        if !(unit(t.front_max_yaw)
+            && unit(t.turn_min_yaw)
+            && t.front_max_yaw < t.turn_min_yaw
+            && t.min_parallax.is_finite()
+            && unit(t.min_consistency)
+            && unit(t.min_pad))
+        {
+            return invalid(
+                "liveness.thresholds",
+                "each within 0..=1, front_max_yaw below turn_min_yaw",
+            );
+        }
         if self.auth.max_failures == 0 {
             return invalid("auth.max_failures", "must be at least 1");
         }
@@ -502,6 +580,7 @@ pub fn restart_needed(running: &Config, fresh: &Config) -> Vec<&'static str> {
         ("limits", running.limits == fresh.limits),
         ("admin", running.admin == fresh.admin),
         ("camera", running.camera == fresh.camera),
+        ("liveness", running.liveness == fresh.liveness),
         ("log.format", running.log.format == fresh.log.format),
     ];
     sections
@@ -533,7 +612,7 @@ fn apply_override(
         .split_once('_')
         .ok_or_else(|| err("expected ARCLOCK_<SECTION>_<KEY>".into()))?;
     if ![
-        "server", "hsm", "store", "models", "auth", "limits", "log", "admin", "camera",
+        "server", "hsm", "store", "models", "auth", "limits", "log", "admin", "camera", "liveness",
     ]
     .contains(&section)
     {

@@ -77,10 +77,18 @@ fn form(body: &[u8], content_type: &str, kind: FormKind) {
     let Ok((form, _client)) = refused_with_4xx(out) else {
         return;
     };
-    assert!(
-        !form.photo.is_empty(),
-        "a form was accepted without a photo"
-    );
+    match &form.proof {
+        intake::Proof::Photo(p) => assert!(!p.is_empty(), "a form was accepted without a photo"),
+        intake::Proof::Challenge { id, frames } => {
+            assert!(!id.is_empty(), "a challenge answer without an id");
+            assert!(
+                (1..=intake::MAX_FRAMES).contains(&frames.len())
+                    && frames.iter().all(|f| !f.is_empty()),
+                "a challenge answer with {} frames",
+                frames.len()
+            );
+        }
+    }
     assert_eq!(form.name.is_some(), kind == FormKind::Register);
     if let Some(name) = &form.name {
         check_name(name);

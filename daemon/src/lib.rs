@@ -5,6 +5,9 @@
 //! - [`config`]: the TOML schema, `ARCLOCK_*` overrides, validation.
 //! - [`http`]: the rustls + hyper listener (certificate reload, connection,
 //!   header, body and idle limits), the response envelope, security headers.
+//! - [`signin`]: the sign-in service shared by the API and the kiosk:
+//!   lockouts, liveness (passive PAD, active challenges), comparison with a
+//!   decoy for unknown accounts, failure accounting, enrolment.
 //! - [`api`]: the route table and one file per concern: face sign-in
 //!   (`auth`), sessions and refresh tokens (`session`), the caller's account
 //!   and logs, request intake, rate limits, health and public keys.
@@ -50,6 +53,7 @@ pub mod identity;
 pub mod kiosk;
 pub mod metrics;
 pub mod provision;
+pub mod signin;
 pub mod store;
 pub mod supervisor;
 pub mod template;
@@ -136,7 +140,17 @@ impl App {
             config.models.policy,
             arclock_face::photo::Limits::default(),
             config.models.workers,
-        );
+        )
+        .with_pad(config.liveness.wants_pad());
+        match face.models().pad_status() {
+            arclock_face::PadStatus::Ready { models } => {
+                tracing::info!(?models, signin = ?config.liveness.signin, registration = ?config.liveness.registration, "passive PAD ready")
+            }
+            arclock_face::PadStatus::Unavailable { reason } if config.liveness.wants_pad() => {
+                tracing::error!(%reason, policy = ?config.liveness.pad_unavailable, "passive PAD unavailable")
+            }
+            arclock_face::PadStatus::Unavailable { .. } => {}
+        }
         let store = open_store(&config).await?;
         let hsm = Hsm::new(hsm_config(&config), read_pin(&config)?);
         let tokens = token::Tokens::new(

@@ -69,6 +69,22 @@ struct VerdictLabel {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LivenessLabel {
+    outcome: &'static str,
+}
+
+/// Every liveness outcome label, so that each exists (at 0) from the start.
+pub const LIVENESS_OUTCOMES: &[&str] = &[
+    "live",
+    "pose",
+    "pad",
+    "flat",
+    "identity_switch",
+    "challenge_invalid",
+    "pad_unavailable",
+];
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindLabel {
     subject: &'static str,
 }
@@ -83,6 +99,7 @@ pub struct Metrics {
     verdicts: Family<VerdictLabel, Counter>,
     lockouts: Family<KindLabel, Counter>,
     active: Family<KindLabel, Gauge>,
+    liveness: Family<LivenessLabel, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -111,6 +128,15 @@ impl Metrics {
         let verdicts = Family::<VerdictLabel, Counter>::default();
         let lockouts = Family::<KindLabel, Counter>::default();
         let active = Family::<KindLabel, Gauge>::default();
+        let liveness = Family::<LivenessLabel, Counter>::default();
+        registry.register(
+            "liveness_checks",
+            "Liveness verdicts (passive PAD and challenge answers) by outcome or refusal reason",
+            liveness.clone(),
+        );
+        for outcome in LIVENESS_OUTCOMES {
+            liveness.get_or_create(&LivenessLabel { outcome }).inc_by(0);
+        }
         registry.register(
             "http_requests",
             "Public API requests by route and status",
@@ -159,7 +185,16 @@ impl Metrics {
             verdicts,
             lockouts,
             active,
+            liveness,
         }
+    }
+
+    /// One liveness verdict: `live` or the refusal reason (one of
+    /// [`LIVENESS_OUTCOMES`]).
+    pub fn liveness(&self, outcome: &'static str) {
+        self.liveness
+            .get_or_create(&LivenessLabel { outcome })
+            .inc();
     }
 
     /// One public API request answered.

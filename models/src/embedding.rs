@@ -111,6 +111,12 @@ impl Embedding {
     /// The normalised mean of several embeddings of one person (multi-sample
     /// enrolment).
     pub fn mean(samples: &[Embedding]) -> Result<Self, Error> {
+        Self::mean_of(&samples.iter().collect::<Vec<_>>())
+    }
+
+    /// [`Embedding::mean`] over borrowed embeddings (the frames of a
+    /// liveness answer are fused this way).
+    pub fn mean_of(samples: &[&Embedding]) -> Result<Self, Error> {
         let first = samples
             .first()
             .ok_or_else(|| Error::Template("no samples".into()))?;

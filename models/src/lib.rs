@@ -14,6 +14,10 @@
 //! - [`Embedding`]: the unit vector, tagged with its model id, zeroized.
 //! - [`Pipeline`]: the whole path on a bounded pool, with reusable locked
 //!   [`Workspace`]s that are wiped after every run.
+//! - [`pad`]: passive presentation-attack detection (MiniFASNet) on the
+//!   detected face's enlarged crop, in the same workspace.
+//! - [`liveness`]: active challenges (random head poses), the per-frame pose
+//!   test, the flat-versus-3-D parallax test and the identity check.
 //! - [`camera`]: V4L2 frames (MJPEG or YUYV) into the same pipeline; a burst
 //!   is embedded frame by frame and the best face kept.
 //! - [`eval`]: the accuracy evaluation behind the default threshold.
@@ -41,8 +45,10 @@ pub mod eval;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod liveness;
 pub mod manifest;
 mod models;
+pub mod pad;
 pub mod photo;
 mod pipeline;
 pub mod quality;
@@ -53,6 +59,7 @@ pub use embedding::Embedding;
 pub use error::Error;
 pub use manifest::{Manifest, ModelSpec, Role};
 pub use models::{FaceModels, ModelsStatus, Threads};
+pub use pad::PadStatus;
 pub use pipeline::{Face, Pipeline, Timings};
 pub use quality::{Policy, Quality};
 pub use workspace::Workspace;

@@ -14,6 +14,8 @@ use crate::Error;
 pub enum Role {
     Detector,
     Recognizer,
+    /// Passive presentation-attack detection (a face crop in, live/attack out).
+    Pad,
 }
 
 /// Channel order the model was trained with.
@@ -55,6 +57,14 @@ pub struct ModelSpec {
     /// calibrated for this model by `arclock-face eval` (see models/README.md).
     #[serde(default)]
     pub threshold: Option<f32>,
+    /// PAD models only: the face box is enlarged by this factor (clamped to
+    /// the photo) before the crop is resized to `input_size`.
+    #[serde(default)]
+    pub crop_scale: Option<f32>,
+    /// The installer may skip this file when neither the mirror nor an
+    /// upstream URL has it; the pipeline then reports the model unavailable.
+    #[serde(default)]
+    pub optional: bool,
 }
 
 /// All models known to this installation.
@@ -111,8 +121,19 @@ impl Manifest {
                     at("threshold")
                 ));
             }
+            match (spec.role, spec.crop_scale) {
+                (Role::Pad, Some(s)) if s.is_finite() && s >= 1.0 => {}
+                (Role::Pad, _) => {
+                    return Err(format!("{}: PAD models need one >= 1", at("crop_scale")));
+                }
+                (_, Some(_)) => {
+                    return Err(format!("{}: only for PAD models", at("crop_scale")));
+                }
+                (_, None) => {}
+            }
             match (spec.role, spec.kind.as_str(), spec.embedding_dim) {
                 (Role::Detector, "scrfd" | "yunet", None) => {}
+                (Role::Pad, "minifasnet", None) => {}
                 (Role::Recognizer, "arcface", Some(d)) if d > 0 => {}
                 (Role::Detector, _, Some(_)) => {
                     return Err(format!("{}: only for recognizers", at("embedding_dim")));

@@ -14,6 +14,8 @@ use zeroize::{Zeroize, Zeroizing};
 use crate::detect::{self, Detection, Family, Placement};
 use crate::embedding::Embedding;
 use crate::manifest::{Manifest, ModelSpec, Role};
+use crate::pad::{self, PadStatus};
+use crate::photo::Rgb;
 use crate::{Error, runtime};
 
 /// How inference uses the cores: `workers` photos at once, each model run
@@ -58,6 +60,9 @@ impl std::fmt::Debug for LoadedModel {
 pub struct FaceModels {
     pub detector: LoadedModel,
     pub recognizer: LoadedModel,
+    /// The passive PAD models (empty when unavailable; see `pad_status`).
+    pub pad: Vec<LoadedModel>,
+    pad_status: PadStatus,
     pub(crate) family: Family,
 }
 
@@ -67,11 +72,13 @@ pub struct ModelsStatus {
     pub detector: String,
     pub recognizer: String,
     pub embedding_dim: usize,
+    pub pad: PadStatus,
 }
 
 impl FaceModels {
     /// Loads ONNX Runtime from `runtime_library`, then the two models named in
-    /// `manifest` from `dir`. Each file's sha256 must match the manifest, checked
+    /// `manifest` from `dir`, and every PAD model of the manifest when they
+    /// are installed (else PAD is reported unavailable). Each file's sha256 must match the manifest, checked
     /// on the very bytes handed to ONNX Runtime (no re-read between check and
     /// use). The recognizer is run once on a blank face to confirm that its
     /// output has the manifest's `embedding_dim`.
@@ -96,42 +103,13 @@ impl FaceModels {
         let family = Family::from_kind(&det.kind)
             .ok_or_else(|| manifest_err(format!("unknown detector kind {:?}", det.kind)))?;
         let env = runtime::environment(runtime_library)?;
-        let load = |spec: &ModelSpec| -> Result<LoadedModel, Error> {
-            let bytes = read_verified(spec, dir)?;
-            let model_err = |e: ort::Error| Error::Model {
-                id: spec.id.clone(),
-                reason: e.to_string(),
-            };
-            let mut sessions = Vec::new();
-            for _ in 0..threads.workers.max(1) {
-                let session = Session::builder(env)
-                    .map_err(model_err)?
-                    .with_intra_threads(threads.intra.max(1))
-                    .map_err(|e| model_err(e.into()))?
-                    .commit_from_memory(&bytes)
-                    .map_err(model_err)?;
-                if !session.inputs().iter().any(|i| i.name() == spec.input) {
-                    let names: Vec<&str> = session.inputs().iter().map(|i| i.name()).collect();
-                    return Err(Error::Model {
-                        id: spec.id.clone(),
-                        reason: format!(
-                            "has no input {:?} (inputs: {})",
-                            spec.input,
-                            names.join(", ")
-                        ),
-                    });
-                }
-                sessions.push(Mutex::new(session));
-            }
-            Ok(LoadedModel {
-                spec: spec.clone(),
-                sessions,
-                next: AtomicUsize::new(0),
-            })
-        };
+        let load = |spec: &ModelSpec| load_model(env, spec, dir, threads);
+        let (pad, pad_status) = load_pad(manifest, dir, &load)?;
         let models = FaceModels {
             detector: load(det)?,
             recognizer: load(rec)?,
+            pad,
+            pad_status,
             family,
         };
         models.check_recognizer()?;
@@ -162,7 +140,41 @@ impl FaceModels {
             detector: self.detector.spec.id.clone(),
             recognizer: self.recognizer.spec.id.clone(),
             embedding_dim: self.recognizer.spec.embedding_dim.unwrap_or(0),
+            pad: self.pad_status.clone(),
         }
+    }
+
+    /// Whether passive PAD can run.
+    pub fn pad_status(&self) -> &PadStatus {
+        &self.pad_status
+    }
+
+    /// The fused live score (mean of the PAD models' live probabilities) of
+    /// `face` in `img`; `input` is the locked tensor buffer to use.
+    /// `None` when no PAD model is loaded.
+    pub(crate) fn pad_score(
+        &self,
+        img: Rgb<'_>,
+        face: &Detection,
+        input: &mut LockedVec<f32>,
+    ) -> Result<Option<(f32, Duration)>, Error> {
+        if self.pad.is_empty() {
+            return Ok(None);
+        }
+        let (mut sum, mut took) = (0.0f32, Duration::ZERO);
+        for m in &self.pad {
+            pad::prepare(&m.spec, img, face, input)?;
+            let mut session = m.session()?;
+            let mut live = None;
+            let (_, t) = m.run_raw(&mut session, input, |logits| {
+                live = Some(pad::live_probability(logits).map_err(|e| m.err(e))?);
+                Ok(())
+            })?;
+            input.clear();
+            sum += live.ok_or_else(|| m.err("no output"))?;
+            took += t;
+        }
+        Ok(Some((sum / self.pad.len() as f32, took)))
     }
 
     /// Runs the detector on a prepared tensor; returns the faces and the time
@@ -284,6 +296,76 @@ impl LoadedModel {
         used?;
         Ok((len, took))
     }
+}
+
+/// One model's sessions, one per worker, from sha256-verified bytes.
+fn load_model(
+    env: &ort::environment::Environment,
+    spec: &ModelSpec,
+    dir: &Path,
+    threads: Threads,
+) -> Result<LoadedModel, Error> {
+    let bytes = read_verified(spec, dir)?;
+    let model_err = |e: ort::Error| Error::Model {
+        id: spec.id.clone(),
+        reason: e.to_string(),
+    };
+    let mut sessions = Vec::new();
+    for _ in 0..threads.workers.max(1) {
+        let session = Session::builder(env)
+            .map_err(model_err)?
+            .with_intra_threads(threads.intra.max(1))
+            .map_err(|e| model_err(e.into()))?
+            .commit_from_memory(&bytes)
+            .map_err(model_err)?;
+        if !session.inputs().iter().any(|i| i.name() == spec.input) {
+            let names: Vec<&str> = session.inputs().iter().map(|i| i.name()).collect();
+            return Err(Error::Model {
+                id: spec.id.clone(),
+                reason: format!(
+                    "has no input {:?} (inputs: {})",
+                    spec.input,
+                    names.join(", ")
+                ),
+            });
+        }
+        sessions.push(Mutex::new(session));
+    }
+    Ok(LoadedModel {
+        spec: spec.clone(),
+        sessions,
+        next: AtomicUsize::new(0),
+    })
+}
+
+/// Every PAD model of the manifest, or none and why: a file that is not
+/// installed makes PAD unavailable (upstream has no ONNX URL, so a machine
+/// without the mirror has none); a file that is there but fails its sha256,
+/// or that ONNX Runtime refuses, fails the load like any other model.
+fn load_pad(
+    manifest: &Manifest,
+    dir: &Path,
+    load: &dyn Fn(&ModelSpec) -> Result<LoadedModel, Error>,
+) -> Result<(Vec<LoadedModel>, PadStatus), Error> {
+    let specs: Vec<&ModelSpec> = manifest
+        .models
+        .iter()
+        .filter(|m| m.role == Role::Pad)
+        .collect();
+    if specs.is_empty() {
+        let reason = "the manifest names no PAD model".to_string();
+        return Ok((Vec::new(), PadStatus::Unavailable { reason }));
+    }
+    if let Some(missing) = specs.iter().find(|s| !s.path_in(dir).exists()) {
+        let reason = format!("{} is not installed in {}", missing.file, dir.display());
+        return Ok((Vec::new(), PadStatus::Unavailable { reason }));
+    }
+    let loaded = specs
+        .iter()
+        .map(|s| load(s))
+        .collect::<Result<Vec<_>, _>>()?;
+    let models = loaded.iter().map(|m| m.spec.id.clone()).collect();
+    Ok((loaded, PadStatus::Ready { models }))
 }
 
 /// Reads a model file and checks its size and sha256 against the manifest.

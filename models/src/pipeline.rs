@@ -56,6 +56,9 @@ pub struct Face {
     pub embedding: Embedding,
     pub detection: Detection,
     pub measures: Measures,
+    /// Passive PAD's live score (0..1), when the pipeline runs PAD and its
+    /// models are installed.
+    pub pad: Option<f32>,
 }
 
 /// Where the time of one run went; `*_model` is the time inside ONNX Runtime.
@@ -67,6 +70,8 @@ pub struct Timings {
     pub align: Duration,
     pub embed: Duration,
     pub embed_model: Duration,
+    /// Passive PAD (crops and both models), when it runs.
+    pub pad: Duration,
     pub total: Duration,
 }
 
@@ -78,6 +83,8 @@ pub struct Pipeline {
     models: FaceModels,
     policy: Policy,
     limits: Limits,
+    /// Whether each run also scores the face with the PAD models.
+    pad: bool,
     permits: tokio::sync::Semaphore,
     workspaces: Mutex<Vec<Workspace>>,
 }
@@ -89,9 +96,22 @@ impl Pipeline {
             models,
             policy,
             limits,
+            pad: false,
             permits: tokio::sync::Semaphore::new(workers.max(1)),
             workspaces: Mutex::new(Vec::new()),
         }
+    }
+
+    /// The same pipeline, scoring every face with passive PAD too (when its
+    /// models are installed; [`Face::pad`] is `None` otherwise).
+    pub fn with_pad(mut self, on: bool) -> Self {
+        self.pad = on;
+        self
+    }
+
+    /// Whether runs score faces with PAD (asked for, and the models are there).
+    pub fn runs_pad(&self) -> bool {
+        self.pad && self.models.pad_status().is_ready()
     }
 
     pub fn models(&self) -> &FaceModels {
@@ -116,6 +136,20 @@ impl Pipeline {
             out
         })
         .await
+    }
+
+    /// Embeds several photos (the frames of a liveness challenge) at once on
+    /// the pool: with two workers, three frames take two runs' time, not
+    /// three. Each frame is wiped when its run ends; results keep their order.
+    pub async fn embed_all(self: &Arc<Self>, photos: Vec<LockedBytes>) -> Vec<Result<Face, Error>> {
+        let runs = photos.into_iter().map(|photo| {
+            self.pooled(move |me, ws| {
+                let out = me.run(ws, &photo, None);
+                drop(photo);
+                out
+            })
+        });
+        futures_util::future::join_all(runs).await
     }
 
     /// Runs `job` with a workspace on the blocking pool, at most `workers`
@@ -227,7 +261,6 @@ impl Pipeline {
             &mut ws.rec_input,
             &mut ws.grey,
         )?;
-        ws.rgb.clear();
         let (yaw, pitch) = quality::pose(&face.landmarks);
         let [w, h] = spec.input_size.map(|v| v as usize);
         let (sharpness, brightness) = quality::image_stats(&ws.grey, w, h);
@@ -243,6 +276,21 @@ impl Pipeline {
         quality::assess(&measures, &self.policy)?;
         t.align = mark.elapsed();
 
+        let pad = if self.pad {
+            let mark = Instant::now();
+            let img = Rgb {
+                width,
+                height,
+                pixels: &ws.rgb,
+            };
+            let score = self.models.pad_score(img, &face, &mut ws.pad_input)?;
+            t.pad = mark.elapsed();
+            score.map(|(s, _)| s)
+        } else {
+            None
+        };
+        ws.rgb.clear();
+
         let mark = Instant::now();
         let (embedding, rec_model) = self.models.embed(&ws.rec_input)?;
         ws.rec_input.clear();
@@ -256,6 +304,7 @@ impl Pipeline {
             embedding,
             detection: face,
             measures,
+            pad,
         })
     }
 

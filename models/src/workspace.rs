@@ -24,6 +24,8 @@ pub struct Workspace {
     pub(crate) rec_input: LockedVec<f32>,
     /// Aligned face in grey levels, for the quality checks.
     pub(crate) grey: LockedVec<f32>,
+    /// The PAD models' input (the enlarged face crop), NCHW f32.
+    pub(crate) pad_input: LockedVec<f32>,
 }
 
 impl std::fmt::Debug for Workspace {
@@ -42,6 +44,7 @@ impl Workspace {
             det_input: LockedVec::with_capacity(0)?,
             rec_input: LockedVec::with_capacity(0)?,
             grey: LockedVec::with_capacity(0)?,
+            pad_input: LockedVec::with_capacity(0)?,
         })
     }
 
@@ -53,6 +56,7 @@ impl Workspace {
         self.det_input.clear();
         self.rec_input.clear();
         self.grey.clear();
+        self.pad_input.clear();
     }
 
     /// Whether every byte of every mapping is zero.
@@ -63,6 +67,7 @@ impl Workspace {
             && self.det_input.is_wiped()
             && self.rec_input.is_wiped()
             && self.grey.is_wiped()
+            && self.pad_input.is_wiped()
     }
 
     /// Bytes currently mapped and locked, for the benchmark's memory figure.
@@ -74,6 +79,7 @@ impl Workspace {
             self.det_input.mapping(),
             self.rec_input.mapping(),
             self.grey.mapping(),
+            self.pad_input.mapping(),
         ]
         .iter()
         .map(|(a, b)| b - a)

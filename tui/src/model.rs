@@ -41,11 +41,26 @@ pub struct Dependency {
     pub detector: Option<String>,
     #[serde(default)]
     pub recognizer: Option<String>,
+    /// Liveness only: the modes and whether passive PAD is installed.
+    #[serde(default)]
+    pub signin: Option<String>,
+    #[serde(default)]
+    pub registration: Option<String>,
+    #[serde(default)]
+    pub pad: Option<String>,
 }
 
 impl Dependency {
     /// One line on what it is or why it is down.
     pub fn detail(&self) -> String {
+        if let (Some(s), Some(r), Some(p)) = (&self.signin, &self.registration, &self.pad) {
+            let why = self
+                .reason
+                .as_deref()
+                .map(|r| format!(" ({r})"))
+                .unwrap_or_default();
+            return format!("sign-in {s} · registration {r} · PAD {p}{why}");
+        }
         if let Some(r) = &self.reason {
             return r.clone();
         }

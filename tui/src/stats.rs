@@ -5,7 +5,7 @@
 use std::collections::VecDeque;
 
 /// Counters from one scrape.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Sample {
     pub requests: f64,
     pub accept: f64,
@@ -16,6 +16,8 @@ pub struct Sample {
     /// Sum and count of face-route latencies (login and verify-face).
     pub face_secs: f64,
     pub face_count: f64,
+    /// Liveness refusals since start, by reason (`pad`, `flat`, `pose`, ...).
+    pub liveness_refused: std::collections::BTreeMap<String, f64>,
 }
 
 /// One metric line: name, labels as written, value.
@@ -48,6 +50,15 @@ impl Sample {
                 "arclock_verifications_total" if labels.contains(r#""locked""#) => s.locked += v,
                 "arclock_lockouts_total" => s.lockouts_started += v,
                 "arclock_lockouts_active" => s.active_lockouts += v,
+                "arclock_liveness_checks_total" => {
+                    let outcome = labels
+                        .split_once("outcome=\"")
+                        .and_then(|(_, rest)| rest.split('"').next())
+                        .unwrap_or("");
+                    if outcome != "live" && !outcome.is_empty() {
+                        *s.liveness_refused.entry(outcome.to_string()).or_default() += v;
+                    }
+                }
                 "arclock_http_request_duration_seconds_sum" if face(labels) => s.face_secs += v,
                 "arclock_http_request_duration_seconds_count" if face(labels) => s.face_count += v,
                 _ => {}
@@ -90,7 +101,7 @@ impl History {
     /// Adds a scrape. A counter that went down means the daemon restarted:
     /// the new sample is a fresh baseline, not a negative interval.
     pub fn push(&mut self, now: Sample) {
-        if let Some(prev) = self.last
+        if let Some(prev) = &self.last
             && now.requests >= prev.requests
         {
             let d = |a: f64, b: f64| (a - b).max(0.0).round() as u64;
@@ -151,6 +162,9 @@ arclock_verifications_total{outcome="reject"} 1
 arclock_verifications_total{outcome="locked"} 0
 arclock_lockouts_active{subject="account"} 1
 arclock_lockouts_active{subject="ip"} 1
+arclock_liveness_checks_total{outcome="live"} 4
+arclock_liveness_checks_total{outcome="flat"} 2
+arclock_liveness_checks_total{outcome="pad"} 0
 # EOF
 "#;
 
@@ -161,8 +175,12 @@ arclock_lockouts_active{subject="ip"} 1
         assert_eq!((a.accept, a.reject, a.locked), (2.0, 1.0, 0.0));
         assert_eq!(a.active_lockouts, 2.0);
         assert_eq!(a.face_count, 3.0);
+        assert_eq!(
+            a.liveness_refused.clone().into_iter().collect::<Vec<_>>(),
+            vec![("flat".to_string(), 2.0), ("pad".to_string(), 0.0)]
+        );
         let mut h = History::default();
-        h.push(a);
+        h.push(a.clone());
         assert!(h.intervals.is_empty());
         let b = Sample {
             requests: 14.0,

@@ -186,7 +186,7 @@ fn dashboard(f: &mut Frame, c: &Console, area: Rect) {
     ])
     .areas(area);
     let minute = c.history.recent(60);
-    let totals = c.history.last.unwrap_or_default();
+    let totals = c.history.last.clone().unwrap_or_default();
     let lines = vec![
         Line::from(format!(
             "Requests     last 60 s: {:>6}   since start: {:>8}",
@@ -216,6 +216,19 @@ fn dashboard(f: &mut Frame, c: &Console, area: Rect) {
         Line::from(format!(
             "Lockouts     in force: {}   started since start: {}",
             totals.active_lockouts as u64, totals.lockouts_started as u64
+        )),
+        Line::from(format!(
+            "Liveness     refused since start: {}",
+            if totals.liveness_refused.is_empty() {
+                "none".to_string()
+            } else {
+                totals
+                    .liveness_refused
+                    .iter()
+                    .map(|(k, v)| format!("{k} {}", *v as u64))
+                    .collect::<Vec<_>>()
+                    .join(" · ")
+            }
         )),
     ];
     f.render_widget(

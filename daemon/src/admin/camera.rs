@@ -11,11 +11,12 @@ use serde_json::json;
 
 use super::{Answer, Operator, bad_request, json_body, ok, whole};
 use crate::App;
-use crate::api::auth::{check_locks, compare, enrol, user_json};
+use crate::api::auth::user_json;
 use crate::api::intake::ClientInfo;
 use crate::http::response;
 use crate::identity::{Email, Name};
 use crate::kiosk::Kiosk;
+use crate::signin::{self, check_locks, compare, enrol};
 use crate::store::{Action, similarity_bucket};
 
 fn kiosk(app: &App) -> Result<&Arc<Kiosk>, http::Response<super::AdminBody>> {
@@ -47,9 +48,9 @@ fn client(kiosk: &Kiosk, op: Operator) -> ClientInfo {
 async fn capture(
     app: &App,
     kiosk: &Arc<Kiosk>,
-) -> Result<arclock_face::Embedding, http::Response<super::AdminBody>> {
+) -> Result<arclock_face::Face, http::Response<super::AdminBody>> {
     match kiosk.best_face(&app.face).await {
-        Ok(face) => Ok(face.embedding),
+        Ok(face) => Ok(face),
         Err(e) if e.is_photo_problem() => Err(whole(response::error(
             StatusCode::UNPROCESSABLE_ENTITY,
             "FACE_ERROR",
@@ -76,11 +77,18 @@ pub async fn enrol_new(app: &App, req: Request<Incoming>, op: Operator) -> Answe
     let body: EnrolBody = json_body(req).await?;
     let name = Name::parse(&body.name).map_err(|e| bad_request(&e.to_string()))?;
     let email = Email::parse(&body.email).map_err(|e| bad_request(&e.to_string()))?;
-    let embedding = capture(app, kiosk).await?;
+    let mode = app.config.liveness.registration;
+    let pad = signin::pad_in_force(app, mode).map_err(|r| whole(r.into()))?;
+    let face = capture(app, kiosk).await?;
     tracing::info!(target: "audit", uid = op.uid, action = "camera enrol", "operator action");
-    let user = enrol(app, name, email, embedding, &client(kiosk, op))
+    let client = client(kiosk, op);
+    if let Some(reason) = signin::passive_verdict(app, &face, pad) {
+        let refused = signin::refuse_enrolment(app, &client, reason).await;
+        return Err(whole(refused.into()));
+    }
+    let user = enrol(app, name, email, face.embedding, &client)
         .await
-        .map_err(whole)?;
+        .map_err(|r| whole(r.into()))?;
     Ok(ok(
         "enrolled from the camera",
         json!({"user": user_json(&user)}),
@@ -104,11 +112,21 @@ pub async fn verify(app: &App, req: Request<Incoming>, op: Operator) -> Answer {
     tracing::info!(target: "audit", uid = op.uid, action = "camera verify", "operator action");
     check_locks(app, &email, &client, at, Action::VerifyFace)
         .await
-        .map_err(whole)?;
-    let probe = capture(app, kiosk).await?;
-    let (user, similarity) = compare(app, &email, probe, &client, at, Action::VerifyFace)
-        .await
-        .map_err(whole)?;
+        .map_err(|r| whole(r.into()))?;
+    let pad = signin::pad_in_force(app, app.config.liveness.signin).map_err(|r| whole(r.into()))?;
+    let face = capture(app, kiosk).await?;
+    let attack = signin::passive_verdict(app, &face, pad);
+    let (user, similarity) = compare(
+        app,
+        &email,
+        face.embedding,
+        &client,
+        at,
+        Action::VerifyFace,
+        attack,
+    )
+    .await
+    .map_err(|r| whole(r.into()))?;
     Ok(ok(
         "face verified",
         json!({

@@ -13,9 +13,9 @@ use serde_json::json;
 
 use super::{Answer, Operator, audit, bad_request, json_body, not_found, ok, unavailable};
 use crate::App;
-use crate::api::auth::email_subject;
 use crate::http::response::timestamp;
 use crate::identity::UserId;
+use crate::signin::email_subject;
 use crate::store::{Outcome, Subject, User};
 
 /// Accounts scanned to name locked e-mails, at most (an appliance-sized

@@ -10,13 +10,14 @@ use hyper::body::Incoming;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::auth::{email_subject, user_json};
+use super::auth::user_json;
 use super::intake::{self, ClientInfo};
 use super::journal::{self, Event};
 use super::session::{Answer, authenticate};
 use crate::App;
 use crate::http::response::{self, Body, bad_request, unavailable};
 use crate::identity::Name;
+use crate::signin::email_subject;
 use crate::store::Action;
 
 /// `GET /api/user/profile`: the user plus `securityStatus` ("active", or

@@ -59,8 +59,13 @@ pub(crate) async fn report(app: &App) -> (Vec<&'static str>, serde_json::Value) 
         "recognizer": m.recognizer,
         "embeddingDim": m.embedding_dim,
     });
-    let deps = json!({"hsm": hsm, "store": store, "models": models});
-    let down: Vec<&'static str> = ["hsm", "store", "models"]
+    let deps = json!({
+        "hsm": hsm,
+        "store": store,
+        "models": models,
+        "liveness": liveness(app),
+    });
+    let down: Vec<&'static str> = ["hsm", "store", "models", "liveness"]
         .into_iter()
         .filter(|k| deps[*k]["status"] != "ok")
         .collect();
@@ -70,4 +75,27 @@ pub(crate) async fn report(app: &App) -> (Vec<&'static str>, serde_json::Value) 
         "dependencies": deps,
     });
     (down, data)
+}
+
+/// The liveness policy and whether passive PAD can run: down when PAD is
+/// wanted, not installed, and the policy refuses to go on without it.
+fn liveness(app: &App) -> serde_json::Value {
+    use crate::config::PadUnavailable;
+    let l = &app.config.liveness;
+    let pad = app.face.models().pad_status();
+    let mut v = json!({
+        "status": "ok",
+        "signin": l.signin,
+        "registration": l.registration,
+        "pad": if pad.is_ready() { "ready" } else { "unavailable" },
+    });
+    if let arclock_face::PadStatus::Unavailable { reason } = pad
+        && l.wants_pad()
+    {
+        v["reason"] = json!(reason);
+        if l.pad_unavailable == PadUnavailable::Refuse {
+            v["status"] = json!("error");
+        }
+    }
+    v
 }

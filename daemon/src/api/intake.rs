@@ -209,21 +209,37 @@ pub fn decode_photo(b64: &str) -> Result<LockedBytes, Response<Body>> {
     Ok(out)
 }
 
-/// A face request: who (name only at registration), and the photo.
+/// What a face request offers as its face: one photo (the mobile app's
+/// flow), or the frames answering a liveness challenge, one per step.
+pub enum Proof {
+    Photo(LockedBytes),
+    Challenge {
+        id: String,
+        frames: Vec<LockedBytes>,
+    },
+}
+
+/// A face request: who (name only at registration), and the face.
 pub struct PhotoForm {
     pub name: Option<String>,
     pub email: String,
-    pub photo: LockedBytes,
+    pub proof: Proof,
 }
 
 /// Which fields a face request may carry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FormKind {
-    /// name, email, photo.
+    /// name, email, photo or challenge answer.
     Register,
-    /// email, photo.
+    /// email, photo or challenge answer.
     Login,
 }
+
+/// Most frames one answer may carry (the longest challenge).
+pub const MAX_FRAMES: usize = arclock_face::liveness::MAX_STEPS;
+
+/// Longest challenge id accepted (ours are 22 characters).
+const MAX_CHALLENGE_ID: usize = 64;
 
 /// The JSON shape of every face request; `FormKind` decides whether `name`
 /// is required or refused.
@@ -234,15 +250,54 @@ struct PhotoBody<'a> {
     name: Option<Cow<'a, str>>,
     #[serde(borrow)]
     email: Cow<'a, str>,
-    #[serde(borrow, rename = "imageBase64")]
-    image_base64: Cow<'a, str>,
+    #[serde(borrow, default, rename = "imageBase64")]
+    image_base64: Option<Cow<'a, str>>,
+    #[serde(borrow, default, rename = "challengeId")]
+    challenge_id: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    frames: Option<Vec<Cow<'a, str>>>,
     /// Accepted for the mobile app's sake; not stored (the header is logged).
     #[serde(default, rename = "device")]
     _device: Option<serde::de::IgnoredAny>,
 }
 
-/// Reads a face request, as JSON (`imageBase64`) or as `multipart/form-data`
-/// (an `image` file part, or an `imageBase64` text part).
+/// Exactly one face: a photo, or a challenge id with 1..=MAX_FRAMES frames.
+fn proof(
+    photo: Option<LockedBytes>,
+    challenge_id: Option<String>,
+    frames: Vec<LockedBytes>,
+) -> Result<Proof, Response<Body>> {
+    match (photo, challenge_id, frames.is_empty()) {
+        (Some(p), None, true) => Ok(Proof::Photo(p)),
+        (None, Some(id), false) => {
+            if id.is_empty() || id.len() > MAX_CHALLENGE_ID {
+                return Err(bad_request("challengeId is not a challenge id"));
+            }
+            if frames.len() > MAX_FRAMES {
+                return Err(bad_request(&format!(
+                    "at most {MAX_FRAMES} frames, one per challenge step"
+                )));
+            }
+            if frames.iter().any(|f| f.is_empty()) {
+                return Err(bad_request("a frame is empty"));
+            }
+            Ok(Proof::Challenge { id, frames })
+        }
+        (None, Some(_), true) => Err(bad_request("frames are required with challengeId")),
+        (None, None, false) => Err(bad_request("challengeId is required with frames")),
+        (None, None, true) => Err(bad_request(
+            "imageBase64 (one photo) or challengeId with frames is required",
+        )),
+        (Some(_), _, _) => Err(bad_request(
+            "send one photo (imageBase64) or a challenge answer (challengeId, frames), not both",
+        )),
+    }
+}
+
+/// Reads a face request, as JSON (`imageBase64`, or `challengeId` and
+/// `frames`) or as `multipart/form-data` (an `image` file part or an
+/// `imageBase64` text part; or a `challengeId` part and repeated `frames`
+/// file parts).
 pub async fn photo_form(
     app: &App,
     req: Request<Incoming>,
@@ -271,18 +326,29 @@ pub async fn photo_form_within(
     } else {
         let (body, client) = read_body_within(limits, req).await?;
         let b: PhotoBody<'_> = parse(&body)?;
-        let photo = decode_photo(&b.image_base64)?;
+        if b.frames.as_ref().is_some_and(|f| f.len() > MAX_FRAMES) {
+            return Err(bad_request(&format!(
+                "at most {MAX_FRAMES} frames, one per challenge step"
+            )));
+        }
+        let photo = b.image_base64.as_deref().map(decode_photo).transpose()?;
+        let frames = b
+            .frames
+            .iter()
+            .flatten()
+            .map(|f| decode_photo(f))
+            .collect::<Result<Vec<_>, _>>()?;
         let form = PhotoForm {
             name: b.name.map(Cow::into_owned),
             email: b.email.into_owned(),
-            photo,
+            proof: proof(photo, b.challenge_id.map(Cow::into_owned), frames)?,
         };
         (form, client)
     };
     match (kind, &form.name) {
         (FormKind::Register, None) => Err(bad_request("Invalid request body: name is required")),
         (FormKind::Login, Some(_)) => Err(bad_request(
-            "Invalid request body: unknown field `name`, expected `email`, `imageBase64` or `device`",
+            "Invalid request body: unknown field `name`, expected `email`, `imageBase64`, `challengeId`, `frames` or `device`",
         )),
         _ => Ok((form, client)),
     }
@@ -301,11 +367,20 @@ async fn multipart(
     let boundary = multer::parse_boundary(content_type)
         .map_err(|_| bad_request("multipart/form-data without a valid boundary"))?;
     let constraints = multer::Constraints::new()
-        .allowed_fields(vec!["name", "email", "image", "imageBase64", "device"])
+        .allowed_fields(vec![
+            "name",
+            "email",
+            "image",
+            "imageBase64",
+            "device",
+            "challengeId",
+            "frames",
+        ])
         .size_limit(multer::SizeLimit::new().whole_stream(limit as u64));
     let stream = req.into_body().into_data_stream();
     let mut parts = multer::Multipart::with_constraints(stream, boundary, constraints);
     let (mut name, mut email, mut photo) = (None, None, None::<LockedBytes>);
+    let (mut challenge_id, mut frames) = (None, Vec::new());
     let deadline = tokio::time::Instant::now() + limits.timeout;
     let refuse = |e: multer::Error| match e {
         multer::Error::StreamSizeExceeded { .. } | multer::Error::FieldSizeExceeded { .. } => {
@@ -336,8 +411,7 @@ async fn multipart(
                 .map_err(|_| too_slow())?
                 .map_err(refuse)?;
             let Some(chunk) = chunk else { break };
-            let text_too_long = field_name != "image"
-                && field_name != "imageBase64"
+            let text_too_long = !matches!(field_name.as_str(), "image" | "imageBase64" | "frames")
                 && value.len() + chunk.len() > TEXT_PART_LIMIT;
             let stored = !text_too_long && grow_into(&mut value, &chunk).is_ok();
             wipe(chunk);
@@ -356,6 +430,13 @@ async fn multipart(
         let duplicate = || bad_request(&format!("{field_name} appears more than once"));
         match field_name.as_str() {
             "name" if name.is_none() => name = Some(text()?),
+            "challengeId" if challenge_id.is_none() => challenge_id = Some(text()?),
+            "frames" if frames.len() < MAX_FRAMES => frames.push(value),
+            "frames" => {
+                return Err(bad_request(&format!(
+                    "at most {MAX_FRAMES} frames, one per challenge step"
+                )));
+            }
             "email" if email.is_none() => email = Some(text()?),
             "device" => {}
             "image" if photo.is_none() => photo = Some(value),
@@ -373,8 +454,9 @@ async fn multipart(
         }
     }
     let email = email.ok_or_else(|| bad_request("Invalid request body: email is required"))?;
-    let photo = photo
-        .filter(|p| !p.is_empty())
-        .ok_or_else(|| bad_request("an image (file part) or imageBase64 is required"))?;
-    Ok((PhotoForm { name, email, photo }, client))
+    if photo.as_ref().is_some_and(|p| p.is_empty()) {
+        return Err(bad_request("the image part is empty"));
+    }
+    let proof = proof(photo, challenge_id, frames)?;
+    Ok((PhotoForm { name, email, proof }, client))
 }

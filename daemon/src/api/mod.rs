@@ -10,7 +10,7 @@ pub(crate) mod account;
 pub(crate) mod auth;
 pub(crate) mod health;
 pub(crate) mod intake;
-mod journal;
+pub(crate) mod journal;
 mod keys;
 pub mod limits;
 pub(crate) mod logs;
@@ -31,6 +31,7 @@ use limits::Class;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Endpoint {
     Register,
+    Challenge,
     Login,
     VerifyFace,
     Refresh,
@@ -51,6 +52,12 @@ const ROUTES: &[(Method, &str, Endpoint, Option<Class>)] = &[
         Method::POST,
         "/api/auth/register",
         Endpoint::Register,
+        Some(Class::Auth),
+    ),
+    (
+        Method::POST,
+        "/api/auth/challenge",
+        Endpoint::Challenge,
         Some(Class::Auth),
     ),
     (
@@ -170,6 +177,7 @@ async fn dispatch(
     };
     let mut resp = match endpoint {
         Endpoint::Register => either(auth::register(app, req).await),
+        Endpoint::Challenge => either(auth::challenge(app, req).await),
         Endpoint::Login => either(auth::login(app, req, Action::Login).await),
         Endpoint::VerifyFace => either(auth::login(app, req, Action::VerifyFace).await),
         Endpoint::Refresh => either(session::refresh(app, req).await),

@@ -11,8 +11,8 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params, param
 
 use super::{
     Action, AuthLog, Credentials, FailureOutcome, LockPolicy, LogFilter, LogPage, Millis,
-    NewFamily, NewUser, Outcome, Rotation, Store, StoreError, StoredKey, Subject, Template, User,
-    UserStatus,
+    NewFamily, NewUser, Outcome, Rotation, Store, StoreError, StoredChallenge, StoredKey, Subject,
+    Template, User, UserStatus,
 };
 use crate::identity::{Email, Name, UserId};
 
@@ -100,6 +100,17 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX refresh_tokens_family ON refresh_tokens(family_id);
     CREATE INDEX auth_logs_at ON auth_logs(at DESC);
     CREATE INDEX auth_logs_ip_at ON auth_logs(client_ip, at DESC);
+    "#,
+    // 3: liveness challenges (the id only as a hash), single use.
+    r#"
+    CREATE TABLE challenges (
+        id_hash      BLOB PRIMARY KEY,
+        subject      TEXT NOT NULL,
+        client_ip    TEXT,
+        steps        TEXT NOT NULL,
+        expires_at   INTEGER NOT NULL
+    ) STRICT;
+    CREATE INDEX challenges_expires ON challenges(expires_at);
     "#,
 ];
 
@@ -842,6 +853,56 @@ impl Store for EmbeddedStore {
         .await
     }
 
+    async fn put_challenge(&self, c: &StoredChallenge) -> Result<(), StoreError> {
+        let (c, steps) = (c.clone(), c.steps_text());
+        self.with(move |conn, path| {
+            conn.execute(
+                "INSERT INTO challenges (id_hash, subject, client_ip, steps, expires_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![&c.id_hash[..], c.subject, c.client_ip, steps, c.expires_at],
+            )
+            .map(|_| ())
+            .map_err(unavailable(path))
+        })
+        .await
+    }
+
+    async fn take_challenge(
+        &self,
+        id_hash: &[u8; 32],
+    ) -> Result<Option<StoredChallenge>, StoreError> {
+        let id_hash = *id_hash;
+        self.with(move |conn, path| {
+            let row = conn
+                .query_row(
+                    "DELETE FROM challenges WHERE id_hash = ?1 \
+                     RETURNING subject, client_ip, steps, expires_at",
+                    [&id_hash[..]],
+                    |r| {
+                        Ok((
+                            r.get::<_, String>(0)?,
+                            r.get::<_, Option<String>>(1)?,
+                            r.get::<_, String>(2)?,
+                            r.get::<_, i64>(3)?,
+                        ))
+                    },
+                )
+                .optional()
+                .map_err(unavailable(path))?;
+            row.map(|(subject, client_ip, steps, expires_at)| {
+                Ok(StoredChallenge {
+                    id_hash,
+                    subject,
+                    client_ip,
+                    steps: StoredChallenge::parse_steps(&steps)?,
+                    expires_at,
+                })
+            })
+            .transpose()
+        })
+        .await
+    }
+
     async fn purge_expired(&self, now: Millis) -> Result<u64, StoreError> {
         self.with(move |conn, path| {
             let err = unavailable(path);
@@ -851,6 +912,7 @@ impl Store for EmbeddedStore {
                 "DELETE FROM refresh_families WHERE expires_at <= ?1",
                 "DELETE FROM failed_attempts WHERE expires_at <= ?1",
                 "DELETE FROM lockouts WHERE until <= ?1",
+                "DELETE FROM challenges WHERE expires_at <= ?1",
             ] {
                 n += tx.execute(sql, [now]).map_err(&err)? as u64;
             }

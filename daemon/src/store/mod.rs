@@ -328,6 +328,38 @@ pub enum Rotation {
     Invalid,
 }
 
+/// A drawn liveness challenge, kept until it is answered or expires. The
+/// store sees only the hash of its id (the id travels to the client and back;
+/// whoever reads the database cannot answer with it), the e-mail's subject
+/// hash and the client address it is bound to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredChallenge {
+    pub id_hash: [u8; 32],
+    /// `email_subject` of the e-mail it was drawn for (known or not).
+    pub subject: String,
+    /// The address that asked for it.
+    pub client_ip: Option<String>,
+    pub steps: Vec<arclock_face::liveness::Step>,
+    pub expires_at: Millis,
+}
+
+impl StoredChallenge {
+    /// Steps as stored: `front,left,right`.
+    fn steps_text(&self) -> String {
+        let names: Vec<&str> = self.steps.iter().map(|s| s.as_str()).collect();
+        names.join(",")
+    }
+
+    fn parse_steps(text: &str) -> Result<Vec<arclock_face::liveness::Step>, StoreError> {
+        text.split(',')
+            .map(|s| {
+                arclock_face::liveness::Step::parse(s)
+                    .ok_or_else(|| StoreError::Corrupt(format!("challenge step {s:?}")))
+            })
+            .collect()
+    }
+}
+
 /// The storage contract. Every method is one atomic step from the caller's
 /// view; times come from the caller.
 #[async_trait::async_trait]
@@ -399,7 +431,18 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// Whether a family still stands (not revoked, not expired, user not
     /// deleted): access tokens die with the session that issued them.
     async fn family_live(&self, family_id: &str, now: Millis) -> Result<bool, StoreError>;
-    /// Deletes expired families, tokens, failure counters and lockouts.
+    /// Keeps a drawn challenge (ids are random, so a collision is an error).
+    async fn put_challenge(&self, challenge: &StoredChallenge) -> Result<(), StoreError>;
+    /// Removes and returns the challenge with this id hash, expired or not:
+    /// single use by construction (of two concurrent answers exactly one
+    /// gets it; several daemons on one database share it).
+    async fn take_challenge(
+        &self,
+        id_hash: &[u8; 32],
+    ) -> Result<Option<StoredChallenge>, StoreError>;
+
+    /// Deletes expired families, tokens, failure counters, lockouts and
+    /// challenges.
     async fn purge_expired(&self, now: Millis) -> Result<u64, StoreError>;
 }
 

@@ -25,7 +25,8 @@ use arclock_hsm::WrappedKey;
 
 use super::{
     AuthLog, Credentials, FailureOutcome, LockPolicy, LogFilter, LogPage, Millis, NewFamily,
-    NewUser, Rotation, Store, StoreError, StoredKey, Subject, Template, User, UserStatus,
+    NewUser, Rotation, Store, StoreError, StoredChallenge, StoredKey, Subject, Template, User,
+    UserStatus,
 };
 use crate::identity::{Email, Name, UserId};
 use crate::store::{Action, Outcome};
@@ -159,6 +160,7 @@ impl MongoStore {
             "lockouts",
             "refresh_families",
             "refresh_tokens",
+            "challenges",
         ] {
             self.coll(c)
                 .create_index(idx(doc! {"expires_at": 1}, Some(ttl.clone())))
@@ -812,6 +814,45 @@ impl Store for MongoStore {
         Ok(found.is_some())
     }
 
+    async fn put_challenge(&self, c: &StoredChallenge) -> Result<(), StoreError> {
+        self.coll("challenges")
+            .insert_one(doc! {
+                "_id": hex::encode(c.id_hash),
+                "subject": &c.subject,
+                "client_ip": c.client_ip.as_deref().map_or(Bson::Null, |ip| Bson::String(ip.into())),
+                "steps": c.steps_text(),
+                "expires_at": date(c.expires_at),
+            })
+            .await
+            .map(|_| ())
+            .map_err(down)
+    }
+
+    async fn take_challenge(
+        &self,
+        id_hash: &[u8; 32],
+    ) -> Result<Option<StoredChallenge>, StoreError> {
+        // findOneAndDelete is atomic on any server: one answer gets it.
+        let Some(d) = self
+            .coll("challenges")
+            .find_one_and_delete(doc! {"_id": hex::encode(id_hash)})
+            .await
+            .map_err(down)?
+        else {
+            return Ok(None);
+        };
+        Ok(Some(StoredChallenge {
+            id_hash: *id_hash,
+            subject: get_str(&d, "subject")?,
+            client_ip: opt_str(&d, "client_ip"),
+            steps: StoredChallenge::parse_steps(&get_str(&d, "steps")?)?,
+            expires_at: d
+                .get_datetime("expires_at")
+                .map_err(|_| corrupt("expires_at"))?
+                .timestamp_millis(),
+        }))
+    }
+
     async fn purge_expired(&self, now: Millis) -> Result<u64, StoreError> {
         // The TTL indexes do this on a genuine server; servers without TTL
         // (and tests with an injected clock) get it here.
@@ -821,6 +862,7 @@ impl Store for MongoStore {
             "refresh_tokens",
             "failed_attempts",
             "lockouts",
+            "challenges",
         ] {
             n += self
                 .coll(c)

@@ -221,6 +221,107 @@ pub async fn prove(backend: Backend) {
         "enrolled {enrolled}, accepted {accepted}"
     );
 
+    // A liveness challenge answered with frames: neither the frames nor the
+    // challenge id (the store keeps its hash) may be found anywhere.
+    let mut ids = Windows::new(16);
+    let live = |n: u32| common::lfw("Amanda_Bynes", n);
+    let r = d
+        .client
+        .post(format!("{}/api/auth/register", d.url))
+        .json(&json!({"name": "Live", "email": "live@example.org", "imageBase64": b64.encode(live(3))}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    enrolled += 1;
+    let turned = live(4);
+    let mirrored = {
+        let img = image::load_from_memory(&turned).unwrap().to_rgb8();
+        let mut out = std::io::Cursor::new(Vec::new());
+        image::imageops::flip_horizontal(&img)
+            .write_to(&mut out, image::ImageFormat::Jpeg)
+            .unwrap();
+        out.into_inner()
+    };
+    let by_step = [("front", live(2)), ("right", turned), ("left", mirrored)];
+    for round in 0..2 {
+        let c: serde_json::Value = d
+            .client
+            .post(format!("{}/api/auth/challenge", d.url))
+            .json(&json!({"email": "live@example.org"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let id = c["data"]["challengeId"].as_str().unwrap().to_string();
+        let frames: Vec<&Vec<u8>> = c["data"]["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                &by_step
+                    .iter()
+                    .find(|(k, _)| *k == s.as_str().unwrap())
+                    .unwrap()
+                    .1
+            })
+            .collect();
+        ids.add(format!("challenge id {round}"), id.clone().into_bytes());
+        let r = if round == 0 {
+            d.client
+                .post(format!("{}/api/auth/login", d.url))
+                .json(&json!({"email": "live@example.org", "challengeId": id, "frames": frames.iter().map(|f| b64.encode(f)).collect::<Vec<_>>()}))
+                .send()
+                .await
+                .unwrap()
+        } else {
+            let mut form = reqwest::multipart::Form::new()
+                .text("email", "live@example.org")
+                .text("challengeId", id);
+            for f in &frames {
+                form = form.part(
+                    "frames",
+                    reqwest::multipart::Part::bytes(f.to_vec()).file_name("f.jpg"),
+                );
+            }
+            d.client
+                .post(format!("{}/api/auth/verify-face", d.url))
+                .multipart(form)
+                .send()
+                .await
+                .unwrap()
+        };
+        assert_eq!(r.status(), 200, "challenge answer {round}");
+    }
+    // One challenge left unanswered in the store.
+    let c: serde_json::Value = d
+        .client
+        .post(format!("{}/api/auth/challenge", d.url))
+        .json(&json!({"email": "live@example.org"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    ids.add(
+        "pending challenge id".into(),
+        c["data"]["challengeId"]
+            .as_str()
+            .unwrap()
+            .as_bytes()
+            .to_vec(),
+    );
+    for (step, bytes) in &by_step {
+        photos.add(
+            format!("{step} frame base64"),
+            b64.encode(bytes).into_bytes(),
+        );
+        photos.add(format!("{step} frame"), bytes.clone());
+    }
+
     // While it runs: every non-dumpable buffer is locked; no core dumps.
     let pid = d.child.id();
     let (dd, locked) = dontdump_mappings(pid);
@@ -327,6 +428,9 @@ pub async fn prove(backend: Backend) {
         }
         if let Some((what, at)) = secrets.find(content) {
             panic!("{} holds {what} at byte {at}", path.display());
+        }
+        if let Some((what, at)) = ids.find(content) {
+            panic!("{} holds {what} in the clear at byte {at}", path.display());
         }
         if controls.find(content).is_some() {
             controls_seen += 1;

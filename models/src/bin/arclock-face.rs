@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use arclock_face::{FaceModels, Manifest, Pipeline, Policy, Threads, Workspace, eval};
+use arclock_face::{FaceModels, Manifest, Pipeline, Policy, Threads, Workspace, eval, liveness};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -58,8 +58,35 @@ enum Command {
         #[arg(long)]
         limit: Option<usize>,
     },
-    /// Embed one photo and print what was measured (never the vector).
-    Embed { photo: PathBuf },
+    /// Liveness in ISO/IEC 30107-3 terms: APCER per attack type and BPCER at
+    /// the operating point, from bona fide and synthetic attack sequences.
+    LivenessEval {
+        /// Folder of PERSON/photo.jpg folders (lfw-dev).
+        #[arg(long, env = "ARCLOCK_FACES_DIR", default_value = "../shared/faces")]
+        faces: PathBuf,
+        /// Write the markdown report here as well as to stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Bona fide sequences tried per person (kept when the person's
+        /// photos fit the drawn steps).
+        #[arg(long, default_value_t = 3)]
+        per_person: usize,
+        /// Sequences per attack type.
+        #[arg(long, default_value_t = 400)]
+        attacks: usize,
+        #[arg(long, default_value_t = 30_107)]
+        seed: u64,
+        /// Evaluate only the first N photos.
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Override thresholds: front_max_yaw, turn_min_yaw, min_parallax,
+        /// min_consistency, min_pad as `key=value` (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+    },
+    /// Embed photos and print what was measured (never the vector): face
+    /// box score, size, yaw and pitch proxies, sharpness, PAD live score.
+    Embed { photos: Vec<PathBuf> },
 }
 
 fn main() -> Result<()> {
@@ -134,13 +161,97 @@ fn main() -> Result<()> {
                 std::fs::write(&out, &report)?;
             }
         }
-        Command::Embed { photo } => {
-            let pipeline = Pipeline::new(models, Policy::default(), Default::default(), 1);
-            let bytes = std::fs::read(&photo)?;
+        Command::LivenessEval {
+            faces,
+            out,
+            per_person,
+            attacks,
+            seed,
+            limit,
+            set,
+        } => {
+            let mut t = liveness::Thresholds::default();
+            for kv in &set {
+                let (k, v) = kv.split_once('=').context("--set takes KEY=VALUE")?;
+                let v: f32 = v
+                    .parse()
+                    .with_context(|| format!("--set {k}: not a number"))?;
+                match k {
+                    "front_max_yaw" => t.front_max_yaw = v,
+                    "turn_min_yaw" => t.turn_min_yaw = v,
+                    "min_parallax" => t.min_parallax = v,
+                    "min_consistency" => t.min_consistency = v,
+                    "min_pad" => t.min_pad = v,
+                    other => anyhow::bail!("--set: unknown threshold {other:?}"),
+                }
+            }
+            let pipeline = Pipeline::new(
+                models,
+                Policy::default(),
+                Default::default(),
+                threads.workers,
+            )
+            .with_pad(true);
+            let (dir, pad_dir) = if faces.join("lfw-dev").is_dir() {
+                (faces.join("lfw-dev"), faces.join("pad-samples"))
+            } else {
+                (faces.clone(), faces.join("../pad-samples"))
+            };
+            let mut photos =
+                eval::list(&dir).with_context(|| format!("listing {}", dir.display()))?;
+            if let Some(n) = limit {
+                photos.truncate(n);
+            }
+            let samples = liveness::eval::samples(&pad_dir);
+            let start = Instant::now();
+            let plan = liveness::eval::Plan {
+                bona_fide_per_person: per_person,
+                attacks,
+                seed,
+            };
+            let outcome =
+                liveness::eval::run(&pipeline, &photos, &samples, &t, plan, threads.workers)?;
+            let header = format!(
+                "## Liveness: {} + {} + PAD ({}) on {}\n\n{} photos of {} people ({} images with \
+                 mirrors gave a face), seed {seed}, {:.0} s on {} workers",
+                args.detector,
+                args.recognizer,
+                match pipeline.models().pad_status() {
+                    arclock_face::PadStatus::Ready { models } => models.join(" + "),
+                    arclock_face::PadStatus::Unavailable { reason } =>
+                        format!("unavailable: {reason}"),
+                },
+                dir.display(),
+                photos.len(),
+                outcome.people,
+                outcome.variants,
+                start.elapsed().as_secs_f64(),
+                threads.workers,
+            );
+            let report = outcome.report(&header, &t);
+            print!("{report}");
+            if let Some(out) = out {
+                std::fs::write(&out, &report)?;
+            }
+        }
+        Command::Embed { photos } => {
+            let pipeline =
+                Pipeline::new(models, Policy::default(), Default::default(), 1).with_pad(true);
             let mut ws = Workspace::new()?;
-            let mut t = arclock_face::Timings::default();
-            let face = pipeline.run(&mut ws, &bytes, Some(&mut t))?;
-            println!("{:?}\n{:?}\n{:?}", face.embedding, face.measures, t);
+            for photo in photos {
+                let bytes = std::fs::read(&photo)?;
+                let mut t = arclock_face::Timings::default();
+                match pipeline.run(&mut ws, &bytes, Some(&mut t)) {
+                    Ok(face) => println!(
+                        "{}\t{:?}\tpad {:?}\t{:?}",
+                        photo.display(),
+                        face.measures,
+                        face.pad,
+                        t.total
+                    ),
+                    Err(e) => println!("{}\t{e}", photo.display()),
+                }
+            }
         }
     }
     Ok(())

@@ -1,0 +1,415 @@
+//! The sign-in service: everything between "these bytes claim to be this
+//! person's face" and "yes" or "no", shared by the mobile API (`api::auth`)
+//! and the kiosk camera (`admin::camera`), which only parse and render.
+//!
+//! - lockouts checked before any face work ([`check_locks`]);
+//! - liveness: passive PAD on every face, and active challenges
+//!   ([`challenge`]: drawn, stored, answered once), judged by
+//!   `arclock_face::liveness`;
+//! - comparison with the template, or with a decoy at the same cost for an
+//!   unknown account ([`compare`]), and the failure accounting: an attack
+//!   verdict costs the same work, counts and reads the same as a wrong face;
+//! - enrolment ([`enrol`]).
+//!
+//! Every refusal is a [`Refused`], rendered into the mobile app's envelope
+//! in one place.
+
+pub mod challenge;
+
+use arclock_face::Embedding;
+use arclock_face::liveness::{PoseHint, Refusal};
+use http::{HeaderValue, Response, StatusCode, header};
+use sha2::{Digest, Sha256};
+use tokio::sync::OnceCell;
+
+use crate::App;
+use crate::api::intake::ClientInfo;
+use crate::api::journal::{self, Event};
+use crate::config::{LivenessMode, PadUnavailable};
+use crate::http::response::{self, Body};
+use crate::identity::{Email, Name, UserId};
+use crate::metrics::{LockKind, Verdict};
+use crate::store::{
+    Action, Credentials, FailureOutcome, LockPolicy, Millis, NewUser, Outcome, Subject, User,
+    UserStatus, similarity_bucket,
+};
+use crate::template;
+
+/// Why a sign-in or enrolment did not succeed, as the client may learn it.
+#[derive(Debug)]
+pub enum Refused {
+    /// 429: the e-mail or the address is locked out.
+    Locked { until: Millis, at: Millis },
+    /// 401: wrong face, unknown account, or an attack verdict (one answer).
+    NoMatch,
+    /// 422: the photo (or frame `frame`) cannot be used; the client can fix it.
+    Face {
+        error: arclock_face::Error,
+        frame: Option<usize>,
+    },
+    /// 422: a frame does not show its step; the hint is for the user.
+    Pose { frame: usize, hint: PoseHint },
+    /// 422: registration refused by liveness (there is no account to lock).
+    NotLive,
+    /// 400: the challenge is unknown, used, expired, foreign, or the number
+    /// of frames does not match its steps.
+    Challenge(&'static str),
+    /// 400: this flow requires a challenge answer, not a single photo.
+    ChallengeRequired,
+    /// 409: the e-mail already has an account.
+    EmailTaken,
+    /// 503: a dependency is down; never an accept.
+    Unavailable { what: &'static str, cause: String },
+}
+
+impl Refused {
+    fn unavailable(what: &'static str, cause: &dyn std::fmt::Display) -> Self {
+        Refused::Unavailable {
+            what,
+            cause: cause.to_string(),
+        }
+    }
+}
+
+impl From<Refused> for Response<Body> {
+    fn from(r: Refused) -> Self {
+        match r {
+            Refused::Locked { until, at } => {
+                let secs = ((until - at).max(1000) + 999) / 1000;
+                let mut resp = response::error(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "ACCOUNT_LOCKED",
+                    "Too many failed attempts. Try again later.",
+                    "account temporarily locked",
+                    None,
+                );
+                if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+                    resp.headers_mut().insert(header::RETRY_AFTER, v);
+                }
+                resp
+            }
+            Refused::NoMatch => response::error(
+                StatusCode::UNAUTHORIZED,
+                "VERIFICATION_FAILED",
+                "Face verification failed",
+                "the face does not match this account",
+                None,
+            ),
+            Refused::Face { error, frame } => {
+                let message = match frame {
+                    Some(i) => format!("frame {}: {error}", i + 1),
+                    None => error.to_string(),
+                };
+                let data = frame.map(|i| serde_json::json!({"frame": i}));
+                response::error(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "FACE_ERROR",
+                    &message,
+                    error.kind(),
+                    data,
+                )
+            }
+            Refused::Pose { frame, hint } => response::error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "LIVENESS_POSE",
+                &format!("frame {}: {hint}", frame + 1),
+                "a frame does not show the pose its step asks for",
+                Some(serde_json::json!({"frame": frame, "hint": hint})),
+            ),
+            Refused::NotLive => response::error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "LIVENESS_FAILED",
+                "The face could not be confirmed as live; take a new picture of yourself in good light",
+                "liveness check failed",
+                None,
+            ),
+            Refused::Challenge(why) => response::error(
+                StatusCode::BAD_REQUEST,
+                "CHALLENGE_INVALID",
+                "The liveness challenge is invalid or expired; request a new one",
+                why,
+                None,
+            ),
+            Refused::ChallengeRequired => response::error(
+                StatusCode::BAD_REQUEST,
+                "LIVENESS_REQUIRED",
+                "A liveness challenge is required: POST /api/auth/challenge, then send one frame per step",
+                "single photos are not accepted here",
+                None,
+            ),
+            Refused::EmailTaken => response::error(
+                StatusCode::CONFLICT,
+                "USER_EXISTS",
+                "An account with this e-mail already exists",
+                "email already registered",
+                None,
+            ),
+            Refused::Unavailable { what, cause } => response::unavailable(what, &cause),
+        }
+    }
+}
+
+/// The lockout subject of an e-mail, whether or not an account has it, so that
+/// lockouts (and challenges) reveal nothing about which addresses exist.
+pub(crate) fn email_subject(email: &Email) -> Subject {
+    let h = Sha256::digest(email.as_str().as_bytes());
+    Subject::Account(UserId::stored(hex::encode(&h[..16])))
+}
+
+/// Whose failures a sign-in attempt counts against: the e-mail (whether or
+/// not it has an account) and the client address.
+fn subjects(email: &Email, client: &ClientInfo) -> Vec<Subject> {
+    std::iter::once(email_subject(email))
+        .chain(client.ip.clone().map(Subject::Ip))
+        .collect()
+}
+
+/// 429 (logged) if the e-mail or the address is locked out; checked before
+/// any face work is spent.
+pub async fn check_locks(
+    app: &App,
+    email: &Email,
+    client: &ClientInfo,
+    at: Millis,
+    action: Action,
+) -> Result<(), Refused> {
+    for s in &subjects(email, client) {
+        if let Some(until) = app
+            .store
+            .locked_until(s, at)
+            .await
+            .map_err(|e| Refused::unavailable("the store", &e))?
+        {
+            let e = Event {
+                outcome: Outcome::Locked,
+                reason: Some("locked"),
+                ..Event::ok(at, None, action)
+            };
+            journal::record(app, client, e).await;
+            app.metrics.verdict(Verdict::Locked);
+            return Err(Refused::Locked { until, at });
+        }
+    }
+    Ok(())
+}
+
+/// Embeds one photo; photo problems are the client's (422).
+pub async fn embed(
+    app: &App,
+    photo: arclock_secmem::LockedBytes,
+) -> Result<arclock_face::Face, Refused> {
+    app.face
+        .embed(photo)
+        .await
+        .map_err(|e| face_refusal(e, None))
+}
+
+/// A pipeline error as a refusal: the photo's fault (422) or ours (503).
+pub(crate) fn face_refusal(e: arclock_face::Error, frame: Option<usize>) -> Refused {
+    if e.is_photo_problem() {
+        Refused::Face { error: e, frame }
+    } else {
+        Refused::unavailable("the face pipeline", &e)
+    }
+}
+
+/// Whether PAD can be used as `mode` wants it: `Ok(true)` run it, `Ok(false)`
+/// skip it (mode off, or models missing and the policy allows that), 503 if
+/// the models are missing and the policy refuses.
+pub fn pad_in_force(app: &App, mode: LivenessMode) -> Result<bool, Refused> {
+    if mode == LivenessMode::Off {
+        return Ok(false);
+    }
+    if app.face.runs_pad() {
+        return Ok(true);
+    }
+    match app.config.liveness.pad_unavailable {
+        PadUnavailable::Allow => Ok(false),
+        PadUnavailable::Refuse => {
+            app.metrics.liveness("pad_unavailable");
+            Err(Refused::unavailable(
+                "presentation-attack detection",
+                &"PAD models are not installed and [liveness] pad_unavailable = \"refuse\"",
+            ))
+        }
+    }
+}
+
+/// Passive PAD's verdict on one face: `None` live (or not run), `Some("pad")`
+/// an attack.
+pub fn passive_verdict(app: &App, face: &arclock_face::Face, run: bool) -> Option<&'static str> {
+    if !run {
+        return None;
+    }
+    let live = face
+        .pad
+        .is_some_and(|s| s >= app.config.liveness.thresholds.min_pad);
+    app.metrics.liveness(if live { "live" } else { "pad" });
+    (!live).then_some("pad")
+}
+
+/// The liveness reason an attack verdict is logged with.
+pub fn attack_reason(r: &Refusal) -> &'static str {
+    r.reason()
+}
+
+/// Seals `embedding` for a new account and stores it (a photo upload or the
+/// kiosk camera): 409 if the e-mail is taken.
+pub async fn enrol(
+    app: &App,
+    name: Name,
+    email: Email,
+    embedding: Embedding,
+    client: &ClientInfo,
+) -> Result<User, Refused> {
+    let at = app.clock.now();
+    let id = UserId::generate();
+    let credentials = template::seal(&app.hsm, &id, &embedding)
+        .await
+        .map_err(|e| Refused::unavailable("the HSM", &e))?;
+    drop(embedding);
+    let user = User {
+        id: id.clone(),
+        name,
+        email,
+        status: UserStatus::Active,
+        created_at: at,
+    };
+    match app
+        .store
+        .register(&NewUser {
+            user: user.clone(),
+            credentials,
+        })
+        .await
+    {
+        Ok(()) => {}
+        Err(crate::store::StoreError::EmailTaken) => return Err(Refused::EmailTaken),
+        Err(e) => return Err(Refused::unavailable("the store", &e)),
+    }
+    journal::record(app, client, Event::ok(at, Some(&id), Action::Register)).await;
+    Ok(user)
+}
+
+/// A template sealed once for a user that does not exist: unknown e-mails are
+/// compared against it so that they cost the same HSM and ECIES work.
+static DECOY: OnceCell<(UserId, Credentials)> = OnceCell::const_new();
+
+async fn decoy(app: &App, probe: &Embedding) -> Result<&'static (UserId, Credentials), Refused> {
+    DECOY
+        .get_or_try_init(|| async {
+            let id = UserId::generate();
+            let creds = template::seal(&app.hsm, &id, probe).await?;
+            Ok::<_, template::TemplateError>((id, creds))
+        })
+        .await
+        .map_err(|e| Refused::unavailable("the HSM", &e))
+}
+
+/// Compares `probe` with the account's template (or, for an unknown or
+/// disabled account, a decoy at the same cost); counts failures, logs, and
+/// returns the user and similarity on a match, [`Refused::NoMatch`]
+/// otherwise. `attack`, when set, is a liveness verdict already reached: the
+/// comparison still runs (so the answer takes as long as a wrong face's),
+/// but the outcome is a failure logged with that reason.
+pub async fn compare(
+    app: &App,
+    email: &Email,
+    probe: Embedding,
+    client: &ClientInfo,
+    at: Millis,
+    action: Action,
+    attack: Option<&'static str>,
+) -> Result<(User, f32), Refused> {
+    let down = |e: &dyn std::fmt::Display| Refused::unavailable("the store", e);
+    let policy = LockPolicy {
+        max_failures: app.config.auth.max_failures,
+        window: app.config.auth.failure_window_secs as i64 * 1000,
+        lock_for: app.config.auth.lockout_secs as i64 * 1000,
+    };
+    let subjects = subjects(email, client);
+    let user = app
+        .store
+        .user_by_email(email)
+        .await
+        .map_err(|e| down(&e))?
+        .filter(|u| u.status == UserStatus::Active);
+    // Same work either way: unwrap in the HSM, decrypt, compare.
+    let (template_owner, creds) = match &user {
+        Some(u) => (
+            u.id.clone(),
+            app.store
+                .credentials(&u.id)
+                .await
+                .map_err(|e| down(&e))?
+                .ok_or_else(|| down(&"credentials missing"))?,
+        ),
+        None => {
+            let (id, c) = decoy(app, &probe).await?;
+            (id.clone(), c.clone())
+        }
+    };
+    let reference = template::open(&app.hsm, &template_owner, &creds)
+        .await
+        .map_err(|e| Refused::unavailable("the HSM", &e))?;
+    let similarity = reference.cosine(&probe).unwrap_or(-1.0);
+    drop((reference, probe));
+    let threshold = app.face.threshold().unwrap_or(1.0);
+    let matched = user.is_some() && similarity >= threshold && attack.is_none();
+    let user_id = user.as_ref().map(|u| u.id.clone());
+    if !matched {
+        for s in &subjects {
+            let out = app
+                .store
+                .record_failure(s, at, &policy)
+                .await
+                .map_err(|e| down(&e))?;
+            if let FailureOutcome::LockedUntil(_) = out {
+                tracing::info!(action = action.as_str(), "lockout started");
+                app.metrics.lockout(match s {
+                    Subject::Account(_) => LockKind::Account,
+                    Subject::Ip(_) => LockKind::Ip,
+                });
+            }
+        }
+        let bucket = user.as_ref().map(|_| similarity_bucket(similarity));
+        let reason = match (attack, user.is_some()) {
+            (Some(why), _) => why,
+            (None, true) => "no match",
+            (None, false) => "unknown account",
+        };
+        let e = Event {
+            bucket,
+            ..Event::failed(at, user_id.as_ref(), action, reason)
+        };
+        journal::record(app, client, e).await;
+        app.metrics.verdict(Verdict::Reject);
+        return Err(Refused::NoMatch);
+    }
+    let (Some(user), Some(id)) = (user, user_id) else {
+        return Err(down(&"user vanished"));
+    };
+    for s in &subjects {
+        let _ = app.store.clear_failures(s).await;
+    }
+    let e = Event {
+        bucket: Some(similarity_bucket(similarity)),
+        ..Event::ok(at, Some(&id), action)
+    };
+    journal::record(app, client, e).await;
+    app.metrics.verdict(Verdict::Accept);
+    Ok((user, similarity))
+}
+
+/// A registration refused by liveness, logged with its reason (operators
+/// see it; the client gets [`Refused::NotLive`]).
+pub async fn refuse_enrolment(app: &App, client: &ClientInfo, reason: &'static str) -> Refused {
+    let at = app.clock.now();
+    journal::record(
+        app,
+        client,
+        Event::failed(at, None, Action::Register, reason),
+    )
+    .await;
+    Refused::NotLive
+}
