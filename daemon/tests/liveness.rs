@@ -50,12 +50,17 @@ fn bona_fide(step: &str) -> Vec<u8> {
 }
 
 async fn challenge(d: &Daemon, email: &str) -> (String, Vec<String>) {
+    challenge_lasting(d, email, 60).await
+}
+
+/// A challenge, checked: `ttl` seconds, 2-4 steps, no step twice in a row.
+async fn challenge_lasting(d: &Daemon, email: &str, ttl: u64) -> (String, Vec<String>) {
     let (s, body) = d
         .post("/api/auth/challenge", &json!({"email": email}))
         .await;
     assert_eq!(s, 200, "{body}");
     let data = &body["data"];
-    assert_eq!(data["expiresIn"], 60);
+    assert_eq!(data["expiresIn"], ttl);
     let steps: Vec<String> = data["steps"]
         .as_array()
         .unwrap()
@@ -76,6 +81,19 @@ async fn answer(d: &Daemon, email: &str, id: &str, frames: &[Vec<u8>]) -> (u16, 
     .await
 }
 
+const EMAIL: &str = "amanda@example.org";
+
+/// Enrols `PERSON` (the template photo, one photo as the mobile app sends it).
+async fn register(d: &Daemon) {
+    let (s, body) = d
+        .post(
+            "/api/auth/register",
+            &json!({"name": "Amanda", "email": EMAIL, "imageBase64": b64(&lfw(PERSON, TEMPLATE))}),
+        )
+        .await;
+    assert_eq!(s, 201, "{body}");
+}
+
 fn code(body: &Value) -> &str {
     body["code"].as_str().unwrap_or("")
 }
@@ -86,14 +104,8 @@ async fn challenges_sign_in_live_heads_and_refuse_attacks() {
     inst.provision();
     let d = inst.start();
     let admin = Client::new(inst.path("admin.sock"));
-    let email = "hugo@example.org";
-    let (s, body) = d
-        .post(
-            "/api/auth/register",
-            &json!({"name": "Hugo", "email": email, "imageBase64": b64(&lfw(PERSON, TEMPLATE))}),
-        )
-        .await;
-    assert_eq!(s, 201, "{body}");
+    let email = EMAIL;
+    register(&d).await;
 
     // Known and unknown e-mails get the same shape of challenge.
     let (_, unknown) = d
@@ -113,7 +125,7 @@ async fn challenges_sign_in_live_heads_and_refuse_attacks() {
     assert_eq!(s, 200, "steps {steps:?}: {body}");
     assert!(body["data"]["tokens"]["accessToken"].is_string());
     let (s, body) = answer(&d, email, &id, &frames).await;
-    assert_eq!((s, code(&body)), (400, "CHALLENGE_INVALID"), "replayed id");
+    assert_eq!((s, code(&body)), (422, "CHALLENGE_INVALID"), "replayed id");
 
     // The same answer as multipart, with repeated `frames` parts.
     let (id, steps) = challenge(&d, email).await;
@@ -138,11 +150,11 @@ async fn challenges_sign_in_live_heads_and_refuse_attacks() {
     // Wrong count, wrong e-mail, wrong order: refused, and the id is spent.
     let (id, steps) = challenge(&d, email).await;
     let (s, body) = answer(&d, email, &id, &[bona_fide(&steps[0])]).await;
-    assert_eq!((s, code(&body)), (400, "CHALLENGE_INVALID"), "{body}");
+    assert_eq!((s, code(&body)), (422, "CHALLENGE_INVALID"), "{body}");
     let (id, steps) = challenge(&d, "someone-else@example.org").await;
     let frames: Vec<Vec<u8>> = steps.iter().map(|s| bona_fide(s)).collect();
     let (s, body) = answer(&d, email, &id, &frames).await;
-    assert_eq!((s, code(&body)), (400, "CHALLENGE_INVALID"), "{body}");
+    assert_eq!((s, code(&body)), (422, "CHALLENGE_INVALID"), "{body}");
     let (id, steps) = challenge(&d, email).await;
     let mut frames: Vec<Vec<u8>> = steps.iter().map(|s| bona_fide(s)).collect();
     frames.reverse();
@@ -283,50 +295,24 @@ async fn active_mode_requires_a_challenge_and_challenges_expire() {
         ("ARCLOCK_LIVENESS_SIGNIN", "active"),
         ("ARCLOCK_LIVENESS_CHALLENGE_TTL_SECS", "10"),
     ]);
-    let email = "hugo@example.org";
-    let (s, body) = d
-        .post(
-            "/api/auth/register",
-            &json!({"name": "Hugo", "email": email, "imageBase64": b64(&lfw(PERSON, TEMPLATE))}),
-        )
-        .await;
-    assert_eq!(s, 201, "{body}");
+    let email = EMAIL;
+    register(&d).await;
     let (s, body) = d
         .post(
             "/api/auth/login",
             &json!({"email": email, "imageBase64": b64(&lfw(PERSON, FRONT))}),
         )
         .await;
-    assert_eq!((s, code(&body)), (400, "LIVENESS_REQUIRED"), "{body}");
+    assert_eq!((s, code(&body)), (422, "LIVENESS_REQUIRED"), "{body}");
 
-    let (s, body) = d
-        .post("/api/auth/challenge", &json!({"email": email}))
-        .await;
-    assert_eq!((s, body["data"]["expiresIn"].as_u64()), (200, Some(10)));
-    let id = body["data"]["challengeId"].as_str().unwrap().to_string();
-    let steps: Vec<String> = body["data"]["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s.as_str().unwrap().to_string())
-        .collect();
+    let (id, steps) = challenge_lasting(&d, email, 10).await;
     let frames: Vec<Vec<u8>> = steps.iter().map(|s| bona_fide(s)).collect();
     tokio::time::sleep(std::time::Duration::from_secs(11)).await;
     let (s, body) = answer(&d, email, &id, &frames).await;
-    assert_eq!((s, code(&body)), (400, "CHALLENGE_INVALID"), "{body}");
+    assert_eq!((s, code(&body)), (422, "CHALLENGE_INVALID"), "{body}");
 
     // A fresh one, answered in time, signs in.
-    let (s, body) = d
-        .post("/api/auth/challenge", &json!({"email": email}))
-        .await;
-    assert_eq!(s, 200);
-    let id = body["data"]["challengeId"].as_str().unwrap().to_string();
-    let steps: Vec<String> = body["data"]["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s.as_str().unwrap().to_string())
-        .collect();
+    let (id, steps) = challenge_lasting(&d, email, 10).await;
     let frames: Vec<Vec<u8>> = steps.iter().map(|s| bona_fide(s)).collect();
     let (s, body) = answer(&d, email, &id, &frames).await;
     assert_eq!(s, 200, "{steps:?} {body}");

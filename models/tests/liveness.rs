@@ -7,22 +7,26 @@ use std::sync::Arc;
 use arclock_face::liveness::{FrameView, Refusal, Step, Thresholds, judge};
 use arclock_face::{FaceModels, Manifest, PadStatus, Pipeline, Policy, Threads, Workspace};
 
+/// The default detector and recognizer, and the PAD models found in `dir`.
+fn load(dir: &std::path::Path) -> Result<FaceModels, arclock_face::Error> {
+    let manifest = Manifest::load(&common::manifest_path()).unwrap();
+    FaceModels::load(
+        &common::runtime(),
+        &manifest,
+        dir,
+        "scrfd_2.5g_bnkps",
+        "arcface_mobileface_128",
+        Threads {
+            workers: 1,
+            intra: 1,
+        },
+    )
+}
+
 fn pipeline() -> Arc<Pipeline> {
     static P: std::sync::OnceLock<Arc<Pipeline>> = std::sync::OnceLock::new();
     P.get_or_init(|| {
-        let manifest = Manifest::load(&common::manifest_path()).unwrap();
-        let models = FaceModels::load(
-            &common::runtime(),
-            &manifest,
-            &common::state().join("models"),
-            "scrfd_2.5g_bnkps",
-            "arcface_mobileface_128",
-            Threads {
-                workers: 1,
-                intra: 1,
-            },
-        )
-        .unwrap();
+        let models = load(&common::state().join("models")).unwrap();
         Arc::new(Pipeline::new(models, Policy::default(), Default::default(), 1).with_pad(true))
     })
     .clone()
@@ -80,19 +84,7 @@ fn missing_pad_models_are_reported_not_fatal() {
     for f in ["scrfd_2.5g_bnkps.onnx", "arcface_mobileface_128.onnx"] {
         std::fs::copy(common::state().join("models").join(f), dir.path().join(f)).unwrap();
     }
-    let manifest = Manifest::load(&common::manifest_path()).unwrap();
-    let models = FaceModels::load(
-        &common::runtime(),
-        &manifest,
-        dir.path(),
-        "scrfd_2.5g_bnkps",
-        "arcface_mobileface_128",
-        Threads {
-            workers: 1,
-            intra: 1,
-        },
-    )
-    .unwrap();
+    let models = load(dir.path()).unwrap();
     match models.pad_status() {
         PadStatus::Unavailable { reason } => assert!(reason.contains("minifasnet"), "{reason}"),
         other => panic!("expected unavailable, got {other:?}"),
@@ -104,18 +96,7 @@ fn missing_pad_models_are_reported_not_fatal() {
         dir.path().join("minifasnet_v1se_80.onnx"),
     )
     .unwrap();
-    let e = FaceModels::load(
-        &common::runtime(),
-        &manifest,
-        dir.path(),
-        "scrfd_2.5g_bnkps",
-        "arcface_mobileface_128",
-        Threads {
-            workers: 1,
-            intra: 1,
-        },
-    )
-    .unwrap_err();
+    let e = load(dir.path()).unwrap_err();
     assert_eq!(e.kind(), "integrity", "{e}");
 }
 

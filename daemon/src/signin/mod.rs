@@ -51,10 +51,11 @@ pub enum Refused {
     Pose { frame: usize, hint: PoseHint },
     /// 422: registration refused by liveness (there is no account to lock).
     NotLive,
-    /// 400: the challenge is unknown, used, expired, foreign, or the number
-    /// of frames does not match its steps.
+    /// 422: the challenge is unknown, used, expired, foreign, or the number
+    /// of frames does not match its steps (well-formed, but not answerable:
+    /// the client asks for a new one).
     Challenge(&'static str),
-    /// 400: this flow requires a challenge answer, not a single photo.
+    /// 422: this flow requires a challenge answer, not a single photo.
     ChallengeRequired,
     /// 409: the e-mail already has an account.
     EmailTaken,
@@ -124,14 +125,14 @@ impl From<Refused> for Response<Body> {
                 None,
             ),
             Refused::Challenge(why) => response::error(
-                StatusCode::BAD_REQUEST,
+                StatusCode::UNPROCESSABLE_ENTITY,
                 "CHALLENGE_INVALID",
                 "The liveness challenge is invalid or expired; request a new one",
                 why,
                 None,
             ),
             Refused::ChallengeRequired => response::error(
-                StatusCode::BAD_REQUEST,
+                StatusCode::UNPROCESSABLE_ENTITY,
                 "LIVENESS_REQUIRED",
                 "A liveness challenge is required: POST /api/auth/challenge, then send one frame per step",
                 "single photos are not accepted here",

@@ -245,16 +245,10 @@ pub async fn prove(backend: Backend) {
     };
     let by_step = [("front", live(2)), ("right", turned), ("left", mirrored)];
     for round in 0..2 {
-        let c: serde_json::Value = d
-            .client
-            .post(format!("{}/api/auth/challenge", d.url))
-            .json(&json!({"email": "live@example.org"}))
-            .send()
+        let c = d
+            .post("/api/auth/challenge", &json!({"email": "live@example.org"}))
             .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+            .1;
         let id = c["data"]["challengeId"].as_str().unwrap().to_string();
         let frames: Vec<&Vec<u8>> = c["data"]["steps"]
             .as_array()
@@ -296,16 +290,10 @@ pub async fn prove(backend: Backend) {
         assert_eq!(r.status(), 200, "challenge answer {round}");
     }
     // One challenge left unanswered in the store.
-    let c: serde_json::Value = d
-        .client
-        .post(format!("{}/api/auth/challenge", d.url))
-        .json(&json!({"email": "live@example.org"}))
-        .send()
+    let c = d
+        .post("/api/auth/challenge", &json!({"email": "live@example.org"}))
         .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .1;
     ids.add(
         "pending challenge id".into(),
         c["data"]["challengeId"]

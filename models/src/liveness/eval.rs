@@ -116,6 +116,8 @@ pub struct Outcome {
     pub samples: Vec<(String, Option<f32>)>,
     pub variants: usize,
     pub people: usize,
+    /// `(min_parallax, min_pad, BPCER, print APCER)` over the same sequences.
+    pub sweep: Vec<(f32, f32, f64, f64)>,
 }
 
 fn encode_jpeg(img: &RgbImage, quality: u8) -> Result<Vec<u8>, Error> {
@@ -378,6 +380,7 @@ pub fn run(
 
     // Bona fide sequences.
     let mut bona = Vec::new();
+    let mut bona_seqs: Vec<(Vec<Step>, Vec<usize>, usize)> = Vec::new();
     for person in 0..people.len() {
         let Some(tv) = template_of(person) else {
             continue;
@@ -406,6 +409,7 @@ pub fn run(
                     out.bona_fide_consistency.push(ev.consistency);
                 }
                 bona.push(verdict);
+                bona_seqs.push((c.steps().to_vec(), used, tv));
             }
         }
     }
@@ -471,7 +475,7 @@ pub fn run(
             }
             match last {
                 Some(s) => frames.push(s),
-                None => return Ok((Some("no_face"), Vec::new())),
+                None => return Ok((Some("no_face"), Vec::new(), None)),
             }
         }
         let refs: Vec<&Seen> = frames.iter().collect();
@@ -489,12 +493,48 @@ pub fn run(
             threshold,
             t,
         )?;
-        Ok((v, parallaxes))
+        Ok((v, parallaxes, Some((c.steps().to_vec(), frames, *tv))))
     })?;
     let mut print = Vec::new();
-    for (v, p) in prints {
+    let mut print_seqs = Vec::new();
+    for (v, p, seq) in prints {
         print.push(v);
         out.print_parallax.extend(p);
+        print_seqs.extend(seq);
+    }
+    // The same sequences judged at other depth and PAD thresholds (the
+    // attacker adapted to the pose thresholds, which stay as configured).
+    for min_parallax in [0.05, 0.06, 0.07, 0.08, 0.09, 0.10] {
+        for min_pad in [0.15, 0.3, 0.5] {
+            let at = Thresholds {
+                min_parallax,
+                min_pad,
+                ..*t
+            };
+            let mut refused = 0usize;
+            for (steps, used, tv) in &bona_seqs {
+                let frames: Vec<&Seen> = used.iter().map(|&v| &variants[v].seen).collect();
+                let template = &variants[*tv].seen.embedding;
+                refused += usize::from(
+                    decide(steps, &frames, template, threshold, &at)?
+                        .0
+                        .is_some(),
+                );
+            }
+            let mut accepted = 0usize;
+            for (steps, frames, tv) in &print_seqs {
+                let refs: Vec<&Seen> = frames.iter().collect();
+                let template = &variants[*tv].seen.embedding;
+                accepted +=
+                    usize::from(decide(steps, &refs, template, threshold, &at)?.0.is_none());
+            }
+            out.sweep.push((
+                min_parallax,
+                min_pad,
+                refused as f64 / bona_seqs.len().max(1) as f64,
+                accepted as f64 / chosen.len().max(1) as f64,
+            ));
+        }
     }
     out.kinds
         .insert("print/screen turned and tilted (adaptive)", print);
@@ -628,36 +668,21 @@ impl Outcome {
             "\n| measure | n | 1 % / 5 % / median / 95 % / 99 % |\n|---|---|---|"
         );
         let absyaw: Vec<f32> = self.yaw.iter().map(|y| y.abs()).collect();
-        let _ = writeln!(
-            s,
-            "| \\|yaw\\| of the photos | {} | {} |",
-            absyaw.len(),
-            q(&absyaw)
-        );
-        let _ = writeln!(
-            s,
-            "| parallax, accepted bona fide (smallest pair) | {} | {} |",
-            self.bona_fide_parallax.len(),
-            q(&self.bona_fide_parallax)
-        );
-        let _ = writeln!(
-            s,
-            "| parallax, print attack (every pair) | {} | {} |",
-            self.print_parallax.len(),
-            q(&self.print_parallax)
-        );
-        let _ = writeln!(
-            s,
-            "| frame consistency, accepted bona fide | {} | {} |",
-            self.bona_fide_consistency.len(),
-            q(&self.bona_fide_consistency)
-        );
-        let _ = writeln!(
-            s,
-            "| PAD live score, bona fide images | {} | {} |",
-            self.pad_bona_fide.len(),
-            q(&self.pad_bona_fide)
-        );
+        for (label, values) in [
+            ("\\|yaw\\| of the photos", &absyaw),
+            (
+                "parallax, accepted bona fide (smallest pair)",
+                &self.bona_fide_parallax,
+            ),
+            ("parallax, print attack (every pair)", &self.print_parallax),
+            (
+                "frame consistency, accepted bona fide",
+                &self.bona_fide_consistency,
+            ),
+            ("PAD live score, bona fide images", &self.pad_bona_fide),
+        ] {
+            let _ = writeln!(s, "| {label} | {} | {} |", values.len(), q(values));
+        }
         let below = self
             .pad_bona_fide
             .iter()
@@ -671,6 +696,21 @@ impl Outcome {
             self.pad_bona_fide.len(),
             t.min_pad
         );
+        if !self.sweep.is_empty() {
+            let _ = writeln!(
+                s,
+                "\nThe same sequences at other depth and PAD thresholds:\n\n\
+                 | min_parallax | min_pad | BPCER | print APCER |\n|---|---|---|---|"
+            );
+            for (p, pad, bpcer, apcer) in &self.sweep {
+                let _ = writeln!(
+                    s,
+                    "| {p:.2} | {pad:.2} | {:.2} % | {:.2} % |",
+                    bpcer * 100.0,
+                    apcer * 100.0
+                );
+            }
+        }
         if !self.samples.is_empty() {
             let _ = writeln!(
                 s,
