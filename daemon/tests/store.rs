@@ -14,8 +14,8 @@ use arclock_hsm::WrappedKey;
 use arclockd::identity::{Email, Name, UserId};
 use arclockd::store::{
     Action, AuthLog, Credentials, EmbeddedStore, FailureOutcome, LockPolicy, LogCursor, LogFilter,
-    MongoStore, NewFamily, NewUser, Outcome, Rotation, Store, StoreError, StoredKey, Subject,
-    Template, User, UserStatus,
+    MongoStore, NewFamily, NewUser, Outcome, Rotation, Store, StoreError, StoredChallenge,
+    StoredKey, Subject, Template, User, UserStatus,
 };
 use common::mongo_uri;
 
@@ -82,7 +82,47 @@ contract!(
     deletion_shreds_everything_but_an_anonymous_log,
     logs_page_newest_first_and_filter,
     nothing_plaintext_reaches_the_store,
+    challenges_are_single_use_and_expire,
 );
+
+/// A liveness challenge is answered once: of eight concurrent takes exactly
+/// one gets it (several daemons on one database share it), and the expired
+/// ones are purged.
+async fn challenges_are_single_use_and_expire(_: &Backend, s: Arc<dyn Store>) {
+    use arclock_face::liveness::Step;
+    let challenge = |n: u8, expires_at: i64| StoredChallenge {
+        id_hash: [n; 32],
+        subject: "a1b2".into(),
+        client_ip: (n % 2 == 0).then(|| "192.0.2.7".to_string()),
+        steps: vec![Step::Front, Step::Left, Step::Right],
+        expires_at,
+    };
+    let live = challenge(1, NOW + MIN);
+    s.put_challenge(&live).await.unwrap();
+    assert!(s.put_challenge(&live).await.is_err(), "an id stored twice");
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(
+            async move { s.take_challenge(&[1; 32]).await },
+        ));
+    }
+    let mut got = Vec::new();
+    for t in tasks {
+        got.extend(t.await.unwrap().unwrap());
+    }
+    assert_eq!(got, vec![live], "exactly one take gets it, intact");
+    assert_eq!(s.take_challenge(&[1; 32]).await.unwrap(), None);
+
+    s.put_challenge(&challenge(2, NOW - 1)).await.unwrap();
+    s.put_challenge(&challenge(3, NOW + MIN)).await.unwrap();
+    assert!(s.purge_expired(NOW).await.unwrap() >= 1);
+    assert_eq!(s.take_challenge(&[2; 32]).await.unwrap(), None);
+    assert_eq!(
+        s.take_challenge(&[3; 32]).await.unwrap(),
+        Some(challenge(3, NOW + MIN))
+    );
+}
 
 fn user(email: &str) -> NewUser {
     let id = UserId::generate();
