@@ -93,7 +93,7 @@ async fn challenges_are_single_use_and_expire(_: &Backend, s: Arc<dyn Store>) {
     let challenge = |n: u8, expires_at: i64| StoredChallenge {
         id_hash: [n; 32],
         subject: "a1b2".into(),
-        client_ip: (n % 2 == 0).then(|| "192.0.2.7".to_string()),
+        client_ip: n.is_multiple_of(2).then(|| "192.0.2.7".to_string()),
         steps: vec![Step::Front, Step::Left, Step::Right],
         expires_at,
     };

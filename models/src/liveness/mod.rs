@@ -132,8 +132,8 @@ impl Default for Thresholds {
     /// Measured by `arclock-face liveness-eval` on lfw-dev (models/README.md).
     fn default() -> Self {
         Thresholds {
-            front_max_yaw: 0.12,
-            turn_min_yaw: 0.18,
+            front_max_yaw: 0.10,
+            turn_min_yaw: 0.22,
             min_parallax: 0.08,
             min_consistency: 0.25,
             min_pad: 0.3,
