@@ -61,7 +61,7 @@ pub struct FaceModels {
     pub detector: LoadedModel,
     pub recognizer: LoadedModel,
     /// The passive PAD models (empty when unavailable; see `pad_status`).
-    pub pad: Vec<LoadedModel>,
+    pad: Vec<LoadedModel>,
     pad_status: PadStatus,
     pub(crate) family: Family,
 }
@@ -157,24 +157,23 @@ impl FaceModels {
         img: Rgb<'_>,
         face: &Detection,
         input: &mut LockedVec<f32>,
-    ) -> Result<Option<(f32, Duration)>, Error> {
+    ) -> Result<Option<f32>, Error> {
         if self.pad.is_empty() {
             return Ok(None);
         }
-        let (mut sum, mut took) = (0.0f32, Duration::ZERO);
+        let mut sum = 0.0f32;
         for m in &self.pad {
             pad::prepare(&m.spec, img, face, input)?;
             let mut session = m.session()?;
             let mut live = None;
-            let (_, t) = m.run_raw(&mut session, input, |logits| {
+            m.run_raw(&mut session, input, |logits| {
                 live = Some(pad::live_probability(logits).map_err(|e| m.err(e))?);
                 Ok(())
             })?;
             input.clear();
             sum += live.ok_or_else(|| m.err("no output"))?;
-            took += t;
         }
-        Ok(Some((sum / self.pad.len() as f32, took)))
+        Ok(Some(sum / self.pad.len() as f32))
     }
 
     /// Runs the detector on a prepared tensor; returns the faces and the time

@@ -285,7 +285,7 @@ impl Pipeline {
             };
             let score = self.models.pad_score(img, &face, &mut ws.pad_input)?;
             t.pad = mark.elapsed();
-            score.map(|(s, _)| s)
+            score
         } else {
             None
         };

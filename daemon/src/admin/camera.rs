@@ -16,7 +16,7 @@ use crate::api::intake::ClientInfo;
 use crate::http::response;
 use crate::identity::{Email, Name};
 use crate::kiosk::Kiosk;
-use crate::signin::{self, check_locks, compare, enrol};
+use crate::signin::{self, Refused, check_locks, compare, enrol};
 use crate::store::{Action, similarity_bucket};
 
 fn kiosk(app: &App) -> Result<&Arc<Kiosk>, http::Response<super::AdminBody>> {
@@ -29,6 +29,11 @@ fn kiosk(app: &App) -> Result<&Arc<Kiosk>, http::Response<super::AdminBody>> {
             None,
         ))
     })
+}
+
+/// A sign-in refusal in the admin socket's body type.
+fn refused(r: Refused) -> http::Response<super::AdminBody> {
+    whole(r.into())
 }
 
 /// The auth log's device field for a camera action.
@@ -51,13 +56,7 @@ async fn capture(
 ) -> Result<arclock_face::Face, http::Response<super::AdminBody>> {
     match kiosk.best_face(&app.face).await {
         Ok(face) => Ok(face),
-        Err(e) if e.is_photo_problem() => Err(whole(response::error(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "FACE_ERROR",
-            &e.to_string(),
-            e.kind(),
-            None,
-        ))),
+        Err(e) if e.is_photo_problem() => Err(refused(signin::face_refusal(e, None))),
         Err(e) => Err(whole(response::unavailable(
             &format!("the camera {}", kiosk.device()),
             &e,
@@ -78,17 +77,18 @@ pub async fn enrol_new(app: &App, req: Request<Incoming>, op: Operator) -> Answe
     let name = Name::parse(&body.name).map_err(|e| bad_request(&e.to_string()))?;
     let email = Email::parse(&body.email).map_err(|e| bad_request(&e.to_string()))?;
     let mode = app.config.liveness.registration;
-    let pad = signin::pad_in_force(app, mode).map_err(|r| whole(r.into()))?;
+    let pad = signin::pad_in_force(app, mode).map_err(refused)?;
     let face = capture(app, kiosk).await?;
     tracing::info!(target: "audit", uid = op.uid, action = "camera enrol", "operator action");
     let client = client(kiosk, op);
     if let Some(reason) = signin::passive_verdict(app, &face, pad) {
-        let refused = signin::refuse_enrolment(app, &client, reason).await;
-        return Err(whole(refused.into()));
+        return Err(refused(
+            signin::refuse_enrolment(app, &client, reason).await,
+        ));
     }
     let user = enrol(app, name, email, face.embedding, &client)
         .await
-        .map_err(|r| whole(r.into()))?;
+        .map_err(refused)?;
     Ok(ok(
         "enrolled from the camera",
         json!({"user": user_json(&user)}),
@@ -112,8 +112,8 @@ pub async fn verify(app: &App, req: Request<Incoming>, op: Operator) -> Answer {
     tracing::info!(target: "audit", uid = op.uid, action = "camera verify", "operator action");
     check_locks(app, &email, &client, at, Action::VerifyFace)
         .await
-        .map_err(|r| whole(r.into()))?;
-    let pad = signin::pad_in_force(app, app.config.liveness.signin).map_err(|r| whole(r.into()))?;
+        .map_err(refused)?;
+    let pad = signin::pad_in_force(app, app.config.liveness.signin).map_err(refused)?;
     let face = capture(app, kiosk).await?;
     let attack = signin::passive_verdict(app, &face, pad);
     let (user, similarity) = compare(
@@ -126,7 +126,7 @@ pub async fn verify(app: &App, req: Request<Incoming>, op: Operator) -> Answer {
         attack,
     )
     .await
-    .map_err(|r| whole(r.into()))?;
+    .map_err(refused)?;
     Ok(ok(
         "face verified",
         json!({

@@ -10,16 +10,16 @@
 //! the HSM) and get the same 401; lockouts are kept per e-mail (known or not)
 //! and per client address, in the store.
 
-use http::{Request, Response, StatusCode};
+use http::{Request, StatusCode};
 use hyper::body::Incoming;
 use serde_json::json;
 
 use super::intake::{self, ClientInfo, FormKind, Proof};
 use super::session::{self, Answer};
 use crate::App;
-use crate::http::response::{self, Body, bad_request};
+use crate::http::response::{self, bad_request};
 use crate::identity::{Email, Name};
-use crate::signin::challenge::{self, Judged};
+use crate::signin::challenge;
 use crate::signin::{self, Refused};
 use crate::store::{Action, User};
 
@@ -38,7 +38,13 @@ pub async fn register(app: &App, req: Request<Incoming>) -> Answer {
     let name = Name::parse(form.name.as_deref().unwrap_or_default())
         .map_err(|e| bad_request(&e.to_string()))?;
     let email = Email::parse(&form.email).map_err(|e| bad_request(&e.to_string()))?;
-    let embedding = enrolment_face(app, &email, form.proof, &client).await?;
+    let at = app.clock.now();
+    let mode = app.config.liveness.registration;
+    let (embedding, attack) =
+        signin::proven_face(app, mode, &email, form.proof, &client, at).await?;
+    if let Some(reason) = attack {
+        return Err(signin::refuse_enrolment(app, &client, reason).await.into());
+    }
     let user = signin::enrol(app, name, email, embedding, &client).await?;
     let tokens = session::open(app, &user.id, user.created_at).await?;
     Ok(response::ok(
@@ -46,39 +52,6 @@ pub async fn register(app: &App, req: Request<Incoming>) -> Answer {
         "Registration successful",
         json!({"user": user_json(&user), "tokens": tokens}),
     ))
-}
-
-/// The face to enrol, proven live as `[liveness] registration` asks.
-async fn enrolment_face(
-    app: &App,
-    email: &Email,
-    proof: Proof,
-    client: &ClientInfo,
-) -> Result<arclock_face::Embedding, Refused> {
-    let mode = app.config.liveness.registration;
-    let pad = signin::pad_in_force(app, mode)?;
-    match proof {
-        Proof::Photo(_) if mode == crate::config::LivenessMode::Active => {
-            Err(Refused::ChallengeRequired)
-        }
-        Proof::Photo(photo) => {
-            let face = signin::embed(app, photo).await?;
-            match signin::passive_verdict(app, &face, pad) {
-                None => Ok(face.embedding),
-                Some(reason) => Err(signin::refuse_enrolment(app, client, reason).await),
-            }
-        }
-        Proof::Challenge { id, frames } => {
-            let at = app.clock.now();
-            let steps = challenge::take(app, &id, email, client, at, frames.len()).await?;
-            match challenge::judge_frames(app, &steps, frames, pad).await? {
-                Judged::Live(fused) => Ok(fused),
-                Judged::Attack(_, reason) => {
-                    Err(signin::refuse_enrolment(app, client, reason).await)
-                }
-            }
-        }
-    }
 }
 
 /// `POST /api/auth/challenge`: a fresh liveness challenge for an e-mail
@@ -122,26 +95,13 @@ async fn sign_in(
     client: &ClientInfo,
     at: crate::store::Millis,
     action: Action,
-) -> Result<(User, f32), Response<Body>> {
+) -> Result<(User, f32), Refused> {
     let mode = app.config.liveness.signin;
+    // Before the lock check: a photo can never succeed here, locked or not.
     if matches!(proof, Proof::Photo(_)) && mode == crate::config::LivenessMode::Active {
-        return Err(Refused::ChallengeRequired.into());
+        return Err(Refused::ChallengeRequired);
     }
     signin::check_locks(app, email, client, at, action).await?;
-    let pad = signin::pad_in_force(app, mode)?;
-    let (probe, attack) = match proof {
-        Proof::Photo(photo) => {
-            let face = signin::embed(app, photo).await?;
-            let attack = signin::passive_verdict(app, &face, pad);
-            (face.embedding, attack)
-        }
-        Proof::Challenge { id, frames } => {
-            let steps = challenge::take(app, &id, email, client, at, frames.len()).await?;
-            match challenge::judge_frames(app, &steps, frames, pad).await? {
-                Judged::Live(fused) => (fused, None),
-                Judged::Attack(fused, reason) => (fused, Some(reason)),
-            }
-        }
-    };
-    Ok(signin::compare(app, email, probe, client, at, action, attack).await?)
+    let (probe, attack) = signin::proven_face(app, mode, email, proof, client, at).await?;
+    signin::compare(app, email, probe, client, at, action, attack).await
 }

@@ -261,7 +261,14 @@ struct PhotoBody<'a> {
     _device: Option<serde::de::IgnoredAny>,
 }
 
-/// Exactly one face: a photo, or a challenge id with 1..=MAX_FRAMES frames.
+fn too_many_frames() -> Response<Body> {
+    bad_request(&format!(
+        "at most {MAX_FRAMES} frames, one per challenge step"
+    ))
+}
+
+/// Exactly one face: a photo, or a challenge id with frames (both readers
+/// refuse more than `MAX_FRAMES` before decoding them).
 fn proof(
     photo: Option<LockedBytes>,
     challenge_id: Option<String>,
@@ -272,11 +279,6 @@ fn proof(
         (None, Some(id), false) => {
             if id.is_empty() || id.len() > MAX_CHALLENGE_ID {
                 return Err(bad_request("challengeId is not a challenge id"));
-            }
-            if frames.len() > MAX_FRAMES {
-                return Err(bad_request(&format!(
-                    "at most {MAX_FRAMES} frames, one per challenge step"
-                )));
             }
             if frames.iter().any(|f| f.is_empty()) {
                 return Err(bad_request("a frame is empty"));
@@ -326,10 +328,9 @@ pub async fn photo_form_within(
     } else {
         let (body, client) = read_body_within(limits, req).await?;
         let b: PhotoBody<'_> = parse(&body)?;
+        // Counted before any frame is decoded.
         if b.frames.as_ref().is_some_and(|f| f.len() > MAX_FRAMES) {
-            return Err(bad_request(&format!(
-                "at most {MAX_FRAMES} frames, one per challenge step"
-            )));
+            return Err(too_many_frames());
         }
         let photo = b.image_base64.as_deref().map(decode_photo).transpose()?;
         let frames = b
@@ -432,11 +433,7 @@ async fn multipart(
             "name" if name.is_none() => name = Some(text()?),
             "challengeId" if challenge_id.is_none() => challenge_id = Some(text()?),
             "frames" if frames.len() < MAX_FRAMES => frames.push(value),
-            "frames" => {
-                return Err(bad_request(&format!(
-                    "at most {MAX_FRAMES} frames, one per challenge step"
-                )));
-            }
+            "frames" => return Err(too_many_frames()),
             "email" if email.is_none() => email = Some(text()?),
             "device" => {}
             "image" if photo.is_none() => photo = Some(value),

@@ -17,13 +17,13 @@
 pub mod challenge;
 
 use arclock_face::Embedding;
-use arclock_face::liveness::{PoseHint, Refusal};
+use arclock_face::liveness::PoseHint;
 use http::{HeaderValue, Response, StatusCode, header};
 use sha2::{Digest, Sha256};
 use tokio::sync::OnceCell;
 
 use crate::App;
-use crate::api::intake::ClientInfo;
+use crate::api::intake::{ClientInfo, Proof};
 use crate::api::journal::{self, Event};
 use crate::config::{LivenessMode, PadUnavailable};
 use crate::http::response::{self, Body};
@@ -249,9 +249,36 @@ pub fn passive_verdict(app: &App, face: &arclock_face::Face, run: bool) -> Optio
     (!live).then_some("pad")
 }
 
-/// The liveness reason an attack verdict is logged with.
-pub fn attack_reason(r: &Refusal) -> &'static str {
-    r.reason()
+/// The face a request offers (one photo, or a challenge answer), proven
+/// live as `mode` asks: the embedding to use and, if liveness judged it an
+/// attack, the reason. Registration refuses on that reason; sign-in still
+/// compares (same cost as a wrong face) and counts a failure.
+pub async fn proven_face(
+    app: &App,
+    mode: LivenessMode,
+    email: &Email,
+    proof: Proof,
+    client: &ClientInfo,
+    at: Millis,
+) -> Result<(Embedding, Option<&'static str>), Refused> {
+    let pad = pad_in_force(app, mode)?;
+    match proof {
+        Proof::Photo(_) if mode == LivenessMode::Active => Err(Refused::ChallengeRequired),
+        Proof::Photo(photo) => {
+            let face = embed(app, photo).await?;
+            let attack = passive_verdict(app, &face, pad);
+            Ok((face.embedding, attack))
+        }
+        Proof::Challenge { id, frames } => {
+            let steps = challenge::take(app, &id, email, client, at, frames.len()).await?;
+            Ok(
+                match challenge::judge_frames(app, &steps, frames, pad).await? {
+                    challenge::Judged::Live(fused) => (fused, None),
+                    challenge::Judged::Attack(fused, reason) => (fused, Some(reason)),
+                },
+            )
+        }
+    }
 }
 
 /// Seals `embedding` for a new account and stores it (a photo upload or the
