@@ -23,6 +23,7 @@ run: build
 	@mkdir -p -m 0750 $(STATE)/run
 	@echo "arclockd: starting on the embedded store; check it with:"
 	@echo "    curl -k https://127.0.0.1:8443/health"
+	@echo "  browser client (enrol and sign in with your camera): https://127.0.0.1:8443/app/"
 	@echo "  operator console (another terminal): target/debug/arclock-console --socket var/run/arclockd.sock"
 	@exec target/debug/arclockd --config config/arclockd.toml
 

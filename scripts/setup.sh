@@ -14,9 +14,14 @@ MIRROR="${ARCLOCK_MODELS_MIRROR:-$ROOT/../shared/models}"
 # end-to-end test drives the real binary in tmux, and curl plays a non-operator
 # uid against the admin socket. systemd: systemd-analyze scores the unit.
 # libclang-dev: the v4l crate (kiosk camera) generates its V4L2 bindings with
-# bindgen. The rest the build needs (gcc, make, python3) is part of the base
-# image; checked, not assumed.
-DEB_PACKAGES=("softhsm2=2.6.1-*" "tmux" "curl" "systemd" "libclang-dev=1:14.0-*" "python3" "gcc" "make" "pkg-config")
+# bindgen. chromium and chromium-driver: the browser client's end-to-end test
+# (daemon/tests/browser.rs) drives a real headless Chromium with a fake camera;
+# they are not pinned because Debian's security updates replace Chromium's
+# major version every few weeks (an old pin stops being installable), and the
+# test needs only W3C WebDriver and the long-stable fake-capture switches.
+# The rest the build needs (gcc, make, python3) is part of the base image;
+# checked, not assumed.
+DEB_PACKAGES=("softhsm2=2.6.1-*" "tmux" "curl" "systemd" "libclang-dev=1:14.0-*" "python3" "gcc" "make" "pkg-config" "chromium" "chromium-driver")
 missing=()
 for spec in "${DEB_PACKAGES[@]}"; do
   name="${spec%%=*}"

@@ -57,6 +57,8 @@ pub struct Config {
     pub camera: Camera,
     #[serde(default)]
     pub liveness: Liveness,
+    #[serde(default)]
+    pub app: BrowserApp,
 }
 
 /// How much a face must prove that it is live (`off` < `passive` < `active`).
@@ -115,6 +117,21 @@ impl Liveness {
     /// Whether any flow scores faces with PAD.
     pub fn wants_pad(&self) -> bool {
         self.signin >= LivenessMode::Passive || self.registration >= LivenessMode::Passive
+    }
+}
+
+/// The browser reference client at `/app/` (`daemon/app/`): on by default so
+/// that `make run` ends with something a person can use; an appliance that
+/// only serves the mobile app turns it off and `/app/` answers 404.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BrowserApp {
+    pub enabled: bool,
+}
+
+impl Default for BrowserApp {
+    fn default() -> Self {
+        BrowserApp { enabled: true }
     }
 }
 
@@ -581,6 +598,7 @@ pub fn restart_needed(running: &Config, fresh: &Config) -> Vec<&'static str> {
         ("admin", running.admin == fresh.admin),
         ("camera", running.camera == fresh.camera),
         ("liveness", running.liveness == fresh.liveness),
+        ("app", running.app == fresh.app),
         ("log.format", running.log.format == fresh.log.format),
     ];
     sections
@@ -613,6 +631,7 @@ fn apply_override(
         .ok_or_else(|| err("expected ARCLOCK_<SECTION>_<KEY>".into()))?;
     if ![
         "server", "hsm", "store", "models", "auth", "limits", "log", "admin", "camera", "liveness",
+        "app",
     ]
     .contains(&section)
     {

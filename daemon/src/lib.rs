@@ -11,6 +11,8 @@
 //! - [`api`]: the route table and one file per concern: face sign-in
 //!   (`auth`), sessions and refresh tokens (`session`), the caller's account
 //!   and logs, request intake, rate limits, health and public keys.
+//! - [`webapp`]: the browser reference client at `/app/`, built into the
+//!   binary, with its own narrow CSP and the only camera permission.
 //! - [`admin`]: the operator API on a Unix socket (peer uid checked): live
 //!   auth log, search, lockouts, users, health, key rotation, metrics.
 //! - [`metrics`]: Prometheus counters and latency histograms, admin-only.
@@ -58,6 +60,7 @@ pub mod store;
 pub mod supervisor;
 pub mod template;
 pub mod token;
+pub mod webapp;
 
 use std::sync::Arc;
 

@@ -145,6 +145,12 @@ async fn dispatch(
 ) -> (&'static str, Response<Body>) {
     req.extensions_mut().insert(peer);
     let path = req.uri().path().to_string();
+    if app.config.app.enabled
+        && (path == "/app" || path.starts_with("/app/"))
+        && let Some(resp) = crate::webapp::serve(req.method(), &path)
+    {
+        return ("/app/", resp);
+    }
     let found = ROUTES
         .iter()
         .find(|(m, p, _, _)| *p == path && m == req.method());

@@ -112,6 +112,12 @@ pub fn secure(mut resp: Response<Body>) -> Response<Body> {
         HeaderValue::from_static("no-referrer"),
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    // No camera, microphone or location for anything but the client's pages
+    // (`webapp` allows the camera there).
+    h.insert(
+        "permissions-policy",
+        HeaderValue::from_static("camera=(), microphone=(), geolocation=()"),
+    );
     h.insert(
         "cross-origin-resource-policy",
         HeaderValue::from_static("same-origin"),

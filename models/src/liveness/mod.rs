@@ -156,17 +156,27 @@ impl std::fmt::Display for PoseHint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             PoseHint::LookStraight => "look straight at the camera",
-            PoseHint::TurnLeft => "turn your head to the left (the other way)",
-            PoseHint::TurnFurtherLeft => "turn your head further to the left",
-            PoseHint::TurnRight => "turn your head to the right (the other way)",
-            PoseHint::TurnFurtherRight => "turn your head further to the right",
+            PoseHint::TurnLeft => {
+                "the nose must point toward the picture's left edge (it points the other way)"
+            }
+            PoseHint::TurnFurtherLeft => {
+                "turn further: the nose must point more toward the picture's left edge"
+            }
+            PoseHint::TurnRight => {
+                "the nose must point toward the picture's right edge (it points the other way)"
+            }
+            PoseHint::TurnFurtherRight => {
+                "turn further: the nose must point more toward the picture's right edge"
+            }
         })
     }
 }
 
 /// Whether a face with `yaw` does `step`; the hint if not. "Left" and
-/// "right" are the image's: a selfie camera that mirrors its preview shows
-/// the user the same side they should turn to.
+/// "right" are the submitted picture's, never the user's: for `left` a
+/// person facing the camera turns to their own right, which a mirrored
+/// selfie preview shows as the nose moving toward the screen's right. A
+/// client says it in the user's terms (the browser client does).
 pub fn pose_fits(step: Step, yaw: f32, t: &Thresholds) -> Result<(), PoseHint> {
     match step {
         Step::Front if yaw.abs() <= t.front_max_yaw => Ok(()),
