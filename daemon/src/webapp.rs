@@ -104,6 +104,51 @@ mod tests {
         }
     }
 
+    /// Every error code the daemon can answer has a sentence in the client:
+    /// any upper-snake literal in `src/` is taken for a code unless it is
+    /// one of the few known non-codes, so a new code fails here until the
+    /// client can say it.
+    #[test]
+    fn the_client_can_say_every_error_code() {
+        fn sources(dir: &std::path::Path, out: &mut Vec<String>) {
+            for e in std::fs::read_dir(dir).unwrap().flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    sources(&p, out);
+                } else if p.extension().is_some_and(|x| x == "rs") {
+                    out.push(std::fs::read_to_string(&p).unwrap());
+                }
+            }
+        }
+        let mut files = Vec::new();
+        sources(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
+            &mut files,
+        );
+        let not_codes = ["UPPER_SNAKE", "POST", "DENY", "FULL"];
+        let mut codes = std::collections::BTreeSet::new();
+        for text in &files {
+            for literal in text.split('"').skip(1).step_by(2) {
+                let upper = literal.len() >= 4
+                    && literal.bytes().all(|b| b.is_ascii_uppercase() || b == b'_')
+                    && !literal.starts_with('_')
+                    && !literal.starts_with("ARCLOCK_")
+                    && !literal.starts_with("CARGO_")
+                    && !not_codes.contains(&literal);
+                if upper {
+                    codes.insert(literal.to_string());
+                }
+            }
+        }
+        assert!(codes.len() >= 19, "{codes:?}");
+        let js = std::str::from_utf8(FILES[1].2).unwrap();
+        let missing: Vec<&String> = codes
+            .iter()
+            .filter(|c| !js.contains(&format!("  {c}: ")))
+            .collect();
+        assert!(missing.is_empty(), "app.js has no message for {missing:?}");
+    }
+
     #[test]
     fn only_files_and_the_redirect_answer() {
         assert!(serve(&Method::GET, "/app/nope.js").is_none());
