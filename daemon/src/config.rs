@@ -224,8 +224,14 @@ pub struct Auth {
     pub access_ttl_secs: u64,
     /// Refresh token family lifetime (7 days).
     pub refresh_ttl_secs: u64,
-    /// Failed face attempts (per e-mail, and per client address) that lock.
+    /// Failed face attempts per e-mail that lock it (attempts still running
+    /// count: at most this many are ever evaluated in a window).
     pub max_failures: u32,
+    /// Failed attempts per client address (IPv6: per /64), across accounts,
+    /// that lock the address: much higher than per e-mail, because behind a
+    /// NAT or a proxy many people share one; with the per-address rate limit
+    /// it bounds guessing without one typo-prone office locking out all.
+    pub max_failures_per_address: u32,
     /// Window in which those failures count.
     pub failure_window_secs: u64,
     /// How long a lockout lasts.
@@ -240,6 +246,7 @@ impl Default for Auth {
             access_ttl_secs: 15 * 60,
             refresh_ttl_secs: 7 * 24 * 3600,
             max_failures: 5,
+            max_failures_per_address: 50,
             failure_window_secs: 15 * 60,
             lockout_secs: 15 * 60,
         }
@@ -268,6 +275,10 @@ pub struct Server {
     /// Seconds SIGTERM waits for in-flight requests before closing them.
     #[serde(default = "defaults::shutdown_grace_secs")]
     pub shutdown_grace_secs: u64,
+    /// Reverse proxies (CIDRs) whose `Forwarded` / `X-Forwarded-For` name
+    /// the client (`http::forwarded`); empty: the TCP peer is the client.
+    #[serde(default)]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 /// How dev provisioning treats the token.
@@ -532,6 +543,12 @@ impl Config {
         if self.auth.max_failures == 0 {
             return invalid("auth.max_failures", "must be at least 1");
         }
+        if self.auth.max_failures_per_address < self.auth.max_failures {
+            return invalid(
+                "auth.max_failures_per_address",
+                "must be at least auth.max_failures",
+            );
+        }
         if self.server.body_limit_bytes < 1024 || self.server.body_limit_bytes > 64 * 1024 * 1024 {
             return invalid("server.body_limit_bytes", "must be 1 KiB..=64 MiB");
         }
@@ -641,7 +658,12 @@ fn apply_override(
         .parse::<toml::Table>()
         .ok()
         .and_then(|mut t| t.remove("v"))
-        .filter(|v| !v.is_table() && !v.is_array())
+        .filter(|v| match v {
+            toml::Value::Table(_) => false,
+            // A list of scalars (`["10.0.0.0/8", "fd00::/8"]`), nothing deeper.
+            toml::Value::Array(items) => items.iter().all(|i| !i.is_table() && !i.is_array()),
+            _ => true,
+        })
         .unwrap_or_else(|| toml::Value::String(value.to_string()));
     let section_table = table
         .entry(section)

@@ -35,6 +35,10 @@ async fn post(d: &Daemon, path: &str, body: serde_json::Value) -> u16 {
         .as_u16()
 }
 
+/// The address's failure ceiling as low as the account's (by default it is
+/// ten times higher), so that five wrong faces lock both.
+const LOCK_THE_ADDRESS_TOO: &[(&str, &str)] = &[("ARCLOCK_AUTH_MAX_FAILURES_PER_ADDRESS", "5")];
+
 /// One account, locked out (and its address with it) by five wrong faces.
 async fn locked_out_account(d: &Daemon) {
     let reg = json!({"name": "Linus", "email": EMAIL, "imageBase64": photo("Aaron_Peirsol", 1)});
@@ -49,7 +53,7 @@ async fn locked_out_account(d: &Daemon) {
 async fn views_show_the_daemon_and_actions_take_effect() {
     let inst = Instance::new();
     inst.provision();
-    let d = inst.start();
+    let d = inst.start_with(LOCK_THE_ADDRESS_TOO);
     locked_out_account(&d).await;
     let client = Client::new(inst.path("admin.sock"));
     let mut c = Console::new();
@@ -206,7 +210,7 @@ impl Drop for Tmux {
 async fn the_real_binary_in_tmux() {
     let inst = Instance::new();
     inst.provision();
-    let d = inst.start();
+    let d = inst.start_with(LOCK_THE_ADDRESS_TOO);
     locked_out_account(&d).await;
     let tmux = Tmux {
         socket: format!("arclock-test-{}", std::process::id()),

@@ -14,8 +14,8 @@ use arclock_hsm::WrappedKey;
 use arclockd::identity::{Email, Name, UserId};
 use arclockd::store::{
     Action, AuthLog, Credentials, EmbeddedStore, FailureOutcome, LockPolicy, LogCursor, LogFilter,
-    MongoStore, NewFamily, NewUser, Outcome, Rotation, Store, StoreError, StoredChallenge,
-    StoredKey, Subject, Template, User, UserStatus,
+    MongoStore, NewFamily, NewUser, Outcome, Reservation, Rotation, Store, StoreError,
+    StoredChallenge, StoredKey, Subject, Template, User, UserStatus,
 };
 use common::mongo_uri;
 
@@ -78,6 +78,7 @@ contract!(
     unique_email_under_concurrent_registration,
     lockout_counts_locks_and_expires,
     concurrent_failures_are_all_counted,
+    reservations_hold_the_limit_under_concurrency,
     refresh_rotation_race_revokes_the_family,
     deletion_shreds_everything_but_an_anonymous_log,
     logs_page_newest_first_and_filter,
@@ -238,6 +239,69 @@ async fn unique_email_under_concurrent_registration(_: &Backend, s: Arc<dyn Stor
     }
 }
 
+/// One attempt that fails: reserved (it must be granted), then failed.
+async fn record_failure(
+    s: &Arc<dyn Store>,
+    subject: &Subject,
+    at: i64,
+    p: &LockPolicy,
+) -> FailureOutcome {
+    assert_eq!(
+        s.reserve_attempt(subject, at, p).await.unwrap(),
+        Reservation::Granted
+    );
+    s.fail_attempt(subject, at, p).await.unwrap()
+}
+
+/// Of 16 concurrent attempts at most `max_failures` are let through; a
+/// released one gives its place back; when the reserved ones fail the
+/// subject locks and every reservation is refused until then.
+async fn reservations_hold_the_limit_under_concurrency(_: &Backend, s: Arc<dyn Store>) {
+    let p = LockPolicy {
+        max_failures: 5,
+        window: 15 * MIN,
+        lock_for: 15 * MIN,
+    };
+    let subject = Subject::Account(UserId::generate());
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let (s, subject) = (s.clone(), subject.clone());
+        tasks.push(tokio::spawn(async move {
+            s.reserve_attempt(&subject, NOW, &p).await.unwrap()
+        }));
+    }
+    let mut granted = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Reservation::Granted => granted += 1,
+            Reservation::Refused { until } => assert_eq!(until, NOW + 15 * MIN),
+        }
+    }
+    assert_eq!(granted, 5);
+    // One of them did not reach a comparison: its place goes back.
+    s.release_attempt(&subject).await.unwrap();
+    assert_eq!(
+        s.reserve_attempt(&subject, NOW + 1, &p).await.unwrap(),
+        Reservation::Granted
+    );
+    for i in 1..5 {
+        assert_eq!(
+            s.fail_attempt(&subject, NOW + 2, &p).await.unwrap(),
+            FailureOutcome::Counted(i)
+        );
+    }
+    assert_eq!(
+        s.fail_attempt(&subject, NOW + 2, &p).await.unwrap(),
+        FailureOutcome::LockedUntil(NOW + 2 + 15 * MIN)
+    );
+    assert_eq!(
+        s.reserve_attempt(&subject, NOW + 3, &p).await.unwrap(),
+        Reservation::Refused {
+            until: NOW + 2 + 15 * MIN
+        }
+    );
+}
+
 async fn lockout_counts_locks_and_expires(_: &Backend, s: Arc<dyn Store>) {
     let p = LockPolicy {
         max_failures: 5,
@@ -247,14 +311,14 @@ async fn lockout_counts_locks_and_expires(_: &Backend, s: Arc<dyn Store>) {
     let acct = Subject::Account(UserId::generate());
     for i in 1..5 {
         assert_eq!(
-            s.record_failure(&acct, NOW + i, &p).await.unwrap(),
+            record_failure(&s, &acct, NOW + i, &p).await,
             FailureOutcome::Counted(i as u32)
         );
     }
     assert_eq!(s.locked_until(&acct, NOW + 10).await.unwrap(), None);
     let until = NOW + 5 + 15 * MIN;
     assert_eq!(
-        s.record_failure(&acct, NOW + 5, &p).await.unwrap(),
+        record_failure(&s, &acct, NOW + 5, &p).await,
         FailureOutcome::LockedUntil(until)
     );
     assert_eq!(s.locked_until(&acct, NOW + 6).await.unwrap(), Some(until));
@@ -266,21 +330,19 @@ async fn lockout_counts_locks_and_expires(_: &Backend, s: Arc<dyn Store>) {
     assert_eq!(s.locked_until(&acct, until).await.unwrap(), None);
     assert!(s.lockouts(until + 1).await.unwrap().is_empty());
     assert_eq!(
-        s.record_failure(&acct, until + 1, &p).await.unwrap(),
+        record_failure(&s, &acct, until + 1, &p).await,
         FailureOutcome::Counted(1)
     );
 
     // Failures spread wider than the window never lock.
     let ip = Subject::Ip("198.51.100.9".into());
     for i in 0..8 {
-        let out = s.record_failure(&ip, NOW + i * 16 * MIN, &p).await.unwrap();
+        let out = record_failure(&s, &ip, NOW + i * 16 * MIN, &p).await;
         assert_eq!(out, FailureOutcome::Counted(1));
     }
     // An operator unlock lifts a lockout; a success clears the count.
     for i in 0..5 {
-        s.record_failure(&ip, NOW + 200 * MIN + i, &p)
-            .await
-            .unwrap();
+        record_failure(&s, &ip, NOW + 200 * MIN + i, &p).await;
     }
     assert!(
         s.locked_until(&ip, NOW + 200 * MIN + 10)
@@ -294,10 +356,10 @@ async fn lockout_counts_locks_and_expires(_: &Backend, s: Arc<dyn Store>) {
         None
     );
     assert!(!s.unlock(&ip).await.unwrap());
-    s.record_failure(&acct, until + 2, &p).await.unwrap();
+    record_failure(&s, &acct, until + 2, &p).await;
     s.clear_failures(&acct).await.unwrap();
     assert_eq!(
-        s.record_failure(&acct, until + 3, &p).await.unwrap(),
+        record_failure(&s, &acct, until + 3, &p).await,
         FailureOutcome::Counted(1)
     );
     // Expired state is purged.
@@ -315,14 +377,14 @@ async fn concurrent_failures_are_all_counted(_: &Backend, s: Arc<dyn Store>) {
     for i in 0..10 {
         let (s, subject) = (s.clone(), subject.clone());
         tasks.push(tokio::spawn(async move {
-            s.record_failure(&subject, NOW + i, &p).await
+            record_failure(&s, &subject, NOW + i, &p).await
         }));
     }
     for t in tasks {
-        t.await.unwrap().unwrap();
+        t.await.unwrap();
     }
     assert_eq!(
-        s.record_failure(&subject, NOW + 20, &p).await.unwrap(),
+        record_failure(&s, &subject, NOW + 20, &p).await,
         FailureOutcome::Counted(11)
     );
 }

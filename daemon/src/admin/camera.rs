@@ -16,7 +16,7 @@ use crate::api::intake::ClientInfo;
 use crate::http::response;
 use crate::identity::{Email, Name};
 use crate::kiosk::Kiosk;
-use crate::signin::{self, Refused, check_locks, compare, enrol};
+use crate::signin::{self, Refused, compare, enrol};
 use crate::store::{Action, similarity_bucket};
 
 fn kiosk(app: &App) -> Result<&Arc<Kiosk>, http::Response<super::AdminBody>> {
@@ -110,23 +110,15 @@ pub async fn verify(app: &App, req: Request<Incoming>, op: Operator) -> Answer {
     let client = client(kiosk, op);
     let at = app.clock.now();
     tracing::info!(target: "audit", uid = op.uid, action = "camera verify", "operator action");
-    check_locks(app, &email, &client, at, Action::VerifyFace)
+    let attempt = signin::reserve(app, &email, &client, at, Action::VerifyFace)
         .await
         .map_err(refused)?;
     let pad = signin::pad_in_force(app, app.config.liveness.signin).map_err(refused)?;
     let face = capture(app, kiosk).await?;
     let attack = signin::passive_verdict(app, &face, pad);
-    let (user, similarity) = compare(
-        app,
-        &email,
-        face.embedding,
-        &client,
-        at,
-        Action::VerifyFace,
-        attack,
-    )
-    .await
-    .map_err(refused)?;
+    let (user, similarity) = compare(app, attempt, &email, face.embedding, &client, attack)
+        .await
+        .map_err(refused)?;
     Ok(ok(
         "face verified",
         json!({

@@ -101,7 +101,7 @@ async fn sign_in(
     if matches!(proof, Proof::Photo(_)) && mode == crate::config::LivenessMode::Active {
         return Err(Refused::ChallengeRequired);
     }
-    signin::check_locks(app, email, client, at, action).await?;
+    let attempt = signin::reserve(app, email, client, at, action).await?;
     let (probe, attack) = signin::proven_face(app, mode, email, proof, client, at).await?;
-    signin::compare(app, email, probe, client, at, action, attack).await
+    signin::compare(app, attempt, email, probe, client, attack).await
 }

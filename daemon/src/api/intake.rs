@@ -16,6 +16,7 @@ use hyper::body::{Bytes, Incoming};
 use serde::Deserialize;
 
 use crate::App;
+use crate::http::forwarded::ClientAddr;
 use crate::http::response::{self, Body, bad_request, unavailable};
 
 /// Any request body intake reads: hyper's `Incoming` in the daemon, an
@@ -71,8 +72,10 @@ impl ClientInfo {
         ClientInfo {
             ip: req
                 .extensions()
-                .get::<SocketAddr>()
-                .map(|a| a.ip().to_string()),
+                .get::<ClientAddr>()
+                .map(|a| a.0)
+                .or_else(|| req.extensions().get::<SocketAddr>().map(|a| a.ip()))
+                .map(|ip| ip.to_string()),
             user_agent: header("x-device-info").or_else(|| header("user-agent")),
         }
     }

@@ -98,20 +98,6 @@ impl std::fmt::Debug for Limits {
     }
 }
 
-/// The key a client is limited under: its address, IPv6 cut to the /64.
-fn key(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => {
-                let s = v6.segments();
-                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
-            }
-        },
-        v4 => v4,
-    }
-}
-
 impl Limits {
     /// A quota of 0 switches that limit off.
     pub fn new(c: &config::Limits) -> Self {
@@ -124,7 +110,7 @@ impl Limits {
 
     /// Counts one request; the standing to report, or the 429 to send.
     pub fn check(&self, class: Class, ip: IpAddr) -> Result<Option<Standing>, Response<Body>> {
-        let k = key(ip);
+        let k = crate::http::forwarded::grouped(ip);
         let general = match &self.general {
             Some(b) => Some(b.check(&k).map_err(refuse)?),
             None => None,

@@ -144,6 +144,13 @@ async fn dispatch(
     peer: SocketAddr,
 ) -> (&'static str, Response<Body>) {
     req.extensions_mut().insert(peer);
+    let client = crate::http::forwarded::client_addr(
+        req.headers(),
+        peer.ip(),
+        &app.config.server.trusted_proxies,
+    );
+    req.extensions_mut()
+        .insert(crate::http::forwarded::ClientAddr(client));
     let path = req.uri().path().to_string();
     if app.config.app.enabled
         && (path == "/app" || path.starts_with("/app/"))
@@ -175,7 +182,7 @@ async fn dispatch(
         );
     };
     let standing = match class {
-        Some(class) => match app.limits.check(*class, peer.ip()) {
+        Some(class) => match app.limits.check(*class, client) {
             Ok(s) => s,
             Err(refused) => return (route, response::secure(refused)),
         },

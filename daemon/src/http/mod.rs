@@ -3,6 +3,7 @@
 //! handshake + header timeout and an idle timeout on every connection; body
 //! size and time caps are enforced where bodies are read (`api::intake`).
 
+pub mod forwarded;
 mod idle;
 pub mod response;
 mod tls;

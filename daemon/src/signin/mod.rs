@@ -2,7 +2,8 @@
 //! person's face" and "yes" or "no", shared by the mobile API (`api::auth`)
 //! and the kiosk camera (`admin::camera`), which only parse and render.
 //!
-//! - lockouts checked before any face work ([`check_locks`]);
+//! - an attempt reserved against the e-mail's and the address's budgets
+//!   before any face work ([`reserve`]), so lockouts hold under concurrency;
 //! - liveness: passive PAD on every face, and active challenges
 //!   ([`challenge`]: drawn, stored, answered once), judged by
 //!   `arclock_face::liveness`;
@@ -30,8 +31,8 @@ use crate::http::response::{self, Body};
 use crate::identity::{Email, Name, UserId};
 use crate::metrics::{LockKind, Verdict};
 use crate::store::{
-    Action, Credentials, FailureOutcome, LockPolicy, Millis, NewUser, Outcome, Subject, User,
-    UserStatus, similarity_bucket,
+    Action, Credentials, FailureOutcome, LockPolicy, Millis, NewUser, Outcome, Reservation,
+    Subject, User, UserStatus, similarity_bucket,
 };
 use crate::template;
 
@@ -157,41 +158,97 @@ pub(crate) fn email_subject(email: &Email) -> Subject {
     Subject::Account(UserId::stored(hex::encode(&h[..16])))
 }
 
-/// Whose failures a sign-in attempt counts against: the e-mail (whether or
-/// not it has an account) and the client address.
-fn subjects(email: &Email, client: &ClientInfo) -> Vec<Subject> {
-    std::iter::once(email_subject(email))
-        .chain(client.ip.clone().map(Subject::Ip))
-        .collect()
+/// The lockout subject of a client address: IPv6 by its /64.
+fn address_subject(client: &ClientInfo) -> Option<Subject> {
+    let ip: std::net::IpAddr = client.ip.as_deref()?.parse().ok()?;
+    Some(Subject::Ip(crate::http::forwarded::subject_key(ip)))
 }
 
-/// 429 (logged) if the e-mail or the address is locked out; checked before
-/// any face work is spent.
-pub async fn check_locks(
+/// Each subject's budget: the e-mail's is small (it protects one account),
+/// the address's much larger (many people may share one behind a NAT or a
+/// proxy; it bounds guessing across accounts).
+fn policy(app: &App, subject: &Subject) -> LockPolicy {
+    let a = &app.config.auth;
+    LockPolicy {
+        max_failures: match subject {
+            Subject::Account(_) => a.max_failures,
+            Subject::Ip(_) => a.max_failures_per_address,
+        },
+        window: a.failure_window_secs as i64 * 1000,
+        lock_for: a.lockout_secs as i64 * 1000,
+    }
+}
+
+/// One sign-in attempt, reserved against the e-mail's and the address's
+/// budgets before any face work ([`reserve`]) and settled by [`compare`].
+/// Dropped unsettled (a photo problem, a challenge refused, a dependency
+/// down), it gives its places back: only a comparison that fails counts.
+#[must_use = "an attempt is settled by compare() or released on drop"]
+pub struct Attempt {
+    store: std::sync::Arc<dyn crate::store::Store>,
+    reserved: Vec<Subject>,
+    at: Millis,
+    action: Action,
+}
+
+impl Drop for Attempt {
+    fn drop(&mut self) {
+        let reserved = std::mem::take(&mut self.reserved);
+        if reserved.is_empty() {
+            return;
+        }
+        let store = self.store.clone();
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                for s in &reserved {
+                    if let Err(e) = store.release_attempt(s).await {
+                        tracing::warn!(error = %e, "could not release an attempt");
+                    }
+                }
+            });
+        }
+    }
+}
+
+/// Reserves the attempt (429, logged, if the e-mail or the address is
+/// locked or its budget is taken by failed and running attempts), before
+/// any face work is spent. Of concurrent attempts on one e-mail at most
+/// `[auth] max_failures` get past here in a window.
+pub async fn reserve(
     app: &App,
     email: &Email,
     client: &ClientInfo,
     at: Millis,
     action: Action,
-) -> Result<(), Refused> {
-    for s in &subjects(email, client) {
-        if let Some(until) = app
+) -> Result<Attempt, Refused> {
+    let mut attempt = Attempt {
+        store: app.store.clone(),
+        reserved: Vec::new(),
+        at,
+        action,
+    };
+    let subjects = std::iter::once(email_subject(email)).chain(address_subject(client));
+    for s in subjects {
+        let r = app
             .store
-            .locked_until(s, at)
+            .reserve_attempt(&s, at, &policy(app, &s))
             .await
-            .map_err(|e| Refused::unavailable("the store", &e))?
-        {
-            let e = Event {
-                outcome: Outcome::Locked,
-                reason: Some("locked"),
-                ..Event::ok(at, None, action)
-            };
-            journal::record(app, client, e).await;
-            app.metrics.verdict(Verdict::Locked);
-            return Err(Refused::Locked { until, at });
+            .map_err(|e| Refused::unavailable("the store", &e))?;
+        match r {
+            Reservation::Granted => attempt.reserved.push(s),
+            Reservation::Refused { until } => {
+                let e = Event {
+                    outcome: Outcome::Locked,
+                    reason: Some("locked"),
+                    ..Event::ok(at, None, action)
+                };
+                journal::record(app, client, e).await;
+                app.metrics.verdict(Verdict::Locked);
+                return Err(Refused::Locked { until, at });
+            }
         }
     }
-    Ok(())
+    Ok(attempt)
 }
 
 /// Embeds one photo; photo problems are the client's (422).
@@ -342,20 +399,14 @@ async fn decoy(app: &App, probe: &Embedding) -> Result<&'static (UserId, Credent
 /// but the outcome is a failure logged with that reason.
 pub async fn compare(
     app: &App,
+    mut attempt: Attempt,
     email: &Email,
     probe: Embedding,
     client: &ClientInfo,
-    at: Millis,
-    action: Action,
     attack: Option<&'static str>,
 ) -> Result<(User, f32), Refused> {
+    let (at, action) = (attempt.at, attempt.action);
     let down = |e: &dyn std::fmt::Display| Refused::unavailable("the store", e);
-    let policy = LockPolicy {
-        max_failures: app.config.auth.max_failures,
-        window: app.config.auth.failure_window_secs as i64 * 1000,
-        lock_for: app.config.auth.lockout_secs as i64 * 1000,
-    };
-    let subjects = subjects(email, client);
     let user = app
         .store
         .user_by_email(email)
@@ -385,11 +436,13 @@ pub async fn compare(
     let threshold = app.face.threshold().unwrap_or(1.0);
     let matched = user.is_some() && similarity >= threshold && attack.is_none();
     let user_id = user.as_ref().map(|u| u.id.clone());
+    // Settled from here on: the reservations become failures, or go back.
+    let reserved = std::mem::take(&mut attempt.reserved);
     if !matched {
-        for s in &subjects {
+        for s in &reserved {
             let out = app
                 .store
-                .record_failure(s, at, &policy)
+                .fail_attempt(s, at, &policy(app, s))
                 .await
                 .map_err(|e| down(&e))?;
             if let FailureOutcome::LockedUntil(_) = out {
@@ -417,8 +470,17 @@ pub async fn compare(
     let (Some(user), Some(id)) = (user, user_id) else {
         return Err(down(&"user vanished"));
     };
-    for s in &subjects {
-        let _ = app.store.clear_failures(s).await;
+    // The account owner proved themselves: its count starts again. The
+    // address's count only gets this attempt's place back: a success must
+    // not wipe failures a neighbour (or an attacker) made on other accounts.
+    for s in &reserved {
+        let settled = match s {
+            Subject::Account(_) => app.store.clear_failures(s).await,
+            Subject::Ip(_) => app.store.release_attempt(s).await,
+        };
+        if let Err(e) = settled {
+            tracing::warn!(error = %e, "could not settle a successful attempt");
+        }
     }
     let e = Event {
         bucket: Some(similarity_bucket(similarity)),

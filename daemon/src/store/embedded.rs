@@ -11,8 +11,8 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params, param
 
 use super::{
     Action, AuthLog, Credentials, FailureOutcome, LockPolicy, LogFilter, LogPage, Millis,
-    NewFamily, NewUser, Outcome, Rotation, Store, StoreError, StoredChallenge, StoredKey, Subject,
-    Template, User, UserStatus,
+    NewFamily, NewUser, Outcome, Reservation, Rotation, Store, StoreError, StoredChallenge,
+    StoredKey, Subject, Template, User, UserStatus,
 };
 use crate::identity::{Email, Name, UserId};
 
@@ -111,6 +111,12 @@ const MIGRATIONS: &[&str] = &[
         expires_at   INTEGER NOT NULL
     ) STRICT;
     CREATE INDEX challenges_expires ON challenges(expires_at);
+    "#,
+    // 4: attempts are reserved before the face work: `count` is failures plus
+    // attempts still running (the gate), `failed` the failures (the lock).
+    r#"
+    ALTER TABLE failed_attempts ADD COLUMN failed INTEGER NOT NULL DEFAULT 0;
+    UPDATE failed_attempts SET failed = count;
     "#,
 ];
 
@@ -616,7 +622,45 @@ impl Store for EmbeddedStore {
         .await
     }
 
-    async fn record_failure(
+    async fn reserve_attempt(
+        &self,
+        subject: &Subject,
+        now: Millis,
+        policy: &LockPolicy,
+    ) -> Result<Reservation, StoreError> {
+        let (key, p) = (subject.key(), *policy);
+        self.with(move |conn, path| {
+            let err = unavailable(path);
+            // IMMEDIATE: the read and the increment are one writer's, so
+            // concurrent reservations queue and each sees the last count.
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(&err)?;
+            let locked: Option<i64> = tx
+                .query_row(
+                    "SELECT until FROM lockouts WHERE subject = ?1 AND until > ?2",
+                    params![key, now],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(&err)?;
+            if let Some(until) = locked {
+                return Ok(Reservation::Refused { until });
+            }
+            let (count, failed, start) = window(&tx, &key, now, &p).map_err(&err)?;
+            if count >= i64::from(p.max_failures) {
+                return Ok(Reservation::Refused {
+                    until: start + p.window,
+                });
+            }
+            put_count(&tx, &key, (count + 1, failed), start, &p).map_err(&err)?;
+            tx.commit().map_err(&err)?;
+            Ok(Reservation::Granted)
+        })
+        .await
+    }
+
+    async fn fail_attempt(
         &self,
         subject: &Subject,
         now: Millis,
@@ -628,19 +672,12 @@ impl Store for EmbeddedStore {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(&err)?;
-            let current: Option<(i64, i64)> = tx
-                .query_row(
-                    "SELECT count, window_start FROM failed_attempts WHERE subject = ?1",
-                    [&key],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )
-                .optional()
-                .map_err(&err)?;
-            let (count, start) = match current {
-                Some((c, s)) if s + p.window > now => (c + 1, s),
-                _ => (1, now),
-            };
-            let out = if count >= i64::from(p.max_failures) {
+            let (count, failed, start) = window(&tx, &key, now, &p).map_err(&err)?;
+            // The reservation becomes a failure. If a success cleared it or
+            // its window ran out meanwhile, the failure still counts, afresh.
+            let failed = failed + 1;
+            put_count(&tx, &key, (count.max(failed), failed), start, &p).map_err(&err)?;
+            let out = if failed >= i64::from(p.max_failures) {
                 let until = now + p.lock_for;
                 tx.execute(
                     "INSERT INTO lockouts (subject, until) VALUES (?1, ?2)
@@ -652,17 +689,23 @@ impl Store for EmbeddedStore {
                     .map_err(&err)?;
                 FailureOutcome::LockedUntil(until)
             } else {
-                tx.execute(
-                    "INSERT INTO failed_attempts (subject, count, window_start, expires_at) VALUES (?1, ?2, ?3, ?4)
-                     ON CONFLICT(subject) DO UPDATE SET count = excluded.count,
-                        window_start = excluded.window_start, expires_at = excluded.expires_at",
-                    params![key, count, start, start + p.window],
-                )
-                .map_err(&err)?;
-                FailureOutcome::Counted(count as u32)
+                FailureOutcome::Counted(failed as u32)
             };
             tx.commit().map_err(&err)?;
             Ok(out)
+        })
+        .await
+    }
+
+    async fn release_attempt(&self, subject: &Subject) -> Result<(), StoreError> {
+        let key = subject.key();
+        self.with(move |conn, path| {
+            conn.execute(
+                "UPDATE failed_attempts SET count = count - 1 WHERE subject = ?1 AND count > failed",
+                [&key],
+            )
+            .map_err(unavailable(path))?;
+            Ok(())
         })
         .await
     }
@@ -940,6 +983,44 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
         tracing::info!(version = i + 1, "applied store migration");
     }
     tx.commit().map_err(&err)
+}
+
+/// The subject's attempts (failed plus running), failures and window start
+/// at `now` (0, 0 and `now` when there is none or its window ran out).
+fn window(
+    tx: &rusqlite::Transaction<'_>,
+    key: &str,
+    now: Millis,
+    p: &LockPolicy,
+) -> rusqlite::Result<(i64, i64, Millis)> {
+    let current: Option<(i64, i64, i64)> = tx
+        .query_row(
+            "SELECT count, failed, window_start FROM failed_attempts WHERE subject = ?1",
+            [key],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .optional()?;
+    Ok(match current {
+        Some((c, f, s)) if s + p.window > now => (c, f, s),
+        _ => (0, 0, now),
+    })
+}
+
+fn put_count(
+    tx: &rusqlite::Transaction<'_>,
+    key: &str,
+    (count, failed): (i64, i64),
+    start: Millis,
+    p: &LockPolicy,
+) -> rusqlite::Result<()> {
+    tx.execute(
+        "INSERT INTO failed_attempts (subject, count, failed, window_start, expires_at)
+         VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT(subject) DO UPDATE SET count = excluded.count, failed = excluded.failed,
+            window_start = excluded.window_start, expires_at = excluded.expires_at",
+        params![key, count, failed, start, start + p.window],
+    )?;
+    Ok(())
 }
 
 #[cfg(test)]

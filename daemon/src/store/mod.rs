@@ -297,6 +297,17 @@ pub struct LockPolicy {
     pub lock_for: Millis,
 }
 
+/// Whether an attempt may go ahead (`Store::reserve_attempt`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reservation {
+    /// Counted against the window's budget; settle it with
+    /// `fail_attempt` or `release_attempt`.
+    Granted,
+    /// Locked, or the window's budget is taken by failed and still-running
+    /// attempts: not before `until`.
+    Refused { until: Millis },
+}
+
 /// What recording a failure did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FailureOutcome {
@@ -394,13 +405,27 @@ pub trait Store: Send + Sync + fmt::Debug {
     async fn append_log(&self, log: &AuthLog) -> Result<(), StoreError>;
     async fn logs(&self, filter: &LogFilter) -> Result<LogPage, StoreError>;
 
-    /// Counts a failure for `subject` and locks it when the policy says so.
-    async fn record_failure(
+    /// Reserves one attempt for `subject` before any face work, atomically:
+    /// refused while locked, or when `max_failures` attempts (failed, or
+    /// reserved and still running) already count in the window. Of any
+    /// number of concurrent attempts at most `max_failures` are evaluated.
+    async fn reserve_attempt(
+        &self,
+        subject: &Subject,
+        now: Millis,
+        policy: &LockPolicy,
+    ) -> Result<Reservation, StoreError>;
+    /// The reserved attempt failed: it stays counted (counted afresh if a
+    /// success cleared it meanwhile), and the subject locks at the limit.
+    async fn fail_attempt(
         &self,
         subject: &Subject,
         now: Millis,
         policy: &LockPolicy,
     ) -> Result<FailureOutcome, StoreError>;
+    /// The reserved attempt succeeded or never reached the face comparison
+    /// (a photo problem, a dependency down): its place is given back.
+    async fn release_attempt(&self, subject: &Subject) -> Result<(), StoreError>;
     /// Until when `subject` is locked, if it is.
     async fn locked_until(
         &self,

@@ -25,8 +25,8 @@ use arclock_hsm::WrappedKey;
 
 use super::{
     AuthLog, Credentials, FailureOutcome, LockPolicy, LogFilter, LogPage, Millis, NewFamily,
-    NewUser, Rotation, Store, StoreError, StoredChallenge, StoredKey, Subject, Template, User,
-    UserStatus,
+    NewUser, Reservation, Rotation, Store, StoreError, StoredChallenge, StoredKey, Subject,
+    Template, User, UserStatus,
 };
 use crate::identity::{Email, Name, UserId};
 use crate::store::{Action, Outcome};
@@ -130,6 +130,34 @@ impl MongoStore {
 
     fn coll(&self, name: &str) -> Collection<Document> {
         self.db.collection(name)
+    }
+
+    /// The subject's failure counter with a window open at `now`: one that
+    /// ran out is dropped (conditionally, so no concurrent count is lost),
+    /// then the counter is created if absent (a duplicate means it exists).
+    /// Two single-document atomic steps, not an upsert with `$setOnInsert`:
+    /// nx-27017 ignores `$setOnInsert`, and on MongoDB two racing upserts can
+    /// fail with a duplicate key.
+    async fn open_window(
+        &self,
+        key: &str,
+        now: Millis,
+        p: &LockPolicy,
+    ) -> Result<Collection<Document>, StoreError> {
+        let attempts = self.coll("failed_attempts");
+        attempts
+            .delete_one(doc! {"_id": key, "window_start": {"$lte": now - p.window}})
+            .await
+            .map_err(down)?;
+        match attempts
+            .insert_one(doc! {"_id": key, "count": 0_i64, "failed": 0_i64, "window_start": now, "expires_at": date(now + p.window)})
+            .await
+        {
+            Ok(_) => {}
+            Err(e) if is_duplicate(&e) => {}
+            Err(e) => return Err(down(e)),
+        }
+        Ok(attempts)
     }
 
     async fn create_indexes(&self) -> Result<(), StoreError> {
@@ -592,7 +620,39 @@ impl Store for MongoStore {
         Ok(LogPage::from_overfetch(entries, limit))
     }
 
-    async fn record_failure(
+    async fn reserve_attempt(
+        &self,
+        subject: &Subject,
+        now: Millis,
+        p: &LockPolicy,
+    ) -> Result<Reservation, StoreError> {
+        if let Some(until) = self.locked_until(subject, now).await? {
+            return Ok(Reservation::Refused { until });
+        }
+        let key = subject.key();
+        let attempts = self.open_window(&key, now, p).await?;
+        // The gate: one conditional increment. Of any number of concurrent
+        // reservations exactly `max_failures - count` match the filter.
+        let granted = attempts
+            .find_one_and_update(
+                doc! {"_id": &key, "count": {"$lt": i64::from(p.max_failures)}},
+                doc! {"$inc": {"count": 1_i64}},
+            )
+            .await
+            .map_err(down)?;
+        if granted.is_some() {
+            return Ok(Reservation::Granted);
+        }
+        let start = match attempts.find_one(doc! {"_id": &key}).await.map_err(down)? {
+            Some(d) => get_i64(&d, "window_start")?,
+            None => now,
+        };
+        Ok(Reservation::Refused {
+            until: start + p.window,
+        })
+    }
+
+    async fn fail_attempt(
         &self,
         subject: &Subject,
         now: Millis,
@@ -600,33 +660,34 @@ impl Store for MongoStore {
     ) -> Result<FailureOutcome, StoreError> {
         let key = subject.key();
         let attempts = self.coll("failed_attempts");
-        // A window that has run out starts again (conditional, so concurrent
-        // failures never lose a count).
-        attempts
-            .delete_one(doc! {"_id": &key, "window_start": {"$lte": now - p.window}})
-            .await
-            .map_err(down)?;
-        // Create the counter if absent (a duplicate means it exists), then
-        // increment: two single-document atomic steps that never lose a count.
-        // (Not an upsert with $setOnInsert: nx-27017 ignores $setOnInsert, and
-        // on MongoDB two racing upserts can fail with a duplicate key.)
-        match attempts
-            .insert_one(doc! {"_id": &key, "count": 0_i64, "window_start": now, "expires_at": date(now + p.window)})
-            .await
-        {
-            Ok(_) => {}
-            Err(e) if is_duplicate(&e) => {}
-            Err(e) => return Err(down(e)),
-        }
-        let counted = attempts
-            .find_one_and_update(doc! {"_id": &key}, doc! {"$inc": {"count": 1_i64}})
+        // The reservation becomes a failure (`count` already holds it).
+        let current = attempts
+            .find_one_and_update(
+                doc! {"_id": &key, "window_start": {"$gt": now - p.window}},
+                doc! {"$inc": {"failed": 1_i64}},
+            )
             .return_document(ReturnDocument::After)
             .await
-            .map_err(down)?
-            .ok_or_else(|| corrupt("failed_attempts counter vanished"))?;
-        let count = get_i64(&counted, "count")?;
-        if count < i64::from(p.max_failures) {
-            return Ok(FailureOutcome::Counted(count as u32));
+            .map_err(down)?;
+        let failed = match current {
+            Some(d) => get_i64(&d, "failed")?,
+            // Cleared by a success, or the window ran out: count it afresh.
+            None => {
+                let attempts = self.open_window(&key, now, p).await?;
+                let counted = attempts
+                    .find_one_and_update(
+                        doc! {"_id": &key},
+                        doc! {"$inc": {"count": 1_i64, "failed": 1_i64}},
+                    )
+                    .return_document(ReturnDocument::After)
+                    .await
+                    .map_err(down)?
+                    .ok_or_else(|| corrupt("failed_attempts counter vanished"))?;
+                get_i64(&counted, "failed")?
+            }
+        };
+        if failed < i64::from(p.max_failures) {
+            return Ok(FailureOutcome::Counted(failed as u32));
         }
         let until = now + p.lock_for;
         self.coll("lockouts")
@@ -642,6 +703,18 @@ impl Store for MongoStore {
             .await
             .map_err(down)?;
         Ok(FailureOutcome::LockedUntil(until))
+    }
+
+    async fn release_attempt(&self, subject: &Subject) -> Result<(), StoreError> {
+        self.coll("failed_attempts")
+            .update_one(
+                // Only a running attempt's place: never below the failures.
+                doc! {"_id": subject.key(), "$expr": {"$gt": ["$count", "$failed"]}},
+                doc! {"$inc": {"count": -1_i64}},
+            )
+            .await
+            .map_err(down)?;
+        Ok(())
     }
 
     async fn locked_until(

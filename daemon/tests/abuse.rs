@@ -1,0 +1,154 @@
+//! Abuse resistance against the real daemon over TLS: people sharing one
+//! address (a NAT, an office, a reverse proxy) do not lock each other out,
+//! an attacker can neither escape the per-address ceiling by forging
+//! `X-Forwarded-For` nor reset it with a success of their own, forwarded
+//! addresses are believed only from trusted proxies, and concurrent guesses
+//! at one account are evaluated at most `[auth] max_failures` times.
+
+mod common;
+
+use arclock_console::{Client, LogQuery};
+use common::{Daemon, Instance, lfw_base64 as photo};
+use serde_json::{Value, json};
+
+const NEIGHBOUR: (&str, &str, u32) = ("neighbour@example.org", "Aaron_Peirsol", 1);
+const VICTIM: (&str, &str, u32) = ("victim@example.org", "Al_Pacino", 1);
+/// A face that is neither of them.
+const STRANGER: (&str, u32) = ("Adam_Sandler", 2);
+
+async fn register(d: &Daemon, (email, person, n): (&str, &str, u32)) {
+    let (s, body) = d
+        .post(
+            "/api/auth/register",
+            &json!({"name": "Someone", "email": email, "imageBase64": photo(person, n)}),
+        )
+        .await;
+    assert_eq!(s, 201, "{body}");
+}
+
+/// A login with `face`, claiming to come from `forwarded` (if set).
+async fn login(
+    d: &Daemon,
+    email: &str,
+    face: (&str, u32),
+    forwarded: Option<&str>,
+) -> (u16, Value) {
+    let mut r = d
+        .client
+        .post(format!("{}/api/auth/login", d.url))
+        .json(&json!({"email": email, "imageBase64": photo(face.0, face.1)}));
+    if let Some(f) = forwarded {
+        r = r.header("x-forwarded-for", f);
+    }
+    let r = r.send().await.unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn neighbours_on_one_address_do_not_lock_each_other_out() {
+    let inst = Instance::new();
+    inst.provision();
+    // A small per-address ceiling, so that the test reaches it.
+    let d = inst.start_with(&[("ARCLOCK_AUTH_MAX_FAILURES_PER_ADDRESS", "10")]);
+    let admin = Client::new(inst.path("admin.sock"));
+    register(&d, NEIGHBOUR).await;
+    register(&d, VICTIM).await;
+
+    // Seven failures on other accounts from this address (known and
+    // unknown, each under a forged X-Forwarded-For: no proxy is trusted).
+    let mut statuses = Vec::new();
+    for i in 0..7 {
+        let email = if i % 2 == 0 {
+            VICTIM.0.to_string()
+        } else {
+            format!("nobody{i}@example.org")
+        };
+        let forged = format!("203.0.113.{i}");
+        statuses.push(login(&d, &email, STRANGER, Some(&forged)).await.0);
+    }
+    // The victim's account locked at its own limit (5 per e-mail) only if
+    // it got five; four went to it, so every answer is a plain refusal.
+    assert_eq!(statuses, vec![401; 7]);
+
+    // The neighbour, same address, right face: signs in.
+    let (s, body) = login(&d, NEIGHBOUR.0, (NEIGHBOUR.1, NEIGHBOUR.2), None).await;
+    assert_eq!(s, 200, "{body}");
+
+    // That success did not wipe the address's count: three more failures
+    // reach the ceiling of ten, and then the address is locked for all.
+    for i in 0..3 {
+        let (s, _) = login(&d, &format!("other{i}@example.org"), STRANGER, None).await;
+        assert_eq!(s, 401);
+    }
+    let (s, body) = login(&d, NEIGHBOUR.0, (NEIGHBOUR.1, NEIGHBOUR.2), None).await;
+    assert_eq!(
+        (s, body["code"].as_str()),
+        (429, Some("ACCOUNT_LOCKED")),
+        "{body}"
+    );
+
+    // The forged addresses were never believed: every entry is loopback's.
+    let logs = admin
+        .logs(&LogQuery {
+            action: Some("login".into()),
+            ..LogQuery::default()
+        })
+        .await
+        .unwrap();
+    assert!(logs.len() >= 11);
+    assert!(
+        logs.iter().all(|l| l.ip.as_deref() == Some("127.0.0.1")),
+        "{:?}",
+        logs.iter().map(|l| l.ip.clone()).collect::<Vec<_>>()
+    );
+    let locks = admin.lockouts().await.unwrap();
+    assert_eq!(locks.len(), 1, "only the address: {locks:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_guesses_are_evaluated_at_most_max_failures_times() {
+    let inst = Instance::new();
+    inst.provision();
+    // Loopback plays the reverse proxy: its X-Forwarded-For names the client.
+    let d = inst.start_with(&[("ARCLOCK_SERVER_TRUSTED_PROXIES", r#"["127.0.0.1/32"]"#)]);
+    let admin = Client::new(inst.path("admin.sock"));
+    register(&d, VICTIM).await;
+
+    // Sixteen wrong faces at one account, from sixteen addresses, at once.
+    let d = std::sync::Arc::new(d);
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let d = d.clone();
+        tasks.push(tokio::spawn(async move {
+            let via = format!("198.51.100.{}, 127.0.0.1", i + 1);
+            login(&d, VICTIM.0, STRANGER, Some(&via)).await
+        }));
+    }
+    let mut evaluated = 0;
+    for t in tasks {
+        let (s, body) = t.await.unwrap();
+        match s {
+            401 => evaluated += 1,
+            429 => assert_eq!(body["code"], "ACCOUNT_LOCKED"),
+            other => panic!("{other}: {body}"),
+        }
+    }
+    assert!((1..=5).contains(&evaluated), "{evaluated} evaluated");
+    // Locked now, also for the right face.
+    let (s, _) = login(&d, VICTIM.0, (VICTIM.1, VICTIM.2), Some("198.51.100.99")).await;
+    assert_eq!(s, 429);
+
+    // The log names the forwarded clients (the trusted hop is skipped).
+    let logs = admin
+        .logs(&LogQuery {
+            action: Some("login".into()),
+            ..LogQuery::default()
+        })
+        .await
+        .unwrap();
+    let ips: Vec<String> = logs.iter().filter_map(|l| l.ip.clone()).collect();
+    assert!(
+        !ips.is_empty() && ips.iter().all(|ip| ip.starts_with("198.51.100.")),
+        "{ips:?}"
+    );
+}
