@@ -102,6 +102,13 @@ async fn sign_in(
         return Err(Refused::ChallengeRequired);
     }
     let attempt = signin::reserve(app, email, client, at, action).await?;
-    let (probe, attack) = signin::proven_face(app, mode, email, proof, client, at).await?;
+    let (probe, attack) = match signin::proven_face(app, mode, email, proof, client, at).await {
+        Ok(proven) => proven,
+        // A photo problem, a refused challenge: not a failed comparison.
+        Err(refused) => {
+            attempt.release().await;
+            return Err(refused);
+        }
+    };
     signin::compare(app, attempt, email, probe, client, attack).await
 }

@@ -191,6 +191,19 @@ pub struct Attempt {
     action: Action,
 }
 
+impl Attempt {
+    /// Gives the places back now (the attempt never reached a comparison).
+    /// Dropping does the same in the background; this is for the paths where
+    /// the next request may come at once (a photo the client retakes).
+    pub async fn release(mut self) {
+        for s in std::mem::take(&mut self.reserved) {
+            if let Err(e) = self.store.release_attempt(&s).await {
+                tracing::warn!(error = %e, "could not release an attempt");
+            }
+        }
+    }
+}
+
 impl Drop for Attempt {
     fn drop(&mut self) {
         let reserved = std::mem::take(&mut self.reserved);
