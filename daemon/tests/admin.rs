@@ -197,6 +197,7 @@ async fn lockouts_users_keys_logs_and_metrics() {
         .as_str()
         .unwrap()
         .to_string();
+    let refresh = body["data"]["tokens"]["refreshToken"].clone();
     assert!(admin.lockouts().await.unwrap().is_empty());
     assert_eq!(
         refused(admin.unlock("ip", "127.0.0.1").await.unwrap_err()),
@@ -223,6 +224,13 @@ async fn lockouts_users_keys_logs_and_metrics() {
         "a disabled user's token still works"
     );
     admin.set_enabled(&id, true).await.unwrap();
+    // Re-enabling revives nothing: the sessions died with the disabling (a
+    // refresh token stolen before it stays useless).
+    let (s, body) = d
+        .post("/api/auth/refresh-token", &json!({"refreshToken": refresh}))
+        .await;
+    assert_eq!(s, 401, "{body}");
+    assert_eq!(profile_status(&d, &token).await, 401);
     assert_eq!(login(&d, email, ("Aaron_Peirsol", 2)).await.0, 200);
     assert_eq!(
         refused(admin.set_enabled(&"0".repeat(32), false).await.unwrap_err()),

@@ -457,6 +457,23 @@ async fn refresh_rotation_race_revokes_the_family(_: &Backend, s: Arc<dyn Store>
         }
     }
 
+    // Disabling the account revokes its families; enabling revives none.
+    s.create_family(&family("fam-disabled", [70; 32], NOW + MIN))
+        .await
+        .unwrap();
+    assert!(s.family_live("fam-disabled", NOW).await.unwrap());
+    assert!(
+        s.set_status(&u.user.id, UserStatus::Disabled)
+            .await
+            .unwrap()
+    );
+    assert!(s.set_status(&u.user.id, UserStatus::Active).await.unwrap());
+    assert!(!s.family_live("fam-disabled", NOW).await.unwrap());
+    assert_eq!(
+        s.rotate_refresh(&[70; 32], &[71; 32], NOW).await.unwrap(),
+        Rotation::Invalid
+    );
+
     // Expiry and logout.
     s.create_family(&family("fam-b", [30; 32], NOW + MIN))
         .await

@@ -467,12 +467,24 @@ impl Store for EmbeddedStore {
     async fn set_status(&self, id: &UserId, status: UserStatus) -> Result<bool, StoreError> {
         let id = id.as_str().to_string();
         self.with(move |conn, path| {
-            conn.execute(
-                "UPDATE users SET status = ?1 WHERE id = ?2",
-                params![status.as_str(), id],
-            )
-            .map(|n| n > 0)
-            .map_err(unavailable(path))
+            let err = unavailable(path);
+            let tx = conn.transaction().map_err(&err)?;
+            let found = tx
+                .execute(
+                    "UPDATE users SET status = ?1 WHERE id = ?2",
+                    params![status.as_str(), id],
+                )
+                .map_err(&err)?
+                > 0;
+            if status == UserStatus::Disabled {
+                tx.execute(
+                    "UPDATE refresh_families SET revoked = 1 WHERE user_id = ?1",
+                    [&id],
+                )
+                .map_err(&err)?;
+            }
+            tx.commit().map_err(&err)?;
+            Ok(found)
         })
         .await
     }

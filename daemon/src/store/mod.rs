@@ -388,6 +388,9 @@ pub trait Store: Send + Sync + fmt::Debug {
     async fn user_by_id(&self, id: &UserId) -> Result<Option<User>, StoreError>;
     async fn credentials(&self, id: &UserId) -> Result<Option<Credentials>, StoreError>;
     async fn update_name(&self, id: &UserId, name: &Name) -> Result<Option<User>, StoreError>;
+    /// Enables or disables an account. Disabling also revokes every session
+    /// family it has, so that re-enabling it later cannot revive a refresh
+    /// token stolen meanwhile. `false` if there is no such user.
     async fn set_status(&self, id: &UserId, status: UserStatus) -> Result<bool, StoreError>;
     /// Replaces the wrapped key (KEK rotation re-wraps without re-enrolment).
     async fn replace_key(&self, id: &UserId, key: &StoredKey) -> Result<bool, StoreError>;

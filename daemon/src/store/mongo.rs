@@ -469,6 +469,17 @@ impl Store for MongoStore {
             )
             .await
             .map_err(down)?;
+        if status == UserStatus::Disabled {
+            // After the status: a refresh racing in between is refused by
+            // the status check, and every family is revoked below.
+            self.coll("refresh_families")
+                .update_many(
+                    doc! {"user_id": id.as_str()},
+                    doc! {"$set": {"revoked": true}},
+                )
+                .await
+                .map_err(down)?;
+        }
         Ok(r.matched_count > 0)
     }
 
