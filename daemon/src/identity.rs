@@ -84,6 +84,16 @@ impl Email {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The address's UTS #39 skeleton (lower-cased): two addresses with the
+    /// same skeleton look alike (`аda@` with a Cyrillic `а` and `ada@`,
+    /// `rn` and `m`), so the store keeps at most one account per skeleton and
+    /// nobody can register a look-alike of someone else's address.
+    pub fn skeleton(&self) -> String {
+        unicode_security::confusable_detection::skeleton(&self.0)
+            .flat_map(char::to_lowercase)
+            .collect()
+    }
 }
 
 impl fmt::Display for Email {
@@ -148,6 +158,17 @@ impl UserId {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn look_alike_addresses_share_a_skeleton() {
+        let skeleton = |s: &str| Email::parse(s).unwrap().skeleton();
+        let ada = skeleton("ada@example.org");
+        assert_eq!(skeleton("\u{0430}da@example.org"), ada, "Cyrillic a");
+        assert_eq!(skeleton("ADA@EXAMPLE.ORG"), ada);
+        assert_eq!(skeleton("ada@examp\u{04cf}e.org"), ada, "Cyrillic palochka");
+        assert_eq!(skeleton("jim@example.org"), skeleton("jirn@example.org"));
+        assert_ne!(skeleton("bob@example.org"), ada);
+    }
 
     #[test]
     fn email_is_normalised_and_checked() {

@@ -53,6 +53,19 @@ async fn neighbours_on_one_address_do_not_lock_each_other_out() {
     let admin = Client::new(inst.path("admin.sock"));
     register(&d, NEIGHBOUR).await;
     register(&d, VICTIM).await;
+    // Nobody registers a look-alike of an existing address (a Cyrillic "е"
+    // and "о"): the same answer as the address itself.
+    let (s, body) = d
+        .post(
+            "/api/auth/register",
+            &json!({"name": "Twin", "email": "n\u{0435}ighb\u{043e}ur@example.org", "imageBase64": photo("Adam_Sandler", 1)}),
+        )
+        .await;
+    assert_eq!(
+        (s, body["code"].as_str()),
+        (409, Some("USER_EXISTS")),
+        "{body}"
+    );
 
     // Seven failures on other accounts from this address (known and
     // unknown, each under a forged X-Forwarded-For: no proxy is trusted).

@@ -218,10 +218,22 @@ async fn registration_round_trip(_: &Backend, s: Arc<dyn Store>) {
     assert_eq!(after, vec![all[1].clone()]);
 }
 
+/// One account per address, and per look-alike of an address (a Cyrillic
+/// `а` for a Latin `a`, `rn` for `m`), also when both race.
 async fn unique_email_under_concurrent_registration(_: &Backend, s: Arc<dyn Store>) {
-    for round in 0..5 {
+    for round in 0..6 {
         let email = format!("race{round}@example.org");
-        let (a, b) = (user(&email), user(&email));
+        let twin = match round % 3 {
+            0 => email.clone(),
+            1 => email.replacen('a', "\u{0430}", 1),
+            _ => format!("rnrace{round}@example.org"),
+        };
+        let first = if round % 3 == 2 {
+            format!("mrace{round}@example.org")
+        } else {
+            email.clone()
+        };
+        let (a, b) = (user(&first), user(&twin));
         let (ra, rb) = tokio::join!(s.register(&a), s.register(&b));
         let wins = [&ra, &rb].iter().filter(|r| r.is_ok()).count();
         assert_eq!(wins, 1, "round {round}: {ra:?} {rb:?}");

@@ -118,6 +118,12 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE failed_attempts ADD COLUMN failed INTEGER NOT NULL DEFAULT 0;
     UPDATE failed_attempts SET failed = count;
     "#,
+    // 5: one account per look-alike address (`Email::skeleton`); existing
+    // rows are filled in by `backfill_skeletons` after the migration.
+    r#"
+    ALTER TABLE users ADD COLUMN skeleton TEXT;
+    CREATE UNIQUE INDEX users_skeleton ON users(skeleton);
+    "#,
 ];
 
 /// The embedded database. One connection behind a mutex: SQLite serialises
@@ -370,8 +376,8 @@ impl Store for EmbeddedStore {
                 .map_err(&err)?;
             let u = &new.user;
             match tx.execute(
-                "INSERT INTO users (id, name, email, status, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![u.id.as_str(), u.name.as_str(), u.email.as_str(), u.status.as_str(), u.created_at],
+                "INSERT INTO users (id, name, email, status, created_at, skeleton) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![u.id.as_str(), u.name.as_str(), u.email.as_str(), u.status.as_str(), u.created_at, u.email.skeleton()],
             ) {
                 Ok(_) => {}
                 Err(e) if is_unique_violation(&e) => return Err(StoreError::EmailTaken),
@@ -994,7 +1000,33 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
             .map_err(&err)?;
         tracing::info!(version = i + 1, "applied store migration");
     }
-    tx.commit().map_err(&err)
+    tx.commit().map_err(&err)?;
+    backfill_skeletons(conn).map_err(&err)
+}
+
+/// Fills in the skeleton of accounts made before migration 5. Two existing
+/// accounts that look alike keep working (the second keeps no skeleton and
+/// is named in the log for an operator to look at).
+fn backfill_skeletons(conn: &mut Connection) -> rusqlite::Result<()> {
+    let rows: Vec<(String, String)> = {
+        let mut q = conn.prepare("SELECT id, email FROM users WHERE skeleton IS NULL")?;
+        q.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?
+    };
+    for (id, email) in rows {
+        let skeleton = Email::stored(email).skeleton();
+        match conn.execute(
+            "UPDATE users SET skeleton = ?1 WHERE id = ?2",
+            params![skeleton, id],
+        ) {
+            Ok(_) => {}
+            Err(e) if is_unique_violation(&e) => {
+                tracing::warn!(user = %id, "account's address looks like another account's");
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// The subject's attempts (failed plus running), failures and window start

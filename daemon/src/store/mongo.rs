@@ -172,6 +172,14 @@ impl MongoStore {
             .create_index(idx(doc! {"email": 1}, Some(unique)))
             .await
             .map_err(down)?;
+        self.backfill_skeletons().await?;
+        // Sparse: an account whose address looked like another's before this
+        // index existed keeps working without a skeleton.
+        let sparse_unique = IndexOptions::builder().unique(true).sparse(true).build();
+        self.coll("users")
+            .create_index(idx(doc! {"skeleton": 1}, Some(sparse_unique)))
+            .await
+            .map_err(down)?;
         for keys in [
             doc! {"user_id": 1, "at": -1},
             doc! {"outcome": 1, "at": -1},
@@ -203,6 +211,38 @@ impl MongoStore {
             .create_index(idx(doc! {"family_id": 1}, None))
             .await
             .map_err(down)?;
+        Ok(())
+    }
+
+    /// Fills in the skeleton of accounts made before it was kept (see
+    /// `Email::skeleton`); of two look-alikes the second keeps none.
+    async fn backfill_skeletons(&self) -> Result<(), StoreError> {
+        let users = self.coll("users");
+        let mut cursor = users
+            .find(doc! {"skeleton": {"$exists": false}})
+            .projection(doc! {"_id": 1, "email": 1})
+            .await
+            .map_err(down)?;
+        let mut missing = Vec::new();
+        while let Some(d) = cursor.try_next().await.map_err(down)? {
+            missing.push((get_str(&d, "_id")?, get_str(&d, "email")?));
+        }
+        for (id, email) in missing {
+            let skeleton = Email::stored(email).skeleton();
+            let taken = users
+                .find_one(doc! {"skeleton": &skeleton})
+                .await
+                .map_err(down)?
+                .is_some();
+            if taken {
+                tracing::warn!(user = %id, "account's address looks like another account's");
+                continue;
+            }
+            users
+                .update_one(doc! {"_id": &id}, doc! {"$set": {"skeleton": skeleton}})
+                .await
+                .map_err(down)?;
+        }
         Ok(())
     }
 
@@ -249,6 +289,7 @@ impl MongoStore {
             "_id": u.id.as_str(),
             "name": u.name.as_str(),
             "email": u.email.as_str(),
+            "skeleton": u.email.skeleton(),
             "status": u.status.as_str(),
             "created_at": u.created_at,
         }
@@ -371,7 +412,7 @@ impl Store for MongoStore {
         let (user, creds) = (&new.user, &new.credentials);
         if self
             .coll("users")
-            .find_one(doc! {"email": user.email.as_str()})
+            .find_one(doc! {"skeleton": user.email.skeleton()})
             .await
             .map_err(down)?
             .is_some()
