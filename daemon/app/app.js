@@ -29,7 +29,10 @@ const MESSAGES = {
     'Nothing you do before then can unlock it.',
   AUTH_RATE_LIMIT_EXCEEDED: () => 'Too many sign-in attempts from here. Wait a minute and try again.',
   RATE_LIMIT_EXCEEDED: () => 'Too many requests from here. Wait a moment and try again.',
-  USER_EXISTS: () => 'An account with this e-mail already exists. Sign in instead.',
+  USER_EXISTS: () => 'An account with this e-mail (or one that looks just like it) already exists. Sign in instead.',
+  REGISTRATION_CLOSED: () => 'This ArcLock does not take new accounts here: ask an operator to enrol you.',
+  INVITE_INVALID: () =>
+    'Registration needs an invitation code from an operator. Check the code (it works once, for a limited time, and may be for one address only).',
   FACE_ERROR: (e) => `The picture could not be used: ${e.message}. Centre your face in the oval, in good light.`,
   LIVENESS_POSE: (e) => `${e.message}. Follow each step as it is shown, then try again.`,
   LIVENESS_FAILED: () =>
@@ -291,6 +294,7 @@ $('register-form').addEventListener('submit', async (e) => {
   e.preventDefault();
   const name = $('reg-name').value.trim();
   const email = $('reg-email').value.trim();
+  const inviteCode = $('reg-invite').value.trim();
   if (!name || !$('reg-email').checkValidity() || !email) {
     alertText('Enter your name and a valid e-mail address.');
     return;
@@ -309,6 +313,7 @@ $('register-form').addEventListener('submit', async (e) => {
     const form = new FormData();
     form.append('name', name);
     form.append('email', email);
+    if (inviteCode) form.append('inviteCode', inviteCode);
     form.append('image', await grab(), 'face.jpg');
     notice('Checking the photo…');
     try {
@@ -318,7 +323,8 @@ $('register-form').addEventListener('submit', async (e) => {
     } catch (err) {
       notice('');
       if (err.code === 'LIVENESS_REQUIRED') {
-        await challenge({ email, endpoint: '/api/auth/register', fields: { name }, title: 'Confirm it is you' });
+        const fields = inviteCode ? { name, inviteCode } : { name };
+        await challenge({ email, endpoint: '/api/auth/register', fields, title: 'Confirm it is you' });
       } else {
         throw err;
       }

@@ -59,6 +59,8 @@ pub struct Config {
     pub liveness: Liveness,
     #[serde(default)]
     pub app: BrowserApp,
+    #[serde(default)]
+    pub registration: Registration,
 }
 
 /// How much a face must prove that it is live (`off` < `passive` < `active`).
@@ -118,6 +120,36 @@ impl Liveness {
     pub fn wants_pad(&self) -> bool {
         self.signin >= LivenessMode::Passive || self.registration >= LivenessMode::Passive
     }
+}
+
+/// Who may enrol through the public API (`POST /api/auth/register`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Registration {
+    pub mode: RegistrationMode,
+    /// How long an invitation lasts unless the operator says otherwise.
+    pub invite_ttl_secs: u64,
+}
+
+impl Default for Registration {
+    fn default() -> Self {
+        Registration {
+            mode: RegistrationMode::Open,
+            invite_ttl_secs: 7 * 24 * 3600,
+        }
+    }
+}
+
+/// `open`: anyone (the mobile app's behaviour; `USER_EXISTS` tells a caller
+/// that an address has an account). `invite`: only with a single-use code an
+/// operator made (`arclock-console invite`). `closed`: only operators enrol
+/// (the kiosk camera); the API answers 403.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RegistrationMode {
+    Open,
+    Invite,
+    Closed,
 }
 
 /// The browser reference client at `/app/` (`daemon/app/`): on by default so
@@ -523,6 +555,14 @@ impl Config {
         if self.camera.width == 0 || self.camera.height == 0 {
             return invalid("camera.width", "width and height must be positive");
         }
+        if self.registration.invite_ttl_secs < 60
+            || self.registration.invite_ttl_secs > 90 * 24 * 3600
+        {
+            return invalid(
+                "registration.invite_ttl_secs",
+                "must be 60..=7776000 (90 days)",
+            );
+        }
         if self.liveness.challenge_ttl_secs < 10 || self.liveness.challenge_ttl_secs > 600 {
             return invalid("liveness.challenge_ttl_secs", "must be 10..=600");
         }
@@ -616,6 +656,7 @@ pub fn restart_needed(running: &Config, fresh: &Config) -> Vec<&'static str> {
         ("camera", running.camera == fresh.camera),
         ("liveness", running.liveness == fresh.liveness),
         ("app", running.app == fresh.app),
+        ("registration", running.registration == fresh.registration),
         ("log.format", running.log.format == fresh.log.format),
     ];
     sections
@@ -647,8 +688,18 @@ fn apply_override(
         .split_once('_')
         .ok_or_else(|| err("expected ARCLOCK_<SECTION>_<KEY>".into()))?;
     if ![
-        "server", "hsm", "store", "models", "auth", "limits", "log", "admin", "camera", "liveness",
+        "server",
+        "hsm",
+        "store",
+        "models",
+        "auth",
+        "limits",
+        "log",
+        "admin",
+        "camera",
+        "liveness",
         "app",
+        "registration",
     ]
     .contains(&section)
     {

@@ -129,12 +129,7 @@ async fn concurrent_guesses_are_evaluated_at_most_max_failures_times() {
 
     // Pictures without a usable face never reach a comparison: they are
     // the client's to fix (422) and do not count, however many.
-    let blank = {
-        let img = image::RgbImage::from_pixel(320, 240, image::Rgb([128, 128, 128]));
-        let mut out = std::io::Cursor::new(Vec::new());
-        img.write_to(&mut out, image::ImageFormat::Jpeg).unwrap();
-        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, out.into_inner())
-    };
+    let blank = faceless();
     for _ in 0..8 {
         let (s, body) = d
             .post(
@@ -192,4 +187,124 @@ async fn concurrent_guesses_are_evaluated_at_most_max_failures_times() {
         !ips.is_empty() && ips.iter().all(|ip| ip.starts_with("198.51.100.")),
         "{ips:?}"
     );
+}
+
+/// `[registration] mode = "invite"`: no code, a wrong address, a used code:
+/// 403 `INVITE_INVALID`; an operator's code (from the console binary) works
+/// once, and a registration that fails for another reason gives it back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invite_mode_needs_an_operators_single_use_code() {
+    let inst = Instance::new();
+    inst.provision();
+    let d = inst.start_with(&[("ARCLOCK_REGISTRATION_MODE", "invite")]);
+    let admin = Client::new(inst.path("admin.sock"));
+    let register = |email: &str, code: Option<&str>, face: (&str, u32)| {
+        let mut body =
+            json!({"name": "Invited", "email": email, "imageBase64": photo(face.0, face.1)});
+        if let Some(c) = code {
+            body["inviteCode"] = json!(c);
+        }
+        let d = &d;
+        async move { d.post("/api/auth/register", &body).await }
+    };
+    let invalid = |(s, body): (u16, Value)| {
+        assert_eq!(
+            (s, body["code"].as_str()),
+            (403, Some("INVITE_INVALID")),
+            "{body}"
+        );
+    };
+    invalid(register(NEIGHBOUR.0, None, (NEIGHBOUR.1, NEIGHBOUR.2)).await);
+    invalid(
+        register(
+            NEIGHBOUR.0,
+            Some("made-up-code"),
+            (NEIGHBOUR.1, NEIGHBOUR.2),
+        )
+        .await,
+    );
+
+    // The console makes a code for one address.
+    let out = std::process::Command::new(common::console_bin())
+        .args(["--socket"])
+        .arg(inst.path("admin.sock"))
+        .args(["invite", "--email", NEIGHBOUR.0])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let code = text
+        .lines()
+        .find_map(|l| l.strip_prefix("invitation code: "))
+        .unwrap()
+        .trim()
+        .to_string();
+    // Someone else's address: refused, and the code stays its owner's.
+    invalid(register(VICTIM.0, Some(&code), (VICTIM.1, VICTIM.2)).await);
+    let (s, body) = register(NEIGHBOUR.0, Some(&code), (NEIGHBOUR.1, NEIGHBOUR.2)).await;
+    assert_eq!(s, 201, "{body}");
+    invalid(register("again@example.org", Some(&code), STRANGER).await);
+
+    // A code for anyone survives a registration refused for its photo.
+    let open = admin.create_invite(None, Some(3600)).await.unwrap();
+    assert_eq!(open.email, None);
+    let blank = faceless();
+    let (s, _) = d
+        .post(
+            "/api/auth/register",
+            &json!({"name": "V", "email": VICTIM.0, "imageBase64": blank, "inviteCode": open.code}),
+        )
+        .await;
+    assert_eq!(s, 422);
+    let (s, body) = register(VICTIM.0, Some(&open.code), (VICTIM.1, VICTIM.2)).await;
+    assert_eq!(s, 201, "{body}");
+
+    // Operators see who made invitations.
+    let logs = admin
+        .logs(&LogQuery {
+            action: Some("admin".into()),
+            ..LogQuery::default()
+        })
+        .await
+        .unwrap();
+    let made: Vec<String> = logs.iter().filter_map(|l| l.reason.clone()).collect();
+    assert!(
+        made.iter()
+            .any(|r| r.starts_with(&format!("create invitation for {}", NEIGHBOUR.0))),
+        "{made:?}"
+    );
+}
+
+/// `[registration] mode = "closed"`: the API enrols nobody (403 before the
+/// body is read); sign-in is unchanged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closed_mode_leaves_enrolment_to_operators() {
+    let inst = Instance::new();
+    inst.provision();
+    let d = inst.start_with(&[("ARCLOCK_REGISTRATION_MODE", "closed")]);
+    let (s, body) = d
+        .post(
+            "/api/auth/register",
+            &json!({"name": "N", "email": NEIGHBOUR.0, "imageBase64": photo(NEIGHBOUR.1, NEIGHBOUR.2)}),
+        )
+        .await;
+    assert_eq!(
+        (s, body["code"].as_str()),
+        (403, Some("REGISTRATION_CLOSED")),
+        "{body}"
+    );
+    let (s, _) = login(&d, NEIGHBOUR.0, (NEIGHBOUR.1, NEIGHBOUR.2), None).await;
+    assert_eq!(s, 401, "no account was made");
+}
+
+/// A picture without a face (a grey JPEG), as base64.
+fn faceless() -> String {
+    let img = image::RgbImage::from_pixel(320, 240, image::Rgb([128, 128, 128]));
+    let mut out = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut out, image::ImageFormat::Jpeg).unwrap();
+    base64::Engine::encode(&base64::engine::general_purpose::STANDARD, out.into_inner())
 }

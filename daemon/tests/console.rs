@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -144,17 +143,6 @@ async fn views_show_the_daemon_and_actions_take_effect() {
     assert_eq!(c.view, View::Users);
 }
 
-/// The console binary, built beside `arclockd` by `cargo test --workspace`.
-fn console_bin() -> PathBuf {
-    let bin = PathBuf::from(common::BIN).with_file_name("arclock-console");
-    assert!(
-        bin.exists(),
-        "{} is missing: run the suite with `cargo test --workspace` (or build -p arclock-console)",
-        bin.display()
-    );
-    bin
-}
-
 /// A private tmux server for one test.
 struct Tmux {
     socket: String,
@@ -217,7 +205,7 @@ async fn the_real_binary_in_tmux() {
     };
     let cmd = format!(
         "{} --socket {}",
-        console_bin().display(),
+        common::console_bin().display(),
         inst.path("admin.sock").display()
     );
     let out = tmux.run(&[

@@ -15,7 +15,7 @@ use arclockd::identity::{Email, Name, UserId};
 use arclockd::store::{
     Action, AuthLog, Credentials, EmbeddedStore, FailureOutcome, LockPolicy, LogCursor, LogFilter,
     MongoStore, NewFamily, NewUser, Outcome, Reservation, Rotation, Store, StoreError,
-    StoredChallenge, StoredKey, Subject, Template, User, UserStatus,
+    StoredChallenge, StoredInvite, StoredKey, Subject, Template, User, UserStatus,
 };
 use common::mongo_uri;
 
@@ -84,7 +84,38 @@ contract!(
     logs_page_newest_first_and_filter,
     nothing_plaintext_reaches_the_store,
     challenges_are_single_use_and_expire,
+    invites_are_single_use_and_expire,
 );
+
+/// An invitation is taken once: of eight concurrent takes exactly one gets
+/// it; one given back can be taken again; expired ones are purged.
+async fn invites_are_single_use_and_expire(_: &Backend, s: Arc<dyn Store>) {
+    let invite = |n: u8, email: Option<&str>, expires_at: i64| StoredInvite {
+        code_hash: [n; 32],
+        email: email.map(str::to_string),
+        created_at: NOW,
+        expires_at,
+    };
+    let live = invite(1, Some("ada@example.org"), NOW + MIN);
+    s.put_invite(&live).await.unwrap();
+    s.put_invite(&invite(2, None, NOW - 1)).await.unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            s.take_invite(&[1; 32]).await.unwrap()
+        }));
+    }
+    let mut won = Vec::new();
+    for t in tasks {
+        won.extend(t.await.unwrap());
+    }
+    assert_eq!(won, vec![live.clone()]);
+    s.put_invite(&live).await.unwrap();
+    assert_eq!(s.take_invite(&[1; 32]).await.unwrap(), Some(live));
+    assert!(s.purge_expired(NOW).await.unwrap() >= 1);
+    assert_eq!(s.take_invite(&[2; 32]).await.unwrap(), None, "purged");
+}
 
 /// A liveness challenge is answered once: of eight concurrent takes exactly
 /// one gets it (several daemons on one database share it), and the expired

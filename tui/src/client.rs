@@ -12,7 +12,7 @@ use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
-use crate::model::{Health, Lockout, LogEntry, Rotation, StreamEvent, User};
+use crate::model::{Health, Invite, Lockout, LogEntry, Rotation, StreamEvent, User};
 
 /// Why a request to the daemon did not give an answer.
 #[derive(Debug, thiserror::Error)]
@@ -266,6 +266,24 @@ impl Client {
         )
         .await
         .map(drop)
+    }
+
+    /// A single-use enrolment invitation (`[registration] mode = "invite"`),
+    /// for `email` or anyone, lasting `ttl_secs` (the daemon's default when
+    /// `None`). The code is shown here once; the daemon keeps its hash.
+    pub async fn create_invite(
+        &self,
+        email: Option<&str>,
+        ttl_secs: Option<u64>,
+    ) -> Result<Invite, ClientError> {
+        let data = self
+            .call(
+                Method::POST,
+                "/v1/invites",
+                Some(json!({"email": email, "ttlSecs": ttl_secs})),
+            )
+            .await?;
+        serde_json::from_value(data).map_err(|e| ClientError::Protocol(e.to_string()))
     }
 
     /// Enrols a new account from the daemon's camera.

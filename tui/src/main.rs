@@ -35,6 +35,23 @@ struct Args {
     /// Size of the --snapshot text, columns x rows.
     #[arg(long, default_value = "100x30", value_name = "WxH")]
     size: String,
+    #[command(subcommand)]
+    command: Option<Cmd>,
+}
+
+/// One-shot operator actions (without one: the interactive console).
+#[derive(clap::Subcommand)]
+enum Cmd {
+    /// Make a single-use enrolment invitation (`[registration] mode =
+    /// "invite"`) and print its code, which is shown only this once.
+    Invite {
+        /// Only this address may register with it.
+        #[arg(long)]
+        email: Option<String>,
+        /// How long it lasts (default: the daemon's `invite_ttl_secs`).
+        #[arg(long, value_name = "SECONDS")]
+        ttl_secs: Option<u64>,
+    },
 }
 
 /// What the background stream task tells the loop.
@@ -50,11 +67,29 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     runtime.block_on(async move {
         let client = Client::new(&args.socket);
+        if let Some(Cmd::Invite { email, ttl_secs }) = &args.command {
+            return invite(&client, email.as_deref(), *ttl_secs).await;
+        }
         match &args.snapshot {
             Some(view) => snapshot(&client, view, &args.size).await,
             None => interactive(client, args.mouse).await,
         }
     })
+}
+
+async fn invite(client: &Client, email: Option<&str>, ttl_secs: Option<u64>) -> anyhow::Result<()> {
+    let invite = client
+        .create_invite(email, ttl_secs)
+        .await
+        .context("arclockd refused the invitation")?;
+    println!("invitation code: {}", invite.code);
+    println!(
+        "for:             {}",
+        invite.email.as_deref().unwrap_or("anyone")
+    );
+    println!("expires:         {}", invite.expires_at);
+    println!("It works once. arclockd keeps only its hash: this is the only copy.");
+    Ok(())
 }
 
 async fn snapshot(client: &Client, view: &str, size: &str) -> anyhow::Result<()> {

@@ -168,6 +168,15 @@ impl Lockout {
     }
 }
 
+/// `POST /v1/invites`: the code, shown once.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Invite {
+    pub code: String,
+    pub email: Option<String>,
+    pub expires_at: String,
+}
+
 /// An account (never any biometric data).
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]

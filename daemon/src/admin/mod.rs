@@ -16,12 +16,14 @@
 //! | `POST /v1/users/{id}/disable`, `.../enable`, `DELETE /v1/users/{id}` | account actions |
 //! | `POST /v1/keys/rotate` | new KEK version in the HSM, every wrapped key re-wrapped |
 //! | `POST /v1/camera/enrol`, `POST /v1/camera/verify` | the kiosk camera: `{"name", "email"}` / `{"email"}` |
+//! | `POST /v1/invites` | an enrolment invitation: `{"email"?, "ttlSecs"?}` -> the code, once |
 //!
 //! Answers use the public API's envelope, so one client parser serves both.
 #![allow(clippy::result_large_err)]
 
 mod access;
 mod camera;
+mod invites;
 mod lockouts;
 mod logs;
 mod system;
@@ -206,6 +208,7 @@ async fn handle(app: &App, req: Request<Incoming>, op: Operator) -> Response<Adm
         (&Method::DELETE, ["v1", "users", id]) => users::delete(app, id, op).await,
         (&Method::POST, ["v1", "camera", "enrol"]) => camera::enrol_new(app, req, op).await,
         (&Method::POST, ["v1", "camera", "verify"]) => camera::verify(app, req, op).await,
+        (&Method::POST, ["v1", "invites"]) => invites::create(app, req, op).await,
         _ => Err(whole(response::error(
             StatusCode::NOT_FOUND,
             "NOT_FOUND",

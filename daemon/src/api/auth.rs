@@ -17,10 +17,11 @@ use serde_json::json;
 use super::intake::{self, ClientInfo, FormKind, Proof};
 use super::session::{self, Answer};
 use crate::App;
+use crate::config::RegistrationMode;
 use crate::http::response::{self, bad_request};
 use crate::identity::{Email, Name};
-use crate::signin::challenge;
 use crate::signin::{self, Refused};
+use crate::signin::{challenge, invite};
 use crate::store::{Action, User};
 
 /// The user as the mobile app reads it.
@@ -33,19 +34,44 @@ pub fn user_json(u: &User) -> serde_json::Value {
     })
 }
 
+/// `POST /api/auth/register`, as `[registration] mode` allows: anyone,
+/// holders of an invitation, or nobody (403 before the body is read).
 pub async fn register(app: &App, req: Request<Incoming>) -> Answer {
+    let policy = app.config.registration.mode;
+    if policy == RegistrationMode::Closed {
+        return Err(Refused::RegistrationClosed.into());
+    }
     let (form, client) = intake::photo_form(app, req, FormKind::Register).await?;
     let name = Name::parse(form.name.as_deref().unwrap_or_default())
         .map_err(|e| bad_request(&e.to_string()))?;
     let email = Email::parse(&form.email).map_err(|e| bad_request(&e.to_string()))?;
     let at = app.clock.now();
-    let mode = app.config.liveness.registration;
-    let (embedding, attack) =
-        signin::proven_face(app, mode, &email, form.proof, &client, at).await?;
-    if let Some(reason) = attack {
-        return Err(signin::refuse_enrolment(app, &client, reason).await.into());
+    // Taken before any face work (a random code costs nothing), given back
+    // if the registration then fails for another reason.
+    let invitation = match policy {
+        RegistrationMode::Invite => {
+            Some(invite::redeem(app, form.invite_code.as_deref(), &email, at).await?)
+        }
+        _ => None,
+    };
+    let enrolled = async {
+        let mode = app.config.liveness.registration;
+        let (embedding, attack) =
+            signin::proven_face(app, mode, &email, form.proof, &client, at).await?;
+        if let Some(reason) = attack {
+            return Err(signin::refuse_enrolment(app, &client, reason).await);
+        }
+        signin::enrol(app, name, email.clone(), embedding, &client).await
     }
-    let user = signin::enrol(app, name, email, embedding, &client).await?;
+    .await;
+    let user = match (enrolled, invitation) {
+        (Ok(user), _) => user,
+        (Err(refused), Some(invitation)) => {
+            invitation.give_back(app).await;
+            return Err(refused.into());
+        }
+        (Err(refused), None) => return Err(refused.into()),
+    };
     let tokens = session::open(app, &user.id, user.created_at).await?;
     Ok(response::ok(
         StatusCode::CREATED,

@@ -227,6 +227,8 @@ pub struct PhotoForm {
     pub name: Option<String>,
     pub email: String,
     pub proof: Proof,
+    /// An enrolment invitation (`[registration] mode = "invite"`).
+    pub invite_code: Option<String>,
 }
 
 /// Which fields a face request may carry.
@@ -259,6 +261,8 @@ struct PhotoBody<'a> {
     challenge_id: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     frames: Option<Vec<Cow<'a, str>>>,
+    #[serde(borrow, default, rename = "inviteCode")]
+    invite_code: Option<Cow<'a, str>>,
     /// Accepted for the mobile app's sake; not stored (the header is logged).
     #[serde(default, rename = "device")]
     _device: Option<serde::de::IgnoredAny>,
@@ -346,13 +350,17 @@ pub async fn photo_form_within(
             name: b.name.map(Cow::into_owned),
             email: b.email.into_owned(),
             proof: proof(photo, b.challenge_id.map(Cow::into_owned), frames)?,
+            invite_code: b.invite_code.map(Cow::into_owned),
         };
         (form, client)
     };
-    match (kind, &form.name) {
-        (FormKind::Register, None) => Err(bad_request("Invalid request body: name is required")),
-        (FormKind::Login, Some(_)) => Err(bad_request(
+    match (kind, &form.name, &form.invite_code) {
+        (FormKind::Register, None, _) => Err(bad_request("Invalid request body: name is required")),
+        (FormKind::Login, Some(_), _) => Err(bad_request(
             "Invalid request body: unknown field `name`, expected `email`, `imageBase64`, `challengeId`, `frames` or `device`",
+        )),
+        (FormKind::Login, _, Some(_)) => Err(bad_request(
+            "Invalid request body: unknown field `inviteCode`, expected `email`, `imageBase64`, `challengeId`, `frames` or `device`",
         )),
         _ => Ok((form, client)),
     }
@@ -379,12 +387,13 @@ async fn multipart(
             "device",
             "challengeId",
             "frames",
+            "inviteCode",
         ])
         .size_limit(multer::SizeLimit::new().whole_stream(limit as u64));
     let stream = req.into_body().into_data_stream();
     let mut parts = multer::Multipart::with_constraints(stream, boundary, constraints);
     let (mut name, mut email, mut photo) = (None, None, None::<LockedBytes>);
-    let (mut challenge_id, mut frames) = (None, Vec::new());
+    let (mut challenge_id, mut frames, mut invite_code) = (None, Vec::new(), None);
     let deadline = tokio::time::Instant::now() + limits.timeout;
     let refuse = |e: multer::Error| match e {
         multer::Error::StreamSizeExceeded { .. } | multer::Error::FieldSizeExceeded { .. } => {
@@ -435,6 +444,7 @@ async fn multipart(
         match field_name.as_str() {
             "name" if name.is_none() => name = Some(text()?),
             "challengeId" if challenge_id.is_none() => challenge_id = Some(text()?),
+            "inviteCode" if invite_code.is_none() => invite_code = Some(text()?),
             "frames" if frames.len() < MAX_FRAMES => frames.push(value),
             "frames" => return Err(too_many_frames()),
             "email" if email.is_none() => email = Some(text()?),
@@ -458,5 +468,13 @@ async fn multipart(
         return Err(bad_request("the image part is empty"));
     }
     let proof = proof(photo, challenge_id, frames)?;
-    Ok((PhotoForm { name, email, proof }, client))
+    Ok((
+        PhotoForm {
+            name,
+            email,
+            proof,
+            invite_code,
+        },
+        client,
+    ))
 }

@@ -16,6 +16,7 @@
 //! in one place.
 
 pub mod challenge;
+pub mod invite;
 
 use arclock_face::Embedding;
 use arclock_face::liveness::PoseHint;
@@ -58,8 +59,13 @@ pub enum Refused {
     Challenge(&'static str),
     /// 422: this flow requires a challenge answer, not a single photo.
     ChallengeRequired,
-    /// 409: the e-mail already has an account.
+    /// 409: the e-mail (or a look-alike of it) already has an account.
     EmailTaken,
+    /// 403: `[registration] mode = "closed"`: operators enrol.
+    RegistrationClosed,
+    /// 403: invite mode, and the code is missing, unknown, used, expired or
+    /// for another address (one answer).
+    InviteInvalid,
     /// 503: a dependency is down; never an accept.
     Unavailable { what: &'static str, cause: String },
 }
@@ -144,6 +150,20 @@ impl From<Refused> for Response<Body> {
                 "USER_EXISTS",
                 "An account with this e-mail already exists",
                 "email already registered",
+                None,
+            ),
+            Refused::RegistrationClosed => response::error(
+                StatusCode::FORBIDDEN,
+                "REGISTRATION_CLOSED",
+                "Registration is closed; an operator enrols new accounts",
+                "registration is closed",
+                None,
+            ),
+            Refused::InviteInvalid => response::error(
+                StatusCode::FORBIDDEN,
+                "INVITE_INVALID",
+                "A valid invitation code is required to register",
+                "the invitation code is missing, used, expired or for another address",
                 None,
             ),
             Refused::Unavailable { what, cause } => response::unavailable(what, &cause),

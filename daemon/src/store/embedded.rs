@@ -12,7 +12,7 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params, param
 use super::{
     Action, AuthLog, Credentials, FailureOutcome, LockPolicy, LogFilter, LogPage, Millis,
     NewFamily, NewUser, Outcome, Reservation, Rotation, Store, StoreError, StoredChallenge,
-    StoredKey, Subject, Template, User, UserStatus,
+    StoredInvite, StoredKey, Subject, Template, User, UserStatus,
 };
 use crate::identity::{Email, Name, UserId};
 
@@ -123,6 +123,15 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE users ADD COLUMN skeleton TEXT;
     CREATE UNIQUE INDEX users_skeleton ON users(skeleton);
+    "#,
+    // 6: enrolment invitations (the code only as a hash), single use.
+    r#"
+    CREATE TABLE invites (
+        code_hash    BLOB PRIMARY KEY,
+        email        TEXT,
+        created_at   INTEGER NOT NULL,
+        expires_at   INTEGER NOT NULL
+    ) STRICT;
     "#,
 ];
 
@@ -964,6 +973,40 @@ impl Store for EmbeddedStore {
         .await
     }
 
+    async fn put_invite(&self, i: &StoredInvite) -> Result<(), StoreError> {
+        let i = i.clone();
+        self.with(move |conn, path| {
+            conn.execute(
+                "INSERT INTO invites (code_hash, email, created_at, expires_at) VALUES (?1, ?2, ?3, ?4)",
+                params![&i.code_hash[..], i.email, i.created_at, i.expires_at],
+            )
+            .map(|_| ())
+            .map_err(unavailable(path))
+        })
+        .await
+    }
+
+    async fn take_invite(&self, code_hash: &[u8; 32]) -> Result<Option<StoredInvite>, StoreError> {
+        let code_hash = *code_hash;
+        self.with(move |conn, path| {
+            conn.query_row(
+                "DELETE FROM invites WHERE code_hash = ?1 RETURNING email, created_at, expires_at",
+                [&code_hash[..]],
+                |r| {
+                    Ok(StoredInvite {
+                        code_hash,
+                        email: r.get(0)?,
+                        created_at: r.get(1)?,
+                        expires_at: r.get(2)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(unavailable(path))
+        })
+        .await
+    }
+
     async fn purge_expired(&self, now: Millis) -> Result<u64, StoreError> {
         self.with(move |conn, path| {
             let err = unavailable(path);
@@ -974,6 +1017,7 @@ impl Store for EmbeddedStore {
                 "DELETE FROM failed_attempts WHERE expires_at <= ?1",
                 "DELETE FROM lockouts WHERE until <= ?1",
                 "DELETE FROM challenges WHERE expires_at <= ?1",
+                "DELETE FROM invites WHERE expires_at <= ?1",
             ] {
                 n += tx.execute(sql, [now]).map_err(&err)? as u64;
             }

@@ -354,6 +354,18 @@ pub struct StoredChallenge {
     pub expires_at: Millis,
 }
 
+/// An enrolment invitation (`[registration] mode = "invite"`), as kept:
+/// only the SHA-256 of its code, so whoever reads the database cannot
+/// register with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredInvite {
+    pub code_hash: [u8; 32],
+    /// The address it is for, if the operator named one.
+    pub email: Option<String>,
+    pub created_at: Millis,
+    pub expires_at: Millis,
+}
+
 impl StoredChallenge {
     /// Steps as stored: `front,left,right`.
     fn steps_text(&self) -> String {
@@ -469,8 +481,14 @@ pub trait Store: Send + Sync + fmt::Debug {
         id_hash: &[u8; 32],
     ) -> Result<Option<StoredChallenge>, StoreError>;
 
-    /// Deletes expired families, tokens, failure counters, lockouts and
-    /// challenges.
+    /// Keeps an invitation (codes are random, so a collision is an error).
+    async fn put_invite(&self, invite: &StoredInvite) -> Result<(), StoreError>;
+    /// Removes and returns the invitation with this code hash, expired or
+    /// not: single use by construction, as for challenges.
+    async fn take_invite(&self, code_hash: &[u8; 32]) -> Result<Option<StoredInvite>, StoreError>;
+
+    /// Deletes expired families, tokens, failure counters, lockouts,
+    /// challenges and invitations.
     async fn purge_expired(&self, now: Millis) -> Result<u64, StoreError>;
 }
 

@@ -25,8 +25,8 @@ use arclock_hsm::WrappedKey;
 
 use super::{
     AuthLog, Credentials, FailureOutcome, LockPolicy, LogFilter, LogPage, Millis, NewFamily,
-    NewUser, Reservation, Rotation, Store, StoreError, StoredChallenge, StoredKey, Subject,
-    Template, User, UserStatus,
+    NewUser, Reservation, Rotation, Store, StoreError, StoredChallenge, StoredInvite, StoredKey,
+    Subject, Template, User, UserStatus,
 };
 use crate::identity::{Email, Name, UserId};
 use crate::store::{Action, Outcome};
@@ -197,6 +197,7 @@ impl MongoStore {
             "refresh_families",
             "refresh_tokens",
             "challenges",
+            "invites",
         ] {
             self.coll(c)
                 .create_index(idx(doc! {"expires_at": 1}, Some(ttl.clone())))
@@ -978,6 +979,40 @@ impl Store for MongoStore {
         }))
     }
 
+    async fn put_invite(&self, i: &StoredInvite) -> Result<(), StoreError> {
+        self.coll("invites")
+            .insert_one(doc! {
+                "_id": hex::encode(i.code_hash),
+                "email": i.email.as_deref().map_or(Bson::Null, |e| Bson::String(e.into())),
+                "created_at": i.created_at,
+                "expires_at": date(i.expires_at),
+            })
+            .await
+            .map(|_| ())
+            .map_err(down)
+    }
+
+    async fn take_invite(&self, code_hash: &[u8; 32]) -> Result<Option<StoredInvite>, StoreError> {
+        // findOneAndDelete: of two registrations with one code, one gets it.
+        let Some(d) = self
+            .coll("invites")
+            .find_one_and_delete(doc! {"_id": hex::encode(code_hash)})
+            .await
+            .map_err(down)?
+        else {
+            return Ok(None);
+        };
+        Ok(Some(StoredInvite {
+            code_hash: *code_hash,
+            email: opt_str(&d, "email"),
+            created_at: get_i64(&d, "created_at")?,
+            expires_at: d
+                .get_datetime("expires_at")
+                .map_err(|_| corrupt("expires_at"))?
+                .timestamp_millis(),
+        }))
+    }
+
     async fn purge_expired(&self, now: Millis) -> Result<u64, StoreError> {
         // The TTL indexes do this on a genuine server; servers without TTL
         // (and tests with an injected clock) get it here.
@@ -988,6 +1023,7 @@ impl Store for MongoStore {
             "failed_attempts",
             "lockouts",
             "challenges",
+            "invites",
         ] {
             n += self
                 .coll(c)

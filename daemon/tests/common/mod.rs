@@ -8,6 +8,17 @@ use std::time::Duration;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_arclockd");
 
+/// The console binary, built beside `arclockd` by `cargo test --workspace`.
+pub fn console_bin() -> PathBuf {
+    let bin = PathBuf::from(BIN).with_file_name("arclock-console");
+    assert!(
+        bin.exists(),
+        "{} is missing: run the suite with `cargo test --workspace` (or build -p arclock-console)",
+        bin.display()
+    );
+    bin
+}
+
 pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
