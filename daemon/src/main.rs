@@ -90,7 +90,12 @@ fn init_logging(config: &Config) -> arclockd::LevelSetter {
     let filter = tracing_subscriber::EnvFilter::new(&config.log.level);
     let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
     let registry = tracing_subscriber::registry().with(filter);
-    let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    // Colours only for a person at a terminal: the journal and log files
+    // get plain text (escape codes there break grep and log shippers).
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let layer = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
     match config.log.format {
         LogFormat::Json => registry.with(layer.json()).init(),
         LogFormat::Text => registry.with(layer).init(),

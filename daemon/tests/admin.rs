@@ -94,6 +94,74 @@ async fn only_operators_are_answered() {
     assert!(log.contains("not an operator"), "refusal not logged");
 }
 
+/// Membership of the admin group is read per connection: a member is an
+/// operator, and stops being one the moment they leave the group (no
+/// restart). Needs root (it makes a throwaway group and user).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_membership_is_checked_live() {
+    if nix_uid() != 0 {
+        eprintln!("not root: cannot make a group and a user; live membership untested here");
+        return;
+    }
+    struct Throwaway(String);
+    impl Drop for Throwaway {
+        fn drop(&mut self) {
+            let _ = Command::new("userdel").arg(&self.0).status();
+            let _ = Command::new("groupdel")
+                .arg(format!("{}g", self.0))
+                .status();
+        }
+    }
+    let name = format!("alk{}", std::process::id());
+    let who = Throwaway(name.clone());
+    let group = format!("{name}g");
+    let run = |cmd: &str, args: &[&str]| {
+        let st = Command::new(cmd).args(args).status().unwrap();
+        assert!(st.success(), "{cmd} {args:?}");
+    };
+    run("groupadd", &[&group]);
+    run(
+        "useradd",
+        &["-M", "-N", "-g", "65534", "-s", "/usr/sbin/nologin", &name],
+    );
+    run("gpasswd", &["-a", &name, &group]);
+    let uid: u32 = String::from_utf8(
+        Command::new("id")
+            .args(["-u", &name])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap()
+    .trim()
+    .parse()
+    .unwrap();
+
+    let inst = Instance::new();
+    inst.provision();
+    let _d = inst.start_with(&[("ARCLOCK_ADMIN_GROUP", group.as_str())]);
+    let socket = inst.path("admin.sock");
+    // The file open to everyone: only the daemon's own check decides.
+    std::fs::set_permissions(inst.path(""), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let health_as_member = || {
+        let out = Command::new("curl")
+            .args(["-sS", "--max-time", "5", "--unix-socket"])
+            .arg(&socket)
+            .arg("http://arclockd/v1/health")
+            .uid(uid)
+            .gid(65534)
+            .output()
+            .unwrap();
+        serde_json::from_slice::<Value>(&out.stdout)
+            .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)))
+    };
+    assert_eq!(health_as_member()["success"], true);
+    run("gpasswd", &["-d", &name, &group]);
+    assert_eq!(health_as_member()["code"], "FORBIDDEN");
+    drop(who);
+}
+
 fn nix_uid() -> u32 {
     // Our own real uid, from /proc (no libc in the tests).
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
@@ -303,12 +371,23 @@ async fn lockouts_users_keys_logs_and_metrics() {
         "disable account",
         "enable account",
         "rotate KEK to v2 (1 re-wrapped, 0 failed)",
-        "delete account",
+        &format!("delete account {id}"),
     ] {
         let want = format!("{what} by operator uid {uid}");
         assert!(
             reasons.contains(&want),
             "no audit entry {want:?} in {reasons:?}"
+        );
+    }
+    // Reads of accounts and of the log are audited too (in the journal),
+    // with the operator and what they searched for.
+    let journal = std::fs::read_to_string(inst.path("daemon.log")).unwrap();
+    for read in ["read=/v1/users", "read=/v1/logs query=\"action=admin\""] {
+        assert!(
+            journal.lines().any(|l| l.contains("operator read")
+                && l.contains(read)
+                && l.contains(&format!("uid={uid}"))),
+            "no audit line with {read:?}"
         );
     }
 }

@@ -10,11 +10,26 @@ use super::AdminError;
 use crate::config;
 
 /// The operators: root, the daemon's own user, the admin group (primary or
-/// listed member) and any uid named in the config.
+/// listed member) and any uid named in the config. Group membership is read
+/// again for every connection: someone removed from the group stops being
+/// an operator at once, without a restart.
 #[derive(Debug, Clone)]
 pub struct Operators {
     uids: BTreeSet<u32>,
     gid: Option<u32>,
+}
+
+/// The uids of the group's listed members, as the system says now.
+fn members(gid: u32) -> BTreeSet<u32> {
+    let Ok(Some(group)) = Group::from_gid(Gid::from_raw(gid)) else {
+        return BTreeSet::new();
+    };
+    group
+        .mem
+        .iter()
+        .filter_map(|m| User::from_name(m).ok().flatten())
+        .map(|u| u.uid.as_raw())
+        .collect()
 }
 
 /// A connected operator, as the kernel reports them.
@@ -25,8 +40,9 @@ pub struct Operator {
 }
 
 impl Operators {
-    /// Resolves `admin.group` once at start; a group that does not exist is
-    /// a start error (a typo must not silently lock operators out or in).
+    /// Resolves `admin.group` to its gid at start; a group that does not
+    /// exist is a start error (a typo must not silently lock operators out
+    /// or in). Its members are read per connection ([`Operators::permits`]).
     pub fn from_config(cfg: &config::Admin) -> Result<Self, AdminError> {
         let mut uids: BTreeSet<u32> = [0, Uid::effective().as_raw()].into();
         uids.extend(cfg.operator_uids.iter().copied());
@@ -36,11 +52,8 @@ impl Operators {
                 .map_err(|e| AdminError::Group(name.clone(), e.to_string()))?
                 .ok_or_else(|| AdminError::Group(name.clone(), "no such group".into()))?;
             for member in &group.mem {
-                match User::from_name(member) {
-                    Ok(Some(u)) => {
-                        uids.insert(u.uid.as_raw());
-                    }
-                    _ => tracing::warn!(%member, group = %name, "group member is not a user"),
+                if !matches!(User::from_name(member), Ok(Some(_))) {
+                    tracing::warn!(%member, group = %name, "group member is not a user");
                 }
             }
             gid = Some(group.gid.as_raw());
@@ -53,8 +66,16 @@ impl Operators {
         self.gid.map(Gid::from_raw)
     }
 
+    /// Whether the peer (`uid`, primary `gid`) operates: a fixed operator,
+    /// or in the admin group now (primary group, or listed member).
     pub fn permits(&self, uid: u32, gid: u32) -> bool {
-        self.uids.contains(&uid) || self.gid == Some(gid)
+        if self.uids.contains(&uid) {
+            return true;
+        }
+        match self.gid {
+            Some(admin) => admin == gid || members(admin).contains(&uid),
+            None => false,
+        }
     }
 }
 

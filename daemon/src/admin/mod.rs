@@ -190,6 +190,24 @@ async fn handle(app: &App, req: Request<Incoming>, op: Operator) -> Response<Adm
     let path = req.uri().path().to_string();
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     let method = req.method().clone();
+    // Reads of personal data (accounts, the auth log) are audited too, with
+    // the query (who searched for whom); to the journal, not the auth log,
+    // which the console itself reads every second.
+    if method == Method::GET
+        && matches!(
+            segments.as_slice(),
+            ["v1", "users"] | ["v1", "logs"] | ["v1", "logs", "stream"]
+        )
+    {
+        tracing::info!(
+            target: "audit",
+            uid = op.uid,
+            pid = ?op.pid,
+            read = %path,
+            query = req.uri().query().unwrap_or(""),
+            "operator read"
+        );
+    }
     let answer = match (&method, segments.as_slice()) {
         (&Method::GET, ["v1", "health"]) => Ok(system::health(app).await),
         (&Method::GET, ["v1", "metrics"]) => system::metrics(app).await,

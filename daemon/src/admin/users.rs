@@ -88,7 +88,8 @@ pub async fn delete(app: &App, id: &str, op: Operator) -> Answer {
         user_id: None,
         action: Action::Admin,
         outcome: Outcome::Success,
-        reason: Some(format!("delete account by operator uid {}", op.uid)),
+        // The account is named by its id (random, and all that is left of it).
+        reason: Some(format!("delete account {id} by operator uid {}", op.uid)),
         similarity_bucket: None,
         client_ip: None,
         user_agent: Some(format!("admin-socket uid={}", op.uid)),
