@@ -66,7 +66,9 @@ impl Daemon {
                 )
                 .env("ARCLOCK_LIMITS_GENERAL", "0")
                 .env("ARCLOCK_LIMITS_AUTH", "0")
+                .env("ARCLOCK_LIMITS_HEALTH", "0")
                 .env("ARCLOCK_AUTH_MAX_FAILURES", "1000000")
+                .env("ARCLOCK_AUTH_MAX_FAILURES_PER_ADDRESS", "1000000")
                 .env("ARCLOCK_LOG_LEVEL", "warn");
             c
         };

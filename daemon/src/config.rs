@@ -232,6 +232,8 @@ pub struct Limits {
     pub general: u32,
     /// Requests per window on the auth routes, on top of the general quota (10).
     pub auth: u32,
+    /// Requests per window on `/health` (1800: a probe every half second).
+    pub health: u32,
 }
 
 impl Default for Limits {
@@ -240,6 +242,7 @@ impl Default for Limits {
             window_secs: 15 * 60,
             general: 100,
             auth: 10,
+            health: 1800,
         }
     }
 }
@@ -307,6 +310,11 @@ pub struct Server {
     /// Seconds SIGTERM waits for in-flight requests before closing them.
     #[serde(default = "defaults::shutdown_grace_secs")]
     pub shutdown_grace_secs: u64,
+    /// How long the public `/health` answer is reused (ms; 0: checked on
+    /// every call). Checks run one at a time, so a flood of probes costs at
+    /// most one store and HSM check per interval.
+    #[serde(default = "defaults::health_cache_ms")]
+    pub health_cache_ms: u64,
     /// Reverse proxies (CIDRs) whose `Forwarded` / `X-Forwarded-For` name
     /// the client (`http::forwarded`); empty: the TCP peer is the client.
     #[serde(default)]
@@ -437,6 +445,9 @@ mod defaults {
     pub fn pool_size() -> usize {
         4
     }
+    pub fn health_cache_ms() -> u64 {
+        2000
+    }
     pub fn jwt_key_bits() -> u32 {
         3072
     }
@@ -534,6 +545,9 @@ impl Config {
         if self.server.idle_timeout_secs == 0 || self.server.idle_timeout_secs > 3600 {
             return invalid("server.idle_timeout_secs", "must be 1..=3600");
         }
+        if self.server.health_cache_ms > 60_000 {
+            return invalid("server.health_cache_ms", "must be 0..=60000");
+        }
         if self.server.shutdown_grace_secs > 300 {
             return invalid("server.shutdown_grace_secs", "must be 0..=300");
         }
@@ -583,11 +597,8 @@ impl Config {
         if self.auth.max_failures == 0 {
             return invalid("auth.max_failures", "must be at least 1");
         }
-        if self.auth.max_failures_per_address < self.auth.max_failures {
-            return invalid(
-                "auth.max_failures_per_address",
-                "must be at least auth.max_failures",
-            );
+        if self.auth.max_failures_per_address == 0 {
+            return invalid("auth.max_failures_per_address", "must be at least 1");
         }
         if self.server.body_limit_bytes < 1024 || self.server.body_limit_bytes > 64 * 1024 * 1024 {
             return invalid("server.body_limit_bytes", "must be 1 KiB..=64 MiB");

@@ -93,6 +93,8 @@ pub struct App {
     pub kiosk: Option<Arc<kiosk::Kiosk>>,
     /// What SIGHUP re-reads and how it applies it (set by the binary).
     pub reload: Option<Reload>,
+    /// The public `/health` answer, reused for `health_cache_ms`.
+    pub health: api::health::Cache,
 }
 
 /// Replaces the log level filter; `Err` names what is wrong with the level.
@@ -182,6 +184,7 @@ impl App {
             started: SystemClock.now(),
             kiosk,
             reload: None,
+            health: Default::default(),
         })
     }
 

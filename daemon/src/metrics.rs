@@ -100,6 +100,7 @@ pub struct Metrics {
     lockouts: Family<KindLabel, Counter>,
     active: Family<KindLabel, Gauge>,
     liveness: Family<LivenessLabel, Counter>,
+    health_checks: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -129,6 +130,12 @@ impl Metrics {
         let lockouts = Family::<KindLabel, Counter>::default();
         let active = Family::<KindLabel, Gauge>::default();
         let liveness = Family::<LivenessLabel, Counter>::default();
+        let health_checks = Counter::default();
+        registry.register(
+            "health_checks",
+            "Dependency checks actually run for the public /health (the rest were served from its cache)",
+            health_checks.clone(),
+        );
         registry.register(
             "liveness_checks",
             "Liveness verdicts (passive PAD and challenge answers) by outcome or refusal reason",
@@ -186,7 +193,13 @@ impl Metrics {
             lockouts,
             active,
             liveness,
+            health_checks,
         }
+    }
+
+    /// One real dependency check for the public `/health`.
+    pub fn health_check(&self) {
+        self.health_checks.inc();
     }
 
     /// One liveness verdict: `live` or the refusal reason (one of

@@ -301,6 +301,51 @@ async fn closed_mode_leaves_enrolment_to_operators() {
     assert_eq!(s, 401, "no account was made");
 }
 
+/// `/health` needs no account, so it must not be a lever: a burst of probes
+/// costs one dependency check per `health_cache_ms`, and past its own quota
+/// an address gets 429 (the default config; tests otherwise switch both off).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_probes_cost_one_check_per_interval() {
+    let inst = Instance::new();
+    inst.provision();
+    let d = std::sync::Arc::new(inst.start_with(&[
+        ("ARCLOCK_SERVER_HEALTH_CACHE_MS", "2000"),
+        ("ARCLOCK_LIMITS_HEALTH", "40"),
+    ]));
+    let admin = Client::new(inst.path("admin.sock"));
+    let checks = || async {
+        let m = admin.metrics().await.unwrap();
+        m.lines()
+            .find_map(|l| l.strip_prefix("arclock_health_checks_total "))
+            .unwrap()
+            .trim()
+            .parse::<u64>()
+            .unwrap()
+    };
+    let before = checks().await;
+    let mut tasks = Vec::new();
+    for _ in 0..30 {
+        let d = d.clone();
+        tasks.push(tokio::spawn(async move { d.get("/health").await.0 }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), 200);
+    }
+    let burst = checks().await - before;
+    assert!((1..=2).contains(&burst), "{burst} checks for 30 probes");
+    // Past the quota: 429 in the envelope, with Retry-After.
+    let mut refused = 0;
+    for _ in 0..15 {
+        let (s, headers, _, body) = d.get("/health").await;
+        if s == 429 {
+            assert_eq!(body["code"], "RATE_LIMIT_EXCEEDED");
+            assert!(headers.contains_key("retry-after"));
+            refused += 1;
+        }
+    }
+    assert!(refused >= 5, "{refused} refused");
+}
+
 /// A picture without a face (a grey JPEG), as base64.
 fn faceless() -> String {
     let img = image::RgbImage::from_pixel(320, 240, image::Rgb([128, 128, 128]));

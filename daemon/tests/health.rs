@@ -317,7 +317,10 @@ async fn sigkill_during_registration_leaves_no_half_user() {
     ];
     // Probing with sign-ins counts failures per address: keep the lockout
     // out of the way.
-    let env = [("ARCLOCK_AUTH_MAX_FAILURES", "100")];
+    let env = [
+        ("ARCLOCK_AUTH_MAX_FAILURES", "100"),
+        ("ARCLOCK_AUTH_MAX_FAILURES_PER_ADDRESS", "100"),
+    ];
     for (round, delay_ms) in [10u64, 30, 60].into_iter().enumerate() {
         let register = |i: usize, p: &str| {
             serde_json::json!({

@@ -1,6 +1,13 @@
-//! `GET /health`: each dependency checked for real on every call, 503 when any
-//! is down, so a load balancer stops sending traffic to a box that would fail.
-//! The public answer names what is down; the reasons go only to operators.
+//! `GET /health`: each dependency checked for real, 503 when any is down, so
+//! a load balancer stops sending traffic to a box that would fail. The public
+//! answer names what is down; the reasons go only to operators (the admin
+//! socket's health checks on every call).
+//!
+//! On the public port the answer is reused for `[server] health_cache_ms`
+//! and checks run one at a time: a flood of `/health` (it needs no account)
+//! costs at most one store and HSM check per interval, never one per request.
+
+use std::time::{Duration, Instant};
 
 use http::{Response, StatusCode};
 use serde_json::json;
@@ -8,8 +15,25 @@ use serde_json::json;
 use crate::App;
 use crate::http::response::{self, Body};
 
+/// The last public answer: when it was made, what was down, the report.
+#[derive(Default)]
+pub struct Cache(tokio::sync::Mutex<Option<(Instant, Vec<&'static str>, serde_json::Value)>>);
+
 pub async fn get(app: &App) -> Response<Body> {
-    let (down, mut data) = report(app).await;
+    let ttl = Duration::from_millis(app.config.server.health_cache_ms);
+    // Held across the check: concurrent probes wait for one result.
+    let mut cached = app.health.0.lock().await;
+    let fresh = cached.as_ref().filter(|(at, _, _)| at.elapsed() < ttl);
+    let (down, mut data) = match fresh {
+        Some((_, down, data)) => (down.clone(), data.clone()),
+        None => {
+            app.metrics.health_check();
+            let (down, data) = report(app).await;
+            *cached = Some((Instant::now(), down.clone(), data.clone()));
+            (down, data)
+        }
+    };
+    drop(cached);
     // Why a dependency is down (file paths, free space, token errors) is for
     // operators: the admin socket's health has it, the public port does not.
     if let Some(deps) = data["dependencies"].as_object_mut() {

@@ -27,6 +27,9 @@ pub enum Class {
     General,
     /// Register, login, verify-face, refresh, logout: also the general quota.
     Auth,
+    /// `/health`: its own, larger quota (load balancers probe it often), not
+    /// the general one.
+    Health,
 }
 
 struct Bucket {
@@ -90,6 +93,7 @@ impl Bucket {
 pub struct Limits {
     general: Option<Bucket>,
     auth: Option<Bucket>,
+    health: Option<Bucket>,
 }
 
 impl std::fmt::Debug for Limits {
@@ -105,12 +109,19 @@ impl Limits {
         Limits {
             general: Bucket::new(c.general, window, "RATE_LIMIT_EXCEEDED"),
             auth: Bucket::new(c.auth, window, "AUTH_RATE_LIMIT_EXCEEDED"),
+            health: Bucket::new(c.health, window, "RATE_LIMIT_EXCEEDED"),
         }
     }
 
     /// Counts one request; the standing to report, or the 429 to send.
     pub fn check(&self, class: Class, ip: IpAddr) -> Result<Option<Standing>, Response<Body>> {
         let k = crate::http::forwarded::grouped(ip);
+        if class == Class::Health {
+            return match &self.health {
+                Some(b) => b.check(&k).map(Some).map_err(refuse),
+                None => Ok(None),
+            };
+        }
         let general = match &self.general {
             Some(b) => Some(b.check(&k).map_err(refuse)?),
             None => None,
@@ -124,7 +135,10 @@ impl Limits {
 
     /// Forgets clients whose quota is full again (bounds memory).
     pub fn prune(&self) {
-        for b in [&self.general, &self.auth].into_iter().flatten() {
+        for b in [&self.general, &self.auth, &self.health]
+            .into_iter()
+            .flatten()
+        {
             b.limiter.retain_recent();
             b.limiter.shrink_to_fit();
         }
@@ -175,6 +189,7 @@ mod tests {
             window_secs: 900,
             general: 100,
             auth: 3,
+            health: 2,
         });
         let ip: IpAddr = "192.0.2.7".parse().unwrap();
         for want in [2, 1, 0] {
@@ -192,6 +207,13 @@ mod tests {
         // Another client is not affected; general routes still pass.
         assert!(l.check(Class::Auth, "192.0.2.8".parse().unwrap()).is_ok());
         assert_eq!(l.check(Class::General, ip).unwrap().unwrap().limit, 100);
+        // /health counts on its own quota only.
+        let general = l.check(Class::General, ip).unwrap().unwrap().remaining;
+        assert_eq!(l.check(Class::Health, ip).unwrap().unwrap().limit, 2);
+        assert!(l.check(Class::Health, ip).is_ok());
+        assert!(l.check(Class::Health, ip).is_err());
+        let after = l.check(Class::General, ip).unwrap().unwrap().remaining;
+        assert_eq!(after, general - 1, "only the general check itself counted");
     }
 
     #[test]
@@ -200,6 +222,7 @@ mod tests {
             window_secs: 60,
             general: 1,
             auth: 1,
+            health: 1,
         });
         assert!(
             l.check(Class::General, "2001:db8::1".parse().unwrap())

@@ -114,7 +114,12 @@ const ROUTES: &[(Method, &str, Endpoint, Option<Class>)] = &[
         Endpoint::LogsFailures,
         Some(Class::General),
     ),
-    (Method::GET, "/health", Endpoint::Health, None),
+    (
+        Method::GET,
+        "/health",
+        Endpoint::Health,
+        Some(Class::Health),
+    ),
     (Method::GET, "/.well-known/jwks.json", Endpoint::Jwks, None),
     (Method::GET, "/openapi.json", Endpoint::OpenApi, None),
 ];

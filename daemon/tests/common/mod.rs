@@ -119,7 +119,8 @@ impl Instance {
     }
 
     /// The `ARCLOCK_*` overrides that point arclockd at this instance. Rate
-    /// limits are off (tests make many requests from one address) unless a
+    /// limits are off (tests make many requests from one address) and
+    /// `/health` is checked on every call (tests watch it change) unless a
     /// test sets them.
     pub fn env(&self) -> Vec<(String, String)> {
         let p = |s: &str| self.path(s).to_string_lossy().into_owned();
@@ -152,6 +153,8 @@ impl Instance {
             ("ARCLOCK_MODELS_INTRA_THREADS", "1".into()),
             ("ARCLOCK_LIMITS_GENERAL", "0".into()),
             ("ARCLOCK_LIMITS_AUTH", "0".into()),
+            ("ARCLOCK_LIMITS_HEALTH", "0".into()),
+            ("ARCLOCK_SERVER_HEALTH_CACHE_MS", "0".into()),
             ("ARCLOCK_ADMIN_SOCKET", p("admin.sock")),
             // The tests run as root on CI machines.
             ("ARCLOCK_ALLOW_ROOT", "1".into()),
