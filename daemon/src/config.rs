@@ -310,6 +310,16 @@ pub struct Server {
     /// Seconds SIGTERM waits for in-flight requests before closing them.
     #[serde(default = "defaults::shutdown_grace_secs")]
     pub shutdown_grace_secs: u64,
+    /// Open connections one client address (IPv6: its /64) may hold; more
+    /// are closed at accept (trusted proxies are exempt). 0: no cap.
+    #[serde(default = "defaults::max_connections_per_address")]
+    pub max_connections_per_address: usize,
+    /// A connection older than this is asked to close once its requests are
+    /// done (HTTP/2 GOAWAY, HTTP/1.1 `Connection: close`); clients reconnect.
+    /// Bounds what one connection can hold, and spreads clients after a
+    /// balancer change. 0: no limit.
+    #[serde(default = "defaults::max_connection_age_secs")]
+    pub max_connection_age_secs: u64,
     /// How long the public `/health` answer is reused (ms; 0: checked on
     /// every call). Checks run one at a time, so a flood of probes costs at
     /// most one store and HSM check per interval.
@@ -444,6 +454,12 @@ mod defaults {
     }
     pub fn pool_size() -> usize {
         4
+    }
+    pub fn max_connections_per_address() -> usize {
+        64
+    }
+    pub fn max_connection_age_secs() -> u64 {
+        3600
     }
     pub fn health_cache_ms() -> u64 {
         2000

@@ -286,3 +286,106 @@ async fn a_flooding_address_does_not_starve_others() {
         assert_eq!(left, 19 - n);
     }
 }
+
+/// One address cannot hold every connection: past
+/// `max_connections_per_address` its new ones are closed at accept while
+/// those it has keep working, and a place comes back when one closes. A
+/// connection older than `max_connection_age_secs` is closed once its
+/// request is answered (the client reconnects).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_are_capped_per_address_and_by_age() {
+    let inst = Instance::new();
+    inst.provision();
+    let d = inst.start_with(&[
+        ("ARCLOCK_SERVER_MAX_CONNECTIONS_PER_ADDRESS", "4"),
+        ("ARCLOCK_SERVER_MAX_CONNECTION_AGE_SECS", "2"),
+    ]);
+    let cert = std::fs::read(inst.path("tls/cert.pem")).unwrap();
+    let health = b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n";
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.push(connect(&d, &cert).await.unwrap());
+    }
+    assert!(
+        connect(&d, &cert).await.is_err(),
+        "a fifth connection was served"
+    );
+    held[0].write_all(health).await.unwrap();
+    let (text, closed) = read_all(&mut held[0], Duration::from_millis(500)).await;
+    assert!(text.starts_with("HTTP/1.1 200") && !closed, "{text}");
+    held.truncate(3);
+    let start = Instant::now();
+    while connect(&d, &cert).await.is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "the place never came back"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(held);
+
+    // Old age: answered, then closed (not cut mid-request).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut s = connect(&d, &cert).await.unwrap();
+    s.write_all(health).await.unwrap();
+    let (text, closed) = read_all(&mut s, Duration::from_millis(500)).await;
+    assert!(text.starts_with("HTTP/1.1 200") && !closed, "{text}");
+    let (_, closed) = read_all(&mut s, Duration::from_secs(4)).await;
+    assert!(closed, "a connection outlived max_connection_age_secs");
+}
+
+/// HTTP/2 PINGs are not requests: a connection that only pings after its
+/// last answer is closed after `idle_timeout_secs` like a silent one (it
+/// would otherwise hold a connection slot for ever).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_pings_do_not_hold_a_connection() {
+    let inst = Instance::new();
+    inst.provision();
+    let d = inst.start_with(&[("ARCLOCK_SERVER_IDLE_TIMEOUT_SECS", "2")]);
+    let cert = std::fs::read(inst.path("tls/cert.pem")).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(&cert) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let port = d.url.rsplit(':').next().unwrap().trim_end_matches('/');
+    let tcp = tokio::net::TcpStream::connect(format!("127.0.0.1:{port}"))
+        .await
+        .unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap();
+    let (mut client, mut conn) = h2::client::handshake(tls).await.unwrap();
+    let mut pings = conn.ping_pong().unwrap();
+    let driver = tokio::spawn(conn);
+    let req = http::Request::get(format!("{}/health", d.url))
+        .body(())
+        .unwrap();
+    let (answer, _) = client.send_request(req, true).unwrap();
+    assert_eq!(answer.await.unwrap().status(), 200);
+
+    let start = Instant::now();
+    while !driver.is_finished() {
+        assert!(
+            start.elapsed() < Duration::from_secs(8),
+            "PINGs kept an idle connection open"
+        );
+        if pings.ping(h2::Ping::opaque()).await.is_err() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert!(
+        start.elapsed() >= Duration::from_millis(1500),
+        "closed before the idle timeout: {:?}",
+        start.elapsed()
+    );
+}

@@ -1,44 +1,102 @@
-//! An idle deadline on a connection: if neither side moves a byte for the
-//! configured time, the next read fails with `TimedOut` and hyper closes the
-//! connection. hyper's own header timeout does not cover a client that goes
-//! quiet after the TLS handshake (before protocol detection) or between
-//! keep-alive requests; this does, for HTTP/1.1 and HTTP/2 alike.
+//! An idle deadline on a connection, counted in requests, not bytes: a
+//! connection with no request in flight and none started or answered for
+//! the configured time is closed (the next read fails with `TimedOut` and
+//! hyper closes it). Bytes alone do not keep it open, so neither a client
+//! that goes quiet after the TLS handshake nor one that only sends HTTP/2
+//! PINGs or empty frames holds a connection slot for ever. A request being
+//! uploaded counts as in flight (its body has its own time limit).
 
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
-/// `inner` with an idle deadline of `timeout`, reset by every byte moved.
+/// A connection's request activity, shared by its I/O and its service.
+#[derive(Debug)]
+pub struct Activity {
+    origin: Instant,
+    /// Requests started and not yet answered.
+    in_flight: AtomicUsize,
+    /// When a request last started or was answered (ms since `origin`).
+    last_ms: AtomicU64,
+}
+
+impl Activity {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Activity {
+            origin: Instant::now(),
+            in_flight: AtomicUsize::new(0),
+            last_ms: AtomicU64::new(0),
+        })
+    }
+
+    fn stamp(&self) {
+        let ms = self.origin.elapsed().as_millis() as u64;
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// A request arrived; the guard marks it answered when dropped.
+    pub fn request(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.stamp();
+        InFlight(Arc::clone(self))
+    }
+
+    /// When the connection stops being busy-or-recent, if it is idle now.
+    fn idle_since(&self) -> Option<Instant> {
+        (self.in_flight.load(Ordering::Relaxed) == 0)
+            .then(|| self.origin + Duration::from_millis(self.last_ms.load(Ordering::Relaxed)))
+    }
+}
+
+/// One request in flight (see [`Activity::request`]).
+pub struct InFlight(Arc<Activity>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.stamp();
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// `inner` closed after `timeout` without request activity.
 pub struct Idle<T> {
     inner: T,
     timeout: Duration,
+    activity: Arc<Activity>,
     deadline: Pin<Box<Sleep>>,
 }
 
 impl<T> Idle<T> {
-    pub fn new(inner: T, timeout: Duration) -> Self {
+    pub fn new(inner: T, timeout: Duration, activity: Arc<Activity>) -> Self {
         Idle {
             inner,
             timeout,
+            activity,
             deadline: Box::pin(tokio::time::sleep(timeout)),
         }
     }
 
-    fn touch(&mut self) {
-        let next = Instant::now() + self.timeout;
-        // Resetting a timer costs a little; skip it when it moved < 1 s ago.
-        if next.saturating_duration_since(self.deadline.deadline()) >= Duration::from_secs(1) {
+    /// Whether the deadline passed with no request activity; a deadline
+    /// reached while busy (or after recent activity) is moved on instead.
+    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+        loop {
+            if self.deadline.as_mut().poll(cx).is_pending() {
+                return false;
+            }
+            let next = match self.activity.idle_since() {
+                Some(since) if since + self.timeout <= Instant::now() => return true,
+                Some(since) => since + self.timeout,
+                None => Instant::now() + self.timeout,
+            };
             self.deadline.as_mut().reset(next);
         }
-    }
-
-    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
-        self.deadline.as_mut().poll(cx).is_ready()
     }
 }
 
@@ -53,16 +111,9 @@ impl<T: AsyncRead + Unpin> AsyncRead for Idle<T> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        let before = buf.filled().len();
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
-            Poll::Ready(r) => {
-                if buf.filled().len() > before {
-                    this.touch();
-                }
-                Poll::Ready(r)
-            }
             Poll::Pending if this.expired(cx) => Poll::Ready(Err(timed_out())),
-            Poll::Pending => Poll::Pending,
+            other => other,
         }
     }
 }
@@ -75,12 +126,6 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Idle<T> {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         match Pin::new(&mut this.inner).poll_write(cx, data) {
-            Poll::Ready(Ok(n)) => {
-                if n > 0 {
-                    this.touch();
-                }
-                Poll::Ready(Ok(n))
-            }
             Poll::Pending if this.expired(cx) => Poll::Ready(Err(timed_out())),
             other => other,
         }

@@ -15,11 +15,68 @@ use hyper::Request;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 
 pub use tls::{Certs, TlsError, load_tls};
+
+/// Open connections per client address (IPv6: per /64), capped.
+struct PerAddress {
+    cap: usize,
+    trusted: Vec<ipnet::IpNet>,
+    open: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
+}
+
+/// One admitted connection's place, given back on drop.
+struct AddressSlot {
+    table: Arc<PerAddress>,
+    key: Option<std::net::IpAddr>,
+}
+
+impl PerAddress {
+    fn new(cap: usize, trusted: Vec<ipnet::IpNet>) -> Self {
+        PerAddress {
+            cap,
+            trusted,
+            open: Default::default(),
+        }
+    }
+
+    /// A place for a connection from `ip`, or `None` at the cap. Trusted
+    /// proxies carry many clients and are not capped.
+    fn admit(self: &Arc<Self>, ip: std::net::IpAddr) -> Option<AddressSlot> {
+        if self.cap == 0 || self.trusted.iter().any(|n| n.contains(&ip)) {
+            return Some(AddressSlot {
+                table: Arc::clone(self),
+                key: None,
+            });
+        }
+        let key = forwarded::grouped(ip);
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let n = open.entry(key).or_insert(0);
+        if *n >= self.cap {
+            return None;
+        }
+        *n += 1;
+        Some(AddressSlot {
+            table: Arc::clone(self),
+            key: Some(key),
+        })
+    }
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let Some(key) = self.key else { return };
+        let mut open = self.table.open.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = open.get_mut(&key) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&key);
+            }
+        }
+    }
+}
 
 use crate::App;
 
@@ -32,11 +89,18 @@ pub async fn serve(
     mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(&app.tls));
-    let slots = Arc::new(Semaphore::new(app.config.server.max_connections));
+    let max = app.config.server.max_connections;
+    let slots = Arc::new(Semaphore::new(max));
+    let per_address = Arc::new(PerAddress::new(
+        app.config.server.max_connections_per_address,
+        app.config.server.trusted_proxies.clone(),
+    ));
     let header_timeout = Duration::from_secs(app.config.server.header_timeout_secs);
     let idle_timeout = Duration::from_secs(app.config.server.idle_timeout_secs);
+    let max_age = Some(app.config.server.max_connection_age_secs)
+        .filter(|s| *s > 0)
+        .map(Duration::from_secs);
     let grace = Duration::from_secs(app.config.server.shutdown_grace_secs);
-    let graceful = GracefulShutdown::new();
     loop {
         let permit = tokio::select! {
             p = Arc::clone(&slots).acquire_owned() => p.map_err(std::io::Error::other)?,
@@ -53,6 +117,11 @@ pub async fn serve(
             },
             _ = shutdown.changed() => break,
         };
+        let Some(address_slot) = per_address.admit(peer.ip()) else {
+            // Closed at once: one address cannot take every slot.
+            tracing::debug!(%peer, "connection refused: too many from this address");
+            continue;
+        };
         // Responses are written whole; Nagle would hold the tail of one back
         // for the client's delayed ACK (~40 ms a request).
         if let Err(e) = tcp.set_nodelay(true) {
@@ -60,9 +129,9 @@ pub async fn serve(
         }
         let acceptor = acceptor.clone();
         let app = Arc::clone(&app);
-        let watcher = graceful.watcher();
+        let mut stop = shutdown.clone();
         tokio::spawn(async move {
-            let _permit = permit;
+            let (_permit, _address_slot) = (permit, address_slot);
             let tls = match tokio::time::timeout(header_timeout, acceptor.accept(tcp)).await {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(e)) => {
@@ -74,10 +143,15 @@ pub async fn serve(
                     return;
                 }
             };
+            let activity = idle::Activity::new();
+            let requests = Arc::clone(&activity);
             let service = hyper::service::service_fn(move |req: Request<Incoming>| {
                 let app = Arc::clone(&app);
+                let in_flight = requests.request();
                 async move {
-                    Ok::<_, std::convert::Infallible>(crate::api::handle(app, req, peer).await)
+                    let resp = crate::api::handle(app, req, peer).await;
+                    drop(in_flight);
+                    Ok::<_, std::convert::Infallible>(resp)
                 }
             });
             let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -91,16 +165,41 @@ pub async fn serve(
                 .timer(TokioTimer::new())
                 .max_concurrent_streams(32)
                 .max_header_list_size(32 * 1024);
-            let io = TokioIo::new(idle::Idle::new(tls, idle_timeout));
-            if let Err(e) = watcher.watch(builder.serve_connection(io, service)).await {
+            let io = TokioIo::new(idle::Idle::new(tls, idle_timeout, activity));
+            let conn = builder.serve_connection(io, service);
+            tokio::pin!(conn);
+            let aged = async {
+                match max_age {
+                    Some(age) => tokio::time::sleep(age).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::pin!(aged);
+            // Shutdown or old age: finish what is in flight, then close.
+            let mut closing = false;
+            let ended = loop {
+                tokio::select! {
+                    r = conn.as_mut() => break r,
+                    _ = &mut aged, if !closing => {
+                        closing = true;
+                        conn.as_mut().graceful_shutdown();
+                    }
+                    _ = stop.wait_for(|stopping| *stopping), if !closing => {
+                        closing = true;
+                        conn.as_mut().graceful_shutdown();
+                    }
+                }
+            };
+            if let Err(e) = ended {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
         });
     }
     drop(listener);
-    let open = graceful.count();
-    match tokio::time::timeout(grace, graceful.shutdown()).await {
-        Ok(()) => tracing::info!(connections = open, "connections drained"),
+    // Every open connection holds a slot: drained when all are back.
+    let open = max - slots.available_permits();
+    match tokio::time::timeout(grace, slots.acquire_many(max as u32)).await {
+        Ok(_) => tracing::info!(connections = open, "connections drained"),
         Err(_) => tracing::warn!(
             grace_secs = grace.as_secs(),
             "grace period over; closing the connections still open"
