@@ -310,6 +310,11 @@ pub struct Server {
     /// Seconds SIGTERM waits for in-flight requests before closing them.
     #[serde(default = "defaults::shutdown_grace_secs")]
     pub shutdown_grace_secs: u64,
+    /// Locked memory all request bodies may hold while they arrive (half of
+    /// it per client address); beyond it uploads get 503 at once. At least
+    /// 3 x `body_limit_bytes`.
+    #[serde(default = "defaults::body_budget_bytes")]
+    pub body_budget_bytes: usize,
     /// Open connections one client address (IPv6: its /64) may hold; more
     /// are closed at accept (trusted proxies are exempt). 0: no cap.
     #[serde(default = "defaults::max_connections_per_address")]
@@ -455,6 +460,9 @@ mod defaults {
     pub fn pool_size() -> usize {
         4
     }
+    pub fn body_budget_bytes() -> usize {
+        64 * 1024 * 1024
+    }
     pub fn max_connections_per_address() -> usize {
         64
     }
@@ -560,6 +568,13 @@ impl Config {
         }
         if self.server.idle_timeout_secs == 0 || self.server.idle_timeout_secs > 3600 {
             return invalid("server.idle_timeout_secs", "must be 1..=3600");
+        }
+        if self.server.body_budget_bytes < 3 * self.server.body_limit_bytes {
+            return invalid(
+                "server.body_budget_bytes",
+                "must be at least 3 x server.body_limit_bytes (one address's half must hold a \
+                 whole body while its buffer doubles)",
+            );
         }
         if self.server.health_cache_ms > 60_000 {
             return invalid("server.health_cache_ms", "must be 0..=60000");

@@ -53,6 +53,7 @@ pub fn request(data: &[u8]) {
 const LIMITS: BodyLimits = BodyLimits {
     bytes: 64 * 1024,
     timeout: Duration::from_secs(5),
+    budget: None,
 };
 
 fn runtime() -> &'static tokio::runtime::Runtime {

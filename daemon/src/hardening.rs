@@ -24,7 +24,7 @@ pub enum HardeningError {
     )]
     Root,
     #[error(
-        "RLIMIT_MEMLOCK is {have} MiB; {workers} face worker(s) need at least {need} MiB of locked memory (LimitMEMLOCK= in the unit, `ulimit -l` in a shell)"
+        "RLIMIT_MEMLOCK is {have} MiB; {workers} face worker(s) and [server] body_budget_bytes need at least {need} MiB of locked memory (LimitMEMLOCK= in the unit, `ulimit -l` in a shell)"
     )]
     Memlock {
         have: u64,
@@ -45,7 +45,8 @@ pub struct Report {
 }
 
 /// Locked memory one face worker may need at the photo limits (24 MP: the RGB
-/// image and its workspace; models/README.md), and what bodies and keys need.
+/// image and its workspace; models/README.md), and what keys and decoded
+/// requests need besides arriving bodies (`[server] body_budget_bytes`).
 const PER_WORKER_MIB: u64 = 80;
 const BASE_MIB: u64 = 32;
 
@@ -73,7 +74,8 @@ pub fn check(config: &Config, report: &mut Report) -> Result<(), HardeningError>
         what: "reading RLIMIT_MEMLOCK",
         source,
     })?;
-    report.memlock_mib = memlock_enough(limit, root, config.models.workers)?;
+    let bodies_mib = (config.server.body_budget_bytes as u64).div_ceil(1024 * 1024);
+    report.memlock_mib = memlock_enough(limit, root, config.models.workers, bodies_mib)?;
     let mut dirs = vec![config.admin.socket.as_path()];
     if config.store.backend == crate::config::Backend::Embedded {
         dirs.push(config.store.path.as_path());
@@ -92,18 +94,19 @@ pub fn check(config: &Config, report: &mut Report) -> Result<(), HardeningError>
 }
 
 /// Whether `limit` bytes of lockable memory (`None`: unlimited) cover
-/// `workers`; root's CAP_IPC_LOCK locks past any limit. The limit in MiB when
-/// one applies.
+/// `workers` and the arriving bodies' budget; root's CAP_IPC_LOCK locks past
+/// any limit. The limit in MiB when one applies.
 fn memlock_enough(
     limit: Option<u64>,
     root: bool,
     workers: usize,
+    bodies_mib: u64,
 ) -> Result<Option<u64>, HardeningError> {
     let (Some(bytes), false) = (limit, root) else {
         return Ok(None);
     };
     let have = bytes / (1024 * 1024);
-    let need = BASE_MIB + PER_WORKER_MIB * workers as u64;
+    let need = BASE_MIB + PER_WORKER_MIB * workers as u64 + bodies_mib;
     if have < need {
         return Err(HardeningError::Memlock {
             have,
@@ -148,15 +151,15 @@ mod tests {
     #[test]
     fn memlock_must_cover_the_workers_unless_root() {
         let mib = |n: u64| Some(n * 1024 * 1024);
-        let e = memlock_enough(mib(8), false, 2).unwrap_err().to_string();
+        let e = memlock_enough(mib(8), false, 2, 64).unwrap_err().to_string();
         assert!(
-            e.contains("8 MiB") && e.contains("192 MiB") && e.contains("LimitMEMLOCK"),
+            e.contains("8 MiB") && e.contains("256 MiB") && e.contains("LimitMEMLOCK"),
             "{e}"
         );
-        assert_eq!(memlock_enough(mib(512), false, 2).unwrap(), Some(512));
-        assert!(memlock_enough(mib(512), false, 7).is_err());
-        assert_eq!(memlock_enough(mib(8), true, 2).unwrap(), None);
-        assert_eq!(memlock_enough(None, false, 64).unwrap(), None);
+        assert_eq!(memlock_enough(mib(512), false, 2, 64).unwrap(), Some(512));
+        assert!(memlock_enough(mib(512), false, 6, 64).is_err());
+        assert_eq!(memlock_enough(mib(8), true, 2, 64).unwrap(), None);
+        assert_eq!(memlock_enough(None, false, 64, 64).unwrap(), None);
     }
 
     #[test]

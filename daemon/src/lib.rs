@@ -95,6 +95,8 @@ pub struct App {
     pub reload: Option<Reload>,
     /// The public `/health` answer, reused for `health_cache_ms`.
     pub health: api::health::Cache,
+    /// Locked memory arriving request bodies share (`body_budget_bytes`).
+    pub bodies: Arc<api::intake::BodyBudget>,
 }
 
 /// Replaces the log level filter; `Err` names what is wrong with the level.
@@ -169,6 +171,9 @@ impl App {
             .camera
             .enabled
             .then(|| Arc::new(kiosk::Kiosk::new(config.camera.clone())));
+        let bodies = Arc::new(api::intake::BodyBudget::new(
+            config.server.body_budget_bytes,
+        ));
         Ok(App {
             config,
             tls,
@@ -185,6 +190,7 @@ impl App {
             kiosk,
             reload: None,
             health: Default::default(),
+            bodies,
         })
     }
 

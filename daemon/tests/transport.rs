@@ -389,3 +389,77 @@ async fn http2_pings_do_not_hold_a_connection() {
         start.elapsed()
     );
 }
+
+/// Locked memory (VmLck) of the daemon, in KiB.
+fn locked_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmLck:"))
+        .and_then(|v| v.split_whitespace().next())
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// Slow uploads cannot pin locked memory or starve other clients: a body
+/// buffer grows as bytes arrive (a declared `Content-Length` reserves
+/// nothing), every arriving body shares `body_budget_bytes`, one address at
+/// most half of it; past that, 503 at once, while another address's upload
+/// is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_uploads_share_a_bounded_budget() {
+    const MIB: usize = 1024 * 1024;
+    let inst = Instance::new();
+    inst.provision();
+    let (limit, budget) = ((2 * MIB).to_string(), (6 * MIB).to_string());
+    let d = inst.start_with(&[
+        ("ARCLOCK_SERVER_BODY_LIMIT_BYTES", limit.as_str()),
+        ("ARCLOCK_SERVER_BODY_BUDGET_BYTES", budget.as_str()),
+        // Loopback plays the proxy, so the test can be two addresses.
+        ("ARCLOCK_SERVER_TRUSTED_PROXIES", r#"["127.0.0.1/32"]"#),
+    ]);
+    let cert = std::fs::read(inst.path("tls/cert.pem")).unwrap();
+    let before = locked_kib(d.child.id());
+
+    // One address: six uploads, one after the other, that declare 2 MB,
+    // send 1.2 MB and stall. Its share (3 MiB) holds one such body (a 2 MiB
+    // buffer); the others are refused at once, not left waiting.
+    let mut start = String::from(r#"{"email":"slow@example.org","imageBase64":""#);
+    start.push_str(&"A".repeat(1_200_000));
+    let mut stalled = Vec::new();
+    let mut busy = 0;
+    for _ in 0..6 {
+        let mut s = connect(&d, &cert).await.unwrap();
+        let head = "POST /api/auth/login HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
+                    X-Forwarded-For: 203.0.113.7\r\nContent-Length: 2000000\r\n\r\n";
+        s.write_all(head.as_bytes()).await.unwrap();
+        let _ = s.write_all(start.as_bytes()).await;
+        let (text, _) = read_all(&mut s, Duration::from_millis(600)).await;
+        if text.starts_with("HTTP/1.1 503") {
+            assert!(text.contains("upload capacity is in use"), "{text}");
+            busy += 1;
+        } else {
+            assert!(text.is_empty(), "{text}");
+        }
+        stalled.push(s);
+    }
+    assert_eq!(busy, 5, "one stalled body per share, the rest refused");
+    let grown = locked_kib(d.child.id()).saturating_sub(before);
+    assert!(
+        grown <= 3 * 1024,
+        "{grown} KiB more locked memory for stalled uploads (their share is 2 MiB)"
+    );
+
+    // Another address meanwhile: its photo is read and judged.
+    let r = d
+        .client
+        .post(format!("{}/api/auth/login", d.url))
+        .header("x-forwarded-for", "198.51.100.20")
+        .json(&serde_json::json!({"email": "someone@example.org", "imageBase64": common::lfw_base64("Aaron_Peirsol", 1)}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401, "{}", r.text().await.unwrap());
+    drop(stalled);
+}

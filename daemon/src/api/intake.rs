@@ -5,7 +5,8 @@
 //! pipeline consumes and wipes.
 
 use std::borrow::Cow;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use arclock_secmem::LockedBytes;
@@ -37,11 +38,13 @@ impl<B> RequestBody for B where
 {
 }
 
-/// How much body a request may send, and how slowly.
-#[derive(Debug, Clone, Copy)]
+/// How much body a request may send, and how slowly, and the budget of
+/// locked memory all arriving bodies share.
+#[derive(Debug, Clone)]
 pub struct BodyLimits {
     pub bytes: usize,
     pub timeout: Duration,
+    pub budget: Option<Arc<BodyBudget>>,
 }
 
 impl BodyLimits {
@@ -50,8 +53,146 @@ impl BodyLimits {
         BodyLimits {
             bytes: app.config.server.body_limit_bytes,
             timeout: Duration::from_secs(app.config.server.body_timeout_secs),
+            budget: Some(Arc::clone(&app.bodies)),
         }
     }
+}
+
+/// Locked memory that request bodies may hold while they arrive: at most
+/// `[server] body_budget_bytes` in all, and half of that per client address
+/// (IPv6: per /64). Buffers grow as bytes arrive (never sized from a
+/// `Content-Length` a client merely declares), and a request that would
+/// exceed either bound gets 503 at once: slow uploads can neither pin the
+/// memlock limit nor starve every other client's upload.
+#[derive(Debug)]
+pub struct BodyBudget {
+    per_address: usize,
+    state: std::sync::Mutex<BudgetState>,
+}
+
+#[derive(Debug)]
+struct BudgetState {
+    free: usize,
+    by_address: std::collections::HashMap<IpAddr, usize>,
+}
+
+impl BodyBudget {
+    pub fn new(bytes: usize) -> Self {
+        BodyBudget {
+            per_address: bytes / 2,
+            state: std::sync::Mutex::new(BudgetState {
+                free: bytes,
+                by_address: Default::default(),
+            }),
+        }
+    }
+}
+
+/// One request's share of the budget, given back when its body is read.
+struct Held {
+    budget: Option<Arc<BodyBudget>>,
+    address: Option<IpAddr>,
+    bytes: usize,
+}
+
+/// The budget is spent: the answer, at once (never a wait that a slow
+/// client could prolong).
+struct Busy;
+
+impl Held {
+    fn new(limits: &BodyLimits, address: Option<IpAddr>) -> Self {
+        Held {
+            budget: limits.budget.clone(),
+            address: address.map(crate::http::forwarded::grouped),
+            bytes: 0,
+        }
+    }
+
+    /// Takes `extra` more bytes from the budget.
+    fn take(&mut self, extra: usize) -> Result<(), Busy> {
+        let Some(budget) = &self.budget else {
+            return Ok(());
+        };
+        let mut s = budget.state.lock().map_err(|_| Busy)?;
+        let mine = self
+            .address
+            .map_or(0, |a| s.by_address.get(&a).copied().unwrap_or(0));
+        if s.free < extra || mine + extra > budget.per_address {
+            return Err(Busy);
+        }
+        s.free -= extra;
+        if let Some(a) = self.address {
+            *s.by_address.entry(a).or_insert(0) += extra;
+        }
+        self.bytes += extra;
+        Ok(())
+    }
+
+    /// Gives `bytes` back (a buffer that was replaced by a bigger one).
+    fn give(&mut self, bytes: usize) {
+        let bytes = bytes.min(self.bytes);
+        let Some(budget) = &self.budget else {
+            return;
+        };
+        if let Ok(mut s) = budget.state.lock() {
+            s.free += bytes;
+            if let Some(a) = self.address
+                && let Some(n) = s.by_address.get_mut(&a)
+            {
+                *n -= bytes.min(*n);
+            }
+            self.bytes -= bytes;
+        }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let (Some(budget), true) = (&self.budget, self.bytes > 0) else {
+            return;
+        };
+        if let Ok(mut s) = budget.state.lock() {
+            s.free += self.bytes;
+            if let Some(a) = self.address
+                && let Some(n) = s.by_address.get_mut(&a)
+            {
+                *n -= self.bytes.min(*n);
+                if *n == 0 {
+                    s.by_address.remove(&a);
+                }
+            }
+        }
+    }
+}
+
+fn busy() -> Response<Body> {
+    let mut r = response::error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "SERVICE_UNAVAILABLE",
+        "The service is busy receiving other uploads; try again shortly",
+        "upload capacity is in use",
+        None,
+    );
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, http::HeaderValue::from_static("2"));
+    r
+}
+
+/// The client address a request's budget is counted under.
+fn address_of<B>(req: &Request<B>) -> Option<IpAddr> {
+    req.extensions()
+        .get::<ClientAddr>()
+        .map(|a| a.0)
+        .or_else(|| req.extensions().get::<SocketAddr>().map(|a| a.ip()))
+}
+
+/// First size of a body buffer; it doubles as bytes arrive.
+const FIRST_BUFFER: usize = 64 * 1024;
+
+/// Why a body buffer could not take more bytes.
+enum Grow {
+    Busy,
+    Memory,
 }
 
 /// What the logs record about the caller.
@@ -133,8 +274,14 @@ pub async fn read_body_within(
     if declared.is_some_and(|n| n > limit) {
         return Err(too_large(limit));
     }
-    let mut buf = LockedBytes::with_capacity(declared.unwrap_or(64 * 1024).min(limit))
-        .map_err(|e| unavailable("locked memory", &e))?;
+    // Sized from what arrives, not from what the client declares.
+    let mut held = Held::new(&limits, address_of(&req));
+    let first = FIRST_BUFFER
+        .min(limit)
+        .min(declared.unwrap_or(FIRST_BUFFER).max(1));
+    held.take(first).map_err(|_| busy())?;
+    let mut buf =
+        LockedBytes::with_capacity(first).map_err(|e| unavailable("locked memory", &e))?;
     let mut body = req.into_body();
     let deadline = limits.timeout;
     let read = async {
@@ -142,13 +289,21 @@ pub async fn read_body_within(
             let frame = frame.map_err(|_| bad_request("the request body could not be read"))?;
             if let Ok(data) = frame.into_data() {
                 let fits = buf.len() + data.len() <= limit;
-                let stored = fits && grow_into(&mut buf, &data).is_ok();
+                let stored = if fits {
+                    grow_into(&mut buf, &data, &mut held, limit)
+                } else {
+                    Ok(())
+                };
                 wipe(data);
                 if !fits {
                     return Err(too_large(limit));
                 }
-                if !stored {
-                    return Err(unavailable("locked memory", &"cannot grow the body buffer"));
+                match stored {
+                    Ok(()) => {}
+                    Err(Grow::Busy) => return Err(busy()),
+                    Err(Grow::Memory) => {
+                        return Err(unavailable("locked memory", &"cannot grow the body buffer"));
+                    }
                 }
             }
         }
@@ -161,16 +316,26 @@ pub async fn read_body_within(
     Ok((buf, info))
 }
 
-/// Appends, growing the locked buffer (by doubling) when it is full.
-fn grow_into(buf: &mut LockedBytes, data: &[u8]) -> Result<(), arclock_secmem::Error> {
-    if buf.extend_from_slice(data).is_ok() {
-        return Ok(());
+/// Appends, growing the locked buffer (by doubling, up to `limit`) when it
+/// is full; the growth is taken from the budget first.
+fn grow_into(
+    buf: &mut LockedBytes,
+    data: &[u8],
+    held: &mut Held,
+    limit: usize,
+) -> Result<(), Grow> {
+    if buf.len() + data.len() <= buf.capacity() {
+        return buf.extend_from_slice(data).map_err(|_| Grow::Memory);
     }
-    let want = (buf.len() + data.len()).max(buf.capacity() * 2);
-    let mut bigger = LockedBytes::with_capacity(want)?;
-    bigger.extend_from_slice(buf)?;
-    bigger.extend_from_slice(data)?;
+    let want = (buf.len() + data.len()).max((buf.capacity() * 2).min(limit));
+    // The old buffer is freed once copied; both are held meanwhile.
+    held.take(want).map_err(|_| Grow::Busy)?;
+    let mut bigger = LockedBytes::with_capacity(want).map_err(|_| Grow::Memory)?;
+    bigger.extend_from_slice(buf).map_err(|_| Grow::Memory)?;
+    bigger.extend_from_slice(data).map_err(|_| Grow::Memory)?;
+    let old = buf.capacity();
     *buf = bigger;
+    held.give(old);
     Ok(())
 }
 
@@ -376,6 +541,7 @@ async fn multipart(
 ) -> Result<(PhotoForm, ClientInfo), Response<Body>> {
     let limit = limits.bytes;
     let client = ClientInfo::from(&req);
+    let mut held = Held::new(&limits, address_of(&req));
     let boundary = multer::parse_boundary(content_type)
         .map_err(|_| bad_request("multipart/form-data without a valid boundary"))?;
     let constraints = multer::Constraints::new()
@@ -416,8 +582,9 @@ async fn multipart(
             .map_err(refuse)?;
         let Some(mut field) = next else { break };
         let field_name = field.name().unwrap_or_default().to_string();
-        let mut value =
-            LockedBytes::with_capacity(64 * 1024).map_err(|e| unavailable("locked memory", &e))?;
+        held.take(FIRST_BUFFER).map_err(|_| busy())?;
+        let mut value = LockedBytes::with_capacity(FIRST_BUFFER)
+            .map_err(|e| unavailable("locked memory", &e))?;
         loop {
             let chunk = tokio::time::timeout_at(deadline, field.chunk())
                 .await
@@ -426,13 +593,21 @@ async fn multipart(
             let Some(chunk) = chunk else { break };
             let text_too_long = !matches!(field_name.as_str(), "image" | "imageBase64" | "frames")
                 && value.len() + chunk.len() > TEXT_PART_LIMIT;
-            let stored = !text_too_long && grow_into(&mut value, &chunk).is_ok();
+            let stored = if text_too_long {
+                Ok(())
+            } else {
+                grow_into(&mut value, &chunk, &mut held, limit)
+            };
             wipe(chunk);
             if text_too_long {
                 return Err(bad_request(&format!("{field_name} is too long")));
             }
-            if !stored {
-                return Err(unavailable("locked memory", &"cannot grow the part buffer"));
+            match stored {
+                Ok(()) => {}
+                Err(Grow::Busy) => return Err(busy()),
+                Err(Grow::Memory) => {
+                    return Err(unavailable("locked memory", &"cannot grow the part buffer"));
+                }
             }
         }
         let text = || {
