@@ -151,7 +151,9 @@ mod tests {
     #[test]
     fn memlock_must_cover_the_workers_unless_root() {
         let mib = |n: u64| Some(n * 1024 * 1024);
-        let e = memlock_enough(mib(8), false, 2, 64).unwrap_err().to_string();
+        let e = memlock_enough(mib(8), false, 2, 64)
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains("8 MiB") && e.contains("256 MiB") && e.contains("LimitMEMLOCK"),
             "{e}"

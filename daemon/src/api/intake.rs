@@ -15,6 +15,7 @@ use http::{Request, Response, StatusCode, header};
 use http_body_util::BodyExt;
 use hyper::body::{Bytes, Incoming};
 use serde::Deserialize;
+use serde_json::value::RawValue;
 
 use crate::App;
 use crate::http::forwarded::ClientAddr;
@@ -349,6 +350,57 @@ pub fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, Response<Body>
 }
 
 /// Base64 (optionally a `data:image/...;base64,` URL) into locked memory.
+/// A photo given as a raw JSON string value: unescaped (only what base64
+/// text can need: `\/` and `\u00XX` for ASCII) into locked memory, then
+/// decoded. Without escapes the text is decoded straight from the body.
+fn decode_raw_photo(raw: &RawValue) -> Result<LockedBytes, Response<Body>> {
+    let not_base64 = || bad_request("imageBase64 is not valid base64");
+    let text = raw
+        .get()
+        .strip_prefix('"')
+        .and_then(|t| t.strip_suffix('"'))
+        .ok_or_else(|| bad_request("imageBase64 must be a string"))?;
+    // A data: URL's media type is not decoded (escapes there do not matter).
+    let text = match text.trim_start().strip_prefix("data:") {
+        Some(rest) => rest.split_once(";base64,").map_or("", |(_, d)| d),
+        None => text,
+    };
+    if !text.contains('\\') {
+        return decode_photo(text);
+    }
+    let mut plain =
+        LockedBytes::zeroed(text.len()).map_err(|e| unavailable("locked memory", &e))?;
+    let (bytes, mut n, mut i) = (text.as_bytes(), 0, 0);
+    while i < bytes.len() {
+        let c = match bytes[i] {
+            b'\\' => match bytes.get(i + 1) {
+                Some(b'/') => {
+                    i += 2;
+                    b'/'
+                }
+                Some(b'u') => {
+                    let hex = text.get(i + 2..i + 6).ok_or_else(not_base64)?;
+                    let code =
+                        u8::from_str_radix(hex.strip_prefix("00").ok_or_else(not_base64)?, 16)
+                            .map_err(|_| not_base64())?;
+                    i += 6;
+                    code
+                }
+                _ => return Err(not_base64()),
+            },
+            c => {
+                i += 1;
+                c
+            }
+        };
+        plain[n] = c;
+        n += 1;
+    }
+    plain.truncate(n);
+    let text = std::str::from_utf8(&plain).map_err(|_| not_base64())?;
+    decode_photo(text)
+}
+
 pub fn decode_photo(b64: &str) -> Result<LockedBytes, Response<Body>> {
     let b64 = b64.trim();
     let b64 = match b64.strip_prefix("data:") {
@@ -420,12 +472,14 @@ struct PhotoBody<'a> {
     name: Option<Cow<'a, str>>,
     #[serde(borrow)]
     email: Cow<'a, str>,
+    /// Raw JSON (borrowed from the locked body, escapes and all): a string
+    /// with escapes would make serde unescape it into an unlocked buffer.
     #[serde(borrow, default, rename = "imageBase64")]
-    image_base64: Option<Cow<'a, str>>,
+    image_base64: Option<&'a RawValue>,
     #[serde(borrow, default, rename = "challengeId")]
     challenge_id: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
-    frames: Option<Vec<Cow<'a, str>>>,
+    frames: Option<Vec<&'a RawValue>>,
     #[serde(borrow, default, rename = "inviteCode")]
     invite_code: Option<Cow<'a, str>>,
     /// Accepted for the mobile app's sake; not stored (the header is logged).
@@ -504,12 +558,12 @@ pub async fn photo_form_within(
         if b.frames.as_ref().is_some_and(|f| f.len() > MAX_FRAMES) {
             return Err(too_many_frames());
         }
-        let photo = b.image_base64.as_deref().map(decode_photo).transpose()?;
+        let photo = b.image_base64.map(decode_raw_photo).transpose()?;
         let frames = b
             .frames
             .iter()
             .flatten()
-            .map(|f| decode_photo(f))
+            .map(|f| decode_raw_photo(f))
             .collect::<Result<Vec<_>, _>>()?;
         let form = PhotoForm {
             name: b.name.map(Cow::into_owned),
@@ -652,4 +706,48 @@ async fn multipart(
         },
         client,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(json: &str) -> Box<RawValue> {
+        RawValue::from_string(json.to_string()).unwrap()
+    }
+
+    #[test]
+    fn escaped_base64_decodes_like_the_plain_text() {
+        // "/+8=" style text with every slash escaped, as PHP's json_encode
+        // and some Java encoders write it.
+        let bytes: Vec<u8> = (0u8..=255).collect();
+        let plain = base64::engine::general_purpose::STANDARD.encode(&bytes);
+        assert!(plain.contains('/'));
+        let escaped = plain.replace('/', "\\/").replacen('A', "\\u0041", 1);
+        let want = decode_photo(&plain).ok().unwrap();
+        let data_url = format!("data:image/\\u00e9;base64,{escaped}");
+        for text in [plain.clone(), escaped, data_url] {
+            let got = decode_raw_photo(&raw(&format!("\"{text}\""))).ok().unwrap();
+            assert_eq!(&got[..], &want[..]);
+            assert_eq!(&got[..], &bytes[..]);
+        }
+    }
+
+    #[test]
+    fn other_escapes_and_non_strings_are_refused() {
+        for bad in [
+            r#""QUJD\nRA==""#,
+            r#""QUJD\u00e9""#,
+            r#""QU\\""#,
+            "42",
+            r#"["QUJD"]"#,
+        ] {
+            let r = decode_raw_photo(&raw(bad));
+            assert_eq!(
+                r.err().map(|r| r.status()),
+                Some(StatusCode::BAD_REQUEST),
+                "{bad}"
+            );
+        }
+    }
 }
