@@ -691,15 +691,17 @@ async fn a_person_enrols_signs_in_and_leaves_through_the_browser() {
     a.click("#signin-form button[type=submit]").await;
     a.answer_challenge(&attack, "6-attack-challenge").await;
     a.visible("#refused", 60).await;
-    // A turned print is refused either as a pose it cannot make (422) or as
-    // an attack (401, the same words as a wrong face); either way the page
-    // says the sign-in did not happen and why.
+    // A turned print is refused as a pose it cannot make (422), as a face
+    // the detector cannot use at that angle (422), or as an attack (401, the
+    // same words as a wrong face); whichever, the page says the sign-in did
+    // not happen and why.
     let said = a.text("#refused-message").await;
     assert!(
         [
             "Step ",
             "Sign-in refused",
-            "The camera did not see a live face"
+            "The camera did not see a live face",
+            "The picture could not be used",
         ]
         .iter()
         .any(|p| said.starts_with(p)),
