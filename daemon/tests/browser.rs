@@ -326,6 +326,24 @@ impl Browser {
         }
     }
 
+    /// Waits (up to `secs`) until the text of `css` satisfies `done`; the
+    /// page's alert names what went wrong if it never does.
+    async fn text_until(&self, css: &str, secs: u64, done: impl Fn(&str) -> bool) -> String {
+        let start = Instant::now();
+        loop {
+            let text = self.text(css).await;
+            if done(&text) {
+                return text;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(secs),
+                "{css} still {text:?} after {secs} s; alert: {:?}",
+                self.text("#alert").await
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     async fn screenshot(&self, name: &str) {
         let png = self
             .cmd(reqwest::Method::GET, "/screenshot", Value::Null)
@@ -403,11 +421,8 @@ impl Browser {
                 other => panic!("unknown step label {other:?}"),
             };
             let want = format!("Step {} of {}", i + 1, steps.len());
-            let start = Instant::now();
-            while !self.text("#instruction").await.starts_with(&want) {
-                assert!(start.elapsed() < Duration::from_secs(10), "no {want:?}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+            self.text_until("#instruction", 10, |t| t.starts_with(&want))
+                .await;
             if i == 1 {
                 self.screenshot(name).await;
             }
@@ -637,28 +652,14 @@ async fn a_person_enrols_signs_in_and_leaves_through_the_browser() {
     b.visible("#profile", 10).await;
     b.type_into("#profile-name", "Amanda B.").await;
     b.click("#rename-form button[type=submit]").await;
-    let start = Instant::now();
-    while b.text("#notice").await != "Name saved: Amanda B." {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "rename: {}",
-            b.text("#alert").await
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    b.text_until("#notice", 10, |t| t == "Name saved: Amanda B.")
+        .await;
     b.screenshot("5-profile").await;
     tokio::time::sleep(Duration::from_secs(5)).await;
     b.click("#nav-dashboard").await;
     b.visible("#dashboard", 10).await;
-    let start = Instant::now();
-    while b.text("#dashboard-title").await != "Welcome, Amanda B." {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "dashboard: {}",
-            b.text("#alert").await
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    b.text_until("#dashboard-title", 10, |t| t == "Welcome, Amanda B.")
+        .await;
     assert!(b.js("return document.getElementById('alert').hidden").await == json!(true));
     let requests = b.requests().await;
     let rotations: Vec<&String> = requests
@@ -722,16 +723,10 @@ async fn a_person_enrols_signs_in_and_leaves_through_the_browser() {
     b.click("#signin-form button[type=submit]").await;
     b.answer_challenge(&live, "8-challenge-again").await;
     b.visible("#dashboard", 60).await;
-    let start = Instant::now();
-    while b.text("#failures").await.contains("No failed attempts")
-        || b.text("#failures").await.is_empty()
-    {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "no failure listed"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    b.text_until("#failures", 10, |t| {
+        !t.is_empty() && !t.contains("No failed attempts")
+    })
+    .await;
     b.click("#nav-profile").await;
     b.visible("#profile", 10).await;
     b.click("#delete-open").await;

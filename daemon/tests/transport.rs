@@ -16,17 +16,27 @@ async fn connect(
     d: &Daemon,
     cert_pem: &[u8],
 ) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    connect_offering(d, cert_pem, &[]).await
+}
+
+/// As [`connect`], offering the ALPN protocols `alpn` (e.g. `h2`).
+async fn connect_offering(
+    d: &Daemon,
+    cert_pem: &[u8],
+    alpn: &[&[u8]],
+) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
     let mut roots = rustls::RootCertStore::empty();
     for c in CertificateDer::pem_slice_iter(cert_pem) {
         roots.add(c.unwrap()).unwrap();
     }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
     .with_safe_default_protocol_versions()
     .unwrap()
     .with_root_certificates(roots)
     .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     let port = d.url.rsplit(':').next().unwrap().trim_end_matches('/');
     let tcp = tokio::net::TcpStream::connect(format!("127.0.0.1:{port}")).await?;
     tokio_rustls::TlsConnector::from(Arc::new(config))
@@ -343,26 +353,7 @@ async fn http2_pings_do_not_hold_a_connection() {
     inst.provision();
     let d = inst.start_with(&[("ARCLOCK_SERVER_IDLE_TIMEOUT_SECS", "2")]);
     let cert = std::fs::read(inst.path("tls/cert.pem")).unwrap();
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_slice_iter(&cert) {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    config.alpn_protocols = vec![b"h2".to_vec()];
-    let port = d.url.rsplit(':').next().unwrap().trim_end_matches('/');
-    let tcp = tokio::net::TcpStream::connect(format!("127.0.0.1:{port}"))
-        .await
-        .unwrap();
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect(ServerName::try_from("localhost").unwrap(), tcp)
-        .await
-        .unwrap();
+    let tls = connect_offering(&d, &cert, &[b"h2"]).await.unwrap();
     let (mut client, mut conn) = h2::client::handshake(tls).await.unwrap();
     let mut pings = conn.ping_pong().unwrap();
     let driver = tokio::spawn(conn);
@@ -390,18 +381,6 @@ async fn http2_pings_do_not_hold_a_connection() {
     );
 }
 
-/// Locked memory (VmLck) of the daemon, in KiB.
-fn locked_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmLck:"))
-        .and_then(|v| v.split_whitespace().next())
-        .unwrap()
-        .parse()
-        .unwrap()
-}
-
 /// Slow uploads cannot pin locked memory or starve other clients: a body
 /// buffer grows as bytes arrive (a declared `Content-Length` reserves
 /// nothing), every arriving body shares `body_budget_bytes`, one address at
@@ -420,7 +399,7 @@ async fn slow_uploads_share_a_bounded_budget() {
         ("ARCLOCK_SERVER_TRUSTED_PROXIES", r#"["127.0.0.1/32"]"#),
     ]);
     let cert = std::fs::read(inst.path("tls/cert.pem")).unwrap();
-    let before = locked_kib(d.child.id());
+    let before = common::locked_kib(d.child.id());
 
     // One address: six uploads, one after the other, that declare 2 MB,
     // send 1.2 MB and stall. Its share (3 MiB) holds one such body (a 2 MiB
@@ -445,7 +424,7 @@ async fn slow_uploads_share_a_bounded_budget() {
         stalled.push(s);
     }
     assert_eq!(busy, 5, "one stalled body per share, the rest refused");
-    let grown = locked_kib(d.child.id()).saturating_sub(before);
+    let grown = common::locked_kib(d.child.id()).saturating_sub(before);
     assert!(
         grown <= 3 * 1024,
         "{grown} KiB more locked memory for stalled uploads (their share is 2 MiB)"

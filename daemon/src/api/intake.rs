@@ -132,7 +132,7 @@ impl Held {
     /// Gives `bytes` back (a buffer that was replaced by a bigger one).
     fn give(&mut self, bytes: usize) {
         let bytes = bytes.min(self.bytes);
-        let Some(budget) = &self.budget else {
+        let (Some(budget), true) = (&self.budget, bytes > 0) else {
             return;
         };
         if let Ok(mut s) = budget.state.lock() {
@@ -141,6 +141,9 @@ impl Held {
                 && let Some(n) = s.by_address.get_mut(&a)
             {
                 *n -= bytes.min(*n);
+                if *n == 0 {
+                    s.by_address.remove(&a);
+                }
             }
             self.bytes -= bytes;
         }
@@ -149,20 +152,7 @@ impl Held {
 
 impl Drop for Held {
     fn drop(&mut self) {
-        let (Some(budget), true) = (&self.budget, self.bytes > 0) else {
-            return;
-        };
-        if let Ok(mut s) = budget.state.lock() {
-            s.free += self.bytes;
-            if let Some(a) = self.address
-                && let Some(n) = s.by_address.get_mut(&a)
-            {
-                *n -= self.bytes.min(*n);
-                if *n == 0 {
-                    s.by_address.remove(&a);
-                }
-            }
-        }
+        self.give(self.bytes);
     }
 }
 
@@ -212,12 +202,7 @@ impl ClientInfo {
                 .map(|s| s.chars().take(256).collect::<String>())
         };
         ClientInfo {
-            ip: req
-                .extensions()
-                .get::<ClientAddr>()
-                .map(|a| a.0)
-                .or_else(|| req.extensions().get::<SocketAddr>().map(|a| a.ip()))
-                .map(|ip| ip.to_string()),
+            ip: address_of(req).map(|ip| ip.to_string()),
             user_agent: header("x-device-info").or_else(|| header("user-agent")),
         }
     }

@@ -216,10 +216,14 @@ impl Attempt {
     /// Dropping does the same in the background; this is for the paths where
     /// the next request may come at once (a photo the client retakes).
     pub async fn release(mut self) {
-        for s in std::mem::take(&mut self.reserved) {
-            if let Err(e) = self.store.release_attempt(&s).await {
-                tracing::warn!(error = %e, "could not release an attempt");
-            }
+        give_back(&self.store, std::mem::take(&mut self.reserved)).await;
+    }
+}
+
+async fn give_back(store: &std::sync::Arc<dyn crate::store::Store>, reserved: Vec<Subject>) {
+    for s in &reserved {
+        if let Err(e) = store.release_attempt(s).await {
+            tracing::warn!(error = %e, "could not release an attempt");
         }
     }
 }
@@ -232,13 +236,7 @@ impl Drop for Attempt {
         }
         let store = self.store.clone();
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            rt.spawn(async move {
-                for s in &reserved {
-                    if let Err(e) = store.release_attempt(s).await {
-                        tracing::warn!(error = %e, "could not release an attempt");
-                    }
-                }
-            });
+            rt.spawn(async move { give_back(&store, reserved).await });
         }
     }
 }

@@ -323,14 +323,8 @@ pub async fn prove(backend: Backend) {
         "{} non-dumpable mappings are not locked",
         dd - locked
     );
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let vm_lck = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmLck:"))
-        .unwrap()
-        .trim()
-        .to_string();
-    assert_ne!(vm_lck, "0 kB", "nothing locked");
+    let vm_lck = common::locked_kib(pid);
+    assert_ne!(vm_lck, 0, "nothing locked");
     let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
     let core = limits
         .lines()
@@ -341,7 +335,7 @@ pub async fn prove(backend: Backend) {
         Some("0"),
         "core dumps not off: {core}"
     );
-    eprintln!("privacy: {dd} locked non-dumpable mappings, VmLck {vm_lck}");
+    eprintln!("privacy: {dd} locked non-dumpable mappings, VmLck {vm_lck} kB");
 
     assert!(
         std::process::Command::new("kill")
