@@ -334,6 +334,15 @@ pub struct Server {
     /// the client (`http::forwarded`); empty: the TCP peer is the client.
     #[serde(default)]
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// A request slower than this (ms) is logged with its per-step timeline
+    /// (`crate::timing`), so that a stall names its step. 0: never.
+    #[serde(default = "defaults::slow_request_ms")]
+    pub slow_request_ms: u64,
+    /// Send each API answer's per-step timeline as a `Server-Timing` header.
+    /// Off by default: step durations tell a client more than it needs (for
+    /// benchmarks and staging, not for the open internet).
+    #[serde(default)]
+    pub server_timing: bool,
 }
 
 /// How dev provisioning treats the token.
@@ -469,6 +478,10 @@ mod defaults {
     pub fn max_connection_age_secs() -> u64 {
         3600
     }
+    pub fn slow_request_ms() -> u64 {
+        1000
+    }
+
     pub fn health_cache_ms() -> u64 {
         2000
     }

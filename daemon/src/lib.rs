@@ -15,6 +15,9 @@
 //!   binary, with its own narrow CSP and the only camera permission.
 //! - [`admin`]: the operator API on a Unix socket (peer uid checked): live
 //!   auth log, search, lockouts, users, health, key rotation, metrics.
+//! - [`audit`]: the tamper-evident trail of operator actions and security
+//!   events: a hash chain in the store, its head sealed in the HSM, verified
+//!   from the console.
 //! - [`metrics`]: Prometheus counters and latency histograms, admin-only.
 //! - [`hardening`]: checks and limits applied at start (core dumps, W^X,
 //!   root, memlock, state directory permissions).
@@ -25,6 +28,8 @@
 //! - [`token`]: RS256 access tokens signed in the HSM; refresh token hashes.
 //! - [`store`]: users, encrypted templates, wrapped keys, logs, lockouts and
 //!   sessions, on SQLite or MongoDB.
+//! - [`timing`]: where one request's time went, step by step (slow-request
+//!   log lines, opt-in `Server-Timing`).
 //! - [`clock`]: the one source of wall-clock time (movable in tests).
 //! - [`provision`]: dev set-up of the SoftHSM2 token, its keys and a TLS cert.
 //! - `fuzzing` (feature `fuzzing`): the entry points of the fuzz targets.
@@ -44,6 +49,7 @@
 
 pub mod admin;
 pub mod api;
+pub mod audit;
 pub mod clock;
 pub mod config;
 #[cfg(feature = "fuzzing")]
@@ -59,6 +65,7 @@ pub mod signin;
 pub mod store;
 pub mod supervisor;
 pub mod template;
+pub mod timing;
 pub mod token;
 pub mod webapp;
 
@@ -97,6 +104,11 @@ pub struct App {
     pub health: api::health::Cache,
     /// Locked memory arriving request bodies share (`body_budget_bytes`).
     pub bodies: Arc<api::intake::BodyBudget>,
+    /// Set once the token is known to hold the pseudonym key (made on first
+    /// use if an older provisioning lacks it; `signin::email_subject`).
+    pub pseudonym_key: tokio::sync::OnceCell<()>,
+    /// The last audit entry this process sealed (`audit::seal`).
+    pub audit_sealed: std::sync::atomic::AtomicU64,
 }
 
 /// Replaces the log level filter; `Err` names what is wrong with the level.
@@ -191,6 +203,8 @@ impl App {
             reload: None,
             health: Default::default(),
             bodies,
+            pseudonym_key: tokio::sync::OnceCell::new(),
+            audit_sealed: Default::default(),
         })
     }
 
@@ -304,18 +318,25 @@ pub async fn run(app: App) -> anyhow::Result<()> {
     let _ = tx.send(true);
     server.await??;
     admin.await?;
+    // What happened since the last seal is sealed before the process goes.
+    if let Err(e) = audit::seal(&app).await {
+        tracing::warn!(error = %e, "audit trail not sealed at shutdown");
+    }
     watchdog.abort();
     tracing::info!("stopped");
     Ok(())
 }
 
 /// Periodic housekeeping: forget idle rate-limit entries, purge expired
-/// sessions, failure counters and lockouts.
+/// sessions, failure counters and lockouts, seal the audit trail's head.
 async fn upkeep(app: Arc<App>) {
-    let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+    let mut tick = tokio::time::interval(audit::SEAL_EVERY);
     loop {
         tick.tick().await;
         app.limits.prune();
+        if let Err(e) = audit::seal(&app).await {
+            tracing::warn!(error = %e, "audit trail not sealed");
+        }
         match app.store.purge_expired(app.clock.now()).await {
             Ok(0) => {}
             Ok(n) => tracing::debug!(purged = n, "expired records purged"),

@@ -17,6 +17,7 @@ use zeroize::Zeroizing;
 
 use crate::identity::UserId;
 use crate::store::{Credentials, StoredKey, Template};
+use crate::timing::{self, Step};
 
 /// Why a template could not be made or opened.
 #[derive(Debug, thiserror::Error)]
@@ -47,7 +48,8 @@ pub async fn seal(
     let plain = embedding.to_bytes()?;
     let ciphertext = ecies::encrypt(&public_key, &plain).map_err(|e| crypto(&e))?;
     drop(plain);
-    let wrapped = hsm.wrap(user.as_str(), secret_bytes.as_slice()).await?;
+    let wrapped =
+        timing::timed(Step::Hsm, hsm.wrap(user.as_str(), secret_bytes.as_slice())).await?;
     Ok(Credentials {
         template: Template {
             model_id: embedding.model_id().to_string(),
@@ -67,12 +69,16 @@ pub async fn open(
     creds: &Credentials,
 ) -> Result<Embedding, TemplateError> {
     let crypto = |e: &dyn std::fmt::Display| TemplateError::Crypto(e.to_string());
-    let secret: LockedBytes = hsm.unwrap(user.as_str(), &creds.key.wrapped).await?;
+    let secret: LockedBytes =
+        timing::timed(Step::Hsm, hsm.unwrap(user.as_str(), &creds.key.wrapped)).await?;
+    let started = std::time::Instant::now();
     let plain = Zeroizing::new(
         ecies::decrypt(&secret, &creds.template.ciphertext).map_err(|e| crypto(&e))?,
     );
     drop(secret);
     let locked = LockedBytes::from_slice(&plain).map_err(|e| crypto(&e))?;
     drop(plain);
-    Ok(Embedding::from_bytes(&creds.template.model_id, &locked)?)
+    let embedding = Embedding::from_bytes(&creds.template.model_id, &locked)?;
+    timing::record(Step::Decrypt, started.elapsed());
+    Ok(embedding)
 }

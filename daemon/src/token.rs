@@ -18,6 +18,7 @@ use sha2::{Digest, Sha256};
 
 use crate::identity::UserId;
 use crate::store::Millis;
+use crate::timing::{self, Step};
 
 /// Why a token was refused. The client always sees one generic 401.
 #[derive(Debug, thiserror::Error)]
@@ -107,7 +108,7 @@ impl Tokens {
             let header = URL_SAFE_NO_PAD
                 .encode(serde_json::json!({"alg": "RS256", "typ": "JWT", "kid": kid}).to_string());
             let input = format!("{header}.{payload}");
-            let sig = self.hsm.sign_rs256(input.as_bytes()).await?;
+            let sig = timing::timed(Step::Sign, self.hsm.sign_rs256(input.as_bytes())).await?;
             if sig.kid == kid {
                 return Ok(format!("{input}.{}", URL_SAFE_NO_PAD.encode(sig.bytes)));
             }

@@ -118,6 +118,43 @@ async fn neighbours_on_one_address_do_not_lock_each_other_out() {
     assert_eq!(locks.len(), 1, "only the address: {locks:?}");
 }
 
+/// A copy of the store alone does not say whose sign-ins failed: an
+/// e-mail's lockout subject is an HMAC under a key inside the HSM, not a
+/// hash anyone can recompute from a list of candidate addresses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lockout_subjects_cannot_be_matched_against_addresses() {
+    let inst = Instance::new();
+    inst.provision();
+    let d = inst.start();
+    register(&d, VICTIM).await;
+    for email in [VICTIM.0, VICTIM.0, "nobody@example.org"] {
+        let (s, body) = login(&d, email, STRANGER, None).await;
+        assert_eq!(s, 401, "{body}");
+    }
+    let db = rusqlite::Connection::open(inst.path("arclock.db")).unwrap();
+    let rows: Vec<(String, i64)> = db
+        .prepare("SELECT subject, failed FROM failed_attempts WHERE subject LIKE 'acct:%'")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    // One stable subject per address: the victim's two failures on one row.
+    let mut counts: Vec<i64> = rows.iter().map(|(_, n)| *n).collect();
+    counts.sort_unstable();
+    assert_eq!(counts, [1, 2], "{rows:?}");
+    // What an attacker with the file would try: the bare SHA-256 of every
+    // address on a list (as arclockd itself used to store it).
+    use sha2::Digest;
+    for email in [VICTIM.0, "nobody@example.org", NEIGHBOUR.0] {
+        let bare = format!(
+            "acct:{}",
+            hex::encode(&sha2::Sha256::digest(email.as_bytes())[..16])
+        );
+        assert!(rows.iter().all(|(s, _)| *s != bare), "{email} matched");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_guesses_are_evaluated_at_most_max_failures_times() {
     let inst = Instance::new();

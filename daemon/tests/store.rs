@@ -85,7 +85,60 @@ contract!(
     nothing_plaintext_reaches_the_store,
     challenges_are_single_use_and_expire,
     invites_are_single_use_and_expire,
+    audit_chain_links_concurrent_appends,
 );
+
+/// The audit chain under concurrency: sixteen appends at once (several
+/// daemons on one database) get the numbers 1..=16, each linked to the one
+/// before; a seal is kept once.
+async fn audit_chain_links_concurrent_appends(_: &Backend, s: Arc<dyn Store>) {
+    use arclockd::store::audit::{GENESIS, chain_hash};
+    use arclockd::store::{AuditEvent, AuditSeal};
+    assert_eq!(s.audit_head().await.unwrap(), None);
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            s.append_audit(&AuditEvent {
+                at: NOW + i,
+                kind: "operator".into(),
+                actor: format!("operator uid {i}"),
+                subject: (i % 2 == 0).then(|| format!("u-{i}")),
+                detail: "disable account: success".into(),
+            })
+            .await
+            .unwrap()
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let all = s.audit_entries(0, 100).await.unwrap();
+    let seqs: Vec<u64> = all.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, (1..=16).collect::<Vec<u64>>());
+    let mut prev = GENESIS;
+    for e in &all {
+        assert_eq!(
+            e.hash,
+            chain_hash(&prev, e.seq, &e.event),
+            "entry {}",
+            e.seq
+        );
+        prev = e.hash;
+    }
+    assert_eq!(s.audit_head().await.unwrap().as_ref(), all.last());
+    assert_eq!(s.audit_entries(10, 3).await.unwrap(), all[10..13].to_vec());
+    let seal = AuditSeal {
+        seq: 16,
+        hash: prev,
+        at: NOW,
+        kid: "k1".into(),
+        signature: vec![1, 2, 3],
+    };
+    s.put_audit_seal(&seal).await.unwrap();
+    s.put_audit_seal(&seal).await.unwrap();
+    assert_eq!(s.audit_seals().await.unwrap(), vec![seal]);
+}
 
 /// An invitation is taken once: of eight concurrent takes exactly one gets
 /// it; one given back can be taken again; expired ones are purged.

@@ -442,3 +442,101 @@ async fn slow_uploads_share_a_bounded_budget() {
     assert_eq!(r.status(), 401, "{}", r.text().await.unwrap());
     drop(stalled);
 }
+
+/// A phone-sized JPEG of a face (an LFW photo upscaled to `side` pixels).
+fn big_photo(side: u32) -> String {
+    let small = image::load_from_memory(&common::lfw("Aaron_Peirsol", 1)).unwrap();
+    let big = small.resize_exact(side, side, image::imageops::FilterType::Triangle);
+    let mut jpeg = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 97)
+        .encode_image(&big.to_rgb8())
+        .unwrap();
+    base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &jpeg)
+}
+
+/// Issue 17: photos that arrived quickly but wait for a face worker stay
+/// charged to the body budget until the face work is done with them, so a
+/// flood of uploads queued behind the two workers holds a bounded amount of
+/// locked memory (the face workspaces' is reserved by the memlock check at
+/// start) and another address is still served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_photos_stay_within_the_budget() {
+    const MIB: usize = 1024 * 1024;
+    let inst = Instance::new();
+    inst.provision();
+    let (limit, budget) = (MIB.to_string(), (3 * MIB).to_string());
+    let d = inst.start_with(&[
+        ("ARCLOCK_SERVER_BODY_LIMIT_BYTES", limit.as_str()),
+        ("ARCLOCK_SERVER_BODY_BUDGET_BYTES", budget.as_str()),
+        ("ARCLOCK_SERVER_TRUSTED_PROXIES", r#"["127.0.0.1/32"]"#),
+    ]);
+    let photo = big_photo(2000);
+    assert!(
+        photo.len() < 900_000 && photo.len() > 400_000,
+        "{}",
+        photo.len()
+    );
+    // Each to another (unknown) address, so that no account lockout
+    // interferes: these are answered 401 once judged.
+    let n = std::sync::atomic::AtomicUsize::new(0);
+    let login = |from: &'static str| {
+        let (client, url, photo) = (d.client.clone(), d.url.clone(), photo.clone());
+        let email = format!(
+            "nobody{}@example.org",
+            n.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        async move {
+            let r = client
+                .post(format!("{url}/api/auth/login"))
+                .header("x-forwarded-for", from)
+                .json(&serde_json::json!({"email": email, "imageBase64": photo}))
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    // Both workers' workspaces grown to this photo's size first.
+    let warm = futures_util::future::join_all([login("192.0.2.1"), login("192.0.2.2")]).await;
+    assert!(warm.iter().all(|(s, _)| *s == 401), "{warm:?}");
+    let before = common::locked_kib(d.child.id());
+
+    let pid = d.child.id();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watch = {
+        let done = done.clone();
+        tokio::spawn(async move {
+            let mut peak = 0;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                peak = peak.max(common::locked_kib(pid));
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            peak
+        })
+    };
+    let flood: Vec<_> = (0..24).map(|_| login("203.0.113.7")).collect();
+    let (flood, other) = tokio::join!(futures_util::future::join_all(flood), async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        login("198.51.100.20").await
+    });
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let peak = watch.await.unwrap();
+
+    let busy = flood.iter().filter(|(s, _)| *s == 503).count();
+    for (s, text) in &flood {
+        match s {
+            401 => {}
+            503 => assert!(text.contains("upload capacity is in use"), "{text}"),
+            _ => panic!("{s}: {text}"),
+        }
+    }
+    assert!(busy > 0, "24 queued photos of 0.5 MB fit a 1.5 MiB share?");
+    assert_eq!(other.0, 401, "another address is served: {}", other.1);
+    // The share (1.5 MiB per address, 3 MiB in all) plus what two runtime
+    // threads may hold while decoding; 24 queued photos would be ~12 MiB.
+    let grown = peak.saturating_sub(before);
+    assert!(
+        grown <= 5 * 1024,
+        "{grown} KiB more locked memory while 24 photos queued"
+    );
+}

@@ -13,6 +13,8 @@
 //!   per-user private keys with AES-256-GCM inside the token, AAD bound to the
 //!   user id and the key version; rotation re-wraps without the plaintext
 //!   leaving locked memory.
+//! - [`pseudonym`]: HMAC-SHA256 under a token-held secret, so that lockout
+//!   subjects in the store cannot be matched against a list of addresses.
 //! - [`signer`]: RSA keys for RS256 JWTs, signed with C_Sign; public halves
 //!   exported as a JWKS with RFC 7638 thumbprints as `kid`.
 #![forbid(unsafe_code)]
@@ -32,6 +34,7 @@ pub mod kek;
 pub mod pin;
 mod pool;
 pub mod provision;
+pub mod pseudonym;
 pub mod signer;
 
 pub use arclock_secmem::LockedBytes;

@@ -96,10 +96,11 @@ pub fn ensure_token(
     Ok(Provisioned::Created)
 }
 
-/// Makes sure the token holds a KEK and a JWT signing key, generating the first
-/// version of each if absent. Returns whether anything was generated.
+/// Makes sure the token holds a KEK, a JWT signing key and the pseudonym
+/// key, generating the first version of each if absent. Returns whether
+/// anything was generated.
 pub async fn ensure_keys(hsm: &Hsm, jwt_bits: u32) -> Result<bool, Error> {
-    let mut generated = false;
+    let mut generated = hsm.create_pseudonym_key().await?;
     if hsm.kek_versions().await?.is_empty() {
         hsm.create_kek_version().await?;
         generated = true;

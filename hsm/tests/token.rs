@@ -127,6 +127,7 @@ async fn kek_and_signing_key_cannot_be_read_out() {
         for (class, label) in [
             (ObjectClass::SECRET_KEY, "kek-v1"),
             (ObjectClass::PRIVATE_KEY, "jwt-v1"),
+            (ObjectClass::SECRET_KEY, arclock_hsm::pseudonym::LABEL),
         ] {
             let h = s
                 .find_objects(&[Attribute::Class(class), Attribute::Label(label.into())])
@@ -157,6 +158,33 @@ async fn kek_and_signing_key_cannot_be_read_out() {
     })
     .await
     .unwrap();
+}
+
+/// A pseudonym is stable, depends on every byte of its input and on the
+/// token: the same address under another token's key is another pseudonym,
+/// and neither is the bare SHA-256 anyone could recompute.
+#[tokio::test]
+async fn pseudonyms_are_keyed_by_the_token() {
+    let (a, _) = token("pseudo-a").await;
+    let (b, _) = token("pseudo-b").await;
+    let x = a.pseudonym(b"alice@example.org").await.unwrap();
+    assert_eq!(x, a.pseudonym(b"alice@example.org").await.unwrap());
+    assert_ne!(x, a.pseudonym(b"alice@example.orh").await.unwrap());
+    assert_ne!(x, b.pseudonym(b"alice@example.org").await.unwrap());
+    use sha2::Digest;
+    let bare: [u8; 32] = sha2::Sha256::digest(b"alice@example.org").into();
+    assert_ne!(x, bare);
+    let many = a
+        .pseudonyms(vec![
+            b"alice@example.org".to_vec(),
+            b"bob@example.org".to_vec(),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(many[0], x);
+    assert_ne!(many[1], x);
+    assert!(a.has_pseudonym_key().await.unwrap());
+    assert!(!a.create_pseudonym_key().await.unwrap(), "made only once");
 }
 
 #[tokio::test]

@@ -59,11 +59,16 @@ pub struct Face {
     /// Passive PAD's live score (0..1), when the pipeline runs PAD and its
     /// models are installed.
     pub pad: Option<f32>,
+    /// Where this run's time went (the daemon's per-request timeline).
+    pub timings: Timings,
 }
 
 /// Where the time of one run went; `*_model` is the time inside ONNX Runtime.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Timings {
+    /// Waiting for a worker: its permit, a blocking-pool thread and a
+    /// workspace (set by the pooled entry points, zero for [`Pipeline::run`]).
+    pub queue: Duration,
     pub decode: Duration,
     pub detect: Duration,
     pub detect_model: Duration,
@@ -158,6 +163,7 @@ impl Pipeline {
     where
         F: FnOnce(&Pipeline, &mut Workspace) -> Result<Face, Error> + Send + 'static,
     {
+        let asked = Instant::now();
         let _permit = self
             .permits
             .acquire()
@@ -166,8 +172,12 @@ impl Pipeline {
         let me = Arc::clone(self);
         tokio::task::spawn_blocking(move || {
             let mut ws = me.take_workspace()?;
-            let out = job(&me, &mut ws);
+            let queue = asked.elapsed();
+            let mut out = job(&me, &mut ws);
             me.give_back(ws);
+            if let Ok(face) = &mut out {
+                face.timings.queue = queue;
+            }
             out
         })
         .await
@@ -305,6 +315,7 @@ impl Pipeline {
             detection: face,
             measures,
             pad,
+            timings: t,
         })
     }
 

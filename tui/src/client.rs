@@ -12,7 +12,7 @@ use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
-use crate::model::{Health, Invite, Lockout, LogEntry, Rotation, StreamEvent, User};
+use crate::model::{AuditVerdict, Health, Invite, Lockout, LogEntry, Rotation, StreamEvent, User};
 
 /// Why a request to the daemon did not give an answer.
 #[derive(Debug, thiserror::Error)]
@@ -313,6 +313,19 @@ impl Client {
             .as_u64()
             .and_then(|b| u8::try_from(b).ok())
             .ok_or_else(|| ClientError::Protocol("no similarity in the answer".into()))
+    }
+
+    /// The audit trail recomputed and its seals checked by the daemon.
+    pub async fn audit_verify(&self) -> Result<AuditVerdict, ClientError> {
+        let data = self.call(Method::GET, "/v1/audit/verify", None).await?;
+        serde_json::from_value(data).map_err(|e| ClientError::Protocol(e.to_string()))
+    }
+
+    /// Seals the audit trail's head in the HSM now; the entry sealed, if
+    /// there was anything new to seal.
+    pub async fn audit_seal(&self) -> Result<Option<u64>, ClientError> {
+        let data = self.call(Method::POST, "/v1/audit/seal", None).await?;
+        Ok(data["sealedThrough"].as_u64())
     }
 
     pub async fn rotate_kek(&self) -> Result<Rotation, ClientError> {

@@ -52,6 +52,21 @@ enum Cmd {
         #[arg(long, value_name = "SECONDS")]
         ttl_secs: Option<u64>,
     },
+    /// The tamper-evident audit trail of operator actions and security
+    /// events.
+    Audit {
+        #[command(subcommand)]
+        action: AuditCmd,
+    },
+}
+
+#[derive(clap::Subcommand)]
+enum AuditCmd {
+    /// Recompute the hash chain and check every HSM seal; exits non-zero
+    /// and names the first entry where the trail breaks.
+    Verify,
+    /// Seal the current head in the HSM now (before a backup, a hand-over).
+    Seal,
 }
 
 /// What the background stream task tells the loop.
@@ -67,8 +82,12 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     runtime.block_on(async move {
         let client = Client::new(&args.socket);
-        if let Some(Cmd::Invite { email, ttl_secs }) = &args.command {
-            return invite(&client, email.as_deref(), *ttl_secs).await;
+        match &args.command {
+            Some(Cmd::Invite { email, ttl_secs }) => {
+                return invite(&client, email.as_deref(), *ttl_secs).await;
+            }
+            Some(Cmd::Audit { action }) => return audit(&client, action).await,
+            None => {}
         }
         match &args.snapshot {
             Some(view) => snapshot(&client, view, &args.size).await,
@@ -90,6 +109,47 @@ async fn invite(client: &Client, email: Option<&str>, ttl_secs: Option<u64>) -> 
     println!("expires:         {}", invite.expires_at);
     println!("It works once. arclockd keeps only its hash: this is the only copy.");
     Ok(())
+}
+
+async fn audit(client: &Client, action: &AuditCmd) -> anyhow::Result<()> {
+    match action {
+        AuditCmd::Seal => {
+            match client.audit_seal().await.context("arclockd did not seal")? {
+                Some(seq) => println!("sealed through entry {seq}"),
+                None => println!("nothing new to seal"),
+            }
+            Ok(())
+        }
+        AuditCmd::Verify => {
+            let v = client
+                .audit_verify()
+                .await
+                .context("arclockd could not check the trail")?;
+            println!("entries:            {}", v.entries);
+            println!("seals verified:     {}", v.seals_verified);
+            if v.seals_unverifiable > 0 {
+                println!(
+                    "seals by keys no longer in the token: {} (hash checked, signature not)",
+                    v.seals_unverifiable
+                );
+            }
+            println!(
+                "sealed through:     {} ({} entries since)",
+                v.sealed_through,
+                v.entries.saturating_sub(v.sealed_through)
+            );
+            match v.broken {
+                None => {
+                    println!("audit trail intact");
+                    Ok(())
+                }
+                Some(b) => {
+                    println!("BROKEN at entry {}: {}", b.seq, b.reason);
+                    anyhow::bail!("the audit trail does not hold from entry {}", b.seq)
+                }
+            }
+        }
+    }
 }
 
 async fn snapshot(client: &Client, view: &str, size: &str) -> anyhow::Result<()> {

@@ -189,6 +189,25 @@ pub struct User {
     pub created_at: String,
 }
 
+/// The daemon's check of its tamper-evident audit trail
+/// (`GET /v1/audit/verify`).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditVerdict {
+    pub entries: u64,
+    pub seals_verified: usize,
+    pub seals_unverifiable: usize,
+    pub sealed_through: u64,
+    pub broken: Option<AuditBreak>,
+}
+
+/// The first entry where the audit trail does not hold.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct AuditBreak {
+    pub seq: u64,
+    pub reason: String,
+}
+
 /// `POST /v1/keys/rotate`.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]

@@ -80,6 +80,7 @@ pub async fn enrol_new(app: &App, req: Request<Incoming>, op: Operator) -> Answe
     let pad = signin::pad_in_force(app, mode).map_err(refused)?;
     let face = capture(app, kiosk).await?;
     tracing::info!(target: "audit", uid = op.uid, action = "camera enrol", "operator action");
+    super::operator_event(app, op, None, "camera enrol").await;
     let client = client(kiosk, op);
     if let Some(reason) = signin::passive_verdict(app, &face, pad) {
         return Err(refused(
@@ -110,6 +111,7 @@ pub async fn verify(app: &App, req: Request<Incoming>, op: Operator) -> Answer {
     let client = client(kiosk, op);
     let at = app.clock.now();
     tracing::info!(target: "audit", uid = op.uid, action = "camera verify", "operator action");
+    super::operator_event(app, op, None, "camera verify").await;
     let attempt = signin::reserve(app, &email, &client, at, Action::VerifyFace)
         .await
         .map_err(refused)?;

@@ -1,45 +1,54 @@
 //! Lockouts in force, and lifting them.
 //!
-//! An account lockout is keyed by a hash of the e-mail (so that lockouts of
-//! addresses without an account look like any other); to show operators whose
-//! it is, the hashes are matched against the accounts' e-mails. One that
+//! An account lockout is keyed by a pseudonym of the e-mail (an HMAC in the
+//! HSM, so that lockouts of addresses without an account look like any
+//! other); to show operators whose it is, the pseudonyms are matched against
+//! the accounts' e-mails'. One that
 //! matches none is an address with no account, shown as such.
 
 use std::collections::HashMap;
 
-use http::Request;
+use http::{Request, Response};
 use hyper::body::Incoming;
 use serde_json::json;
 
-use super::{Answer, Operator, audit, bad_request, json_body, not_found, ok, unavailable};
+use super::{
+    AdminBody, Answer, Operator, audit, bad_request, json_body, not_found, ok, unavailable,
+};
 use crate::App;
 use crate::http::response::timestamp;
 use crate::identity::UserId;
-use crate::signin::email_subject;
+use crate::signin::email_subjects;
 use crate::store::{Outcome, Subject, User};
 
 /// Accounts scanned to name locked e-mails, at most (an appliance-sized
 /// directory; beyond it, lockouts show their hash only).
 const SCAN_USERS: usize = 100_000;
 
-/// The accounts whose e-mail hash is one of `keys`.
-async fn owners(
-    app: &App,
-    keys: &[&UserId],
-) -> Result<HashMap<UserId, User>, crate::store::StoreError> {
+/// The accounts whose e-mail pseudonym is one of `keys` (one HSM call per
+/// page of accounts).
+async fn owners(app: &App, keys: &[&UserId]) -> Result<HashMap<UserId, User>, Response<AdminBody>> {
     let mut found = HashMap::new();
     let mut after = None;
     let mut scanned = 0;
     while found.len() < keys.len() && scanned < SCAN_USERS {
-        let page = app.store.list_users(after.as_ref(), 500).await?;
+        let page = app
+            .store
+            .list_users(after.as_ref(), 500)
+            .await
+            .map_err(|e| unavailable("the store", &e))?;
         let Some(last) = page.last() else { break };
         after = Some(last.id.clone());
         scanned += page.len();
-        for u in page {
-            if let Subject::Account(h) = email_subject(&u.email)
+        let emails: Vec<&crate::identity::Email> = page.iter().map(|u| &u.email).collect();
+        let subjects = email_subjects(app, &emails)
+            .await
+            .map_err(|e| unavailable("the HSM", &e))?;
+        for (u, s) in page.iter().zip(subjects) {
+            if let Subject::Account(h) = s
                 && keys.contains(&&h)
             {
-                found.insert(h, u);
+                found.insert(h, u.clone());
             }
         }
     }
@@ -60,9 +69,7 @@ pub async fn list(app: &App) -> Answer {
             Subject::Ip(_) => None,
         })
         .collect();
-    let owners = owners(app, &keys)
-        .await
-        .map_err(|e| unavailable("the store", &e))?;
+    let owners = owners(app, &keys).await?;
     let rows: Vec<_> = locks
         .iter()
         .map(|(s, until)| {

@@ -17,6 +17,8 @@
 //! | `POST /v1/keys/rotate` | new KEK version in the HSM, every wrapped key re-wrapped |
 //! | `POST /v1/camera/enrol`, `POST /v1/camera/verify` | the kiosk camera: `{"name", "email"}` / `{"email"}` |
 //! | `POST /v1/invites` | an enrolment invitation: `{"email"?, "ttlSecs"?}` -> the code, once |
+//! | `GET /v1/audit/verify` | the audit trail's hash chain and HSM seals checked; the first break |
+//! | `POST /v1/audit/seal` | seal the audit trail's head in the HSM now |
 //!
 //! Answers use the public API's envelope, so one client parser serves both.
 #![allow(clippy::result_large_err)]
@@ -27,6 +29,7 @@ mod invites;
 mod lockouts;
 mod logs;
 mod system;
+mod trail;
 mod users;
 
 use std::convert::Infallible;
@@ -227,6 +230,8 @@ async fn handle(app: &App, req: Request<Incoming>, op: Operator) -> Response<Adm
         (&Method::POST, ["v1", "camera", "enrol"]) => camera::enrol_new(app, req, op).await,
         (&Method::POST, ["v1", "camera", "verify"]) => camera::verify(app, req, op).await,
         (&Method::POST, ["v1", "invites"]) => invites::create(app, req, op).await,
+        (&Method::GET, ["v1", "audit", "verify"]) => trail::verify(app).await,
+        (&Method::POST, ["v1", "audit", "seal"]) => trail::seal(app, op).await,
         _ => Err(whole(response::error(
             StatusCode::NOT_FOUND,
             "NOT_FOUND",
@@ -286,8 +291,21 @@ fn user_id(raw: &str) -> Result<UserId, Response<AdminBody>> {
 
 /// Writes an operator action to the auth log (and the daemon's log, target
 /// `audit`). `user` is the account acted on, if any.
+/// An operator's action in the tamper-evident trail (`crate::audit`).
+async fn operator_event(app: &App, op: Operator, user: Option<&UserId>, what: &str) {
+    crate::audit::record(
+        app,
+        "operator",
+        &format!("operator uid {}", op.uid),
+        user.map(ToString::to_string),
+        what.to_string(),
+    )
+    .await;
+}
+
 async fn audit(app: &App, op: Operator, user: Option<&UserId>, what: &str, outcome: Outcome) {
     tracing::info!(target: "audit", uid = op.uid, pid = ?op.pid, action = what, outcome = outcome.as_str(), "operator action");
+    operator_event(app, op, user, &format!("{what}: {}", outcome.as_str())).await;
     let entry = AuthLog {
         id: String::new(),
         at: app.clock.now(),

@@ -25,9 +25,12 @@ use crate::store::Action;
 pub async fn get(app: &App, req: Request<Incoming>) -> Answer {
     let caller = authenticate(app, &req).await?;
     let now = app.clock.now();
+    let subject = email_subject(app, &caller.user.email)
+        .await
+        .map_err(|e| unavailable("the HSM", &e))?;
     let locked = app
         .store
-        .locked_until(&email_subject(&caller.user.email), now)
+        .locked_until(&subject, now)
         .await
         .map_err(|e| unavailable("the store", &e))?;
     let mut data = user_json(&caller.user);

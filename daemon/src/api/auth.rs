@@ -64,6 +64,7 @@ pub async fn register(app: &App, req: Request<Incoming>) -> Answer {
         signin::enrol(app, name, email.clone(), embedding, &client).await
     }
     .await;
+    drop(form.upload);
     let user = match (enrolled, invitation) {
         (Ok(user), _) => user,
         (Err(refused), Some(invitation)) => {
@@ -101,6 +102,8 @@ pub async fn login(app: &App, req: Request<Incoming>, action: Action) -> Answer 
     let email = Email::parse(&form.email).map_err(|e| bad_request(&e.to_string()))?;
     let at = app.clock.now();
     let (user, similarity) = sign_in(app, &email, form.proof, &client, at, action).await?;
+    // The face work is done: the photo's share of the body budget goes back.
+    drop(form.upload);
     let tokens = session::open(app, &user.id, at).await?;
     Ok(response::ok(
         StatusCode::OK,

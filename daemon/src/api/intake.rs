@@ -59,12 +59,15 @@ impl BodyLimits {
     }
 }
 
-/// Locked memory that request bodies may hold while they arrive: at most
+/// Locked memory that request bodies may hold while they arrive, and face
+/// requests' decoded photos until the face work is done with them: at most
 /// `[server] body_budget_bytes` in all, and half of that per client address
 /// (IPv6: per /64). Buffers grow as bytes arrive (never sized from a
 /// `Content-Length` a client merely declares), and a request that would
-/// exceed either bound gets 503 at once: slow uploads can neither pin the
-/// memlock limit nor starve every other client's upload.
+/// exceed either bound gets 503 at once: neither slow uploads nor fast ones
+/// queued behind the face workers can pin the memlock limit or starve every
+/// other client. (The face workspaces' locked memory is reserved apart, by
+/// the memlock check at start: `hardening`.)
 #[derive(Debug)]
 pub struct BodyBudget {
     per_address: usize,
@@ -89,7 +92,8 @@ impl BodyBudget {
     }
 }
 
-/// One request's share of the budget, given back when its body is read.
+/// One request's share of the budget: the body while it arrives, then (for
+/// a face request) the decoded photos until the face work is done with them.
 struct Held {
     budget: Option<Arc<BodyBudget>>,
     address: Option<IpAddr>,
@@ -127,6 +131,13 @@ impl Held {
         }
         self.bytes += extra;
         Ok(())
+    }
+
+    /// Keeps `bytes` of the share (never more than held) and gives the rest
+    /// back: the body's charge becomes its decoded photos' (which base64
+    /// makes smaller, so this never needs more budget).
+    fn keep(&mut self, bytes: usize) {
+        self.give(self.bytes.saturating_sub(bytes));
     }
 
     /// Gives `bytes` back (a buffer that was replaced by a bigger one).
@@ -236,13 +247,34 @@ fn wipe(data: Bytes) {
     }
 }
 
+/// A locked buffer, its allocation (mlock, MADV_DONTDUMP) timed as
+/// [`Step::Lock`](crate::timing::Step::Lock).
+fn locked_with_capacity(n: usize) -> Result<LockedBytes, arclock_secmem::Error> {
+    let started = std::time::Instant::now();
+    let out = LockedBytes::with_capacity(n);
+    crate::timing::record(crate::timing::Step::Lock, started.elapsed());
+    out
+}
+
+/// [`locked_with_capacity`], zero-filled to `n` bytes.
+fn locked_zeroed(n: usize) -> Result<LockedBytes, arclock_secmem::Error> {
+    let started = std::time::Instant::now();
+    let out = LockedBytes::zeroed(n);
+    crate::timing::record(crate::timing::Step::Lock, started.elapsed());
+    out
+}
+
 /// Reads the body into locked memory, refusing more than the configured cap
 /// or a body slower than the configured deadline.
 pub async fn read_body(
     app: &App,
     req: Request<Incoming>,
 ) -> Result<(LockedBytes, ClientInfo), Response<Body>> {
-    read_body_within(BodyLimits::of(app), req).await
+    crate::timing::timed(
+        crate::timing::Step::Intake,
+        read_body_within(BodyLimits::of(app), req),
+    )
+    .await
 }
 
 /// [`read_body`] under explicit limits.
@@ -250,6 +282,15 @@ pub async fn read_body_within(
     limits: BodyLimits,
     req: Request<impl RequestBody>,
 ) -> Result<(LockedBytes, ClientInfo), Response<Body>> {
+    let (body, _held, info) = read_body_held(limits, req).await?;
+    Ok((body, info))
+}
+
+/// [`read_body_within`], also returning the body's share of the budget.
+async fn read_body_held(
+    limits: BodyLimits,
+    req: Request<impl RequestBody>,
+) -> Result<(LockedBytes, Held, ClientInfo), Response<Body>> {
     let limit = limits.bytes;
     let info = ClientInfo::from(&req);
     let declared = req
@@ -266,8 +307,7 @@ pub async fn read_body_within(
         .min(limit)
         .min(declared.unwrap_or(FIRST_BUFFER).max(1));
     held.take(first).map_err(|_| busy())?;
-    let mut buf =
-        LockedBytes::with_capacity(first).map_err(|e| unavailable("locked memory", &e))?;
+    let mut buf = locked_with_capacity(first).map_err(|e| unavailable("locked memory", &e))?;
     let mut body = req.into_body();
     let deadline = limits.timeout;
     let read = async {
@@ -299,7 +339,7 @@ pub async fn read_body_within(
         Ok(r) => r?,
         Err(_) => return Err(too_slow()),
     }
-    Ok((buf, info))
+    Ok((buf, held, info))
 }
 
 /// Appends, growing the locked buffer (by doubling, up to `limit`) when it
@@ -316,7 +356,7 @@ fn grow_into(
     let want = (buf.len() + data.len()).max((buf.capacity() * 2).min(limit));
     // The old buffer is freed once copied; both are held meanwhile.
     held.take(want).map_err(|_| Grow::Busy)?;
-    let mut bigger = LockedBytes::with_capacity(want).map_err(|_| Grow::Memory)?;
+    let mut bigger = locked_with_capacity(want).map_err(|_| Grow::Memory)?;
     bigger.extend_from_slice(buf).map_err(|_| Grow::Memory)?;
     bigger.extend_from_slice(data).map_err(|_| Grow::Memory)?;
     let old = buf.capacity();
@@ -353,8 +393,7 @@ fn decode_raw_photo(raw: &RawValue) -> Result<LockedBytes, Response<Body>> {
     if !text.contains('\\') {
         return decode_photo(text);
     }
-    let mut plain =
-        LockedBytes::zeroed(text.len()).map_err(|e| unavailable("locked memory", &e))?;
+    let mut plain = locked_zeroed(text.len()).map_err(|e| unavailable("locked memory", &e))?;
     let (bytes, mut n, mut i) = (text.as_bytes(), 0, 0);
     while i < bytes.len() {
         let c = match bytes[i] {
@@ -396,7 +435,7 @@ pub fn decode_photo(b64: &str) -> Result<LockedBytes, Response<Body>> {
         return Err(bad_request("imageBase64 is required"));
     }
     let mut out =
-        LockedBytes::zeroed(b64.len() / 4 * 3 + 3).map_err(|e| unavailable("locked memory", &e))?;
+        locked_zeroed(b64.len() / 4 * 3 + 3).map_err(|e| unavailable("locked memory", &e))?;
     // As lenient as the origin's Node `Buffer.from(s, "base64")`: non-zero
     // trailing bits and missing padding are accepted (what a client's encoder
     // meant is unambiguous).
@@ -412,6 +451,16 @@ pub fn decode_photo(b64: &str) -> Result<LockedBytes, Response<Body>> {
         .map_err(|_| bad_request("imageBase64 is not valid base64"))?;
     out.truncate(n);
     Ok(out)
+}
+
+/// A face request's share of the body budget, held by its [`PhotoForm`]
+/// until the handler returns: decoded photos wait in locked memory for a
+/// face worker, and without this a flood of uploads queued behind the
+/// workers would hold locked memory no budget bounds (issue 17: forty 14 MiB
+/// uploads must not make every other request fail).
+pub struct Upload {
+    /// Given back on drop.
+    _share: Held,
 }
 
 /// What a face request offers as its face: one photo (the mobile app's
@@ -431,6 +480,9 @@ pub struct PhotoForm {
     pub proof: Proof,
     /// An enrolment invitation (`[registration] mode = "invite"`).
     pub invite_code: Option<String>,
+    /// The photos' share of the body budget; dropped with the form (keep
+    /// the form, or this field, alive until the face work is done).
+    pub upload: Upload,
 }
 
 /// Which fields a face request may carry.
@@ -516,7 +568,11 @@ pub async fn photo_form(
     req: Request<Incoming>,
     kind: FormKind,
 ) -> Result<(PhotoForm, ClientInfo), Response<Body>> {
-    photo_form_within(BodyLimits::of(app), req, kind).await
+    crate::timing::timed(
+        crate::timing::Step::Intake,
+        photo_form_within(BodyLimits::of(app), req, kind),
+    )
+    .await
 }
 
 /// [`photo_form`] under explicit limits.
@@ -537,7 +593,7 @@ pub async fn photo_form_within(
     {
         multipart(limits, req, &content_type).await?
     } else {
-        let (body, client) = read_body_within(limits, req).await?;
+        let (body, mut held, client) = read_body_held(limits, req).await?;
         let b: PhotoBody<'_> = parse(&body)?;
         // Counted before any frame is decoded.
         if b.frames.as_ref().is_some_and(|f| f.len() > MAX_FRAMES) {
@@ -550,11 +606,14 @@ pub async fn photo_form_within(
             .flatten()
             .map(|f| decode_raw_photo(f))
             .collect::<Result<Vec<_>, _>>()?;
+        // From here the request holds its photos' bytes, not its body's.
+        held.keep(photo.iter().chain(&frames).map(LockedBytes::capacity).sum());
         let form = PhotoForm {
             name: b.name.map(Cow::into_owned),
             email: b.email.into_owned(),
             proof: proof(photo, b.challenge_id.map(Cow::into_owned), frames)?,
             invite_code: b.invite_code.map(Cow::into_owned),
+            upload: Upload { _share: held },
         };
         (form, client)
     };
@@ -622,8 +681,8 @@ async fn multipart(
         let Some(mut field) = next else { break };
         let field_name = field.name().unwrap_or_default().to_string();
         held.take(FIRST_BUFFER).map_err(|_| busy())?;
-        let mut value = LockedBytes::with_capacity(FIRST_BUFFER)
-            .map_err(|e| unavailable("locked memory", &e))?;
+        let mut value =
+            locked_with_capacity(FIRST_BUFFER).map_err(|e| unavailable("locked memory", &e))?;
         loop {
             let chunk = tokio::time::timeout_at(deadline, field.chunk())
                 .await
@@ -682,12 +741,20 @@ async fn multipart(
         return Err(bad_request("the image part is empty"));
     }
     let proof = proof(photo, challenge_id, frames)?;
+    // The parts' buffers were charged as they arrived; the request keeps
+    // what its photos hold (the text parts are gone).
+    let photos = match &proof {
+        Proof::Photo(p) => p.capacity(),
+        Proof::Challenge { frames, .. } => frames.iter().map(LockedBytes::capacity).sum(),
+    };
+    held.keep(photos);
     Ok((
         PhotoForm {
             name,
             email,
             proof,
             invite_code,
+            upload: Upload { _share: held },
         },
         client,
     ))

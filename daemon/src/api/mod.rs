@@ -25,6 +25,7 @@ use hyper::body::Incoming;
 use crate::App;
 use crate::http::response::{self, Body};
 use crate::store::Action;
+use crate::timing;
 use limits::Class;
 
 /// What a route does.
@@ -133,11 +134,22 @@ pub fn routes() -> impl Iterator<Item = (&'static str, &'static str)> {
 pub const OPENAPI: &str = include_str!("../../openapi.json");
 
 /// Routes one request.
+/// Routes one request, inside a [`timing::scope`]: a request slower than
+/// `[server] slow_request_ms` is logged with its steps, and with `[server]
+/// server_timing` every answer carries them as `Server-Timing`.
 pub async fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
-    let started = std::time::Instant::now();
-    let (route, resp) = dispatch(&app, req, peer).await;
-    app.metrics
-        .request(route, resp.status().as_u16(), started.elapsed());
+    let ((route, mut resp), timeline) = timing::scope(dispatch(&app, req, peer)).await;
+    let status = resp.status().as_u16();
+    app.metrics.request(route, status, timeline.total);
+    let slow = app.config.server.slow_request_ms;
+    if slow > 0 && timeline.total.as_millis() >= u128::from(slow) {
+        tracing::info!(route, status, steps = %timeline, "slow request");
+    }
+    if app.config.server.server_timing
+        && let Ok(v) = HeaderValue::from_str(&timeline.server_timing())
+    {
+        resp.headers_mut().insert("server-timing", v);
+    }
     resp
 }
 

@@ -165,6 +165,14 @@ pub async fn refresh(app: &App, req: Request<Incoming>) -> Answer {
         }
         Rotation::Reused { user_id, .. } => {
             tracing::warn!("refresh token reused: session revoked");
+            crate::audit::record(
+                app,
+                "token_reuse",
+                "arclockd",
+                Some(user_id.to_string()),
+                "a rotated refresh token was presented again: its session family is revoked".into(),
+            )
+            .await;
             journal::record(
                 app,
                 &client,

@@ -32,10 +32,13 @@ fn id_hash(id: &str) -> [u8; 32] {
 
 /// The stored form of the e-mail a challenge is bound to (its lockout
 /// subject's hash: the store never sees the address).
-fn bound_to(email: &Email) -> String {
-    match email_subject(email) {
-        Subject::Account(hash) => hash.to_string(),
-        Subject::Ip(ip) => ip,
+async fn bound_to(app: &App, email: &Email) -> Result<String, Refused> {
+    match email_subject(app, email)
+        .await
+        .map_err(|e| Refused::unavailable("the HSM", &e))?
+    {
+        Subject::Account(hash) => Ok(hash.to_string()),
+        Subject::Ip(ip) => Ok(ip),
     }
 }
 
@@ -48,7 +51,7 @@ pub async fn issue(app: &App, email: &Email, client: &ClientInfo) -> Result<Issu
     let ttl = app.config.liveness.challenge_ttl_secs;
     let stored = StoredChallenge {
         id_hash: id_hash(&id),
-        subject: bound_to(email),
+        subject: bound_to(app, email).await?,
         client_ip: client.ip.clone(),
         steps: challenge.steps().to_vec(),
         expires_at: app.clock.now() + ttl as Millis * 1000,
@@ -90,7 +93,7 @@ pub async fn take(
     if c.expires_at <= at {
         return refuse("expired challenge");
     }
-    if c.subject != bound_to(email) || c.client_ip != client.ip {
+    if c.subject != bound_to(app, email).await? || c.client_ip != client.ip {
         return refuse("the challenge was issued for another e-mail or client");
     }
     if frames != c.steps.len() {
@@ -120,7 +123,10 @@ pub async fn judge_frames(
 ) -> Result<Judged, Refused> {
     let mut faces = Vec::with_capacity(frames.len());
     for (i, r) in app.face.embed_all(frames).await.into_iter().enumerate() {
-        faces.push(r.map_err(|e| face_refusal(e, Some(i)))?);
+        let face = r.map_err(|e| face_refusal(e, Some(i)))?;
+        // Summed over the frames (they run in parallel on the workers).
+        crate::timing::record_face(&face.timings);
+        faces.push(face);
     }
     let views: Vec<FrameView<'_>> = faces
         .iter()

@@ -21,7 +21,6 @@ pub mod invite;
 use arclock_face::Embedding;
 use arclock_face::liveness::PoseHint;
 use http::{HeaderValue, Response, StatusCode, header};
-use sha2::{Digest, Sha256};
 use tokio::sync::OnceCell;
 
 use crate::App;
@@ -171,11 +170,46 @@ impl From<Refused> for Response<Body> {
     }
 }
 
+/// Domain separation of the e-mail pseudonym (another use of the key would
+/// get another prefix).
+const SUBJECT_CONTEXT: &[u8] = b"arclock/lockout-subject/v1\0";
+
 /// The lockout subject of an e-mail, whether or not an account has it, so that
-/// lockouts (and challenges) reveal nothing about which addresses exist.
-pub(crate) fn email_subject(email: &Email) -> Subject {
-    let h = Sha256::digest(email.as_str().as_bytes());
-    Subject::Account(UserId::stored(hex::encode(&h[..16])))
+/// lockouts (and challenges) reveal nothing about which addresses exist: an
+/// HMAC under a key inside the HSM (`arclock_hsm::pseudonym`), so that a copy
+/// of the store cannot be matched against a list of addresses either.
+pub(crate) async fn email_subject(app: &App, email: &Email) -> Result<Subject, arclock_hsm::Error> {
+    Ok(email_subjects(app, &[email]).await?.remove(0))
+}
+
+/// [`email_subject`] of many addresses in one HSM call (the console's
+/// lockout list maps subjects back to accounts).
+pub(crate) async fn email_subjects(
+    app: &App,
+    emails: &[&Email],
+) -> Result<Vec<Subject>, arclock_hsm::Error> {
+    app.pseudonym_key
+        .get_or_try_init(|| async {
+            if app.hsm.create_pseudonym_key().await? {
+                tracing::warn!(
+                    "generated the pseudonym key in the token (lockout counters kept under \
+                     earlier subjects no longer apply)"
+                );
+            }
+            Ok::<_, arclock_hsm::Error>(())
+        })
+        .await?;
+    let inputs = emails
+        .iter()
+        .map(|e| [SUBJECT_CONTEXT, e.as_str().as_bytes()].concat())
+        .collect();
+    Ok(app
+        .hsm
+        .pseudonyms(inputs)
+        .await?
+        .into_iter()
+        .map(|h| Subject::Account(UserId::stored(hex::encode(&h[..16]))))
+        .collect())
 }
 
 /// The lockout subject of a client address: IPv6 by its /64.
@@ -258,7 +292,10 @@ pub async fn reserve(
         at,
         action,
     };
-    let subjects = std::iter::once(email_subject(email)).chain(address_subject(client));
+    let account = email_subject(app, email)
+        .await
+        .map_err(|e| Refused::unavailable("the HSM", &e))?;
+    let subjects = std::iter::once(account).chain(address_subject(client));
     for s in subjects {
         let r = app
             .store
@@ -287,10 +324,13 @@ pub async fn embed(
     app: &App,
     photo: arclock_secmem::LockedBytes,
 ) -> Result<arclock_face::Face, Refused> {
-    app.face
+    let face = app
+        .face
         .embed(photo)
         .await
-        .map_err(|e| face_refusal(e, None))
+        .map_err(|e| face_refusal(e, None))?;
+    crate::timing::record_face(&face.timings);
+    Ok(face)
 }
 
 /// A pipeline error as a refusal: the photo's fault (422) or ours (503).
@@ -480,12 +520,24 @@ pub async fn compare(
                 .fail_attempt(s, at, &policy(app, s))
                 .await
                 .map_err(|e| down(&e))?;
-            if let FailureOutcome::LockedUntil(_) = out {
+            if let FailureOutcome::LockedUntil(until) = out {
                 tracing::info!(action = action.as_str(), "lockout started");
                 app.metrics.lockout(match s {
                     Subject::Account(_) => LockKind::Account,
                     Subject::Ip(_) => LockKind::Ip,
                 });
+                let subject = match s {
+                    Subject::Account(h) => format!("account {h}"),
+                    Subject::Ip(ip) => format!("ip {ip}"),
+                };
+                crate::audit::record(
+                    app,
+                    "lockout",
+                    "arclockd",
+                    Some(subject),
+                    format!("locked until {until} after failed {}", action.as_str()),
+                )
+                .await;
             }
         }
         let bucket = user.as_ref().map(|_| similarity_bucket(similarity));
@@ -494,6 +546,16 @@ pub async fn compare(
             (None, true) => "no match",
             (None, false) => "unknown account",
         };
+        if let Some(why) = attack {
+            // Detached: the answer must take as long as a wrong face's.
+            crate::audit::record_detached(
+                app,
+                "attack",
+                "arclockd",
+                user_id.as_ref().map(ToString::to_string),
+                format!("{} refused by liveness: {why}", action.as_str()),
+            );
+        }
         let e = Event {
             bucket,
             ..Event::failed(at, user_id.as_ref(), action, reason)

@@ -10,6 +10,8 @@
 //! and the HSM-wrapped private key); logs carry a similarity *bucket*, never
 //! the score. Both backends pass `daemon/tests/store.rs`.
 
+pub mod audit;
+mod checkpoint;
 mod embedded;
 mod mongo;
 
@@ -17,7 +19,8 @@ use std::fmt;
 
 use arclock_hsm::WrappedKey;
 
-pub use embedded::EmbeddedStore;
+pub use audit::{AuditEntry, AuditEvent, AuditSeal};
+pub use embedded::{Checkpoints, EmbeddedStore};
 pub use mongo::MongoStore;
 
 use crate::identity::{Email, Name, UserId};
@@ -490,6 +493,19 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// Deletes expired families, tokens, failure counters, lockouts,
     /// challenges and invitations.
     async fn purge_expired(&self, now: Millis) -> Result<u64, StoreError>;
+
+    /// Appends `event` to the audit chain, linked to the current head in one
+    /// atomic step (concurrent appends get consecutive numbers, never one
+    /// head twice), and returns the new entry.
+    async fn append_audit(&self, event: &AuditEvent) -> Result<AuditEntry, StoreError>;
+    /// Entries numbered after `after`, ascending, at most `limit`.
+    async fn audit_entries(&self, after: u64, limit: usize) -> Result<Vec<AuditEntry>, StoreError>;
+    /// The newest entry, if any.
+    async fn audit_head(&self) -> Result<Option<AuditEntry>, StoreError>;
+    /// Keeps a seal (one per entry number; sealing a head twice is a no-op).
+    async fn put_audit_seal(&self, seal: &AuditSeal) -> Result<(), StoreError>;
+    /// Every seal, ascending by entry number.
+    async fn audit_seals(&self) -> Result<Vec<AuditSeal>, StoreError>;
 }
 
 /// The similarity bucket stored in logs: tenths, clamped to 0..=10.

@@ -12,7 +12,8 @@
 //! user last (a user document exists only with its credentials; a crash leaves
 //! at most an orphaned, still encrypted template that `open` sweeps away);
 //! deletion removes the user first. Refresh rotation and lockouts are single
-//! conditional updates, atomic on any server.
+//! conditional updates, atomic on any server. The audit chain is keyed by
+//! entry number (`_id`), so two appends linking to one head cannot both land.
 
 use futures_util::TryStreamExt;
 use mongodb::bson::spec::BinarySubtype;
@@ -24,9 +25,9 @@ use mongodb::{Client, Collection, Database, IndexModel};
 use arclock_hsm::WrappedKey;
 
 use super::{
-    AuthLog, Credentials, FailureOutcome, LockPolicy, LogFilter, LogPage, Millis, NewFamily,
-    NewUser, Reservation, Rotation, Store, StoreError, StoredChallenge, StoredInvite, StoredKey,
-    Subject, Template, User, UserStatus,
+    AuditEntry, AuditEvent, AuditSeal, AuthLog, Credentials, FailureOutcome, LockPolicy, LogFilter,
+    LogPage, Millis, NewFamily, NewUser, Reservation, Rotation, Store, StoreError, StoredChallenge,
+    StoredInvite, StoredKey, Subject, Template, User, UserStatus,
 };
 use crate::identity::{Email, Name, UserId};
 use crate::store::{Action, Outcome};
@@ -99,6 +100,23 @@ fn opt_str(d: &Document, k: &str) -> Option<String> {
     d.get_str(k).ok().map(str::to_string)
 }
 
+/// An audit chain document as an entry.
+fn audit_entry(d: &Document) -> Result<AuditEntry, StoreError> {
+    Ok(AuditEntry {
+        seq: u64::try_from(get_i64(d, "_id")?).map_err(|_| corrupt("_id"))?,
+        event: AuditEvent {
+            at: get_i64(d, "at")?,
+            kind: get_str(d, "kind")?,
+            actor: get_str(d, "actor")?,
+            subject: opt_str(d, "subject"),
+            detail: get_str(d, "detail")?,
+        },
+        hash: get_bytes(d, "hash")?
+            .try_into()
+            .map_err(|_| corrupt("hash"))?,
+    })
+}
+
 impl MongoStore {
     /// Connects, checks the server answers, creates the indexes and sweeps
     /// registrations a crash left half-written.
@@ -169,7 +187,7 @@ impl MongoStore {
             .expire_after(std::time::Duration::from_secs(0))
             .build();
         self.coll("users")
-            .create_index(idx(doc! {"email": 1}, Some(unique)))
+            .create_index(idx(doc! {"email": 1}, Some(unique.clone())))
             .await
             .map_err(down)?;
         self.backfill_skeletons().await?;
@@ -180,6 +198,13 @@ impl MongoStore {
             .create_index(idx(doc! {"skeleton": 1}, Some(sparse_unique)))
             .await
             .map_err(down)?;
+        // The audit chain and its seals are read in `seq` order.
+        for c in ["audit_chain", "audit_seals"] {
+            self.coll(c)
+                .create_index(idx(doc! {"seq": 1}, Some(unique.clone())))
+                .await
+                .map_err(down)?;
+        }
         for keys in [
             doc! {"user_id": 1, "at": -1},
             doc! {"outcome": 1, "at": -1},
@@ -1011,6 +1036,116 @@ impl Store for MongoStore {
                 .map_err(|_| corrupt("expires_at"))?
                 .timestamp_millis(),
         }))
+    }
+
+    async fn append_audit(&self, event: &AuditEvent) -> Result<AuditEntry, StoreError> {
+        // Read the head (by `seq`, a number: nx-27017 orders integer `_id`s
+        // as text, 10 before 9), insert its successor under `_id` = its
+        // number: of
+        // two writers linking to one head, the second insert is a duplicate
+        // key and that writer reads the new head and tries again, after a
+        // random pause that grows with each loss (many daemons appending at
+        // once do not retry in lockstep).
+        for attempt in 0..64u32 {
+            if attempt > 0 {
+                let cap = 1u64 << attempt.min(6);
+                let pause = rand::random::<u64>() % cap + 1;
+                tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
+            }
+            let head = self.audit_head().await?;
+            let entry = AuditEntry::after(head.as_ref(), event.clone());
+            let e = &entry.event;
+            let inserted = self
+                .coll("audit_chain")
+                .insert_one(doc! {
+                    "_id": entry.seq as i64,
+                    "seq": entry.seq as i64,
+                    "at": e.at,
+                    "kind": &e.kind,
+                    "actor": &e.actor,
+                    "subject": e.subject.as_deref().map_or(Bson::Null, |s| Bson::String(s.into())),
+                    "detail": &e.detail,
+                    "hash": bin(&entry.hash),
+                })
+                .await;
+            match inserted {
+                Ok(_) => return Ok(entry),
+                Err(e) if is_duplicate(&e) => continue,
+                Err(e) => return Err(down(e)),
+            }
+        }
+        Err(StoreError::Unavailable(
+            "audit chain: too many concurrent appends".into(),
+        ))
+    }
+
+    async fn audit_entries(&self, after: u64, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
+        let docs: Vec<Document> = self
+            .coll("audit_chain")
+            .find(doc! {"seq": {"$gt": after as i64}})
+            .sort(doc! {"seq": 1})
+            .limit(limit as i64)
+            .await
+            .map_err(down)?
+            .try_collect()
+            .await
+            .map_err(down)?;
+        docs.iter().map(audit_entry).collect()
+    }
+
+    async fn audit_head(&self) -> Result<Option<AuditEntry>, StoreError> {
+        self.coll("audit_chain")
+            .find_one(doc! {})
+            .sort(doc! {"seq": -1})
+            .await
+            .map_err(down)?
+            .as_ref()
+            .map(audit_entry)
+            .transpose()
+    }
+
+    async fn put_audit_seal(&self, seal: &AuditSeal) -> Result<(), StoreError> {
+        let r = self
+            .coll("audit_seals")
+            .insert_one(doc! {
+                "_id": seal.seq as i64,
+                "seq": seal.seq as i64,
+                "hash": bin(&seal.hash),
+                "at": seal.at,
+                "kid": &seal.kid,
+                "signature": bin(&seal.signature),
+            })
+            .await;
+        match r {
+            Ok(_) => Ok(()),
+            Err(e) if is_duplicate(&e) => Ok(()),
+            Err(e) => Err(down(e)),
+        }
+    }
+
+    async fn audit_seals(&self) -> Result<Vec<AuditSeal>, StoreError> {
+        let docs: Vec<Document> = self
+            .coll("audit_seals")
+            .find(doc! {})
+            .sort(doc! {"seq": 1})
+            .await
+            .map_err(down)?
+            .try_collect()
+            .await
+            .map_err(down)?;
+        docs.iter()
+            .map(|d| {
+                Ok(AuditSeal {
+                    seq: u64::try_from(get_i64(d, "_id")?).map_err(|_| corrupt("_id"))?,
+                    hash: get_bytes(d, "hash")?
+                        .try_into()
+                        .map_err(|_| corrupt("hash"))?,
+                    at: get_i64(d, "at")?,
+                    kid: get_str(d, "kid")?,
+                    signature: get_bytes(d, "signature")?,
+                })
+            })
+            .collect()
     }
 
     async fn purge_expired(&self, now: Millis) -> Result<u64, StoreError> {

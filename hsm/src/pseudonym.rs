@@ -1,0 +1,105 @@
+//! Keyed pseudonyms: HMAC-SHA256 under a secret that never leaves the token.
+//!
+//! Lockout counters and challenges are kept per e-mail address, known or
+//! not, under a pseudonym so that the store does not list who tried to sign
+//! in. A bare SHA-256 of the address is no pseudonym: anyone holding a copy
+//! of the store (a backup, a MongoDB replica) hashes a list of candidate
+//! addresses and reads who was locked out. With the key inside the HSM
+//! (`CKM_SHA256_HMAC`, a generic secret made on the token, sensitive and not
+//! extractable) a copy of the store alone cannot be matched against
+//! anything.
+
+use cryptoki::mechanism::Mechanism;
+use cryptoki::object::{Attribute, KeyType, ObjectClass};
+use cryptoki::session::Session;
+
+use crate::error::{Error, from_ck};
+use crate::pool::{Hsm, Inner};
+
+/// The label (and id) of the pseudonym key in the token.
+pub const LABEL: &str = "arclock-pseudonym-v1";
+
+fn generate(session: &Session) -> Result<(), Error> {
+    session
+        .generate_key(
+            &Mechanism::GenericSecretKeyGen,
+            &[
+                Attribute::Class(ObjectClass::SECRET_KEY),
+                Attribute::KeyType(KeyType::GENERIC_SECRET),
+                Attribute::ValueLen(32.into()),
+                Attribute::Token(true),
+                Attribute::Private(true),
+                Attribute::Sensitive(true),
+                Attribute::Extractable(false),
+                Attribute::Copyable(false),
+                Attribute::Modifiable(false),
+                Attribute::Sign(true),
+                Attribute::Verify(true),
+                Attribute::Encrypt(false),
+                Attribute::Decrypt(false),
+                Attribute::Wrap(false),
+                Attribute::Unwrap(false),
+                Attribute::Derive(false),
+                Attribute::Label(LABEL.as_bytes().to_vec()),
+                Attribute::Id(LABEL.as_bytes().to_vec()),
+            ],
+        )
+        .map_err(from_ck)?;
+    Ok(())
+}
+
+fn present(session: &Session) -> Result<bool, Error> {
+    let found = session
+        .find_objects(&[
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::Label(LABEL.as_bytes().to_vec()),
+        ])
+        .map_err(from_ck)?;
+    Ok(!found.is_empty())
+}
+
+fn mac(inner: &Inner, session: &Session, data: &[u8]) -> Result<[u8; 32], Error> {
+    let key = inner.find(session, ObjectClass::SECRET_KEY, LABEL)?;
+    let out = session
+        .sign(&Mechanism::Sha256Hmac, key, data)
+        .map_err(from_ck)?;
+    out.try_into().map_err(|v: Vec<u8>| Error::Pkcs11 {
+        function: "C_Sign (HMAC)".into(),
+        rv: format!("{} bytes instead of 32", v.len()),
+    })
+}
+
+impl Hsm {
+    /// HMAC-SHA256 of `data` under the token's pseudonym key: the same input
+    /// always gives the same pseudonym, and nobody without the token can
+    /// compute one.
+    pub async fn pseudonym(&self, data: &[u8]) -> Result<[u8; 32], Error> {
+        let data = data.to_vec();
+        self.run(move |inner, s| mac(inner, s, &data)).await
+    }
+
+    /// [`Hsm::pseudonym`] of each input, in one trip to the token.
+    pub async fn pseudonyms(&self, inputs: Vec<Vec<u8>>) -> Result<Vec<[u8; 32]>, Error> {
+        self.run(move |inner, s| inputs.iter().map(|d| mac(inner, s, d)).collect())
+            .await
+    }
+
+    /// Whether the token holds the pseudonym key.
+    pub async fn has_pseudonym_key(&self) -> Result<bool, Error> {
+        self.run(|_, s| present(s)).await
+    }
+
+    /// Generates the pseudonym key inside the token (once: a second call
+    /// finds it and does nothing). A new key makes every existing lockout
+    /// counter unreachable, so it is never rotated casually.
+    pub async fn create_pseudonym_key(&self) -> Result<bool, Error> {
+        self.run(|_, s| {
+            if present(s)? {
+                return Ok(false);
+            }
+            generate(s)?;
+            Ok(true)
+        })
+        .await
+    }
+}
