@@ -334,6 +334,11 @@ pub struct Server {
     /// the client (`http::forwarded`); empty: the TCP peer is the client.
     #[serde(default)]
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Connections from `trusted_proxies` open with a PROXY protocol v2
+    /// header naming the client (L4 balancers: HAProxy `send-proxy-v2`, an
+    /// AWS NLB); a connection from them without one is closed.
+    #[serde(default)]
+    pub proxy_protocol: bool,
     /// A request slower than this (ms) is logged with its per-step timeline
     /// (`crate::timing`), so that a stall names its step. 0: never.
     #[serde(default = "defaults::slow_request_ms")]
@@ -587,6 +592,12 @@ impl Config {
                 "server.body_budget_bytes",
                 "must be at least 3 x server.body_limit_bytes (one address's half must hold a \
                  whole body while its buffer doubles)",
+            );
+        }
+        if self.server.proxy_protocol && self.server.trusted_proxies.is_empty() {
+            return invalid(
+                "server.proxy_protocol",
+                "needs server.trusted_proxies (the balancers whose header is believed)",
             );
         }
         if self.server.health_cache_ms > 60_000 {

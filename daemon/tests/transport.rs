@@ -540,3 +540,128 @@ async fn queued_photos_stay_within_the_budget() {
         "{grown} KiB more locked memory while 24 photos queued"
     );
 }
+
+/// TLS over `tcp` (already connected, perhaps after a PROXY header).
+async fn tls_over(
+    tcp: tokio::net::TcpStream,
+    cert_pem: &[u8],
+) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(cert_pem) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+}
+
+/// A TCP connection to the daemon from `local` (a loopback address).
+async fn tcp_from(d: &Daemon, local: &str) -> tokio::net::TcpStream {
+    let port: u16 = d
+        .url
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .trim_end_matches('/')
+        .parse()
+        .unwrap();
+    let s = tokio::net::TcpSocket::new_v4().unwrap();
+    s.bind(format!("{local}:0").parse().unwrap()).unwrap();
+    s.connect(([127, 0, 0, 1], port).into()).await.unwrap()
+}
+
+/// A PROXY protocol v2 header: `PROXY` from `src` (IPv4), or `LOCAL`.
+fn proxy_v2(src: Option<([u8; 4], u16)>) -> Vec<u8> {
+    let mut h = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+    match src {
+        Some((ip, port)) => {
+            h.extend([0x21, 0x11, 0, 12]);
+            h.extend(ip);
+            h.extend([127, 0, 0, 1]);
+            h.extend(port.to_be_bytes());
+            h.extend(8443u16.to_be_bytes());
+        }
+        None => h.extend([0x20, 0x00, 0, 0]),
+    }
+    h
+}
+
+/// One HTTP/1.1 request on `s`, then its answer's text.
+async fn exchange(
+    s: &mut tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> String {
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    read_all(s, Duration::from_secs(20)).await.0
+}
+
+/// Issue 17: behind an L4 balancer (PROXY protocol v2), the client is who
+/// the balancer's header names, and only a trusted balancer's header is
+/// believed: one from anyone else, or a trusted connection without one, gets
+/// no TLS at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_protocol_names_the_client_only_from_trusted_balancers() {
+    let inst = Instance::new();
+    inst.provision();
+    let d = inst.start_with(&[
+        ("ARCLOCK_SERVER_PROXY_PROTOCOL", "true"),
+        ("ARCLOCK_SERVER_TRUSTED_PROXIES", r#"["127.0.0.1/32"]"#),
+    ]);
+    let cert = std::fs::read(inst.path("tls/cert.pem")).unwrap();
+    let login = serde_json::json!({
+        "email": "someone@example.org",
+        "imageBase64": common::lfw_base64("Adam_Sandler", 1),
+    })
+    .to_string();
+
+    // The balancer (127.0.0.1) names 203.0.113.9: the log says so.
+    let mut tcp = tcp_from(&d, "127.0.0.1").await;
+    tcp.write_all(&proxy_v2(Some(([203, 0, 113, 9], 40000))))
+        .await
+        .unwrap();
+    let mut s = tls_over(tcp, &cert).await.unwrap();
+    let text = exchange(&mut s, "POST", "/api/auth/login", &login).await;
+    assert!(text.starts_with("HTTP/1.1 401"), "{text}");
+    let admin = arclock_console::Client::new(inst.path("admin.sock"));
+    let logs = admin
+        .logs(&arclock_console::LogQuery::default())
+        .await
+        .unwrap();
+    assert_eq!(logs[0].ip.as_deref(), Some("203.0.113.9"), "{logs:?}");
+
+    // The balancer's own health check (LOCAL) is served as itself.
+    let mut tcp = tcp_from(&d, "127.0.0.1").await;
+    tcp.write_all(&proxy_v2(None)).await.unwrap();
+    let mut s = tls_over(tcp, &cert).await.unwrap();
+    let text = exchange(&mut s, "GET", "/health", "").await;
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+
+    // The balancer without a header: closed before TLS.
+    let tcp = tcp_from(&d, "127.0.0.1").await;
+    assert!(tls_over(tcp, &cert).await.is_err());
+
+    // Anyone else is a client: plain TLS works, a forged header does not.
+    let tcp = tcp_from(&d, "127.0.0.2").await;
+    let mut s = tls_over(tcp, &cert).await.unwrap();
+    let text = exchange(&mut s, "GET", "/health", "").await;
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    let mut tcp = tcp_from(&d, "127.0.0.2").await;
+    tcp.write_all(&proxy_v2(Some(([198, 51, 100, 1], 1))))
+        .await
+        .unwrap();
+    assert!(tls_over(tcp, &cert).await.is_err());
+}

@@ -1,10 +1,12 @@
 //! The public HTTPS listener: rustls (TLS 1.2/1.3, ALPN h2 and http/1.1, the
-//! certificate reloadable) in front of hyper 1, with a connection cap, a
+//! certificate reloadable) in front of hyper 1, optionally behind an L4
+//! balancer speaking the PROXY protocol v2 (`proxy`), with a connection cap, a
 //! handshake + header timeout and an idle timeout on every connection; body
 //! size and time caps are enforced where bodies are read (`api::intake`).
 
 pub mod forwarded;
 mod idle;
+pub mod proxy;
 pub mod response;
 mod tls;
 
@@ -42,10 +44,15 @@ impl PerAddress {
         }
     }
 
+    /// Whether `ip` is one of `[server] trusted_proxies`.
+    fn trusts(&self, ip: std::net::IpAddr) -> bool {
+        self.trusted.iter().any(|n| n.contains(&ip))
+    }
+
     /// A place for a connection from `ip`, or `None` at the cap. Trusted
     /// proxies carry many clients and are not capped.
     fn admit(self: &Arc<Self>, ip: std::net::IpAddr) -> Option<AddressSlot> {
-        if self.cap == 0 || self.trusted.iter().any(|n| n.contains(&ip)) {
+        if self.cap == 0 || self.trusts(ip) {
             return Some(AddressSlot {
                 table: Arc::clone(self),
                 key: None,
@@ -101,6 +108,7 @@ pub async fn serve(
         .filter(|s| *s > 0)
         .map(Duration::from_secs);
     let grace = Duration::from_secs(app.config.server.shutdown_grace_secs);
+    let proxy_protocol = app.config.server.proxy_protocol;
     loop {
         let permit = tokio::select! {
             p = Arc::clone(&slots).acquire_owned() => p.map_err(std::io::Error::other)?,
@@ -130,8 +138,34 @@ pub async fn serve(
         let acceptor = acceptor.clone();
         let app = Arc::clone(&app);
         let mut stop = shutdown.clone();
+        let per_address = Arc::clone(&per_address);
         tokio::spawn(async move {
             let (_permit, _address_slot) = (permit, address_slot);
+            let mut tcp = tcp;
+            // Behind an L4 balancer: the client is who its header names,
+            // and is capped like any other client.
+            let (peer, _client_slot) = if proxy_protocol && per_address.trusts(peer.ip()) {
+                match tokio::time::timeout(header_timeout, proxy::read_header(&mut tcp)).await {
+                    Ok(Ok(Some(client))) => match per_address.admit(client.ip()) {
+                        Some(slot) => (client, Some(slot)),
+                        None => {
+                            tracing::debug!(%client, "connection refused: too many from this address");
+                            return;
+                        }
+                    },
+                    Ok(Ok(None)) => (peer, None),
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, error = %e, "PROXY header refused");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, "PROXY header timed out");
+                        return;
+                    }
+                }
+            } else {
+                (peer, None)
+            };
             let tls = match tokio::time::timeout(header_timeout, acceptor.accept(tcp)).await {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(e)) => {
