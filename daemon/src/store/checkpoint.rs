@@ -3,9 +3,11 @@
 //! SQLite's default checkpoints inside a commit: the commit that takes the
 //! write-ahead log past 1000 pages also copies all of them into the database
 //! file and fsyncs it, and the request waiting on that commit (a sign-in, a
-//! token refresh) stalls for as long as the disk takes to absorb ~4 MB.
-//! On a throttled cloud disk that is a quarter of a second, one request in
-//! forty (issue 22). Here the request connection never checkpoints
+//! token refresh) stalls for as long as the disk takes to absorb ~4 MB: on
+//! a slow or throttled disk, a large part of a second (issue 22 saw stalls
+//! of a quarter of a second in one sign-in of forty; on the bench host a
+//! sign-in's store work peaked at 92 ms this way, and at 7 ms without it,
+//! `bench/results/latest.md`). Here the request connection never checkpoints
 //! (`wal_autocheckpoint = 0`); a thread with its own connection does, four
 //! times a second:
 //!
@@ -31,8 +33,8 @@ use rusqlite::Connection;
 /// How often the log is checkpointed.
 const INTERVAL: Duration = Duration::from_millis(250);
 
-/// Pages left behind by a checkpoint beyond which the second, brief,
-/// writer-pausing step runs (fewer: the log rewinds at a quieter moment).
+/// Length of the log (pages) from which the second, brief, writer-pausing
+/// step runs (shorter: the log rewinds by itself at a quieter moment).
 const REWIND_PAGES: i64 = 256;
 
 /// What one checkpoint did: (pages in the log, pages copied into the
