@@ -318,9 +318,12 @@ pub async fn run(app: App) -> anyhow::Result<()> {
     let _ = tx.send(true);
     server.await??;
     admin.await?;
-    // What happened since the last seal is sealed before the process goes.
-    if let Err(e) = audit::seal(&app).await {
-        tracing::warn!(error = %e, "audit trail not sealed at shutdown");
+    // What happened since the last seal is sealed before the process goes
+    // (bounded: a hung token must not hold the shutdown).
+    match tokio::time::timeout(std::time::Duration::from_secs(5), audit::seal(&app)).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "audit trail not sealed at shutdown"),
+        Err(_) => tracing::warn!("audit trail not sealed at shutdown: the HSM did not answer"),
     }
     watchdog.abort();
     tracing::info!("stopped");

@@ -53,17 +53,21 @@ pub async fn open(
 ) -> Result<serde_json::Value, Response<Body>> {
     let (refresh, hash) = token::new_refresh_token();
     let sid = hex::encode(rand::random::<[u8; 16]>());
-    app.store
-        .create_family(&NewFamily {
-            id: sid.clone(),
-            user_id: user.clone(),
-            token_hash: hash,
-            created_at: at,
-            expires_at: at + app.config.auth.refresh_ttl_secs as i64 * 1000,
-        })
-        .await
-        .map_err(|e| unavailable("the store", &e))?;
-    pair(app, user, &sid, &refresh, at).await
+    let family = NewFamily {
+        id: sid.clone(),
+        user_id: user.clone(),
+        token_hash: hash,
+        created_at: at,
+        expires_at: at + app.config.auth.refresh_ttl_secs as i64 * 1000,
+    };
+    // The family's commit and the token's signature at once (the disk and
+    // the HSM): a pair whose family could not be stored is never handed out.
+    let (stored, tokens) = tokio::join!(
+        app.store.create_family(&family),
+        pair(app, user, &sid, &refresh, at)
+    );
+    stored.map_err(|e| unavailable("the store", &e))?;
+    tokens
 }
 
 /// Who is calling: a valid RS256 access token whose session stands and whose
