@@ -25,6 +25,18 @@ async fn connect_offering(
     cert_pem: &[u8],
     alpn: &[&[u8]],
 ) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    let port = d.url.rsplit(':').next().unwrap().trim_end_matches('/');
+    let tcp = tokio::net::TcpStream::connect(format!("127.0.0.1:{port}")).await?;
+    tls_offering(tcp, cert_pem, alpn).await
+}
+
+/// TLS over `tcp` (already connected, perhaps after a PROXY header),
+/// trusting `cert_pem` and offering `alpn`.
+async fn tls_offering(
+    tcp: tokio::net::TcpStream,
+    cert_pem: &[u8],
+    alpn: &[&[u8]],
+) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
     let mut roots = rustls::RootCertStore::empty();
     for c in CertificateDer::pem_slice_iter(cert_pem) {
         roots.add(c.unwrap()).unwrap();
@@ -37,8 +49,6 @@ async fn connect_offering(
     .with_root_certificates(roots)
     .with_no_client_auth();
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    let port = d.url.rsplit(':').next().unwrap().trim_end_matches('/');
-    let tcp = tokio::net::TcpStream::connect(format!("127.0.0.1:{port}")).await?;
     tokio_rustls::TlsConnector::from(Arc::new(config))
         .connect(ServerName::try_from("localhost").unwrap(), tcp)
         .await
@@ -546,20 +556,7 @@ async fn tls_over(
     tcp: tokio::net::TcpStream,
     cert_pem: &[u8],
 ) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_slice_iter(cert_pem) {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect(ServerName::try_from("localhost").unwrap(), tcp)
-        .await
+    tls_offering(tcp, cert_pem, &[]).await
 }
 
 /// A TCP connection to the daemon from `local` (a loopback address).
