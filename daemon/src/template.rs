@@ -71,14 +71,13 @@ pub async fn open(
     let crypto = |e: &dyn std::fmt::Display| TemplateError::Crypto(e.to_string());
     let secret: LockedBytes =
         timing::timed(Step::Hsm, hsm.unwrap(user.as_str(), &creds.key.wrapped)).await?;
-    let started = std::time::Instant::now();
-    let plain = Zeroizing::new(
-        ecies::decrypt(&secret, &creds.template.ciphertext).map_err(|e| crypto(&e))?,
-    );
-    drop(secret);
-    let locked = LockedBytes::from_slice(&plain).map_err(|e| crypto(&e))?;
-    drop(plain);
-    let embedding = Embedding::from_bytes(&creds.template.model_id, &locked)?;
-    timing::record(Step::Decrypt, started.elapsed());
-    Ok(embedding)
+    timing::measured(Step::Decrypt, || {
+        let plain = Zeroizing::new(
+            ecies::decrypt(&secret, &creds.template.ciphertext).map_err(|e| crypto(&e))?,
+        );
+        drop(secret);
+        let locked = LockedBytes::from_slice(&plain).map_err(|e| crypto(&e))?;
+        drop(plain);
+        Ok(Embedding::from_bytes(&creds.template.model_id, &locked)?)
+    })
 }

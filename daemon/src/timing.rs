@@ -173,6 +173,14 @@ pub async fn timed<F: Future>(step: Step, fut: F) -> F::Output {
     out
 }
 
+/// Runs `f`, recording its wall time as `step` (the synchronous [`timed`]).
+pub fn measured<T>(step: Step, f: impl FnOnce() -> T) -> T {
+    let started = Instant::now();
+    let out = f();
+    record(step, started.elapsed());
+    out
+}
+
 /// The face pipeline's own split of one run, recorded as steps.
 pub fn record_face(t: &arclock_face::Timings) {
     record(Step::Queue, t.queue);

@@ -19,14 +19,24 @@ async fn connect(
     connect_offering(d, cert_pem, &[]).await
 }
 
+/// The daemon's TLS port, from its URL.
+fn port(d: &Daemon) -> u16 {
+    d.url
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .trim_end_matches('/')
+        .parse()
+        .unwrap()
+}
+
 /// As [`connect`], offering the ALPN protocols `alpn` (e.g. `h2`).
 async fn connect_offering(
     d: &Daemon,
     cert_pem: &[u8],
     alpn: &[&[u8]],
 ) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
-    let port = d.url.rsplit(':').next().unwrap().trim_end_matches('/');
-    let tcp = tokio::net::TcpStream::connect(format!("127.0.0.1:{port}")).await?;
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port(d))).await?;
     tls_offering(tcp, cert_pem, alpn).await
 }
 
@@ -261,14 +271,7 @@ async fn a_flooding_address_does_not_starve_others() {
     inst.provision();
     let d = inst.start_with(&[("ARCLOCK_LIMITS_GENERAL", "20")]);
     let cert = std::fs::read(inst.path("tls/cert.pem")).unwrap();
-    let port: u16 = d
-        .url
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .trim_end_matches('/')
-        .parse()
-        .unwrap();
+    let port = port(&d);
     let from = |ip: [u8; 4]| {
         reqwest::Client::builder()
             .add_root_certificate(reqwest::Certificate::from_pem(&cert).unwrap())
@@ -561,14 +564,7 @@ async fn tls_over(
 
 /// A TCP connection to the daemon from `local` (a loopback address).
 async fn tcp_from(d: &Daemon, local: &str) -> tokio::net::TcpStream {
-    let port: u16 = d
-        .url
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .trim_end_matches('/')
-        .parse()
-        .unwrap();
+    let port = port(d);
     let s = tokio::net::TcpSocket::new_v4().unwrap();
     s.bind(format!("{local}:0").parse().unwrap()).unwrap();
     s.connect(([127, 0, 0, 1], port).into()).await.unwrap()

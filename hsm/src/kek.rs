@@ -191,29 +191,40 @@ fn decrypt(
     Ok(LockedBytes::from_slice(&plain)?)
 }
 
+/// The template of a 256-bit secret key that never leaves the token
+/// (sensitive, not extractable, copyable or modifiable, persistent and
+/// private), labelled and identified by `label`, usable only as `usage` says.
+pub(crate) fn sealed_secret(key_type: KeyType, label: &str, usage: &[Attribute]) -> Vec<Attribute> {
+    let mut t = vec![
+        Attribute::Class(ObjectClass::SECRET_KEY),
+        Attribute::KeyType(key_type),
+        Attribute::ValueLen(32.into()),
+        Attribute::Token(true),
+        Attribute::Private(true),
+        Attribute::Sensitive(true),
+        Attribute::Extractable(false),
+        Attribute::Copyable(false),
+        Attribute::Modifiable(false),
+    ];
+    t.extend_from_slice(usage);
+    t.push(Attribute::Label(label.as_bytes().to_vec()));
+    t.push(Attribute::Id(label.as_bytes().to_vec()));
+    t
+}
+
 fn generate(session: &Session, version: KekVersion) -> Result<(), Error> {
-    let label = label(version);
+    let template = sealed_secret(
+        KeyType::AES,
+        &label(version),
+        &[
+            Attribute::Encrypt(true),
+            Attribute::Decrypt(true),
+            Attribute::Wrap(false),
+            Attribute::Unwrap(false),
+        ],
+    );
     session
-        .generate_key(
-            &Mechanism::AesKeyGen,
-            &[
-                Attribute::Class(ObjectClass::SECRET_KEY),
-                Attribute::KeyType(KeyType::AES),
-                Attribute::ValueLen(32.into()),
-                Attribute::Token(true),
-                Attribute::Private(true),
-                Attribute::Sensitive(true),
-                Attribute::Extractable(false),
-                Attribute::Copyable(false),
-                Attribute::Modifiable(false),
-                Attribute::Encrypt(true),
-                Attribute::Decrypt(true),
-                Attribute::Wrap(false),
-                Attribute::Unwrap(false),
-                Attribute::Label(label.as_bytes().to_vec()),
-                Attribute::Id(label.as_bytes().to_vec()),
-            ],
-        )
+        .generate_key(&Mechanism::AesKeyGen, &template)
         .map_err(from_ck)?;
     Ok(())
 }

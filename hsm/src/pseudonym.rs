@@ -14,36 +14,28 @@ use cryptoki::object::{Attribute, KeyType, ObjectClass};
 use cryptoki::session::Session;
 
 use crate::error::{Error, from_ck};
+use crate::kek::sealed_secret;
 use crate::pool::{Hsm, Inner};
 
 /// The label (and id) of the pseudonym key in the token.
 pub const LABEL: &str = "arclock-pseudonym-v1";
 
 fn generate(session: &Session) -> Result<(), Error> {
+    let template = sealed_secret(
+        KeyType::GENERIC_SECRET,
+        LABEL,
+        &[
+            Attribute::Sign(true),
+            Attribute::Verify(true),
+            Attribute::Encrypt(false),
+            Attribute::Decrypt(false),
+            Attribute::Wrap(false),
+            Attribute::Unwrap(false),
+            Attribute::Derive(false),
+        ],
+    );
     session
-        .generate_key(
-            &Mechanism::GenericSecretKeyGen,
-            &[
-                Attribute::Class(ObjectClass::SECRET_KEY),
-                Attribute::KeyType(KeyType::GENERIC_SECRET),
-                Attribute::ValueLen(32.into()),
-                Attribute::Token(true),
-                Attribute::Private(true),
-                Attribute::Sensitive(true),
-                Attribute::Extractable(false),
-                Attribute::Copyable(false),
-                Attribute::Modifiable(false),
-                Attribute::Sign(true),
-                Attribute::Verify(true),
-                Attribute::Encrypt(false),
-                Attribute::Decrypt(false),
-                Attribute::Wrap(false),
-                Attribute::Unwrap(false),
-                Attribute::Derive(false),
-                Attribute::Label(LABEL.as_bytes().to_vec()),
-                Attribute::Id(LABEL.as_bytes().to_vec()),
-            ],
-        )
+        .generate_key(&Mechanism::GenericSecretKeyGen, &template)
         .map_err(from_ck)?;
     Ok(())
 }

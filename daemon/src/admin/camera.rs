@@ -79,8 +79,7 @@ pub async fn enrol_new(app: &App, req: Request<Incoming>, op: Operator) -> Answe
     let mode = app.config.liveness.registration;
     let pad = signin::pad_in_force(app, mode).map_err(refused)?;
     let face = capture(app, kiosk).await?;
-    tracing::info!(target: "audit", uid = op.uid, action = "camera enrol", "operator action");
-    super::operator_event(app, op, None, "camera enrol").await;
+    super::operator_event(app, op, None, "camera enrol", None).await;
     let client = client(kiosk, op);
     if let Some(reason) = signin::passive_verdict(app, &face, pad) {
         return Err(refused(
@@ -110,8 +109,7 @@ pub async fn verify(app: &App, req: Request<Incoming>, op: Operator) -> Answer {
     let email = Email::parse(&body.email).map_err(|e| bad_request(&e.to_string()))?;
     let client = client(kiosk, op);
     let at = app.clock.now();
-    tracing::info!(target: "audit", uid = op.uid, action = "camera verify", "operator action");
-    super::operator_event(app, op, None, "camera verify").await;
+    super::operator_event(app, op, None, "camera verify", None).await;
     let attempt = signin::reserve(app, &email, &client, at, Action::VerifyFace)
         .await
         .map_err(refused)?;

@@ -3,8 +3,8 @@
 //! An account lockout is keyed by a pseudonym of the e-mail (an HMAC in the
 //! HSM, so that lockouts of addresses without an account look like any
 //! other); to show operators whose it is, the pseudonyms are matched against
-//! the accounts' e-mails'. One that
-//! matches none is an address with no account, shown as such.
+//! those of the accounts' e-mails. One that matches none is an address with
+//! no account, shown as such.
 
 use std::collections::HashMap;
 

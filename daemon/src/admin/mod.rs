@@ -289,23 +289,34 @@ fn user_id(raw: &str) -> Result<UserId, Response<AdminBody>> {
     UserId::parse(raw).ok_or_else(|| bad_request("not a user id"))
 }
 
-/// Writes an operator action to the auth log (and the daemon's log, target
-/// `audit`). `user` is the account acted on, if any.
-/// An operator's action in the tamper-evident trail (`crate::audit`).
-async fn operator_event(app: &App, op: Operator, user: Option<&UserId>, what: &str) {
+/// An operator's action in the daemon's log (target `audit`, with uid and
+/// pid) and in the tamper-evident trail (`crate::audit`). `user` is the
+/// account acted on, if any.
+async fn operator_event(
+    app: &App,
+    op: Operator,
+    user: Option<&UserId>,
+    what: &str,
+    outcome: Option<Outcome>,
+) {
+    tracing::info!(target: "audit", uid = op.uid, pid = ?op.pid, action = what, outcome = outcome.map(Outcome::as_str), "operator action");
+    let detail = match outcome {
+        Some(o) => format!("{what}: {}", o.as_str()),
+        None => what.to_string(),
+    };
     crate::audit::record(
         app,
         "operator",
         &format!("operator uid {}", op.uid),
         user.map(ToString::to_string),
-        what.to_string(),
+        detail,
     )
     .await;
 }
 
+/// [`operator_event`], and the action in the auth log as `admin`.
 async fn audit(app: &App, op: Operator, user: Option<&UserId>, what: &str, outcome: Outcome) {
-    tracing::info!(target: "audit", uid = op.uid, pid = ?op.pid, action = what, outcome = outcome.as_str(), "operator action");
-    operator_event(app, op, user, &format!("{what}: {}", outcome.as_str())).await;
+    operator_event(app, op, user, what, Some(outcome)).await;
     let entry = AuthLog {
         id: String::new(),
         at: app.clock.now(),

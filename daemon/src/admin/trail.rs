@@ -24,7 +24,7 @@ pub async fn verify(app: &App) -> Answer {
 
 /// `POST /v1/audit/seal`: signs the current head in the HSM now.
 pub async fn seal(app: &App, op: Operator) -> Answer {
-    operator_event(app, op, None, "seal audit trail").await;
+    operator_event(app, op, None, "seal audit trail", None).await;
     let sealed = audit::seal(app)
         .await
         .map_err(|e| unavailable("the audit trail", &e))?;

@@ -102,8 +102,7 @@ pub async fn delete(app: &App, id: &str, op: Operator) -> Answer {
     if !deleted {
         return Err(not_found("No such user"));
     }
-    tracing::info!(target: "audit", uid = op.uid, pid = ?op.pid, action = "delete account", "operator action");
-    super::operator_event(app, op, Some(&id), "delete account").await;
+    super::operator_event(app, op, Some(&id), "delete account", None).await;
     let _ = app.feed.send(entry);
     Ok(ok("account deleted", json!({"id": id})))
 }

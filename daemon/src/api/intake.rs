@@ -247,21 +247,15 @@ fn wipe(data: Bytes) {
     }
 }
 
-/// A locked buffer, its allocation (mlock, MADV_DONTDUMP) timed as
-/// [`Step::Lock`](crate::timing::Step::Lock).
+/// A locked buffer of `n` bytes' capacity, its allocation (mlock,
+/// MADV_DONTDUMP) timed as [`Step::Lock`](crate::timing::Step::Lock).
 fn locked_with_capacity(n: usize) -> Result<LockedBytes, arclock_secmem::Error> {
-    let started = std::time::Instant::now();
-    let out = LockedBytes::with_capacity(n);
-    crate::timing::record(crate::timing::Step::Lock, started.elapsed());
-    out
+    crate::timing::measured(crate::timing::Step::Lock, || LockedBytes::with_capacity(n))
 }
 
 /// [`locked_with_capacity`], zero-filled to `n` bytes.
 fn locked_zeroed(n: usize) -> Result<LockedBytes, arclock_secmem::Error> {
-    let started = std::time::Instant::now();
-    let out = LockedBytes::zeroed(n);
-    crate::timing::record(crate::timing::Step::Lock, started.elapsed());
-    out
+    crate::timing::measured(crate::timing::Step::Lock, || LockedBytes::zeroed(n))
 }
 
 /// Reads the body into locked memory, refusing more than the configured cap

@@ -133,7 +133,6 @@ pub fn routes() -> impl Iterator<Item = (&'static str, &'static str)> {
 /// The OpenAPI 3.1 document of this API, served at `/openapi.json`.
 pub const OPENAPI: &str = include_str!("../../openapi.json");
 
-/// Routes one request.
 /// Routes one request, inside a [`timing::scope`]: a request slower than
 /// `[server] slow_request_ms` is logged with its steps, and with `[server]
 /// server_timing` every answer carries them as `Server-Timing`.

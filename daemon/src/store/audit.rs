@@ -78,6 +78,18 @@ pub fn chain_hash(prev: &[u8; 32], seq: u64, e: &AuditEvent) -> [u8; 32] {
     h.finalize().into()
 }
 
+/// An entry number as a backend stores it (a signed 64-bit integer).
+pub(super) fn stored_seq(seq: i64) -> Result<u64, super::StoreError> {
+    u64::try_from(seq).map_err(|_| super::StoreError::Corrupt(format!("audit seq {seq}")))
+}
+
+/// A chain or seal hash as a backend stores it (bytes that must be 32).
+pub(super) fn stored_hash(hash: Vec<u8>) -> Result<[u8; 32], super::StoreError> {
+    hash.try_into().map_err(|h: Vec<u8>| {
+        super::StoreError::Corrupt(format!("audit hash of {} bytes", h.len()))
+    })
+}
+
 /// A head of the chain signed in the HSM (RS256 with the JWT signing key
 /// named by `kid`, over [`AuditSeal::signed_bytes`]).
 #[derive(Debug, Clone, PartialEq, Eq)]

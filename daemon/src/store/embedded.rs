@@ -11,6 +11,7 @@ use arclock_hsm::WrappedKey;
 use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params, params_from_iter};
 
+use super::audit::{stored_hash, stored_seq};
 use super::{
     Action, AuditEntry, AuditEvent, AuditSeal, AuthLog, Credentials, FailureOutcome, LockPolicy,
     LogFilter, LogPage, Millis, NewFamily, NewUser, Outcome, Reservation, Rotation, Store,
@@ -176,11 +177,9 @@ fn audit_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, AuditEvent, V
 
 fn to_audit((seq, event, hash): (i64, AuditEvent, Vec<u8>)) -> Result<AuditEntry, StoreError> {
     Ok(AuditEntry {
-        seq: u64::try_from(seq).map_err(|_| StoreError::Corrupt("audit seq".into()))?,
+        seq: stored_seq(seq)?,
         event,
-        hash: hash
-            .try_into()
-            .map_err(|_| StoreError::Corrupt("audit hash".into()))?,
+        hash: stored_hash(hash)?,
     })
 }
 
@@ -1190,10 +1189,8 @@ impl Store for EmbeddedStore {
             rows.map(|r| {
                 let (seq, hash, at, kid, signature) = r.map_err(&err)?;
                 Ok(AuditSeal {
-                    seq: u64::try_from(seq).map_err(|_| StoreError::Corrupt("seal seq".into()))?,
-                    hash: hash
-                        .try_into()
-                        .map_err(|_| StoreError::Corrupt("seal hash".into()))?,
+                    seq: stored_seq(seq)?,
+                    hash: stored_hash(hash)?,
                     at,
                     kid,
                     signature,

@@ -24,6 +24,7 @@ use mongodb::{Client, Collection, Database, IndexModel};
 
 use arclock_hsm::WrappedKey;
 
+use super::audit::{stored_hash, stored_seq};
 use super::{
     AuditEntry, AuditEvent, AuditSeal, AuthLog, Credentials, FailureOutcome, LockPolicy, LogFilter,
     LogPage, Millis, NewFamily, NewUser, Reservation, Rotation, Store, StoreError, StoredChallenge,
@@ -103,7 +104,7 @@ fn opt_str(d: &Document, k: &str) -> Option<String> {
 /// An audit chain document as an entry.
 fn audit_entry(d: &Document) -> Result<AuditEntry, StoreError> {
     Ok(AuditEntry {
-        seq: u64::try_from(get_i64(d, "_id")?).map_err(|_| corrupt("_id"))?,
+        seq: get_seq(d)?,
         event: AuditEvent {
             at: get_i64(d, "at")?,
             kind: get_str(d, "kind")?,
@@ -111,10 +112,18 @@ fn audit_entry(d: &Document) -> Result<AuditEntry, StoreError> {
             subject: opt_str(d, "subject"),
             detail: get_str(d, "detail")?,
         },
-        hash: get_bytes(d, "hash")?
-            .try_into()
-            .map_err(|_| corrupt("hash"))?,
+        hash: get_hash(d)?,
     })
+}
+
+/// An audit document's entry number (its `_id`).
+fn get_seq(d: &Document) -> Result<u64, StoreError> {
+    stored_seq(get_i64(d, "_id")?)
+}
+
+/// An audit document's 32-byte `hash`.
+fn get_hash(d: &Document) -> Result<[u8; 32], StoreError> {
+    stored_hash(get_bytes(d, "hash")?)
 }
 
 impl MongoStore {
@@ -1136,10 +1145,8 @@ impl Store for MongoStore {
         docs.iter()
             .map(|d| {
                 Ok(AuditSeal {
-                    seq: u64::try_from(get_i64(d, "_id")?).map_err(|_| corrupt("_id"))?,
-                    hash: get_bytes(d, "hash")?
-                        .try_into()
-                        .map_err(|_| corrupt("hash"))?,
+                    seq: get_seq(d)?,
+                    hash: get_hash(d)?,
                     at: get_i64(d, "at")?,
                     kid: get_str(d, "kid")?,
                     signature: get_bytes(d, "signature")?,
