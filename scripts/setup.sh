@@ -19,9 +19,11 @@ MIRROR="${ARCLOCK_MODELS_MIRROR:-$ROOT/../shared/models}"
 # they are not pinned because Debian's security updates replace Chromium's
 # major version every few weeks (an old pin stops being installable), and the
 # test needs only W3C WebDriver and the long-stable fake-capture switches.
+# libturbojpeg0-dev: libjpeg-turbo's TurboJPEG API, the JPEG decoder (SIMD, and
+# DCT-domain scaling that makes 12 MP phone photos cheap).
 # The rest the build needs (gcc, make, python3) is part of the base image;
 # checked, not assumed.
-DEB_PACKAGES=("softhsm2=2.6.1-*" "tmux" "curl" "systemd" "libclang-dev=1:14.0-*" "python3" "gcc" "make" "pkg-config" "chromium" "chromium-driver")
+DEB_PACKAGES=("softhsm2=2.6.1-*" "tmux" "curl" "systemd" "libclang-dev=1:14.0-*" "python3" "gcc" "make" "pkg-config" "libturbojpeg0-dev=1:2.1.*" "chromium" "chromium-driver")
 missing=()
 for spec in "${DEB_PACKAGES[@]}"; do
   name="${spec%%=*}"

@@ -96,6 +96,8 @@ pub struct App {
     pub feed: tokio::sync::broadcast::Sender<store::AuthLog>,
     /// When the daemon started (ms), for the console's uptime.
     pub started: store::Millis,
+    /// This process among the instances sharing the store (random per start).
+    pub instance: String,
     /// The local camera, when `[camera] enabled`.
     pub kiosk: Option<Arc<kiosk::Kiosk>>,
     /// What SIGHUP re-reads and how it applies it (set by the binary).
@@ -199,6 +201,7 @@ impl App {
             metrics: metrics::Metrics::new(),
             feed: tokio::sync::broadcast::channel(1024).0,
             started: SystemClock.now(),
+            instance: hex::encode(rand::random::<[u8; 8]>()),
             kiosk,
             reload: None,
             health: Default::default(),
@@ -211,8 +214,13 @@ impl App {
     /// Appends an auth-log entry and hands it to live followers.
     pub async fn journal(&self, entry: store::AuthLog) -> Result<(), store::StoreError> {
         self.store.append_log(&entry).await?;
-        let _ = self.feed.send(entry);
+        self.announce(entry);
         Ok(())
+    }
+
+    /// Shows an entry already in the store on the live feed.
+    pub fn announce(&self, entry: store::AuthLog) {
+        let _ = self.feed.send(entry);
     }
 
     /// The same app, reloading `reload.config` on SIGHUP.
@@ -304,11 +312,13 @@ pub async fn run(app: App) -> anyhow::Result<()> {
     let server = tokio::spawn(http::serve(listener, Arc::clone(&app), rx.clone()));
     let admin = tokio::spawn(admin.serve(Arc::clone(&app), rx));
     let upkeep = tokio::spawn(upkeep(Arc::clone(&app)));
+    let heartbeat = tokio::spawn(heartbeat(Arc::clone(&app)));
     let reload = tokio::spawn(reload_on_hangup(Arc::clone(&app)));
     let watchdog = tokio::spawn(supervisor::watchdog());
     supervisor::ready(&format!("serving on {local}"));
     shutdown_signal().await;
     upkeep.abort();
+    heartbeat.abort();
     reload.abort();
     supervisor::stopping();
     tracing::info!(
@@ -344,6 +354,32 @@ async fn upkeep(app: Arc<App>) {
             Ok(0) => {}
             Ok(n) => tracing::debug!(purged = n, "expired records purged"),
             Err(e) => tracing::warn!(error = %e, "purge of expired records failed"),
+        }
+    }
+}
+
+/// How often an instance announces itself in the store.
+pub const HEARTBEAT_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Announces this instance in the store every [`HEARTBEAT_EVERY`], so that
+/// the console lists every daemon sharing the database.
+async fn heartbeat(app: Arc<App>) {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default();
+    let mut tick = tokio::time::interval(HEARTBEAT_EVERY);
+    loop {
+        tick.tick().await;
+        let beat = store::InstanceBeat {
+            id: app.instance.clone(),
+            host: host.clone(),
+            pid: std::process::id(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            started_at: app.started,
+            seen_at: app.clock.now(),
+        };
+        if let Err(e) = app.store.heartbeat(&beat).await {
+            tracing::warn!(error = %e, "heartbeat not written");
         }
     }
 }

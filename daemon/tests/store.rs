@@ -79,6 +79,8 @@ contract!(
     lockout_counts_locks_and_expires,
     concurrent_failures_are_all_counted,
     reservations_hold_the_limit_under_concurrency,
+    a_sign_in_reserves_and_settles_its_subjects_at_once,
+    instances_announce_themselves_and_age_out,
     refresh_rotation_race_revokes_the_family,
     deletion_shreds_everything_but_an_anonymous_log,
     logs_page_newest_first_and_filter,
@@ -396,6 +398,120 @@ async fn reservations_hold_the_limit_under_concurrency(_: &Backend, s: Arc<dyn S
             until: NOW + 2 + 15 * MIN
         }
     );
+}
+
+/// One sign-in's subjects (its account, its address) are reserved all or
+/// none: a refusal by the account leaves the address's place free. A
+/// success settles them with its log entry: the account's failures are
+/// forgotten, the address's place comes back, the entry is stored.
+async fn a_sign_in_reserves_and_settles_its_subjects_at_once(_: &Backend, s: Arc<dyn Store>) {
+    let small = |max_failures| LockPolicy {
+        max_failures,
+        window: 15 * MIN,
+        lock_for: 15 * MIN,
+    };
+    let ip = Subject::Ip("192.0.2.77".into());
+    let account = Subject::Account(UserId::generate());
+    // The account's two places are taken by attempts still running.
+    for _ in 0..2 {
+        assert_eq!(
+            s.reserve_attempt(&account, NOW, &small(2)).await.unwrap(),
+            Reservation::Granted
+        );
+    }
+    let asks = [(ip.clone(), small(1)), (account.clone(), small(2))];
+    assert_eq!(
+        s.reserve_attempts(&asks, NOW).await.unwrap(),
+        Reservation::Refused {
+            until: NOW + 15 * MIN
+        }
+    );
+    // The address (asked first) kept its one place.
+    assert_eq!(
+        s.reserve_attempt(&ip, NOW, &small(1)).await.unwrap(),
+        Reservation::Granted
+    );
+    s.release_attempt(&ip).await.unwrap();
+
+    // A fresh account with one failure on record signs in.
+    let account = Subject::Account(UserId::generate());
+    assert_eq!(
+        record_failure(&s, &account, NOW, &small(3)).await,
+        FailureOutcome::Counted(1)
+    );
+    let asks = [(account.clone(), small(3)), (ip.clone(), small(1))];
+    assert_eq!(
+        s.reserve_attempts(&asks, NOW + 1).await.unwrap(),
+        Reservation::Granted
+    );
+    assert!(
+        matches!(
+            s.reserve_attempt(&ip, NOW + 1, &small(1)).await.unwrap(),
+            Reservation::Refused { .. }
+        ),
+        "the batch took the address's place"
+    );
+    let user = UserId::generate();
+    let entry = log(Some(&user), NOW + 2, Outcome::Success);
+    s.settle_success(&[account.clone(), ip.clone()], &entry)
+        .await
+        .unwrap();
+    // Failures forgotten: the full budget of three is there again.
+    for _ in 0..3 {
+        assert_eq!(
+            s.reserve_attempt(&account, NOW + 3, &small(3))
+                .await
+                .unwrap(),
+            Reservation::Granted
+        );
+    }
+    assert_eq!(
+        s.reserve_attempt(&ip, NOW + 3, &small(1)).await.unwrap(),
+        Reservation::Granted
+    );
+    let page = s
+        .logs(&LogFilter {
+            user_id: Some(user),
+            limit: 10,
+            ..LogFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(page.entries.len(), 1);
+    assert_eq!(page.entries[0].outcome, Outcome::Success);
+}
+
+/// Heartbeats: a second beat moves `seen_at` (not the start), a listing
+/// keeps only instances seen since its bound, and a week-old one is gone.
+async fn instances_announce_themselves_and_age_out(_: &Backend, s: Arc<dyn Store>) {
+    let beat = |id: &str, started_at, seen_at| arclockd::store::InstanceBeat {
+        id: id.into(),
+        host: "node1".into(),
+        pid: 4242,
+        version: "0.1.0".into(),
+        started_at,
+        seen_at,
+    };
+    s.heartbeat(&beat(
+        "old",
+        NOW - 9 * 24 * 3600 * 1000,
+        NOW - 8 * 24 * 3600 * 1000,
+    ))
+    .await
+    .unwrap();
+    s.heartbeat(&beat("a", NOW, NOW)).await.unwrap();
+    s.heartbeat(&beat("b", NOW + 1, NOW + 1)).await.unwrap();
+    s.heartbeat(&beat("a", NOW, NOW + 5000)).await.unwrap();
+    let all = s.instances(0).await.unwrap();
+    assert_eq!(
+        all.iter().map(|i| i.id.as_str()).collect::<Vec<_>>(),
+        ["a", "b"],
+        "the week-old instance is forgotten"
+    );
+    assert_eq!(all[0], beat("a", NOW, NOW + 5000));
+    let recent = s.instances(NOW + 2).await.unwrap();
+    assert_eq!(recent.len(), 1);
+    assert_eq!(recent[0].id, "a");
 }
 
 async fn lockout_counts_locks_and_expires(_: &Backend, s: Arc<dyn Store>) {

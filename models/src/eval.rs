@@ -59,8 +59,89 @@ pub struct Outcome {
 type PhotoResult = Result<(Embedding, Measures), Error>;
 type Column = (&'static str, fn(&Measures) -> f32);
 
-/// Embeds every photo on `workers` threads, then scores all pairs.
-pub fn run(pipeline: &Pipeline, photos: &[Photo], workers: usize) -> Result<Outcome, Error> {
+/// The side of a 12 MP phone photo (4032x3024, landscape).
+pub const PHONE_SIZE: (u32, u32) = (4032, 3024);
+
+/// `photo` as a phone would have taken it: enlarged (bilinear) to the
+/// frame's height and centred in a 12 MP frame of plain grey, with a faint
+/// sensor noise (+/-2 levels, fixed seed) everywhere, encoded as phones
+/// encode (JPEG quality 92, 4:2:0). What `eval --phone` and the benchmark
+/// feed the pipeline to show that large photos lose nothing. The sides are
+/// plain on purpose: a stretched copy of the photo there put partial faces
+/// in the frame (55 more `MultipleFaces` over lfw-dev). Works on ordinary
+/// heap memory: it is a tool for public test photos, never on the daemon's
+/// path.
+pub fn phone_variant(photo: &[u8]) -> Result<Vec<u8>, Error> {
+    let bad = |e: &dyn std::fmt::Display| Error::CorruptImage(e.to_string());
+    let img = image::load_from_memory(photo)
+        .map_err(|e| bad(&e))?
+        .to_rgb8();
+    let (w, h) = PHONE_SIZE;
+    let (sw, sh) = (img.width() as f32, img.height() as f32);
+    let left = (w - h) / 2;
+    // Bilinear taps per column and per row (pixel centres) over the square
+    // in the middle, the photo at the frame's height; `None`: the grey sides.
+    let taps = |pos: f32, len: u32| {
+        let p = pos - 0.5;
+        let p0 = p.floor();
+        let last = len as usize - 1;
+        let i0 = (p0.max(0.0) as usize).min(last);
+        let i1 = ((p0 + 1.0).max(0.0) as usize).min(last);
+        (i0, i1, p - p0)
+    };
+    let cols: Vec<Option<(usize, usize, f32)>> = (0..w)
+        .map(|x| {
+            (left..left + h)
+                .contains(&x)
+                .then(|| taps(((x - left) as f32 + 0.5) * sw / h as f32, img.width()))
+        })
+        .collect();
+    let src = img.as_raw();
+    let stride = img.width() as usize * 3;
+    let mut frame = vec![0u8; w as usize * h as usize * 3];
+    let mut seed = 0x2545_f491_u32;
+    for (y, row) in frame.chunks_exact_mut(w as usize * 3).enumerate() {
+        let (y0, y1, ay) = taps((y as f32 + 0.5) * sh / h as f32, img.height());
+        let (r0, r1) = (&src[y0 * stride..], &src[y1 * stride..]);
+        for (px, col) in row.chunks_exact_mut(3).zip(&cols) {
+            for (c, out) in px.iter_mut().enumerate() {
+                let v = match *col {
+                    Some((x0, x1, ax)) => {
+                        let top =
+                            f32::from(r0[x0 * 3 + c]) * (1.0 - ax) + f32::from(r0[x1 * 3 + c]) * ax;
+                        let bottom =
+                            f32::from(r1[x0 * 3 + c]) * (1.0 - ax) + f32::from(r1[x1 * 3 + c]) * ax;
+                        top * (1.0 - ay) + bottom * ay
+                    }
+                    None => 120.0,
+                };
+                seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                let noise = ((seed >> 29) % 5) as f32 - 2.0;
+                *out = (v + noise).round().clamp(0.0, 255.0) as u8;
+            }
+        }
+    }
+    let mut jpeg = turbojpeg::Compressor::new().map_err(|e| bad(&e))?;
+    jpeg.set_quality(92);
+    jpeg.set_subsamp(turbojpeg::Subsamp::Sub2x2);
+    jpeg.compress_to_vec(turbojpeg::Image {
+        pixels: frame.as_slice(),
+        width: w as usize,
+        pitch: w as usize * 3,
+        height: h as usize,
+        format: turbojpeg::PixelFormat::RGB,
+    })
+    .map_err(|e| bad(&e))
+}
+
+/// Embeds every photo on `workers` threads, then scores all pairs. With
+/// `phone`, each photo is first made a 12 MP phone photo ([`phone_variant`]).
+pub fn run(
+    pipeline: &Pipeline,
+    photos: &[Photo],
+    workers: usize,
+    phone: bool,
+) -> Result<Outcome, Error> {
     let next = AtomicUsize::new(0);
     let results: Mutex<Vec<(usize, PhotoResult)>> = Mutex::new(Vec::new());
     std::thread::scope(|s| {
@@ -74,6 +155,13 @@ pub fn run(pipeline: &Pipeline, photos: &[Photo], workers: usize) -> Result<Outc
                         .map_err(|source| Error::Io {
                             file: photo.path.clone(),
                             source,
+                        })
+                        .and_then(|bytes| {
+                            if phone {
+                                phone_variant(&bytes)
+                            } else {
+                                Ok(bytes)
+                            }
                         })
                         .and_then(|bytes| pipeline.run(&mut ws, &bytes, None))
                         .map(|f| (f.embedding, f.measures));

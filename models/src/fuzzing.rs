@@ -55,7 +55,11 @@ pub fn frame(
 /// The pipeline's own first step, then the detector tensor, then a wipe.
 fn run(spec: &ModelSpec, ws: &mut Workspace, input: Input<'_>) -> Result<(), Error> {
     let limits = limits();
-    let out = to_rgb(input, &limits, ws).and_then(|(w, h)| prepared(spec, ws, w, h, &limits));
+    // Full size, then scaled: both decode paths a photo can take.
+    let out = to_rgb(input, &limits, 0, ws)
+        .and_then(|d| prepared(spec, ws, d.width, d.height, &limits))
+        .and_then(|()| to_rgb(input, &limits, 64, ws))
+        .and_then(|d| prepared(spec, ws, d.width, d.height, &limits));
     ws.wipe();
     out
 }
@@ -75,7 +79,13 @@ fn prepared(
         height,
         pixels: &ws.rgb,
     };
-    let at = detect::prepare(spec, img, &mut ws.det_input)?;
+    let at = detect::prepare(
+        spec,
+        img,
+        detect::whole(width, height),
+        spec.input_size,
+        &mut ws.det_input,
+    )?;
     let [max_w, max_h] = spec.input_size;
     assert!(at.width % 32 == 0 && at.height % 32 == 0);
     assert!(at.width <= (max_w as usize).div_ceil(32) * 32);

@@ -1,11 +1,17 @@
 //! Photo bytes to RGB pixels in locked memory, under explicit limits.
 //!
-//! The `image` crate decodes straight into a buffer we own (`ImageDecoder::
-//! read_image`), so the decoded pixels land in locked, non-dumpable memory; colour
-//! conversion and EXIF orientation are done here, in locked memory too. Decoders
-//! keep small internal buffers of their own (Huffman tables, row buffers for PNG
-//! filtering, the WebP bitstream); those are ordinary heap memory, freed but not
-//! wiped, and covered only by the process-wide core-dump ban.
+//! JPEG, the format phones send, is decoded by libjpeg-turbo (TurboJPEG API)
+//! straight into a buffer we own, and at a reduced size when the caller asks
+//! for less than the photo has: JPEG's DCT scaling (1/2, 1/4, 1/8) skips most
+//! of the inverse transform and colour work, so a 12 MP photo costs little
+//! more than its entropy decoding. PNG, WebP and the JPEGs libjpeg-turbo does
+//! not take to RGB (CMYK) go through the `image` crate, which also decodes
+//! into our buffer (`ImageDecoder::read_image`). Either way the decoded
+//! pixels land in locked, non-dumpable memory; colour conversion and EXIF
+//! orientation are done here, in locked memory too. Decoders keep small
+//! internal buffers of their own (Huffman tables, MCU rows, PNG filter rows,
+//! the WebP bitstream); those are ordinary heap memory, freed but not wiped,
+//! and covered only by the process-wide core-dump ban.
 
 use std::io::Cursor;
 
@@ -81,15 +87,37 @@ impl Rgb<'_> {
     }
 }
 
-/// Decodes `bytes` (JPEG, PNG or WebP) into `raw` and `rgb`, two locked buffers
-/// the caller reuses and wipes. Returns the final width and height (after EXIF
-/// orientation); the pixels are in `rgb`.
+/// A decoded photo: its upright size as decoded, and how many photo pixels
+/// each decoded pixel stands for along a side (1, 2, 4 or 8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Decoded {
+    pub(crate) width: u32,
+    pub(crate) height: u32,
+    pub(crate) scale: u32,
+}
+
+impl Decoded {
+    /// The photo's own (upright) size, up to the rounding of a scaled decode.
+    pub(crate) fn photo_size(&self) -> (u32, u32) {
+        (self.width * self.scale, self.height * self.scale)
+    }
+}
+
+/// JPEG's exact DCT scales, coarsest first.
+const SCALES: [u32; 3] = [8, 4, 2];
+
+/// Decodes `bytes` (JPEG, PNG or WebP) into `rgb` (`raw` is scratch), two
+/// locked buffers the caller reuses and wipes. A JPEG is decoded at the
+/// coarsest DCT scale whose long side is still at least `long_side` (0: the
+/// full size); other formats always at full size. The pixels are upright
+/// (EXIF orientation applied).
 pub(crate) fn decode(
     bytes: &[u8],
     limits: &Limits,
+    long_side: u32,
     raw: &mut LockedBytes,
     rgb: &mut LockedBytes,
-) -> Result<(u32, u32), Error> {
+) -> Result<Decoded, Error> {
     if bytes.len() > limits.max_bytes {
         return Err(Error::ImageTooLarge(format!(
             "{} bytes, the limit is {}",
@@ -100,7 +128,12 @@ pub(crate) fn decode(
     let format = image::guess_format(bytes)
         .map_err(|_| Error::UnsupportedImage("not a JPEG, PNG or WebP image".into()))?;
     match format {
-        ImageFormat::Jpeg => check_jpeg_complete(bytes)?,
+        ImageFormat::Jpeg => {
+            check_jpeg_complete(bytes)?;
+            if let Some(done) = turbo(bytes, limits, long_side, raw, rgb)? {
+                return Ok(done);
+            }
+        }
         ImageFormat::Png | ImageFormat::WebP => {}
         other => {
             return Err(Error::UnsupportedImage(format!(
@@ -126,28 +159,148 @@ pub(crate) fn decode(
     let buf = sized(raw, total)?;
     decoder.read_image(buf).map_err(classify)?;
 
-    let n = w as usize * h as usize;
-    let out = sized(rgb, n * 3)?;
+    let out = sized(rgb, w as usize * h as usize * 3)?;
     to_rgb8(color, buf, out)?;
     raw.clear();
+    let (width, height) = upright(orientation, w, h, rgb, raw)?;
+    Ok(Decoded {
+        width,
+        height,
+        scale: 1,
+    })
+}
+
+/// A JPEG through libjpeg-turbo, at the coarsest scale that keeps the long
+/// side at least `long_side`. `None` hands the photo to the `image` crate:
+/// a colour space libjpeg-turbo does not convert to RGB (CMYK, YCCK), or a
+/// header it cannot read (the other decoder then gives its own verdict).
+fn turbo(
+    bytes: &[u8],
+    limits: &Limits,
+    long_side: u32,
+    raw: &mut LockedBytes,
+    rgb: &mut LockedBytes,
+) -> Result<Option<Decoded>, Error> {
+    let mut tj = turbojpeg::Decompressor::new()
+        .map_err(|e| Error::Unavailable(format!("libjpeg-turbo: {e}")))?;
+    let Ok(header) = tj.read_header(bytes) else {
+        return Ok(None);
+    };
+    if matches!(
+        header.colorspace,
+        turbojpeg::Colorspace::CMYK | turbojpeg::Colorspace::YCCK
+    ) {
+        return Ok(None);
+    }
+    let too_large = || Error::ImageTooLarge("does not fit in memory".into());
+    let w = u32::try_from(header.width).map_err(|_| too_large())?;
+    let h = u32::try_from(header.height).map_err(|_| too_large())?;
+    limits.admit(w, h)?;
+    let long = w.max(h);
+    let scale = SCALES
+        .into_iter()
+        .find(|d| long.div_ceil(*d) >= long_side)
+        .unwrap_or(1);
+    // TurboJPEG rounds a scaled side up; asked for exactly that size, it
+    // picks the factor 1/scale.
+    let (sw, sh) = (w.div_ceil(scale) as usize, h.div_ceil(scale) as usize);
+    let out = sized(rgb, sw * sh * 3)?;
+    let image = turbojpeg::Image {
+        pixels: out,
+        width: sw,
+        pitch: sw * 3,
+        height: sh,
+        format: turbojpeg::PixelFormat::RGB,
+    };
+    // libjpeg-turbo's messages name markers and counts, never pixel values.
+    tj.decompress(bytes, image)
+        .map_err(|e| Error::CorruptImage(e.to_string()))?;
+    let (width, height) = upright(exif_orientation(bytes), sw as u32, sh as u32, rgb, raw)?;
+    Ok(Some(Decoded {
+        width,
+        height,
+        scale,
+    }))
+}
+
+/// Applies `orientation` to the `w` x `h` RGB pixels in `rgb`, through `raw`
+/// (free at this point; both stay locked); returns the upright size.
+fn upright(
+    orientation: Orientation,
+    w: u32,
+    h: u32,
+    rgb: &mut LockedBytes,
+    raw: &mut LockedBytes,
+) -> Result<(u32, u32), Error> {
     if orientation == Orientation::NoTransforms {
         return Ok((w, h));
     }
-    // Re-orient through `raw` (now free) and copy back: both stay locked.
+    let n = w as usize * h as usize * 3;
     let (ow, oh) = orient(orientation, w, h, rgb, raw)?;
-    let dst = sized(rgb, n * 3)?;
-    dst.copy_from_slice(&raw[..n * 3]);
+    let dst = sized(rgb, n)?;
+    dst.copy_from_slice(&raw[..n]);
     raw.clear();
     Ok((ow, oh))
 }
 
-/// `zune-jpeg` returns whatever it decoded from a truncated file, grey below
-/// the cut. A complete JPEG ends its last scan with an EOI marker; entropy-coded
-/// data cannot contain 0xFFD9 (0xFF is byte-stuffed), so "EOI after the last
-/// SOS" is a reliable completeness check.
+/// The EXIF orientation of a JPEG (its APP1 "Exif" segment before the first
+/// scan), upright when absent or unreadable.
+fn exif_orientation(bytes: &[u8]) -> Orientation {
+    let mut at = 2; // after SOI
+    while at + 4 <= bytes.len() && bytes[at] == 0xFF {
+        let marker = bytes[at + 1];
+        if marker == 0xFF {
+            at += 1; // fill byte
+            continue;
+        }
+        if marker == 0xDA || marker == 0xD9 {
+            break; // start of scan, end of image: no EXIF before the pixels
+        }
+        let len = usize::from(u16::from_be_bytes([bytes[at + 2], bytes[at + 3]]));
+        let Some(body) = bytes.get(at + 4..at + 2 + len) else {
+            break;
+        };
+        if marker == 0xE1
+            && let Some(tiff) = body.strip_prefix(b"Exif\0\0")
+        {
+            return Orientation::from_exif_chunk(tiff).unwrap_or(Orientation::NoTransforms);
+        }
+        at += 2 + len;
+    }
+    Orientation::NoTransforms
+}
+
+/// More scans than any camera or encoder writes (progressive JPEGs have
+/// ~10; libjpeg-turbo's own opt-in limit is 500). Each scan of a progressive
+/// JPEG walks the whole coefficient buffer again, so a 10 MiB file of tiny
+/// scans over a 24 MP canvas would be minutes of CPU for one request.
+const MAX_SCANS: usize = 100;
+
+/// Checks a JPEG's scans before decoding: decoders return whatever they
+/// decoded from a truncated file, grey below the cut, and a complete JPEG
+/// ends its last scan with an EOI marker; entropy-coded data cannot contain
+/// 0xFFDA or 0xFFD9 (0xFF is byte-stuffed), so "EOI after the last SOS" is a
+/// reliable completeness check, and counting SOS counts the scans.
 fn check_jpeg_complete(bytes: &[u8]) -> Result<(), Error> {
-    let last_sos = bytes.windows(2).rposition(|w| w == [0xFF, 0xDA]);
-    let eoi_after = last_sos.is_some_and(|sos| bytes[sos..].windows(2).any(|w| w == [0xFF, 0xD9]));
+    let mut scans = 0usize;
+    let mut last_sos = None;
+    let mut eoi_after = false;
+    for (i, w) in bytes.windows(2).enumerate() {
+        match w {
+            [0xFF, 0xDA] => {
+                scans += 1;
+                last_sos = Some(i);
+                eoi_after = false;
+            }
+            [0xFF, 0xD9] if last_sos.is_some() => eoi_after = true,
+            _ => {}
+        }
+    }
+    if scans > MAX_SCANS {
+        return Err(Error::UnsupportedImage(format!(
+            "JPEG with {scans} scans (at most {MAX_SCANS} are accepted)"
+        )));
+    }
     if eoi_after {
         Ok(())
     } else {
@@ -284,6 +437,20 @@ mod tests {
             assert_eq!((ow, oh), (img.width(), img.height()), "{o:?}");
             assert_eq!(&dst[..], img.to_rgb8().as_raw().as_slice(), "{o:?}");
         }
+    }
+
+    #[test]
+    fn a_jpeg_of_endless_scans_is_refused_before_decoding() {
+        let mut jpeg = Vec::new();
+        image::RgbImage::from_pixel(16, 16, image::Rgb([200, 10, 10]))
+            .write_to(&mut Cursor::new(&mut jpeg), ImageFormat::Jpeg)
+            .unwrap();
+        // 200 more (empty) scans before the end-of-image marker.
+        let eoi = jpeg.len() - 2;
+        let scans: Vec<u8> = [0xFF, 0xDA, 0x00, 0x02].repeat(200);
+        jpeg.splice(eoi..eoi, scans);
+        let err = check_jpeg_complete(&jpeg).unwrap_err();
+        assert!(err.to_string().contains("scans"), "{err}");
     }
 
     #[test]

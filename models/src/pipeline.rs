@@ -10,11 +10,12 @@ use crate::camera::{self, Frame, PixelFormat};
 use crate::detect::{self, Detection};
 use crate::embedding::Embedding;
 use crate::models::FaceModels;
-use crate::photo::{self, Limits, Rgb};
+use crate::photo::{self, Decoded, Limits, Rgb};
 use crate::quality::{self, Measures, Policy};
 use crate::workspace::Workspace;
 
 /// What a run starts from.
+#[derive(Clone, Copy)]
 pub(crate) enum Input<'a> {
     /// JPEG, PNG or WebP bytes (an upload).
     Encoded(&'a [u8]),
@@ -23,26 +24,44 @@ pub(crate) enum Input<'a> {
 }
 
 /// The first step of every run: `input` into upright RGB in `ws.rgb` under
-/// `limits`; returns the size. (Also the fuzz targets' way in.)
+/// `limits`, a JPEG at the coarsest scale whose long side is at least
+/// `long_side` (0: full size). (Also the fuzz targets' way in.)
 pub(crate) fn to_rgb(
     input: Input<'_>,
     limits: &Limits,
+    long_side: u32,
     ws: &mut Workspace,
-) -> Result<(u32, u32), Error> {
+) -> Result<Decoded, Error> {
     match input {
-        Input::Encoded(bytes) => photo::decode(bytes, limits, &mut ws.raw, &mut ws.rgb),
+        Input::Encoded(bytes) => photo::decode(bytes, limits, long_side, &mut ws.raw, &mut ws.rgb),
         Input::Frame(frame) => match frame.format {
             PixelFormat::Yuyv => {
                 limits.admit(frame.width, frame.height)?;
-                camera::yuyv_to_rgb(frame, &mut ws.rgb)
+                let (width, height) = camera::yuyv_to_rgb(frame, &mut ws.rgb)?;
+                Ok(Decoded {
+                    width,
+                    height,
+                    scale: 1,
+                })
             }
             PixelFormat::Mjpeg => {
                 let fixed = camera::mjpeg_as_jpeg(frame)?;
                 let jpeg = fixed.as_deref().unwrap_or(&frame.data[..]);
-                photo::decode(jpeg, limits, &mut ws.raw, &mut ws.rgb)
+                photo::decode(jpeg, limits, long_side, &mut ws.raw, &mut ws.rgb)
             }
         },
     }
+}
+
+/// How much larger than the calibration photos' a face's alignment may
+/// magnify it (their eyes are ~24 px apart, the template's 35: ~1.5x).
+const MAX_MAGNIFICATION: f32 = 1.5;
+
+/// Detector pixels per decoded pixel when `img` is fitted into `bound`.
+fn detector_scale(img: Decoded, bound: [u32; 2]) -> f32 {
+    (bound[0] as f32 / img.width as f32)
+        .min(bound[1] as f32 / img.height as f32)
+        .min(1.0)
 }
 
 /// How good a face is for picking one frame of a burst.
@@ -244,29 +263,108 @@ impl Pipeline {
     ) -> Result<Face, Error> {
         let mut t = Timings::default();
         let start = Instant::now();
+        let full = self.models.detector.spec.input_size;
+        let full_side = full[0].max(full[1]);
+        let first = full.map(|v| v.min(detect::FIRST_PASS_SIDE));
+        let first_side = first[0].max(first[1]);
 
-        let (width, height) = to_rgb(input, &self.limits, ws)?;
+        // Decode no finer than the first detection pass can use (with room to
+        // spare): a 12 MP JPEG decodes at 1/8.
+        let mut img = to_rgb(input, &self.limits, first_side * 3 / 2, ws)?;
         t.decode = start.elapsed();
 
+        // Detection, in photo pixels. A first pass over the whole photo at
+        // `first` decides which face (and whether there is one, or two); if
+        // the photo was shrunk and that face is too small there to trust its
+        // landmarks, a second look at it alone, sized to make it large enough
+        // (from a finer decode if this one is too coarse). No face at all: the
+        // whole photo again at the manifest's full size.
         let mark = Instant::now();
-        let img = Rgb {
-            width,
-            height,
-            pixels: &ws.rgb,
+        let (faces, mut det_model) =
+            self.detect(ws, img, detect::whole(img.width, img.height), first)?;
+        let shrink = detector_scale(img, first);
+        let chosen = quality::select(&faces, img.photo_size(), &self.policy).copied();
+        let mut redecode = Duration::ZERO;
+        let wanted = 1.5 * detect::FIRST_PASS_MIN_FACE;
+        let face = match chosen {
+            Ok(f)
+                if shrink >= 1.0
+                    || f.width().min(f.height()) / img.scale as f32 * shrink
+                        >= detect::FIRST_PASS_MIN_FACE =>
+            {
+                f
+            }
+            Ok(f) => {
+                let px = f.width().min(f.height()) / img.scale as f32;
+                if img.scale > 1 && px < wanted {
+                    let again = Instant::now();
+                    let long = img.width.max(img.height) as f32 * wanted / px;
+                    img = to_rgb(input, &self.limits, long.ceil() as u32, ws)?;
+                    redecode += again.elapsed();
+                }
+                let local = f.scaled(1.0 / img.scale as f32);
+                let region = detect::around(&local, 2.5, img.width, img.height);
+                let side = ((region[2] - region[0]).max(region[3] - region[1]) as f32 * wanted
+                    / local.width().min(local.height()).max(1.0))
+                .ceil() as u32;
+                let (near, model) = self.detect(ws, img, region, [side, side])?;
+                det_model += model;
+                // The same face, seen closer; the first pass's verdict on the
+                // photo (which face, one or several, its size) stands.
+                near.into_iter()
+                    .filter(|d| d.iou(&f) >= 0.3)
+                    .max_by(|a, b| a.score.total_cmp(&b.score))
+                    .unwrap_or(f)
+            }
+            Err(_) if shrink < 1.0 => {
+                if img.scale > 1 && img.width.max(img.height) < full_side {
+                    let again = Instant::now();
+                    img = to_rgb(input, &self.limits, full_side, ws)?;
+                    redecode += again.elapsed();
+                }
+                let (all, model) =
+                    self.detect(ws, img, detect::whole(img.width, img.height), full)?;
+                det_model += model;
+                *quality::select(&all, img.photo_size(), &self.policy)?
+            }
+            Err(e) => return Err(e),
         };
-        let at = detect::prepare(&self.models.detector.spec, img, &mut ws.det_input)?;
-        let (faces, det_model) = self.models.detect(&ws.det_input, at)?;
-        ws.det_input.clear();
-        let face = *quality::select(&faces, (width, height), &self.policy)?;
-        t.detect = mark.elapsed();
+        t.decode += redecode;
+        t.detect = mark.elapsed().saturating_sub(redecode);
         t.detect_model = det_model;
+
+        // The recognizer's crop must not be magnified out of a coarse decode
+        // more than the calibration photos were (their eyes are ~24 px apart,
+        // the template's 35): when it would be, decode finer.
+        let template_eyes = {
+            let tpl = crate::align::template_for(&self.models.recognizer.spec);
+            (tpl[1][0] - tpl[0][0]).hypot(tpl[1][1] - tpl[0][1])
+        };
+        let eyes = {
+            let [l, r] = [face.landmarks[0], face.landmarks[1]];
+            (r[0] - l[0]).hypot(r[1] - l[1])
+        };
+        if img.scale > 1 && eyes / (img.scale as f32) < template_eyes / MAX_MAGNIFICATION {
+            let again = Instant::now();
+            let (w, h) = img.photo_size();
+            let want =
+                (w.max(h) as f32 * template_eyes / MAX_MAGNIFICATION / eyes.max(1.0)).ceil() as u32;
+            img = to_rgb(input, &self.limits, want, ws)?;
+            t.decode += again.elapsed();
+        }
+        let local = face.scaled(1.0 / img.scale as f32);
 
         let mark = Instant::now();
         let spec = &self.models.recognizer.spec;
+        let pixels = Rgb {
+            width: img.width,
+            height: img.height,
+            pixels: &ws.rgb,
+        };
         crate::align::warp(
             spec,
-            img,
-            &face.landmarks,
+            pixels,
+            &local.landmarks,
             &mut ws.small,
             &mut ws.rec_input,
             &mut ws.grey,
@@ -288,12 +386,12 @@ impl Pipeline {
 
         let pad = if self.pad {
             let mark = Instant::now();
-            let img = Rgb {
-                width,
-                height,
+            let pixels = Rgb {
+                width: img.width,
+                height: img.height,
                 pixels: &ws.rgb,
             };
-            let score = self.models.pad_score(img, &face, &mut ws.pad_input)?;
+            let score = self.models.pad_score(pixels, &local, &mut ws.pad_input)?;
             t.pad = mark.elapsed();
             score
         } else {
@@ -317,6 +415,30 @@ impl Pipeline {
             pad,
             timings: t,
         })
+    }
+
+    /// Runs the detector on `region` of the decoded photo in `ws.rgb`,
+    /// shrunk to fit `bound`; the faces come back in photo pixels.
+    fn detect(
+        &self,
+        ws: &mut Workspace,
+        img: Decoded,
+        region: detect::Region,
+        bound: [u32; 2],
+    ) -> Result<(Vec<Detection>, Duration), Error> {
+        let pixels = Rgb {
+            width: img.width,
+            height: img.height,
+            pixels: &ws.rgb,
+        };
+        let spec = &self.models.detector.spec;
+        let mut at = detect::prepare(spec, pixels, region, bound, &mut ws.det_input)?;
+        let k = img.scale as f32;
+        at.inv_scale *= k;
+        at.origin = at.origin.map(|v| v * k);
+        let out = self.models.detect(&ws.det_input, at);
+        ws.det_input.clear();
+        out
     }
 
     fn take_workspace(&self) -> Result<Workspace, Error> {

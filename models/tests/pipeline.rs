@@ -211,6 +211,53 @@ fn a_large_photo_gives_the_same_face_as_the_small_one() {
 }
 
 #[test]
+fn a_phone_photo_is_decoded_at_an_eighth_and_embeds_like_the_original() {
+    // 12 MP, textured, JPEG 4:2:0 as phones write it. Decoding it whole would
+    // take 36 MiB of RGB; the DCT-scaled decode (504x378) takes 0.6 MiB, so
+    // the workspace's size proves the full-size pixels never existed.
+    let original = photo("Adam_Sandler", 1);
+    let phone = arclock_face::eval::phone_variant(&original).unwrap();
+    let mut ws = Workspace::new().unwrap();
+    let face = pipeline().run(&mut ws, &phone, None).unwrap();
+    assert!(ws.is_wiped());
+    let mib = ws.locked_bytes() as f64 / (1024.0 * 1024.0);
+    assert!(
+        mib < 4.0,
+        "the workspace grew to {mib:.1} MiB for a 12 MP JPEG"
+    );
+    // Geometry comes back in the photo's own pixels.
+    assert!(face.measures.face_px > 600.0, "{:?}", face.measures);
+    let s = face.embedding.cosine(&embed(&original).unwrap()).unwrap();
+    assert!(s > 0.9, "the phone photo scored {s} against the original");
+}
+
+#[test]
+fn a_small_face_in_a_large_photo_is_found_by_a_larger_second_pass() {
+    // A ~220 px face in a 12 MP frame: ~10 px in the first pass (too small to
+    // trust or to find), found in the second, aligned from a finer decode.
+    let img = decode(&photo("Adam_Sandler", 1));
+    let big = image::imageops::resize(&img, 600, 600, image::imageops::FilterType::Triangle);
+    let mut canvas = RgbImage::from_pixel(4032, 3024, image::Rgb([128, 128, 128]));
+    image::imageops::overlay(&mut canvas, &big, 1700, 1200);
+    let mut ws = Workspace::new().unwrap();
+    let face = pipeline()
+        .run(&mut ws, &encode(&canvas, ImageFormat::Jpeg), None)
+        .unwrap();
+    assert!(ws.is_wiped());
+    let [x1, y1, x2, y2] = face.detection.bbox;
+    assert!(
+        x1 > 1700.0 && y1 > 1200.0 && x2 < 2300.0 && y2 < 1800.0,
+        "the box {:?} is not where the face was put",
+        face.detection.bbox
+    );
+    let s = face
+        .embedding
+        .cosine(&embed(&encode(&img, ImageFormat::Jpeg)).unwrap())
+        .unwrap();
+    assert!(s > 0.9, "the small face scored {s} against the original");
+}
+
+#[test]
 fn locked_buffers_read_back_as_zeros_after_a_run() {
     let mut ws = Workspace::new().unwrap();
     let p = pipeline();

@@ -12,7 +12,9 @@ use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
-use crate::model::{AuditVerdict, Health, Invite, Lockout, LogEntry, Rotation, StreamEvent, User};
+use crate::model::{
+    AuditVerdict, Health, InstanceInfo, Invite, Lockout, LogEntry, Rotation, StreamEvent, User,
+};
 
 /// Why a request to the daemon did not give an answer.
 #[derive(Debug, thiserror::Error)]
@@ -326,6 +328,13 @@ impl Client {
     pub async fn audit_seal(&self) -> Result<Option<u64>, ClientError> {
         let data = self.call(Method::POST, "/v1/audit/seal", None).await?;
         Ok(data["sealedThrough"].as_u64())
+    }
+
+    /// Every daemon sharing the store, as their heartbeats tell it.
+    pub async fn instances(&self) -> Result<Vec<InstanceInfo>, ClientError> {
+        let data = self.call(Method::GET, "/v1/instances", None).await?;
+        serde_json::from_value(data["instances"].clone())
+            .map_err(|e| ClientError::Protocol(e.to_string()))
     }
 
     pub async fn rotate_kek(&self) -> Result<Rotation, ClientError> {

@@ -52,6 +52,9 @@ enum Cmd {
         #[arg(long, value_name = "SECONDS")]
         ttl_secs: Option<u64>,
     },
+    /// Every arclockd sharing this one's store (several instances behind a
+    /// balancer), from their heartbeats.
+    Instances,
     /// The tamper-evident audit trail of operator actions and security
     /// events.
     Audit {
@@ -87,6 +90,7 @@ fn main() -> anyhow::Result<()> {
                 return invite(&client, email.as_deref(), *ttl_secs).await;
             }
             Some(Cmd::Audit { action }) => return audit(&client, action).await,
+            Some(Cmd::Instances) => return instances(&client).await,
             None => {}
         }
         match &args.snapshot {
@@ -108,6 +112,33 @@ async fn invite(client: &Client, email: Option<&str>, ttl_secs: Option<u64>) -> 
     );
     println!("expires:         {}", invite.expires_at);
     println!("It works once. arclockd keeps only its hash: this is the only copy.");
+    Ok(())
+}
+
+async fn instances(client: &Client) -> anyhow::Result<()> {
+    let list = client
+        .instances()
+        .await
+        .context("arclockd could not list the instances")?;
+    println!(
+        "{:<16}  {:<20}  {:>8}  {:<8}  {:<5}  last seen",
+        "instance", "host", "pid", "version", "alive"
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    for i in list {
+        println!(
+            "{:<16}  {:<20}  {:>8}  {:<8}  {:<5}  {} s ago{}",
+            i.id,
+            i.host,
+            i.pid,
+            i.version,
+            if i.alive { "yes" } else { "no" },
+            (now - i.seen_at).max(0) / 1000,
+            if i.this { "  (this one)" } else { "" }
+        );
+    }
     Ok(())
 }
 

@@ -208,6 +208,22 @@ pub struct AuditBreak {
     pub reason: String,
 }
 
+/// One daemon sharing the store (`GET /v1/instances`), from its heartbeats.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct InstanceInfo {
+    pub id: String,
+    pub host: String,
+    pub pid: u32,
+    pub version: String,
+    pub started_at: i64,
+    pub seen_at: i64,
+    /// Seen within the last three heartbeats.
+    pub alive: bool,
+    /// The daemon this console is connected to.
+    pub this: bool,
+}
+
 /// `POST /v1/keys/rotate`.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]

@@ -8,6 +8,7 @@
 //! |---|---|
 //! | `GET /v1/health` | dependencies, key versions, uptime |
 //! | `GET /v1/metrics` | Prometheus text exposition |
+//! | `GET /v1/instances` | every daemon sharing the store, from their heartbeats (`alive` if seen in the last 15 s) |
 //! | `GET /v1/logs` | log search: `since`, `until`, `user` (id or e-mail), `outcome`, `action`, `ip`, `limit`, `cursor` |
 //! | `GET /v1/logs/stream` | the live log as JSON lines (same filters, no paging), heartbeats every 5 s |
 //! | `GET /v1/lockouts` | lockouts in force (accounts resolved to e-mails where an account exists) |
@@ -214,6 +215,7 @@ async fn handle(app: &App, req: Request<Incoming>, op: Operator) -> Response<Adm
     let answer = match (&method, segments.as_slice()) {
         (&Method::GET, ["v1", "health"]) => Ok(system::health(app).await),
         (&Method::GET, ["v1", "metrics"]) => system::metrics(app).await,
+        (&Method::GET, ["v1", "instances"]) => system::instances(app).await,
         (&Method::POST, ["v1", "keys", "rotate"]) => system::rotate(app, op).await,
         (&Method::GET, ["v1", "logs"]) => logs::search(app, &req).await,
         (&Method::GET, ["v1", "logs", "stream"]) => logs::stream(app, &req).await,

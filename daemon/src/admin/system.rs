@@ -43,6 +43,34 @@ pub async fn health(app: &App) -> Response<AdminBody> {
     ok("health report", data)
 }
 
+/// Every instance that announced itself in the last day, this one marked;
+/// `alive` when seen within three heartbeats.
+pub async fn instances(app: &App) -> Answer {
+    let now = app.clock.now();
+    let beats = app
+        .store
+        .instances(now - 24 * 3600 * 1000)
+        .await
+        .map_err(|e| unavailable("the store", &e))?;
+    let alive_ms = 3 * crate::HEARTBEAT_EVERY.as_millis() as i64;
+    let list: Vec<_> = beats
+        .iter()
+        .map(|b| {
+            json!({
+                "id": b.id,
+                "host": b.host,
+                "pid": b.pid,
+                "version": b.version,
+                "startedAt": b.started_at,
+                "seenAt": b.seen_at,
+                "alive": now - b.seen_at <= alive_ms,
+                "this": b.id == app.instance,
+            })
+        })
+        .collect();
+    Ok(ok("instances", json!({"instances": list})))
+}
+
 /// Prometheus text, with the lockouts in force read from the store.
 pub async fn metrics(app: &App) -> Answer {
     let lockouts = app

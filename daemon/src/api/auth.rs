@@ -101,10 +101,11 @@ pub async fn login(app: &App, req: Request<Incoming>, action: Action) -> Answer 
     let (form, client) = intake::photo_form(app, req, FormKind::Login).await?;
     let email = Email::parse(&form.email).map_err(|e| bad_request(&e.to_string()))?;
     let at = app.clock.now();
-    let (user, similarity) = sign_in(app, &email, form.proof, &client, at, action).await?;
+    let (user, similarity, settle) = sign_in(app, &email, form.proof, &client, at, action).await?;
     // The face work is done: the photo's share of the body budget goes back.
     drop(form.upload);
-    let tokens = session::open(app, &user.id, at).await?;
+    let (tokens, ()) = tokio::join!(session::open(app, &user.id, at), settle);
+    let tokens = tokens?;
     Ok(response::ok(
         StatusCode::OK,
         "Face verification successful",
@@ -116,15 +117,16 @@ pub async fn login(app: &App, req: Request<Incoming>, action: Action) -> Answer 
     ))
 }
 
-/// Locks, liveness as `[liveness] signin` asks, then the comparison.
-async fn sign_in(
-    app: &App,
+/// Locks, liveness as `[liveness] signin` asks, then the comparison; a
+/// success's bookkeeping comes back as a future to await before answering.
+async fn sign_in<'a>(
+    app: &'a App,
     email: &Email,
     proof: Proof,
-    client: &ClientInfo,
+    client: &'a ClientInfo,
     at: crate::store::Millis,
     action: Action,
-) -> Result<(User, f32), Refused> {
+) -> Result<(User, f32, impl Future<Output = ()> + 'a), Refused> {
     let mode = app.config.liveness.signin;
     // Before the lock check: a photo can never succeed here, locked or not.
     if matches!(proof, Proof::Photo(_)) && mode == crate::config::LivenessMode::Active {
@@ -139,5 +141,5 @@ async fn sign_in(
             return Err(refused);
         }
     };
-    signin::compare(app, attempt, email, probe, client, attack).await
+    signin::compare_deferred(app, attempt, email, probe, client, attack).await
 }

@@ -13,9 +13,10 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params, param
 
 use super::audit::{stored_hash, stored_seq};
 use super::{
-    Action, AuditEntry, AuditEvent, AuditSeal, AuthLog, Credentials, FailureOutcome, LockPolicy,
-    LogFilter, LogPage, Millis, NewFamily, NewUser, Outcome, Reservation, Rotation, Store,
-    StoreError, StoredChallenge, StoredInvite, StoredKey, Subject, Template, User, UserStatus,
+    Action, AuditEntry, AuditEvent, AuditSeal, AuthLog, Credentials, FailureOutcome,
+    INSTANCE_RETENTION_MS, InstanceBeat, LockPolicy, LogFilter, LogPage, Millis, NewFamily,
+    NewUser, Outcome, Reservation, Rotation, Store, StoreError, StoredChallenge, StoredInvite,
+    StoredKey, Subject, Template, User, UserStatus,
 };
 use crate::identity::{Email, Name, UserId};
 use crate::timing::{self, Step};
@@ -155,6 +156,17 @@ const MIGRATIONS: &[&str] = &[
         at           INTEGER NOT NULL,
         kid          TEXT NOT NULL,
         signature    BLOB NOT NULL
+    ) STRICT;
+    "#,
+    // 8: instance heartbeats (several daemons on one database).
+    r#"
+    CREATE TABLE instances (
+        id           TEXT PRIMARY KEY,
+        host         TEXT NOT NULL,
+        pid          INTEGER NOT NULL,
+        version      TEXT NOT NULL,
+        started_at   INTEGER NOT NULL,
+        seen_at      INTEGER NOT NULL
     ) STRICT;
     "#,
 ];
@@ -783,6 +795,71 @@ impl Store for EmbeddedStore {
         .await
     }
 
+    async fn reserve_attempts(
+        &self,
+        asks: &[(Subject, LockPolicy)],
+        now: Millis,
+    ) -> Result<Reservation, StoreError> {
+        let asks: Vec<(String, LockPolicy)> = asks.iter().map(|(s, p)| (s.key(), *p)).collect();
+        self.with(move |conn, path| {
+            let err = unavailable(path);
+            // One IMMEDIATE transaction for all: a refusal rolls back the
+            // places already taken (the transaction is dropped uncommitted).
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(&err)?;
+            for (key, p) in &asks {
+                let locked: Option<i64> = tx
+                    .query_row(
+                        "SELECT until FROM lockouts WHERE subject = ?1 AND until > ?2",
+                        params![key, now],
+                        |r| r.get(0),
+                    )
+                    .optional()
+                    .map_err(&err)?;
+                if let Some(until) = locked {
+                    return Ok(Reservation::Refused { until });
+                }
+                let (count, failed, start) = window(&tx, key, now, p).map_err(&err)?;
+                if count >= i64::from(p.max_failures) {
+                    return Ok(Reservation::Refused {
+                        until: start + p.window,
+                    });
+                }
+                put_count(&tx, key, (count + 1, failed), start, p).map_err(&err)?;
+            }
+            tx.commit().map_err(&err)?;
+            Ok(Reservation::Granted)
+        })
+        .await
+    }
+
+    async fn settle_success(&self, subjects: &[Subject], log: &AuthLog) -> Result<(), StoreError> {
+        let subjects = subjects.to_vec();
+        let log = log.clone();
+        self.with(move |conn, path| {
+            let err = unavailable(path);
+            let tx = conn.transaction().map_err(&err)?;
+            for s in &subjects {
+                let key = s.key();
+                match s {
+                    Subject::Account(_) => {
+                        tx.execute("DELETE FROM failed_attempts WHERE subject = ?1", [&key])
+                    }
+                    Subject::Ip(_) => tx.execute(
+                        "UPDATE failed_attempts SET count = count - 1 \
+                         WHERE subject = ?1 AND count > failed",
+                        [&key],
+                    ),
+                }
+                .map_err(&err)?;
+            }
+            insert_log(&tx, &log).map_err(&err)?;
+            tx.commit().map_err(&err)
+        })
+        .await
+    }
+
     async fn fail_attempt(
         &self,
         subject: &Subject,
@@ -1165,6 +1242,54 @@ impl Store for EmbeddedStore {
             )
             .map(|_| ())
             .map_err(unavailable(path))
+        })
+        .await
+    }
+
+    async fn heartbeat(&self, beat: &InstanceBeat) -> Result<(), StoreError> {
+        let b = beat.clone();
+        self.with(move |conn, path| {
+            let err = unavailable(path);
+            let tx = conn.transaction().map_err(&err)?;
+            tx.execute(
+                "INSERT INTO instances (id, host, pid, version, started_at, seen_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT(id) DO UPDATE SET seen_at = excluded.seen_at",
+                params![b.id, b.host, b.pid, b.version, b.started_at, b.seen_at],
+            )
+            .map_err(&err)?;
+            tx.execute(
+                "DELETE FROM instances WHERE seen_at < ?1",
+                [b.seen_at - INSTANCE_RETENTION_MS],
+            )
+            .map_err(&err)?;
+            tx.commit().map_err(&err)
+        })
+        .await
+    }
+
+    async fn instances(&self, since: Millis) -> Result<Vec<InstanceBeat>, StoreError> {
+        self.with(move |conn, path| {
+            let err = unavailable(path);
+            let mut st = conn
+                .prepare(
+                    "SELECT id, host, pid, version, started_at, seen_at FROM instances
+                     WHERE seen_at >= ?1 ORDER BY started_at, id",
+                )
+                .map_err(&err)?;
+            st.query_map([since], |r| {
+                Ok(InstanceBeat {
+                    id: r.get(0)?,
+                    host: r.get(1)?,
+                    pid: r.get(2)?,
+                    version: r.get(3)?,
+                    started_at: r.get(4)?,
+                    seen_at: r.get(5)?,
+                })
+            })
+            .map_err(&err)?
+            .collect::<Result<_, _>>()
+            .map_err(&err)
         })
         .await
     }

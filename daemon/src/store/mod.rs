@@ -452,6 +452,39 @@ pub trait Store: Send + Sync + fmt::Debug {
     ) -> Result<Option<Millis>, StoreError>;
     /// Forgets the failures of `subject` (after a success).
     async fn clear_failures(&self, subject: &Subject) -> Result<(), StoreError>;
+    /// [`Store::reserve_attempt`] for every subject of one sign-in (its
+    /// account, its address), all or none: refused as the first subject that
+    /// refuses, with nothing left reserved. One commit where the backend can
+    /// (a sign-in's critical path pays one fsync, not one per subject); the
+    /// default reserves one by one and gives back what it took on a refusal.
+    async fn reserve_attempts(
+        &self,
+        asks: &[(Subject, LockPolicy)],
+        now: Millis,
+    ) -> Result<Reservation, StoreError> {
+        for (i, (subject, policy)) in asks.iter().enumerate() {
+            let r = self.reserve_attempt(subject, now, policy).await?;
+            if let Reservation::Refused { .. } = r {
+                for (taken, _) in &asks[..i] {
+                    self.release_attempt(taken).await?;
+                }
+                return Ok(r);
+            }
+        }
+        Ok(Reservation::Granted)
+    }
+    /// A successful sign-in settled: each account's failures forgotten, each
+    /// address's place given back, and the success's log entry, in one
+    /// commit where the backend can (the default does them one by one).
+    async fn settle_success(&self, subjects: &[Subject], log: &AuthLog) -> Result<(), StoreError> {
+        for s in subjects {
+            match s {
+                Subject::Account(_) => self.clear_failures(s).await?,
+                Subject::Ip(_) => self.release_attempt(s).await?,
+            }
+        }
+        self.append_log(log).await
+    }
     /// Lifts a lockout (operator action); `true` if there was one.
     async fn unlock(&self, subject: &Subject) -> Result<bool, StoreError>;
     /// Lockouts in force at `now`.
@@ -506,7 +539,29 @@ pub trait Store: Send + Sync + fmt::Debug {
     async fn put_audit_seal(&self, seal: &AuditSeal) -> Result<(), StoreError>;
     /// Every seal, ascending by entry number.
     async fn audit_seals(&self) -> Result<Vec<AuditSeal>, StoreError>;
+
+    /// Records that `beat`'s instance is alive (and forgets instances not
+    /// seen for [`INSTANCE_RETENTION_MS`]).
+    async fn heartbeat(&self, beat: &InstanceBeat) -> Result<(), StoreError>;
+    /// Instances seen at or after `since`, oldest start first.
+    async fn instances(&self, since: Millis) -> Result<Vec<InstanceBeat>, StoreError>;
 }
+
+/// One running daemon as it last announced itself: several instances on one
+/// database see each other, and the console lists them all.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceBeat {
+    /// Random per process start.
+    pub id: String,
+    pub host: String,
+    pub pid: u32,
+    pub version: String,
+    pub started_at: Millis,
+    pub seen_at: Millis,
+}
+
+/// How long an instance's entry outlives its last heartbeat.
+pub const INSTANCE_RETENTION_MS: Millis = 7 * 24 * 3600 * 1000;
 
 /// The similarity bucket stored in logs: tenths, clamped to 0..=10.
 pub fn similarity_bucket(similarity: f32) -> u8 {

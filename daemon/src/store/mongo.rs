@@ -26,9 +26,10 @@ use arclock_hsm::WrappedKey;
 
 use super::audit::{stored_hash, stored_seq};
 use super::{
-    AuditEntry, AuditEvent, AuditSeal, AuthLog, Credentials, FailureOutcome, LockPolicy, LogFilter,
-    LogPage, Millis, NewFamily, NewUser, Reservation, Rotation, Store, StoreError, StoredChallenge,
-    StoredInvite, StoredKey, Subject, Template, User, UserStatus,
+    AuditEntry, AuditEvent, AuditSeal, AuthLog, Credentials, FailureOutcome, INSTANCE_RETENTION_MS,
+    InstanceBeat, LockPolicy, LogFilter, LogPage, Millis, NewFamily, NewUser, Reservation,
+    Rotation, Store, StoreError, StoredChallenge, StoredInvite, StoredKey, Subject, Template, User,
+    UserStatus,
 };
 use crate::identity::{Email, Name, UserId};
 use crate::store::{Action, Outcome};
@@ -1130,6 +1131,55 @@ impl Store for MongoStore {
             Err(e) if is_duplicate(&e) => Ok(()),
             Err(e) => Err(down(e)),
         }
+    }
+
+    async fn heartbeat(&self, beat: &InstanceBeat) -> Result<(), StoreError> {
+        let b = beat;
+        self.coll("instances")
+            .update_one(
+                doc! {"_id": &b.id},
+                doc! {
+                    "$set": {"seen_at": b.seen_at},
+                    "$setOnInsert": {
+                        "host": &b.host,
+                        "pid": i64::from(b.pid),
+                        "version": &b.version,
+                        "started_at": b.started_at,
+                    },
+                },
+            )
+            .upsert(true)
+            .await
+            .map_err(down)?;
+        self.coll("instances")
+            .delete_many(doc! {"seen_at": {"$lt": b.seen_at - INSTANCE_RETENTION_MS}})
+            .await
+            .map_err(down)?;
+        Ok(())
+    }
+
+    async fn instances(&self, since: Millis) -> Result<Vec<InstanceBeat>, StoreError> {
+        let docs: Vec<Document> = self
+            .coll("instances")
+            .find(doc! {"seen_at": {"$gte": since}})
+            .sort(doc! {"started_at": 1, "_id": 1})
+            .await
+            .map_err(down)?
+            .try_collect()
+            .await
+            .map_err(down)?;
+        docs.iter()
+            .map(|d| {
+                Ok(InstanceBeat {
+                    id: get_str(d, "_id")?,
+                    host: get_str(d, "host")?,
+                    pid: u32::try_from(get_i64(d, "pid")?).map_err(|_| corrupt("pid"))?,
+                    version: get_str(d, "version")?,
+                    started_at: get_i64(d, "started_at")?,
+                    seen_at: get_i64(d, "seen_at")?,
+                })
+            })
+            .collect()
     }
 
     async fn audit_seals(&self) -> Result<Vec<AuditSeal>, StoreError> {

@@ -49,6 +49,18 @@ pub fn lfw(person: &str, n: u32) -> Vec<u8> {
 }
 
 /// The same photo as base64, the way the mobile app sends it.
+/// People with at least two photos (one to enrol, one to sign in).
+pub fn people(n: usize) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(faces().join("lfw-dev"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|p| faces().join(format!("lfw-dev/{p}/{p}_0002.jpg")).exists())
+        .collect();
+    names.sort();
+    names.truncate(n);
+    names
+}
+
 pub fn lfw_base64(person: &str, n: u32) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(lfw(person, n))

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use crate::common::{self, Instance, faces};
+use crate::common::{self, Instance, people};
 use arclock_hsm::{Hsm, HsmConfig, Pin};
 use arclockd::store::{EmbeddedStore, MongoStore, Store};
 use base64::Engine;
@@ -88,18 +88,6 @@ pub fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
         }
     }
     out
-}
-
-/// People with at least two photos (one to enrol, one to sign in).
-pub fn people(n: usize) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(faces().join("lfw-dev"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|p| faces().join(format!("lfw-dev/{p}/{p}_0002.jpg")).exists())
-        .collect();
-    names.sort();
-    names.truncate(n);
-    names
 }
 
 /// `/proc/<pid>/smaps`: memory mappings marked MADV_DONTDUMP (`dd`) and how
