@@ -285,7 +285,7 @@ impl Pipeline {
         let shrink = detector_scale(img, first);
         let chosen = quality::select(&faces, img.photo_size(), &self.policy).copied();
         let mut redecode = Duration::ZERO;
-        let wanted = 1.5 * detect::FIRST_PASS_MIN_FACE;
+        let wanted = 1.25 * detect::FIRST_PASS_MIN_FACE;
         let face = match chosen {
             Ok(f)
                 if shrink >= 1.0
@@ -303,18 +303,25 @@ impl Pipeline {
                     redecode += again.elapsed();
                 }
                 let local = f.scaled(1.0 / img.scale as f32);
-                let region = detect::around(&local, 2.5, img.width, img.height);
+                let region = detect::around(&local, 2.0, img.width, img.height);
                 let side = ((region[2] - region[0]).max(region[3] - region[1]) as f32 * wanted
                     / local.width().min(local.height()).max(1.0))
                 .ceil() as u32;
                 let (near, model) = self.detect(ws, img, region, [side, side])?;
                 det_model += model;
                 // The same face, seen closer; the first pass's verdict on the
-                // photo (which face, one or several, its size) stands.
-                near.into_iter()
+                // photo (which face, one or several) stands, and its size is
+                // checked again as measured closer.
+                let closer = near
+                    .into_iter()
                     .filter(|d| d.iou(&f) >= 0.3)
                     .max_by(|a, b| a.score.total_cmp(&b.score))
-                    .unwrap_or(f)
+                    .unwrap_or(f);
+                *quality::select(
+                    std::slice::from_ref(&closer),
+                    img.photo_size(),
+                    &self.policy,
+                )?
             }
             Err(_) if shrink < 1.0 => {
                 if img.scale > 1 && img.width.max(img.height) < full_side {

@@ -114,11 +114,12 @@ fn no_face_two_faces_and_a_tiny_face_are_typed_errors() {
         other => panic!("six faces gave {other:?}"),
     }
 
-    // A real face shrunk to ~25 px in the middle of a larger photo.
+    // A real face shrunk to ~25 px in the middle of a larger photo (the
+    // 150x150 photo's face is ~54 px).
     let face = image::imageops::resize(
         &decode(&photo("Aaron_Peirsol", 1)),
-        110,
-        110,
+        70,
+        70,
         image::imageops::FilterType::Triangle,
     );
     let mut canvas = RgbImage::from_pixel(400, 400, image::Rgb([120, 120, 120]));

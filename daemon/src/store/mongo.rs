@@ -1138,15 +1138,15 @@ impl Store for MongoStore {
         self.coll("instances")
             .update_one(
                 doc! {"_id": &b.id},
-                doc! {
-                    "$set": {"seen_at": b.seen_at},
-                    "$setOnInsert": {
-                        "host": &b.host,
-                        "pid": i64::from(b.pid),
-                        "version": &b.version,
-                        "started_at": b.started_at,
-                    },
-                },
+                // All of it every time (it does not change within a start):
+                // nx-27017 does not apply `$setOnInsert`.
+                doc! {"$set": {
+                    "host": &b.host,
+                    "pid": i64::from(b.pid),
+                    "version": &b.version,
+                    "started_at": b.started_at,
+                    "seen_at": b.seen_at,
+                }},
             )
             .upsert(true)
             .await
