@@ -763,36 +763,8 @@ impl Store for EmbeddedStore {
         now: Millis,
         policy: &LockPolicy,
     ) -> Result<Reservation, StoreError> {
-        let (key, p) = (subject.key(), *policy);
-        self.with(move |conn, path| {
-            let err = unavailable(path);
-            // IMMEDIATE: the read and the increment are one writer's, so
-            // concurrent reservations queue and each sees the last count.
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(&err)?;
-            let locked: Option<i64> = tx
-                .query_row(
-                    "SELECT until FROM lockouts WHERE subject = ?1 AND until > ?2",
-                    params![key, now],
-                    |r| r.get(0),
-                )
-                .optional()
-                .map_err(&err)?;
-            if let Some(until) = locked {
-                return Ok(Reservation::Refused { until });
-            }
-            let (count, failed, start) = window(&tx, &key, now, &p).map_err(&err)?;
-            if count >= i64::from(p.max_failures) {
-                return Ok(Reservation::Refused {
-                    until: start + p.window,
-                });
-            }
-            put_count(&tx, &key, (count + 1, failed), start, &p).map_err(&err)?;
-            tx.commit().map_err(&err)?;
-            Ok(Reservation::Granted)
-        })
-        .await
+        self.reserve_attempts(&[(subject.clone(), *policy)], now)
+            .await
     }
 
     async fn reserve_attempts(
@@ -803,8 +775,10 @@ impl Store for EmbeddedStore {
         let asks: Vec<(String, LockPolicy)> = asks.iter().map(|(s, p)| (s.key(), *p)).collect();
         self.with(move |conn, path| {
             let err = unavailable(path);
-            // One IMMEDIATE transaction for all: a refusal rolls back the
-            // places already taken (the transaction is dropped uncommitted).
+            // IMMEDIATE: the read and the increment are one writer's, so
+            // concurrent reservations queue and each sees the last count. One
+            // transaction for all: a refusal rolls back the places already
+            // taken (the transaction is dropped uncommitted).
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(&err)?;

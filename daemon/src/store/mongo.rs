@@ -160,6 +160,23 @@ impl MongoStore {
         self.db.collection(name)
     }
 
+    /// Every document of `name` matching `filter`, in `sort` order.
+    async fn all(
+        &self,
+        name: &str,
+        filter: Document,
+        sort: Document,
+    ) -> Result<Vec<Document>, StoreError> {
+        self.coll(name)
+            .find(filter)
+            .sort(sort)
+            .await
+            .map_err(down)?
+            .try_collect()
+            .await
+            .map_err(down)
+    }
+
     /// The subject's failure counter with a window open at `now`: one that
     /// ran out is dropped (conditionally, so no concurrent count is lost),
     /// then the counter is created if absent (a duplicate means it exists).
@@ -837,15 +854,9 @@ impl Store for MongoStore {
     }
 
     async fn lockouts(&self, now: Millis) -> Result<Vec<(Subject, Millis)>, StoreError> {
-        let docs: Vec<Document> = self
-            .coll("lockouts")
-            .find(doc! {"until": {"$gt": now}})
-            .sort(doc! {"until": 1})
-            .await
-            .map_err(down)?
-            .try_collect()
-            .await
-            .map_err(down)?;
+        let docs = self
+            .all("lockouts", doc! {"until": {"$gt": now}}, doc! {"until": 1})
+            .await?;
         docs.iter()
             .map(|d| {
                 Ok((
@@ -1159,15 +1170,13 @@ impl Store for MongoStore {
     }
 
     async fn instances(&self, since: Millis) -> Result<Vec<InstanceBeat>, StoreError> {
-        let docs: Vec<Document> = self
-            .coll("instances")
-            .find(doc! {"seen_at": {"$gte": since}})
-            .sort(doc! {"started_at": 1, "_id": 1})
-            .await
-            .map_err(down)?
-            .try_collect()
-            .await
-            .map_err(down)?;
+        let docs = self
+            .all(
+                "instances",
+                doc! {"seen_at": {"$gte": since}},
+                doc! {"started_at": 1, "_id": 1},
+            )
+            .await?;
         docs.iter()
             .map(|d| {
                 Ok(InstanceBeat {
@@ -1183,15 +1192,7 @@ impl Store for MongoStore {
     }
 
     async fn audit_seals(&self) -> Result<Vec<AuditSeal>, StoreError> {
-        let docs: Vec<Document> = self
-            .coll("audit_seals")
-            .find(doc! {})
-            .sort(doc! {"seq": 1})
-            .await
-            .map_err(down)?
-            .try_collect()
-            .await
-            .map_err(down)?;
+        let docs = self.all("audit_seals", doc! {}, doc! {"seq": 1}).await?;
         docs.iter()
             .map(|d| {
                 Ok(AuditSeal {
