@@ -203,9 +203,10 @@ pub async fn run(report: &mut Report, dir: &Path, log_rows: usize) -> Result<()>
     signin_writes(report, dir).await
 }
 
-/// The store's part of one successful sign-in, in order: two reservations
-/// (e-mail, address), the account and its credentials, the settlement of
-/// both reservations, the log entry and a new refresh family (six commits).
+/// The store's part of one successful sign-in, as the daemon asks for it:
+/// both reservations (e-mail, address) in one commit, the account and its
+/// credentials, the settlement of both with the log entry in one commit,
+/// and a new refresh family (three commits).
 async fn signin_sequence(store: &EmbeddedStore, user: &NewUser, i: usize) -> Result<()> {
     let policy = LockPolicy {
         max_failures: 1_000_000,
@@ -214,24 +215,26 @@ async fn signin_sequence(store: &EmbeddedStore, user: &NewUser, i: usize) -> Res
     };
     let email = Subject::Account(UserId::generate());
     let ip = Subject::Ip(format!("10.0.{}.{}", i % 200, i % 250));
-    store.reserve_attempt(&email, NOW, &policy).await?;
-    store.reserve_attempt(&ip, NOW, &policy).await?;
+    store
+        .reserve_attempts(&[(email.clone(), policy), (ip.clone(), policy)], NOW)
+        .await?;
     store.user_by_email(&user.user.email).await?;
     store.credentials(&user.user.id).await?;
-    store.clear_failures(&email).await?;
-    store.release_attempt(&ip).await?;
     store
-        .append_log(&AuthLog {
-            id: String::new(),
-            at: NOW,
-            user_id: Some(user.user.id.clone()),
-            action: Action::VerifyFace,
-            outcome: Outcome::Success,
-            reason: None,
-            similarity_bucket: Some(8),
-            client_ip: Some("10.0.0.1".into()),
-            user_agent: Some("ArcLockApp/1.0".into()),
-        })
+        .settle_success(
+            &[email, ip],
+            &AuthLog {
+                id: String::new(),
+                at: NOW,
+                user_id: Some(user.user.id.clone()),
+                action: Action::VerifyFace,
+                outcome: Outcome::Success,
+                reason: None,
+                similarity_bucket: Some(8),
+                client_ip: Some("10.0.0.1".into()),
+                user_agent: Some("ArcLockApp/1.0".into()),
+            },
+        )
         .await?;
     let mut hash = [0u8; 32];
     hash[..8].copy_from_slice(&(i as u64).to_le_bytes());
@@ -255,11 +258,12 @@ async fn signin_writes(report: &mut Report, dir: &Path) -> Result<()> {
     report.table(
         "A successful sign-in's store work (SQLite WAL, synchronous=FULL)",
         &format!(
-            "{N} sequences of what one successful sign-in asks of the embedded store (two \
-             reservations, two reads, two settlements, a log entry, a refresh family: six \
-             fsync'd commits), one caller, a fresh database each. `inline` is SQLite's \
-             default: the commit that takes the write-ahead log past 1000 pages copies it \
-             into the database and fsyncs it, and its request waits. `background` is \
+            "{N} sequences of what one successful sign-in asks of the embedded store (both \
+             reservations in one commit, two reads, both settlements with the log entry in \
+             one, a refresh family: three fsync'd commits), one caller, a fresh database \
+             each. `inline` is SQLite's default: the commit that takes the write-ahead \
+             log past 1000 pages copies it into the database and fsyncs it, and its \
+             request waits. `background` is \
              arclockd's: a thread of its own checkpoints four times a second."
         ),
         &[
