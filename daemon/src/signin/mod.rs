@@ -295,12 +295,12 @@ pub async fn reserve(
     let account = email_subject(app, email)
         .await
         .map_err(|e| Refused::unavailable("the HSM", &e))?;
-    let subjects: Vec<Subject> = std::iter::once(account)
+    let asks: Vec<(Subject, LockPolicy)> = std::iter::once(account)
         .chain(address_subject(client))
-        .collect();
-    let asks: Vec<(Subject, LockPolicy)> = subjects
-        .iter()
-        .map(|s| (s.clone(), policy(app, s)))
+        .map(|s| {
+            let p = policy(app, &s);
+            (s, p)
+        })
         .collect();
     let r = app
         .store
@@ -308,7 +308,7 @@ pub async fn reserve(
         .await
         .map_err(|e| Refused::unavailable("the store", &e))?;
     match r {
-        Reservation::Granted => attempt.reserved = subjects,
+        Reservation::Granted => attempt.reserved = asks.into_iter().map(|(s, _)| s).collect(),
         Reservation::Refused { until } => {
             let e = Event {
                 outcome: Outcome::Locked,

@@ -451,6 +451,30 @@ fn to_log(v: [Value; 9]) -> Result<AuthLog, StoreError> {
     })
 }
 
+/// Until when `key` is locked at `now`, if it is.
+fn locked(conn: &Connection, key: &str, now: Millis) -> rusqlite::Result<Option<Millis>> {
+    conn.query_row(
+        "SELECT until FROM lockouts WHERE subject = ?1 AND until > ?2",
+        params![key, now],
+        |r| r.get(0),
+    )
+    .optional()
+}
+
+/// Forgets `key`'s failures (a success, a lockout that replaces them, an
+/// operator's unlock).
+fn forget_failures(conn: &Connection, key: &str) -> rusqlite::Result<usize> {
+    conn.execute("DELETE FROM failed_attempts WHERE subject = ?1", [key])
+}
+
+/// Gives back one place `key` reserved and did not fail.
+fn give_back(conn: &Connection, key: &str) -> rusqlite::Result<usize> {
+    conn.execute(
+        "UPDATE failed_attempts SET count = count - 1 WHERE subject = ?1 AND count > failed",
+        [key],
+    )
+}
+
 fn insert_log(conn: &Connection, log: &AuthLog) -> rusqlite::Result<usize> {
     conn.execute(
         "INSERT INTO auth_logs (at, user_id, action, outcome, reason, similarity_bucket, client_ip, user_agent)
@@ -783,15 +807,7 @@ impl Store for EmbeddedStore {
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(&err)?;
             for (key, p) in &asks {
-                let locked: Option<i64> = tx
-                    .query_row(
-                        "SELECT until FROM lockouts WHERE subject = ?1 AND until > ?2",
-                        params![key, now],
-                        |r| r.get(0),
-                    )
-                    .optional()
-                    .map_err(&err)?;
-                if let Some(until) = locked {
+                if let Some(until) = locked(&tx, key, now).map_err(&err)? {
                     return Ok(Reservation::Refused { until });
                 }
                 let (count, failed, start) = window(&tx, key, now, p).map_err(&err)?;
@@ -817,14 +833,8 @@ impl Store for EmbeddedStore {
             for s in &subjects {
                 let key = s.key();
                 match s {
-                    Subject::Account(_) => {
-                        tx.execute("DELETE FROM failed_attempts WHERE subject = ?1", [&key])
-                    }
-                    Subject::Ip(_) => tx.execute(
-                        "UPDATE failed_attempts SET count = count - 1 \
-                         WHERE subject = ?1 AND count > failed",
-                        [&key],
-                    ),
+                    Subject::Account(_) => forget_failures(&tx, &key),
+                    Subject::Ip(_) => give_back(&tx, &key),
                 }
                 .map_err(&err)?;
             }
@@ -859,8 +869,7 @@ impl Store for EmbeddedStore {
                     params![key, until],
                 )
                 .map_err(&err)?;
-                tx.execute("DELETE FROM failed_attempts WHERE subject = ?1", [&key])
-                    .map_err(&err)?;
+                forget_failures(&tx, &key).map_err(&err)?;
                 FailureOutcome::LockedUntil(until)
             } else {
                 FailureOutcome::Counted(failed as u32)
@@ -874,11 +883,7 @@ impl Store for EmbeddedStore {
     async fn release_attempt(&self, subject: &Subject) -> Result<(), StoreError> {
         let key = subject.key();
         self.with(move |conn, path| {
-            conn.execute(
-                "UPDATE failed_attempts SET count = count - 1 WHERE subject = ?1 AND count > failed",
-                [&key],
-            )
-            .map_err(unavailable(path))?;
+            give_back(conn, &key).map_err(unavailable(path))?;
             Ok(())
         })
         .await
@@ -890,22 +895,14 @@ impl Store for EmbeddedStore {
         now: Millis,
     ) -> Result<Option<Millis>, StoreError> {
         let key = subject.key();
-        self.with(move |conn, path| {
-            conn.query_row(
-                "SELECT until FROM lockouts WHERE subject = ?1 AND until > ?2",
-                params![key, now],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(unavailable(path))
-        })
-        .await
+        self.with(move |conn, path| locked(conn, &key, now).map_err(unavailable(path)))
+            .await
     }
 
     async fn clear_failures(&self, subject: &Subject) -> Result<(), StoreError> {
         let key = subject.key();
         self.with(move |conn, path| {
-            conn.execute("DELETE FROM failed_attempts WHERE subject = ?1", [key])
+            forget_failures(conn, &key)
                 .map(|_| ())
                 .map_err(unavailable(path))
         })
@@ -920,8 +917,7 @@ impl Store for EmbeddedStore {
             let n = tx
                 .execute("DELETE FROM lockouts WHERE subject = ?1", [&key])
                 .map_err(&err)?;
-            tx.execute("DELETE FROM failed_attempts WHERE subject = ?1", [&key])
-                .map_err(&err)?;
+            forget_failures(&tx, &key).map_err(&err)?;
             tx.commit().map_err(&err)?;
             Ok(n > 0)
         })
