@@ -6,7 +6,7 @@
 use arclock_secmem::LockedBytes;
 
 use crate::camera::{Frame, PixelFormat};
-use crate::photo::{Limits, Rgb};
+use crate::photo::{Decoded, Limits};
 use crate::pipeline::{Input, to_rgb};
 use crate::{Error, ModelSpec, Workspace, detect};
 
@@ -57,9 +57,9 @@ fn run(spec: &ModelSpec, ws: &mut Workspace, input: Input<'_>) -> Result<(), Err
     let limits = limits();
     // Full size, then scaled: both decode paths a photo can take.
     let out = to_rgb(input, &limits, 0, ws)
-        .and_then(|d| prepared(spec, ws, d.width, d.height, &limits))
+        .and_then(|d| prepared(spec, ws, d, &limits))
         .and_then(|()| to_rgb(input, &limits, 64, ws))
-        .and_then(|d| prepared(spec, ws, d.width, d.height, &limits));
+        .and_then(|d| prepared(spec, ws, d, &limits));
     ws.wipe();
     out
 }
@@ -67,21 +67,16 @@ fn run(spec: &ModelSpec, ws: &mut Workspace, input: Input<'_>) -> Result<(), Err
 fn prepared(
     spec: &ModelSpec,
     ws: &mut Workspace,
-    width: u32,
-    height: u32,
+    img: Decoded,
     limits: &Limits,
 ) -> Result<(), Error> {
+    let Decoded { width, height, .. } = img;
     assert!(width > 0 && height > 0, "decoded an empty image");
     assert!(width <= limits.max_side && height <= limits.max_side);
     assert_eq!(ws.rgb.len(), width as usize * height as usize * 3);
-    let img = Rgb {
-        width,
-        height,
-        pixels: &ws.rgb,
-    };
     let at = detect::prepare(
         spec,
-        img,
+        img.pixels(&ws.rgb),
         detect::whole(width, height),
         spec.input_size,
         &mut ws.det_input,

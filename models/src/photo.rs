@@ -101,6 +101,15 @@ impl Decoded {
     pub(crate) fn photo_size(&self) -> (u32, u32) {
         (self.width * self.scale, self.height * self.scale)
     }
+
+    /// These pixels, `rgb` being the buffer they were decoded into.
+    pub(crate) fn pixels<'a>(&self, rgb: &'a [u8]) -> Rgb<'a> {
+        Rgb {
+            width: self.width,
+            height: self.height,
+            pixels: rgb,
+        }
+    }
 }
 
 /// JPEG's exact DCT scales, coarsest first.

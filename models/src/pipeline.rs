@@ -10,7 +10,7 @@ use crate::camera::{self, Frame, PixelFormat};
 use crate::detect::{self, Detection};
 use crate::embedding::Embedding;
 use crate::models::FaceModels;
-use crate::photo::{self, Decoded, Limits, Rgb};
+use crate::photo::{self, Decoded, Limits};
 use crate::quality::{self, Measures, Policy};
 use crate::workspace::Workspace;
 
@@ -56,13 +56,6 @@ pub(crate) fn to_rgb(
 /// How much larger than the calibration photos' a face's alignment may
 /// magnify it (their eyes are ~24 px apart, the template's 35: ~1.5x).
 const MAX_MAGNIFICATION: f32 = 1.5;
-
-/// Detector pixels per decoded pixel when `img` is fitted into `bound`.
-fn detector_scale(img: Decoded, bound: [u32; 2]) -> f32 {
-    (bound[0] as f32 / img.width as f32)
-        .min(bound[1] as f32 / img.height as f32)
-        .min(1.0)
-}
 
 /// How good a face is for picking one frame of a burst.
 fn frame_rank(face: &Face) -> f32 {
@@ -280,34 +273,32 @@ impl Pipeline {
         // (from a finer decode if this one is too coarse). No face at all: the
         // whole photo again at the manifest's full size.
         let mark = Instant::now();
-        let (faces, mut det_model) =
+        let (faces, mut det_model, per_px) =
             self.detect(ws, img, detect::whole(img.width, img.height), first)?;
-        let shrink = detector_scale(img, first);
+        // Photo pixels per detector pixel: more than per decoded pixel when
+        // the first pass shrank the photo.
+        let shrunk = per_px > img.scale as f32;
         let chosen = quality::select(&faces, img.photo_size(), &self.policy).copied();
         let mut redecode = Duration::ZERO;
         let wanted = 1.25 * detect::FIRST_PASS_MIN_FACE;
         let face = match chosen {
             Ok(f)
-                if shrink >= 1.0
-                    || f.width().min(f.height()) / img.scale as f32 * shrink
-                        >= detect::FIRST_PASS_MIN_FACE =>
+                if !shrunk || f.width().min(f.height()) / per_px >= detect::FIRST_PASS_MIN_FACE =>
             {
                 f
             }
             Ok(f) => {
                 let px = f.width().min(f.height()) / img.scale as f32;
                 if img.scale > 1 && px < wanted {
-                    let again = Instant::now();
                     let long = img.width.max(img.height) as f32 * wanted / px;
-                    img = to_rgb(input, &self.limits, long.ceil() as u32, ws)?;
-                    redecode += again.elapsed();
+                    img = self.decode_again(input, long.ceil() as u32, ws, &mut redecode)?;
                 }
                 let local = f.scaled(1.0 / img.scale as f32);
                 let region = detect::around(&local, 2.0, img.width, img.height);
                 let side = ((region[2] - region[0]).max(region[3] - region[1]) as f32 * wanted
                     / local.width().min(local.height()).max(1.0))
                 .ceil() as u32;
-                let (near, model) = self.detect(ws, img, region, [side, side])?;
+                let (near, model, _) = self.detect(ws, img, region, [side, side])?;
                 det_model += model;
                 // The same face, seen closer; the first pass's verdict on the
                 // photo (which face, one or several) stands, and its size is
@@ -323,13 +314,11 @@ impl Pipeline {
                     &self.policy,
                 )?
             }
-            Err(_) if shrink < 1.0 => {
+            Err(_) if shrunk => {
                 if img.scale > 1 && img.width.max(img.height) < full_side {
-                    let again = Instant::now();
-                    img = to_rgb(input, &self.limits, full_side, ws)?;
-                    redecode += again.elapsed();
+                    img = self.decode_again(input, full_side, ws, &mut redecode)?;
                 }
-                let (all, model) =
+                let (all, model, _) =
                     self.detect(ws, img, detect::whole(img.width, img.height), full)?;
                 det_model += model;
                 *quality::select(&all, img.photo_size(), &self.policy)?
@@ -352,25 +341,18 @@ impl Pipeline {
             (r[0] - l[0]).hypot(r[1] - l[1])
         };
         if img.scale > 1 && eyes / (img.scale as f32) < template_eyes / MAX_MAGNIFICATION {
-            let again = Instant::now();
             let (w, h) = img.photo_size();
             let want =
                 (w.max(h) as f32 * template_eyes / MAX_MAGNIFICATION / eyes.max(1.0)).ceil() as u32;
-            img = to_rgb(input, &self.limits, want, ws)?;
-            t.decode += again.elapsed();
+            img = self.decode_again(input, want, ws, &mut t.decode)?;
         }
         let local = face.scaled(1.0 / img.scale as f32);
 
         let mark = Instant::now();
         let spec = &self.models.recognizer.spec;
-        let pixels = Rgb {
-            width: img.width,
-            height: img.height,
-            pixels: &ws.rgb,
-        };
         crate::align::warp(
             spec,
-            pixels,
+            img.pixels(&ws.rgb),
             &local.landmarks,
             &mut ws.small,
             &mut ws.rec_input,
@@ -393,12 +375,9 @@ impl Pipeline {
 
         let pad = if self.pad {
             let mark = Instant::now();
-            let pixels = Rgb {
-                width: img.width,
-                height: img.height,
-                pixels: &ws.rgb,
-            };
-            let score = self.models.pad_score(pixels, &local, &mut ws.pad_input)?;
+            let score = self
+                .models
+                .pad_score(img.pixels(&ws.rgb), &local, &mut ws.pad_input)?;
             t.pad = mark.elapsed();
             score
         } else {
@@ -425,27 +404,39 @@ impl Pipeline {
     }
 
     /// Runs the detector on `region` of the decoded photo in `ws.rgb`,
-    /// shrunk to fit `bound`; the faces come back in photo pixels.
+    /// shrunk to fit `bound`: the faces in photo pixels, the time inside
+    /// ONNX Runtime, and how many photo pixels each detector pixel covered.
     fn detect(
         &self,
         ws: &mut Workspace,
         img: Decoded,
         region: detect::Region,
         bound: [u32; 2],
-    ) -> Result<(Vec<Detection>, Duration), Error> {
-        let pixels = Rgb {
-            width: img.width,
-            height: img.height,
-            pixels: &ws.rgb,
-        };
+    ) -> Result<(Vec<Detection>, Duration, f32), Error> {
         let spec = &self.models.detector.spec;
-        let mut at = detect::prepare(spec, pixels, region, bound, &mut ws.det_input)?;
+        let mut at = detect::prepare(spec, img.pixels(&ws.rgb), region, bound, &mut ws.det_input)?;
         let k = img.scale as f32;
         at.inv_scale *= k;
         at.origin = at.origin.map(|v| v * k);
         let out = self.models.detect(&ws.det_input, at);
         ws.det_input.clear();
-        out
+        let (faces, took) = out?;
+        Ok((faces, took, at.inv_scale))
+    }
+
+    /// `input` decoded again into `ws`, finer (long side at least
+    /// `long_side`); the time it took is added to `spent`.
+    fn decode_again(
+        &self,
+        input: Input<'_>,
+        long_side: u32,
+        ws: &mut Workspace,
+        spent: &mut Duration,
+    ) -> Result<Decoded, Error> {
+        let again = Instant::now();
+        let img = to_rgb(input, &self.limits, long_side, ws);
+        *spent += again.elapsed();
+        img
     }
 
     fn take_workspace(&self) -> Result<Workspace, Error> {
