@@ -191,21 +191,30 @@ fn decrypt(
     Ok(LockedBytes::from_slice(&plain)?)
 }
 
-/// The template of a 256-bit secret key that never leaves the token
-/// (sensitive, not extractable, copyable or modifiable, persistent and
-/// private), labelled and identified by `label`, usable only as `usage` says.
-pub(crate) fn sealed_secret(key_type: KeyType, label: &str, usage: &[Attribute]) -> Vec<Attribute> {
-    let mut t = vec![
-        Attribute::Class(ObjectClass::SECRET_KEY),
-        Attribute::KeyType(key_type),
-        Attribute::ValueLen(32.into()),
+/// What every private or secret key ArcLock makes carries: persistent,
+/// private, sensitive, and neither extractable nor copyable, so its value
+/// never leaves the token.
+pub(crate) fn kept_in_token() -> [Attribute; 5] {
+    [
         Attribute::Token(true),
         Attribute::Private(true),
         Attribute::Sensitive(true),
         Attribute::Extractable(false),
         Attribute::Copyable(false),
-        Attribute::Modifiable(false),
+    ]
+}
+
+/// The template of a 256-bit secret key that never leaves the token
+/// ([`kept_in_token`], and not modifiable), labelled and identified by
+/// `label`, usable only as `usage` says.
+pub(crate) fn sealed_secret(key_type: KeyType, label: &str, usage: &[Attribute]) -> Vec<Attribute> {
+    let mut t = vec![
+        Attribute::Class(ObjectClass::SECRET_KEY),
+        Attribute::KeyType(key_type),
+        Attribute::ValueLen(32.into()),
     ];
+    t.extend(kept_in_token());
+    t.push(Attribute::Modifiable(false));
     t.extend_from_slice(usage);
     t.push(Attribute::Label(label.as_bytes().to_vec()));
     t.push(Attribute::Id(label.as_bytes().to_vec()));

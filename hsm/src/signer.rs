@@ -14,6 +14,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, from_ck};
+use crate::kek::kept_in_token;
 use crate::pool::Hsm;
 
 const LABEL_PREFIX: &str = "jwt-v";
@@ -187,16 +188,15 @@ impl Hsm {
                         Attribute::Id(label.clone()),
                     ],
                     &[
-                        Attribute::Token(true),
-                        Attribute::Private(true),
-                        Attribute::Sensitive(true),
-                        Attribute::Extractable(false),
-                        Attribute::Copyable(false),
-                        Attribute::Sign(true),
-                        Attribute::Decrypt(false),
-                        Attribute::Label(label.clone()),
-                        Attribute::Id(label),
-                    ],
+                        &kept_in_token()[..],
+                        &[
+                            Attribute::Sign(true),
+                            Attribute::Decrypt(false),
+                            Attribute::Label(label.clone()),
+                            Attribute::Id(label),
+                        ],
+                    ]
+                    .concat(),
                 )
                 .map_err(from_ck)?;
             let attrs = s
