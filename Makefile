@@ -3,38 +3,51 @@ STATE ?= $(CURDIR)/var
 CARGO ?= cargo
 export ARCLOCK_STATE_DIR := $(STATE)
 export SOFTHSM2_CONF ?= $(STATE)/softhsm2.conf
+# The test photos, as `setup.sh --test` installs them (scripts/fetch.py).
+export ARCLOCK_FACES_DIR ?= $(STATE)/faces
 # Development machines here run as root; arclockd refuses root unless told.
 ifeq ($(shell id -u),0)
 export ARCLOCK_ALLOW_ROOT := 1
 endif
 
-.PHONY: setup build run test bench fuzz fuzz-seeds check clean install install-files
+.PHONY: setup setup-test build deb boot-test run test bench fuzz fuzz-seeds check clean install install-files
 
 ## Install pinned system packages, ONNX Runtime and the face models (idempotent).
 setup:
 	@scripts/setup.sh
 
+## As setup, plus what only the tests use (nx-27017, schemathesis, Chromium, tmux).
+setup-test:
+	@scripts/setup.sh --test
+
+## The two binaries `make run` starts (not the benchmark's or the fuzzer's crates).
 build: setup
-	$(CARGO) build --workspace
+	$(CARGO) build -p arclockd -p arclock-console
+
+## The dev config with its state paths under $(STATE): config/arclockd.toml
+## names ./var, so another STATE gets its own copy, rewritten at every run.
+DEV_CONFIG = $(STATE)/arclockd.toml
 
 ## Provision the dev SoftHSM2 token, keys and TLS cert under $(STATE), then serve.
 run: build
-	@target/debug/arclockd --config config/arclockd.toml provision
+	@mkdir -p -m 0700 $(STATE)
+	@sed -e 's|"var/|"$(STATE)/|' -e 's|"models/manifest.toml"|"$(CURDIR)/models/manifest.toml"|' config/arclockd.toml > $(DEV_CONFIG)
+	@target/debug/arclockd --config $(DEV_CONFIG) provision
 	@mkdir -p -m 0750 $(STATE)/run
-	@echo "arclockd: starting on the embedded store; check it with:"
+	@echo "arclockd: starting on the embedded store ($(STATE)); check it with:"
 	@echo "    curl -k https://127.0.0.1:8443/health"
 	@echo "  browser client (enrol and sign in with your camera): https://127.0.0.1:8443/app/"
-	@echo "  operator console (another terminal): target/debug/arclock-console --socket var/run/arclockd.sock"
-	@exec target/debug/arclockd --config config/arclockd.toml
+	@echo "  operator console (another terminal): target/debug/arclock-console$(if $(filter $(CURDIR)/var,$(STATE)),, --socket $(STATE)/run/arclockd.sock)"
+	@exec target/debug/arclockd --config $(DEV_CONFIG)
 
 ## The whole test suite, against real SoftHSM2, ONNX Runtime, models and TLS.
-test: setup
+test: setup-test
 	scripts/with-mongo.sh $(CARGO) test --workspace --no-fail-fast
 
 ## Every benchmark, release build; one markdown table in bench/results/latest.md
 ## (the enumeration-parity row also on MongoDB, through nx-27017). Fails if a
 ## p99/p50 latency ratio at 1 client exceeds 3 (after writing the table).
-bench: setup
+bench: setup-test
 	$(CARGO) build --release -p arclock-bench -p arclockd
 	scripts/with-mongo.sh target/release/arclock-bench --out bench/results
 
@@ -47,10 +60,20 @@ fuzz:
 fuzz-seeds:
 	$(CARGO) run --manifest-path fuzz/Cargo.toml --target-dir target/fuzz-seeds --bin seeds
 
-## Formatting and lints, as CI would want them.
+## The Debian package (release build): target/deb/arclock_<version>-1_amd64.deb,
+## checked by lintian (no error allowed).
+deb: setup
+	scripts/deb.sh
+
+## The package installed and booted under a real systemd (systemd-nspawn,
+## Debian 12 root filesystem cached under $(STATE)/nspawn); root only.
+boot-test: deb
+	scripts/boot-test.sh
+
+## Formatting, clippy -D warnings and cargo deny (licences, duplicate
+## versions, sources, advisories when their database is reachable).
 check:
-	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	scripts/check.sh
 
 clean:
 	rm -rf $(STATE)

@@ -1,29 +1,35 @@
 #!/usr/bin/env bash
 # Installs what ArcLock needs to build, run and test, idempotently: Debian
 # packages (pinned), ONNX Runtime from a pinned PyPI wheel (sha256-checked), and
-# the face models named in models/manifest.toml (sha256-checked; local mirror
-# first, upstream URL second). Nothing is fetched from anywhere else.
+# the face models named in models/manifest.toml (sha256-checked; mirror first,
+# upstream URL second); with --test also the test photos (scripts/faces.sha256).
+# Nothing is fetched from anywhere else.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 STATE="${ARCLOCK_STATE_DIR:-$ROOT/var}"
-MIRROR="${ARCLOCK_MODELS_MIRROR:-$ROOT/../shared/models}"
+
+# `setup.sh` installs what `make run` needs; `setup.sh --test` adds what only
+# the tests and benchmarks use.
+TEST=0
+[ "${1:-}" = "--test" ] && TEST=1
 
 # --- Debian packages ---------------------------------------------------------
-# softhsm2: the PKCS#11 token for dev and tests. tmux and curl: the console's
-# end-to-end test drives the real binary in tmux, and curl plays a non-operator
-# uid against the admin socket. systemd: systemd-analyze scores the unit.
-# libclang-dev: the v4l crate (kiosk camera) generates its V4L2 bindings with
-# bindgen. chromium and chromium-driver: the browser client's end-to-end test
-# (daemon/tests/browser.rs) drives a real headless Chromium with a fake camera;
-# they are not pinned because Debian's security updates replace Chromium's
-# major version every few weeks (an old pin stops being installable), and the
-# test needs only W3C WebDriver and the long-stable fake-capture switches.
-# libturbojpeg0-dev: libjpeg-turbo's TurboJPEG API, the JPEG decoder (SIMD, and
-# DCT-domain scaling that makes 12 MP phone photos cheap).
-# The rest the build needs (gcc, make, python3) is part of the base image;
-# checked, not assumed.
-DEB_PACKAGES=("softhsm2=2.6.1-*" "tmux" "curl" "systemd" "libclang-dev=1:14.0-*" "python3" "gcc" "make" "pkg-config" "libturbojpeg0-dev=1:2.1.*" "chromium" "chromium-driver")
+# softhsm2: the PKCS#11 token for dev and tests. libclang-dev: the v4l crate
+# (kiosk camera) generates its V4L2 bindings with bindgen. libturbojpeg0-dev:
+# libjpeg-turbo's TurboJPEG API, the JPEG decoder (SIMD, and DCT-domain
+# scaling that makes 12 MP phone photos cheap). The rest the build needs (gcc,
+# make, python3) is part of the base image; checked, not assumed.
+DEB_PACKAGES=("softhsm2=2.6.1-*" "libclang-dev=1:14.0-*" "python3" "gcc" "make" "pkg-config" "libturbojpeg0-dev=1:2.1.*")
+# Tests only. tmux and curl: the console's end-to-end test drives the real
+# binary in tmux, and curl plays a non-operator uid against the admin socket.
+# systemd: systemd-analyze scores the unit. chromium and chromium-driver: the
+# browser client's end-to-end test (daemon/tests/browser.rs) drives a real
+# headless Chromium with a fake camera; they are not pinned because Debian's
+# security updates replace Chromium's major version every few weeks (an old
+# pin stops being installable), and the test needs only W3C WebDriver and the
+# long-stable fake-capture switches.
+((TEST)) && DEB_PACKAGES+=("python3-venv" "tmux" "curl" "systemd" "chromium" "chromium-driver")
 missing=()
 for spec in "${DEB_PACKAGES[@]}"; do
   name="${spec%%=*}"
@@ -86,45 +92,19 @@ pinned_venv() { # name, executable, requirements file
     echo "$want" > "$stamp"
   fi
 }
-# nx-27017: a MongoDB wire-protocol server, for the store contract on MongoDB.
-pinned_venv nx-27017 nx-27017 "$ROOT/scripts/nx-27017.requirements.txt"
-# schemathesis: attacks the live daemon from its own OpenAPI document.
-pinned_venv schemathesis schemathesis "$ROOT/scripts/schemathesis.requirements.txt"
+if ((TEST)); then
+  # nx-27017: a MongoDB wire-protocol server, for the store contract on MongoDB.
+  pinned_venv nx-27017 nx-27017 "$ROOT/scripts/nx-27017.requirements.txt"
+  # schemathesis: attacks the live daemon from its own OpenAPI document.
+  pinned_venv schemathesis schemathesis "$ROOT/scripts/schemathesis.requirements.txt"
+fi
 
-# --- Face models ---------------------------------------------------------------
-mkdir -p "$STATE/models"
-python3 - "$ROOT/models/manifest.toml" "$STATE/models" "$MIRROR" <<'PY'
-import hashlib, os, shutil, sys, tomllib, urllib.request
-manifest, dest, mirror = sys.argv[1:4]
-def sha(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-with open(manifest, "rb") as f:
-    models = tomllib.load(f)["model"]
-for m in models:
-    target = os.path.join(dest, m["file"])
-    if os.path.exists(target) and sha(target) == m["sha256"]:
-        continue
-    tmp = target + ".tmp"
-    src = os.path.join(mirror, m["file"])
-    if os.path.exists(src) and sha(src) == m["sha256"]:
-        shutil.copyfile(src, tmp)
-        how = "local mirror"
-    elif m.get("url"):
-        print(f"setup: {m['file']} not in {mirror}; fetching upstream {m['url']}")
-        urllib.request.urlretrieve(m["url"], tmp)
-        how = "upstream"
-    elif m.get("optional"):
-        print(f"setup: optional model {m['id']} is in neither the mirror {mirror} nor a known upstream; skipped (reported unavailable)")
-        continue
-    else:
-        sys.exit(f"setup: {m['file']} is in neither the mirror {mirror} nor a known upstream")
-    if sha(tmp) != m["sha256"]:
-        os.remove(tmp)
-        sys.exit(f"setup: {m['file']} from {how} fails its sha256 check")
-    os.replace(tmp, target)
-    print(f"setup: model {m['id']} installed from {how}")
-PY
+# --- Face models, and the test photos ----------------------------------------------
+# From the mirror (ARCLOCK_MIRROR: a directory or URL holding models/ and
+# faces/; default ../shared; "none" for none), else from each upstream, every
+# file checked (scripts/fetch.py). Fails naming what is missing and where it
+# was looked for.
+python3 "$ROOT/scripts/fetch.py" models "$ROOT/models/manifest.toml" "$STATE/models"
+if ((TEST)); then
+  python3 "$ROOT/scripts/fetch.py" faces "$ROOT/scripts/faces.sha256" "$STATE/faces"
+fi

@@ -20,7 +20,10 @@ use clap::Parser;
 use report::Report;
 
 #[derive(Parser, Debug)]
-#[command(about = "ArcLock benchmarks; writes a markdown table to bench/results/")]
+#[command(
+    version,
+    about = "ArcLock benchmarks; writes a markdown table to bench/results/"
+)]
 struct Args {
     /// Sections to run (default: all).
     #[arg(value_enum)]

@@ -225,6 +225,7 @@ fn check(
     };
     let sig = URL_SAFE_NO_PAD.encode(&s.signature);
     let msg = AuditSeal::signed_bytes(s.seq, &s.hash);
+    crate::token::rs256::install();
     if !jsonwebtoken::crypto::verify(&sig, &msg, key, Algorithm::RS256).unwrap_or(false) {
         return Err(format!(
             "the seal over entry {expected} has a signature the HSM did not make"

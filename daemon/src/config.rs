@@ -17,7 +17,9 @@ const NOT_OVERRIDES: &[&str] = &[
     "ARCLOCK_ALLOW_ROOT",
     "ARCLOCK_CONFIG",
     "ARCLOCK_FACES_DIR",
-    "ARCLOCK_MODELS_MIRROR",
+    "ARCLOCK_LFW_MD5",
+    "ARCLOCK_LFW_URL",
+    "ARCLOCK_MIRROR",
     "ARCLOCK_STATE_DIR",
 ];
 
@@ -561,7 +563,19 @@ impl Config {
                             var: var.clone(),
                             message,
                         },
-                        None => parse(message),
+                        // A value in the file: the table lost its position,
+                        // the text has it (line, key and the value shown).
+                        None => match toml::from_str::<Config>(text) {
+                            Err(located) => parse(located.to_string().trim_end().to_string()),
+                            Ok(_) => parse(format!(
+                                "{message} (after the ARCLOCK_* overrides: {})",
+                                applied
+                                    .iter()
+                                    .map(|(var, _)| var.as_str())
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            )),
+                        },
                     }
                 })?;
         config.validate()?;

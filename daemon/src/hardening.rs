@@ -69,13 +69,13 @@ pub fn at_start(allow_root: bool) -> Result<Report, HardeningError> {
 /// Checks that need the configuration: lockable memory for the configured
 /// workers, and directories holding state that only we can write.
 pub fn check(config: &Config, report: &mut Report) -> Result<(), HardeningError> {
-    let root = process::effective_uid() == 0;
+    let unlimited = process::can_lock_past_limit();
     let limit = process::memlock_limit().map_err(|source| HardeningError::Syscall {
         what: "reading RLIMIT_MEMLOCK",
         source,
     })?;
     let bodies_mib = (config.server.body_budget_bytes as u64).div_ceil(1024 * 1024);
-    report.memlock_mib = memlock_enough(limit, root, config.models.workers, bodies_mib)?;
+    report.memlock_mib = memlock_enough(limit, unlimited, config.models.workers, bodies_mib)?;
     let mut dirs = vec![config.admin.socket.as_path()];
     if config.store.backend == crate::config::Backend::Embedded {
         dirs.push(config.store.path.as_path());
@@ -94,15 +94,16 @@ pub fn check(config: &Config, report: &mut Report) -> Result<(), HardeningError>
 }
 
 /// Whether `limit` bytes of lockable memory (`None`: unlimited) cover
-/// `workers` and the arriving bodies' budget; root's CAP_IPC_LOCK locks past
-/// any limit. The limit in MiB when one applies.
+/// `workers` and the arriving bodies' budget; CAP_IPC_LOCK (`unlimited`:
+/// root's, or a unit's ambient one) locks past any limit. The limit in MiB
+/// when one applies.
 fn memlock_enough(
     limit: Option<u64>,
-    root: bool,
+    unlimited: bool,
     workers: usize,
     bodies_mib: u64,
 ) -> Result<Option<u64>, HardeningError> {
-    let (Some(bytes), false) = (limit, root) else {
+    let (Some(bytes), false) = (limit, unlimited) else {
         return Ok(None);
     };
     let have = bytes / (1024 * 1024);

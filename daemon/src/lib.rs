@@ -31,6 +31,7 @@
 //! - [`timing`]: where one request's time went, step by step (slow-request
 //!   log lines, opt-in `Server-Timing`).
 //! - [`clock`]: the one source of wall-clock time (movable in tests).
+//! - [`cli`]: man page and completions from the binary's own clap definition.
 //! - [`provision`]: dev set-up of the SoftHSM2 token, its keys and a TLS cert.
 //! - `fuzzing` (feature `fuzzing`): the entry points of the fuzz targets.
 //!
@@ -50,6 +51,7 @@
 pub mod admin;
 pub mod api;
 pub mod audit;
+pub mod cli;
 pub mod clock;
 pub mod config;
 #[cfg(feature = "fuzzing")]

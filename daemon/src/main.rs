@@ -1,9 +1,14 @@
 //! `arclockd`: parse arguments, harden the process, then provision or serve.
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use arclockd::config::{Config, LogFormat};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
+
+/// sysexits.h `EX_CONFIG`: the configuration is wrong. The unit's
+/// `RestartPreventExitStatus=78` keeps systemd from restarting into it again.
+const EX_CONFIG: u8 = 78;
 
 /// ArcLock face-biometric authentication daemon.
 #[derive(Parser)]
@@ -17,9 +22,13 @@ struct Args {
         default_value = "config/arclockd.toml"
     )]
     config: PathBuf,
-    /// Validate the configuration (including ARCLOCK_* overrides) and exit.
+    /// Validate the configuration (including ARCLOCK_* overrides) and exit
+    /// (78, EX_CONFIG, when it is wrong). Runs as any user, root included.
     #[arg(long)]
     check_config: bool,
+    /// Print a man page or a shell completion script and exit (packaging).
+    #[arg(long, value_name = "KIND", hide = true)]
+    generate: Option<arclockd::cli::Generate>,
     /// Run even as root (a development machine; in production the unit runs
     /// arclockd as its own user).
     #[arg(
@@ -40,14 +49,49 @@ enum Command {
     Provision,
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
     let args = Args::parse();
-    let mut hardened = arclockd::hardening::at_start(args.allow_root)?;
-    let config = Config::load(&args.config, std::env::vars())?;
+    if let Some(kind) = args.generate {
+        return match kind.write(Args::command(), &mut std::io::stdout()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("arclockd: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    // Checking a file changes nothing and reads no secret: root may do it.
+    let hardened = match arclockd::hardening::at_start(args.allow_root || args.check_config) {
+        Ok(h) => h,
+        Err(e) => return fail(&e.into()),
+    };
+    let config = match Config::load(&args.config, std::env::vars()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("arclockd: {e}");
+            return ExitCode::from(EX_CONFIG);
+        }
+    };
     if args.check_config {
         println!("{}: configuration is valid", args.config.display());
-        return Ok(());
+        return ExitCode::SUCCESS;
     }
+    match serve(args, config, hardened) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e),
+    }
+}
+
+fn fail(e: &anyhow::Error) -> ExitCode {
+    eprintln!("arclockd: {e:#}");
+    ExitCode::FAILURE
+}
+
+fn serve(
+    args: Args,
+    config: Config,
+    mut hardened: arclockd::hardening::Report,
+) -> anyhow::Result<()> {
     let log_level = init_logging(&config);
     if args.command.is_none() {
         arclockd::hardening::check(&config, &mut hardened)?;
@@ -83,11 +127,19 @@ fn main() -> anyhow::Result<()> {
 }
 
 /// Installs the subscriber; the returned function swaps the level filter
-/// (`log.level` is one of the settings a SIGHUP applies live).
+/// (`log.level` is one of the settings a SIGHUP applies live). `RUST_LOG`,
+/// when set, wins over `log.level`, at start and on reload, as Rust users
+/// expect.
 fn init_logging(config: &Config) -> arclockd::LevelSetter {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
-    let filter = tracing_subscriber::EnvFilter::new(&config.log.level);
+    let from_env = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|v| !v.trim().is_empty());
+    let filter = match from_env.as_deref() {
+        Some(directives) => tracing_subscriber::EnvFilter::new(directives),
+        None => tracing_subscriber::EnvFilter::new(&config.log.level),
+    };
     let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
     let registry = tracing_subscriber::registry().with(filter);
     // Colours only for a person at a terminal: the journal and log files
@@ -100,7 +152,13 @@ fn init_logging(config: &Config) -> arclockd::LevelSetter {
         LogFormat::Json => registry.with(layer.json()).init(),
         LogFormat::Text => registry.with(layer).init(),
     }
+    if let Some(directives) = &from_env {
+        tracing::info!(filter = %directives, "log filter from RUST_LOG (log.level ignored)");
+    }
     Box::new(move |level: &str| {
+        if from_env.is_some() {
+            return Err("RUST_LOG is set and takes precedence over log.level".into());
+        }
         let filter = tracing_subscriber::EnvFilter::try_new(level).map_err(|e| e.to_string())?;
         handle.reload(filter).map_err(|e| e.to_string())
     })

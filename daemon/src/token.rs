@@ -13,6 +13,8 @@ use arclock_hsm::{Hsm, Jwks};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+
+pub(crate) mod rs256;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -176,6 +178,7 @@ pub fn check(
     audience: &str,
     now: Millis,
 ) -> Result<Claims, TokenError> {
+    rs256::install();
     let invalid = |e: &dyn std::fmt::Display| TokenError::Invalid(e.to_string());
     let header = jsonwebtoken::decode_header(token).map_err(|e| invalid(&e))?;
     if header.alg != Algorithm::RS256 {

@@ -87,6 +87,7 @@ fn install_lays_out_a_hardened_unit_and_a_valid_config() {
         "LimitMEMLOCK=",
         "LimitCORE=0",
         "CapabilityBoundingSet=\n",
+        "RestartPreventExitStatus=78",
         "MemoryDenyWriteExecute=yes",
         "PrivateDevices=yes",
     ] {
@@ -113,9 +114,9 @@ fn install_lays_out_a_hardened_unit_and_a_valid_config() {
     // The installed configuration names installed paths and validates.
     let config = std::fs::read_to_string(d.join("etc/arclock/arclockd.toml")).unwrap();
     assert!(config.contains("runtime = \"/usr/lib/arclock/libonnxruntime.so.1.32.0\""));
+    // Checking a file needs no --allow-root, even as root.
     let check = Command::new(common::BIN)
         .env_clear()
-        .env("ARCLOCK_ALLOW_ROOT", "1")
         .arg("--check-config")
         .arg("--config")
         .arg(d.join("etc/arclock/arclockd.toml"))
@@ -126,6 +127,71 @@ fn install_lays_out_a_hardened_unit_and_a_valid_config() {
         "{}",
         String::from_utf8_lossy(&check.stderr)
     );
+}
+
+/// What an operator meets at the command line: a bad configuration exits
+/// 78 (EX_CONFIG, which the unit does not restart on) naming the key;
+/// `RUST_LOG` wins over `[log] level`; every binary has `--version`; the man
+/// page and completions come from the binary itself.
+#[test]
+fn the_command_line_behaves_as_operators_expect() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    let good = std::fs::read_to_string(root().join("config/arclockd.toml")).unwrap();
+    std::fs::write(
+        &bad,
+        good.replace("listen = \"127.0.0.1:8443\"", "listen = \"nowhere\""),
+    )
+    .unwrap();
+    for extra in [&["--check-config"][..], &["--allow-root"][..]] {
+        let out = Command::new(common::BIN)
+            .env_clear()
+            .arg("--config")
+            .arg(&bad)
+            .args(extra)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(78), "{extra:?}: {err}");
+        assert!(err.contains("listen"), "the key is not named: {err}");
+    }
+
+    let inst = Instance::new();
+    let out = inst
+        .command()
+        .env("RUST_LOG", "arclockd=debug")
+        .arg("provision")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("log filter from RUST_LOG"), "{err}");
+
+    let face = Path::new(common::BIN).with_file_name("arclock-face");
+    for bin in [Path::new(common::BIN), &common::console_bin(), &face] {
+        let out = Command::new(bin).arg("--version").output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && text.contains(env!("CARGO_PKG_VERSION")),
+            "{} --version: {text}",
+            bin.display()
+        );
+    }
+    for (bin, head) in [
+        (Path::new(common::BIN).to_path_buf(), ".TH arclockd 8"),
+        (common::console_bin(), ".TH arclock-console 1"),
+    ] {
+        let man = Command::new(&bin)
+            .args(["--generate", "man"])
+            .output()
+            .unwrap();
+        assert!(String::from_utf8_lossy(&man.stdout).contains(head));
+        let bash = Command::new(&bin)
+            .args(["--generate", "bash"])
+            .output()
+            .unwrap();
+        assert!(String::from_utf8_lossy(&bash.stdout).contains("complete -F"));
+    }
 }
 
 /// Root is refused unless told; a state directory others may write is
@@ -288,4 +354,183 @@ async fn sighup_applies_the_log_level_and_names_the_rest() {
     wait_for("configuration not reloaded");
     let (status, _, _, _) = d.get("/health").await;
     assert_eq!(status, 200);
+}
+
+/// `scripts/fetch.py`, the half of set-up a fresh machine depends on.
+fn fetch(what: &str, dest: &Path, env: &[(&str, String)]) -> (bool, String) {
+    let list = match what {
+        "models" => root().join("models/manifest.toml"),
+        _ => root().join("scripts/faces.sha256"),
+    };
+    // Any real download fails at once: a dead proxy stands in for "offline".
+    let out = Command::new("python3")
+        .arg(root().join("scripts/fetch.py"))
+        .arg(what)
+        .arg(list)
+        .arg(dest)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("http_proxy", "http://127.0.0.1:9")
+        .env("https_proxy", "http://127.0.0.1:9")
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+/// The mirror (`../shared`, holding `models/` and `faces/`), as set-up finds it.
+fn mirror() -> std::path::PathBuf {
+    common::faces().parent().unwrap().to_path_buf()
+}
+
+/// A mirror given as a `file://` URL installs every model and photo, each
+/// checked against its pinned sha256.
+#[test]
+fn a_file_url_mirror_installs_everything_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", mirror().canonicalize().unwrap().display());
+    let env = [("ARCLOCK_MIRROR", url)];
+    let (ok, text) = fetch("models", &dir.path().join("models"), &env);
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("scrfd_2.5g_bnkps installed from mirror"),
+        "{text}"
+    );
+    assert!(
+        text.contains("minifasnet_v2_80 installed from mirror"),
+        "{text}"
+    );
+    let (ok, text) = fetch("faces", &dir.path().join("faces"), &env);
+    assert!(ok, "{text}");
+    let listed = std::fs::read_to_string(root().join("scripts/faces.sha256")).unwrap();
+    for line in listed.lines() {
+        let rel = line.split_whitespace().nth(1).unwrap();
+        assert!(
+            dir.path().join("faces").join(rel).is_file(),
+            "{rel} missing"
+        );
+    }
+    // A second run finds everything in place and fetches nothing.
+    let (ok, text) = fetch("models", &dir.path().join("models"), &env);
+    assert!(ok && !text.contains("installed"), "{text}");
+
+    // A corrupted file in the mirror is refused, not installed.
+    let bad = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(bad.path().join("models")).unwrap();
+    for f in std::fs::read_dir(mirror().join("models")).unwrap() {
+        let f = f.unwrap();
+        std::fs::copy(f.path(), bad.path().join("models").join(f.file_name())).unwrap();
+    }
+    let victim = bad.path().join("models/arcface_mobileface_128.onnx");
+    let mut bytes = std::fs::read(&victim).unwrap();
+    bytes[1000] ^= 1;
+    std::fs::write(&victim, bytes).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let env = [("ARCLOCK_MIRROR", bad.path().display().to_string())];
+    let (ok, text) = fetch("models", out.path(), &env);
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains("arcface_mobileface_128.onnx: mirror"),
+        "{text}"
+    );
+    assert!(text.contains("wrong sha256"), "{text}");
+    assert!(!out.path().join("arcface_mobileface_128.onnx").exists());
+}
+
+/// With no mirror and no network, set-up fails and says, for each file, what
+/// is missing and every place it was looked for; models without an upstream
+/// (the PAD models) are reported absent, not fatal.
+#[test]
+fn no_mirror_offline_names_what_is_missing_and_where() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("ARCLOCK_MIRROR", "none".to_string())];
+    let (ok, text) = fetch("models", &dir.path().join("models"), &env);
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains("optional model minifasnet_v2_80 is absent"),
+        "{text}"
+    );
+    for file in ["scrfd_2.5g_bnkps.onnx", "arcface_mobileface_128.onnx"] {
+        let line = text
+            .lines()
+            .find(|l| l.contains(&format!("model {file}:")))
+            .unwrap_or_else(|| panic!("{file} not named:\n{text}"));
+        assert!(line.contains("upstream https://"), "{line}");
+        assert!(line.contains("no mirror"), "{line}");
+    }
+    let (ok, text) = fetch("faces", &dir.path().join("faces"), &env);
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains("LFW archive http://vis-www.cs.umass.edu/lfw/lfw.tgz"),
+        "{text}"
+    );
+    assert!(
+        text.contains("photo pad-samples/image_F1.jpg: upstream https://"),
+        "{text}"
+    );
+}
+
+/// Without a mirror the LFW photos come from the LFW archive (its md5
+/// checked), extracting exactly the listed files. Here the archive is one
+/// built from the mirror's photos in LFW's layout, served as a file:// URL.
+#[test]
+fn lfw_photos_come_from_the_archive_without_a_mirror() {
+    let dir = tempfile::tempdir().unwrap();
+    let tgz = dir.path().join("lfw.tgz");
+    let made = Command::new("tar")
+        .arg("-czf")
+        .arg(&tgz)
+        .arg("--transform=s,^lfw-dev,lfw,")
+        .arg("-C")
+        .arg(common::faces())
+        .arg("lfw-dev")
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let md5 = Command::new("md5sum").arg(&tgz).output().unwrap();
+    let md5 = String::from_utf8_lossy(&md5.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    let faces = dir.path().join("state/faces");
+    let env = [
+        ("ARCLOCK_MIRROR", "none".to_string()),
+        ("ARCLOCK_LFW_URL", format!("file://{}", tgz.display())),
+        ("ARCLOCK_LFW_MD5", md5),
+    ];
+    let (ok, text) = fetch("faces", &faces, &env);
+    // The PAD samples have no reachable upstream offline: named, and fatal.
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains("lfw-dev photos extracted from the LFW archive"),
+        "{text}"
+    );
+    let listed = std::fs::read_to_string(root().join("scripts/faces.sha256")).unwrap();
+    let lfw: Vec<&str> = listed
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .filter(|rel| rel.starts_with("lfw-dev/"))
+        .collect();
+    assert_eq!(lfw.len(), 2449);
+    for rel in &lfw {
+        assert!(faces.join(rel).is_file(), "{rel} not extracted");
+    }
+    assert!(text.contains("pad-samples/image_T1.jpg"), "{text}");
+
+    // An archive whose md5 is not the pinned one is refused.
+    let env = [
+        ("ARCLOCK_MIRROR", "none".to_string()),
+        ("ARCLOCK_LFW_URL", format!("file://{}", tgz.display())),
+    ];
+    let other = dir.path().join("other/faces");
+    let (ok, text) = fetch("faces", &other, &env);
+    assert!(!ok);
+    assert!(
+        text.contains("md5 is not a17d05bd522c52d84eca14327a23d494"),
+        "{text}"
+    );
+    assert!(!other.join(lfw[0]).exists());
 }

@@ -41,6 +41,20 @@ pub fn memlock_limit() -> io::Result<Option<u64>> {
     Ok((lim.rlim_cur != libc::RLIM_INFINITY).then_some(lim.rlim_cur))
 }
 
+/// Whether CAP_IPC_LOCK is in the effective set, so mlock ignores
+/// RLIMIT_MEMLOCK (root has it; so does a unit granting it with
+/// `AmbientCapabilities=`). Read from /proc/self/status; `false` if unreadable.
+pub fn can_lock_past_limit() -> bool {
+    const CAP_IPC_LOCK: u32 = 14;
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?;
+            u64::from_str_radix(hex.trim(), 16).ok()
+        })
+        .is_some_and(|caps| caps & (1 << CAP_IPC_LOCK) != 0)
+}
+
 /// Sets the file-creation mask so every file the daemon writes is private by default.
 pub fn set_private_umask() {
     // SAFETY: umask has no memory-safety preconditions.

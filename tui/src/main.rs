@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use arclock_console::model::StreamEvent;
 use arclock_console::{Client, Console, LogQuery, View, ui};
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use crossterm::event::{Event, EventStream, MouseButton, MouseEventKind};
 use crossterm::{execute, terminal};
 use futures_util::StreamExt;
@@ -20,12 +20,13 @@ use tokio::sync::mpsc;
 #[command(version, about)]
 struct Args {
     /// The daemon's admin socket (`[admin] socket` in arclockd.toml).
-    #[arg(
-        long,
-        env = "ARCLOCK_ADMIN_SOCKET",
-        default_value = "/run/arclockd/admin.sock"
-    )]
-    socket: PathBuf,
+    /// Default: the dev daemon's `var/run/arclockd.sock` when run from a
+    /// checkout where it exists, else the installed `/run/arclockd/admin.sock`.
+    #[arg(long, env = "ARCLOCK_ADMIN_SOCKET")]
+    socket: Option<PathBuf>,
+    /// Print a man page or a shell completion script and exit (packaging).
+    #[arg(long, value_name = "KIND", hide = true)]
+    generate: Option<Generate>,
     /// Let the mouse switch views by clicking the tab bar.
     #[arg(long)]
     mouse: bool,
@@ -72,6 +73,31 @@ enum AuditCmd {
     Seal,
 }
 
+/// Documents `make deb` collects (as arclockd's `--generate`).
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Generate {
+    Man,
+    Bash,
+    Zsh,
+    Fish,
+}
+
+/// The socket `make run` starts the dev daemon on, relative to the checkout.
+const DEV_SOCKET: &str = "var/run/arclockd.sock";
+/// The socket of the installed unit (`systemd/arclockd.toml`).
+const INSTALLED_SOCKET: &str = "/run/arclockd/admin.sock";
+
+/// The socket to speak to when none was named: a dev daemon started from
+/// this checkout wins, because an operator on a server has no `var/` here.
+fn default_socket() -> PathBuf {
+    let dev = PathBuf::from(DEV_SOCKET);
+    if std::fs::symlink_metadata(&dev).is_ok() {
+        dev
+    } else {
+        PathBuf::from(INSTALLED_SOCKET)
+    }
+}
+
 /// What the background stream task tells the loop.
 enum Feed {
     Event(StreamEvent),
@@ -80,11 +106,24 @@ enum Feed {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some(kind) = args.generate {
+        let mut command = Args::command();
+        let out = &mut std::io::stdout();
+        let shell = match kind {
+            Generate::Man => return Ok(clap_mangen::Man::new(command).render(out)?),
+            Generate::Bash => clap_complete::Shell::Bash,
+            Generate::Zsh => clap_complete::Shell::Zsh,
+            Generate::Fish => clap_complete::Shell::Fish,
+        };
+        clap_complete::generate(shell, &mut command, "arclock-console", out);
+        return Ok(());
+    }
+    let socket = args.socket.clone().unwrap_or_else(default_socket);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        let client = Client::new(&args.socket);
+        let client = Client::new(&socket);
         match &args.command {
             Some(Cmd::Invite { email, ttl_secs }) => {
                 return invite(&client, email.as_deref(), *ttl_secs).await;

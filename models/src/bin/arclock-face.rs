@@ -14,7 +14,7 @@ use arclock_face::{FaceModels, Manifest, Pipeline, Policy, Threads, Workspace, e
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(about = "ArcLock face pipeline tools")]
+#[command(version, about = "ArcLock face pipeline tools")]
 struct Args {
     /// ONNX Runtime shared library.
     #[arg(

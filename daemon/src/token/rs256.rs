@@ -1,0 +1,70 @@
+//! RS256 verification for `jsonwebtoken`, by `ring`.
+//!
+//! `jsonwebtoken` 10 leaves its cryptography to a provider. Its RustCrypto one
+//! brings the `rsa` crate (RUSTSEC-2023-0071, a timing side channel in
+//! decryption and signing, unfixed) and a second generation of the RustCrypto
+//! traits beside the one `ecies` uses. arclockd only ever *verifies* RS256
+//! (the HSM signs), and `ring`, already here for TLS, does that in constant
+//! time. Everything else this provider is asked for is refused.
+
+use std::sync::Once;
+
+use jsonwebtoken::crypto::{CryptoProvider, JwkUtils, JwtSigner, JwtVerifier};
+use jsonwebtoken::errors::{ErrorKind, Result};
+use jsonwebtoken::{Algorithm, DecodingKey, DecodingKeyKind, EncodingKey, signature};
+use ring::signature::{RSA_PKCS1_2048_8192_SHA256, RsaPublicKeyComponents};
+
+static PROVIDER: CryptoProvider = CryptoProvider {
+    signer_factory,
+    verifier_factory,
+    jwk_utils: JwkUtils::new_unimplemented(),
+};
+
+/// Makes this the process's provider (idempotent; before any verification).
+pub fn install() {
+    static ONCE: Once = Once::new();
+    // An Err means one is installed already: only this crate installs one.
+    ONCE.call_once(|| {
+        let _ = PROVIDER.install_default();
+    });
+}
+
+fn signer_factory(_: &Algorithm, _: &EncodingKey) -> Result<Box<dyn JwtSigner>> {
+    // Tokens are signed inside the HSM, never with a key in memory.
+    Err(ErrorKind::InvalidAlgorithm.into())
+}
+
+fn verifier_factory(alg: &Algorithm, key: &DecodingKey) -> Result<Box<dyn JwtVerifier>> {
+    match (alg, key.kind()) {
+        (Algorithm::RS256, DecodingKeyKind::RsaModulusExponent { n, e }) => Ok(Box::new(Rs256 {
+            n: n.clone(),
+            e: e.clone(),
+        })),
+        (Algorithm::RS256, _) => Err(ErrorKind::InvalidKeyFormat.into()),
+        _ => Err(ErrorKind::InvalidAlgorithm.into()),
+    }
+}
+
+/// An RSA public key (big-endian modulus and exponent) checking PKCS#1 v1.5
+/// SHA-256 signatures of 2048 to 8192 bits.
+struct Rs256 {
+    n: Vec<u8>,
+    e: Vec<u8>,
+}
+
+impl signature::Verifier<Vec<u8>> for Rs256 {
+    fn verify(&self, msg: &[u8], sig: &Vec<u8>) -> std::result::Result<(), signature::Error> {
+        RsaPublicKeyComponents {
+            n: &self.n,
+            e: &self.e,
+        }
+        .verify(&RSA_PKCS1_2048_8192_SHA256, msg, sig)
+        .map_err(|_| signature::Error::new())
+    }
+}
+
+impl JwtVerifier for Rs256 {
+    fn algorithm(&self) -> Algorithm {
+        Algorithm::RS256
+    }
+}
