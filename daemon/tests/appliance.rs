@@ -380,9 +380,12 @@ fn fetch(what: &str, dest: &Path, env: &[(&str, String)]) -> (bool, String) {
     (out.status.success(), text)
 }
 
-/// The mirror (`../shared`, holding `models/` and `faces/`), as set-up finds it.
+/// The mirror (`ARCLOCK_MIRROR`, default `../shared`, holding `models/` and
+/// `faces/`), as set-up finds it.
 fn mirror() -> std::path::PathBuf {
-    common::faces().parent().unwrap().to_path_buf()
+    std::env::var_os("ARCLOCK_MIRROR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| root().join("../shared"))
 }
 
 /// A mirror given as a `file://` URL installs every model and photo, each
