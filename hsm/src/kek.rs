@@ -20,12 +20,16 @@ use zeroize::Zeroizing;
 use crate::LockedBytes;
 use crate::error::{Error, from_ck};
 use crate::pool::{Hsm, Inner};
+use crate::trust::{self, Expect};
 
 const NONCE_LEN: usize = 12;
 const TAG_BITS: u64 = 128;
 const TAG_LEN: usize = 16;
 const MAGIC: &[u8; 4] = b"AKW1";
 const LABEL_PREFIX: &str = "kek-v";
+
+/// What a KEK is: AES-256, made in the token and never out of it ([`trust`]).
+const KEK: Expect = Expect::Secret(KeyType::AES, 32);
 
 /// A KEK version number (`kek-v1` is 1). Old versions keep unwrapping until retired.
 pub type KekVersion = u32;
@@ -119,7 +123,11 @@ pub(crate) fn versions(session: &Session) -> Result<Vec<KekVersion>, Error> {
                     .and_then(|l| l.strip_prefix(LABEL_PREFIX))
                     .and_then(|v| v.parse::<u32>().ok())
             {
-                out.push(v);
+                // A planted key must never become the newest KEK.
+                match trust::distrust(session, h, KEK)? {
+                    None => out.push(v),
+                    Some(why) => trust::refused(&label(v), &why),
+                }
             }
         }
     }
@@ -145,7 +153,7 @@ fn encrypt(
     user_id: &str,
     secret: &[u8],
 ) -> Result<WrappedKey, Error> {
-    let key = inner.find(session, ObjectClass::SECRET_KEY, &label(version))?;
+    let key = inner.find(session, &label(version), KEK)?;
     let mut nonce = [0u8; NONCE_LEN];
     session.generate_random_slice(&mut nonce).map_err(from_ck)?;
     let aad = aad(user_id, version);
@@ -167,11 +175,7 @@ fn decrypt(
     user_id: &str,
     wrapped: &WrappedKey,
 ) -> Result<LockedBytes, Error> {
-    let key = inner.find(
-        session,
-        ObjectClass::SECRET_KEY,
-        &label(wrapped.kek_version),
-    )?;
+    let key = inner.find(session, &label(wrapped.kek_version), KEK)?;
     let aad = aad(user_id, wrapped.kek_version);
     let mut iv = wrapped.nonce;
     let params = GcmParams::new(&mut iv, &aad, TAG_BITS.into()).map_err(from_ck)?;
@@ -300,7 +304,7 @@ impl Hsm {
                     rv: format!("{} is the current KEK", label(version)),
                 });
             }
-            let handle = inner.find(s, ObjectClass::SECRET_KEY, &label(version))?;
+            let handle = inner.find(s, &label(version), KEK)?;
             s.destroy_object(handle).map_err(from_ck)?;
             inner.forget(ObjectClass::SECRET_KEY, &label(version));
             inner.forget_current();

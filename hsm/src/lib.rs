@@ -17,6 +17,9 @@
 //!   subjects in the store cannot be matched against a list of addresses.
 //! - [`signer`]: RSA keys for RS256 JWTs, signed with C_Sign; public halves
 //!   exported as a JWKS with RFC 7638 thumbprints as `kid`.
+//! - `trust`: a key is used only if the token made it and never let it out
+//!   (`CKA_ALWAYS_SENSITIVE`, `CKA_NEVER_EXTRACTABLE`, private, expected type
+//!   and size); objects merely carrying our labels are ignored and logged.
 #![forbid(unsafe_code)]
 #![deny(
     clippy::unwrap_used,
@@ -36,6 +39,7 @@ mod pool;
 pub mod provision;
 pub mod pseudonym;
 pub mod signer;
+mod trust;
 
 pub use arclock_secmem::LockedBytes;
 pub use context::pkcs11_context;

@@ -15,13 +15,14 @@ use std::time::{Duration, Instant};
 
 use cryptoki::context::Pkcs11;
 use cryptoki::error::{Error as CkError, RvError};
-use cryptoki::object::{Attribute, ObjectClass, ObjectHandle};
+use cryptoki::object::{ObjectClass, ObjectHandle};
 use cryptoki::session::{Session, UserType};
 use cryptoki::slot::Slot;
 
 use crate::context::{Module, module, reinitialize};
 use crate::error::{Error, from_ck};
 use crate::pin::Pin;
+use crate::trust::{self, Expect};
 
 /// Where the token is and how many sessions to keep.
 #[derive(Debug, Clone)]
@@ -288,26 +289,19 @@ impl Inner {
         }
     }
 
-    /// Finds an object by class and label, caching the handle for this connection.
+    /// Finds the key labelled `label` that may serve as `expect` says
+    /// ([`trust`]), caching its handle for this connection.
     pub(crate) fn find(
         &self,
         session: &Session,
-        class: ObjectClass,
         label: &str,
+        expect: Expect,
     ) -> Result<ObjectHandle, Error> {
-        let key = (class_tag(class), label.to_string());
+        let key = (class_tag(expect.class()), label.to_string());
         if let Some(h) = self.conn()?.handles.get(&key) {
             return Ok(*h);
         }
-        let found = session
-            .find_objects(&[
-                Attribute::Class(class),
-                Attribute::Label(label.as_bytes().to_vec()),
-            ])
-            .map_err(from_ck)?;
-        let handle = *found
-            .first()
-            .ok_or_else(|| Error::KeyNotFound(label.to_string()))?;
+        let handle = trust::find(session, label, expect)?;
         self.conn()?.handles.insert(key, handle);
         Ok(handle)
     }

@@ -10,12 +10,13 @@
 //! anything.
 
 use cryptoki::mechanism::Mechanism;
-use cryptoki::object::{Attribute, KeyType, ObjectClass};
+use cryptoki::object::{Attribute, KeyType};
 use cryptoki::session::Session;
 
 use crate::error::{Error, from_ck};
 use crate::kek::sealed_secret;
 use crate::pool::{Hsm, Inner};
+use crate::trust::{self, Expect};
 
 /// The label (and id) of the pseudonym key in the token.
 pub const LABEL: &str = "arclock-pseudonym-v1";
@@ -40,18 +41,22 @@ fn generate(session: &Session) -> Result<(), Error> {
     Ok(())
 }
 
+/// What the pseudonym key is: a 256-bit HMAC secret made in the token and
+/// never out of it ([`trust`]).
+const KEY: Expect = Expect::Secret(KeyType::GENERIC_SECRET, 32);
+
+/// Whether the token holds a pseudonym key ArcLock made (an object merely
+/// labelled so does not count: a new key is made beside it).
 fn present(session: &Session) -> Result<bool, Error> {
-    let found = session
-        .find_objects(&[
-            Attribute::Class(ObjectClass::SECRET_KEY),
-            Attribute::Label(LABEL.as_bytes().to_vec()),
-        ])
-        .map_err(from_ck)?;
-    Ok(!found.is_empty())
+    match trust::find(session, LABEL, KEY) {
+        Ok(_) => Ok(true),
+        Err(Error::KeyNotFound(_)) => Ok(false),
+        Err(e) => Err(e),
+    }
 }
 
 fn mac(inner: &Inner, session: &Session, data: &[u8]) -> Result<[u8; 32], Error> {
-    let key = inner.find(session, ObjectClass::SECRET_KEY, LABEL)?;
+    let key = inner.find(session, LABEL, KEY)?;
     let out = session
         .sign(&Mechanism::Sha256Hmac, key, data)
         .map_err(from_ck)?;

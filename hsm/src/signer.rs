@@ -16,8 +16,13 @@ use sha2::{Digest, Sha256};
 use crate::error::{Error, from_ck};
 use crate::kek::kept_in_token;
 use crate::pool::Hsm;
+use crate::trust::{self, Expect};
 
 const LABEL_PREFIX: &str = "jwt-v";
+
+/// What a signing key is: RSA of 2048 bits or more, made in the token and
+/// never out of it ([`trust`]).
+const SIGNER: Expect = Expect::RsaPrivate(2048);
 
 /// An RSA public key in JWK form (RFC 7517), ready for `jsonwebtoken` or a JWKS.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -74,7 +79,11 @@ fn strip_zeros(b: &[u8]) -> &[u8] {
     &b[first..]
 }
 
-/// Signing key versions with their public JWKs, ascending by version.
+/// Signing key versions with their public JWKs, ascending by version. A
+/// public key object counts only beside a trusted private key of the same
+/// label and modulus: a public object needs no PIN to create, and one
+/// planted under our label would otherwise be published and trusted to
+/// verify tokens its planter signed.
 pub(crate) fn public_keys(session: &Session) -> Result<Vec<(u32, Jwk)>, Error> {
     let handles = session
         .find_objects(&[
@@ -109,11 +118,34 @@ pub(crate) fn public_keys(session: &Session) -> Result<Vec<(u32, Jwk)>, Error> {
             }
         }
         if let (Some(v), Some(n), Some(e)) = (version, n, e) {
-            out.push((v, jwk(&n, &e)));
+            match private_modulus(session, v)? {
+                Some(m) if strip_zeros(&m) == strip_zeros(&n) => out.push((v, jwk(&n, &e))),
+                Some(_) => {
+                    trust::refused(&label(v), "public key without the private key's modulus")
+                }
+                None => trust::refused(
+                    &label(v),
+                    "public key without a private key made in the token",
+                ),
+            }
         }
     }
     out.sort_by_key(|(v, _)| *v);
     Ok(out)
+}
+
+/// The modulus of the trusted private key of signing key `version`, if any.
+fn private_modulus(session: &Session, version: u32) -> Result<Option<Vec<u8>>, Error> {
+    let Ok(key) = trust::find(session, &label(version), SIGNER) else {
+        return Ok(None);
+    };
+    let attrs = session
+        .get_attributes(key, &[AttributeType::Modulus])
+        .map_err(from_ck)?;
+    Ok(attrs.into_iter().find_map(|a| match a {
+        Attribute::Modulus(m) => Some(m),
+        _ => None,
+    }))
 }
 
 impl Hsm {
@@ -128,7 +160,7 @@ impl Hsm {
                 })?;
                 Ok((v, jwk.kid))
             })?;
-            let key = inner.find(s, ObjectClass::PRIVATE_KEY, &label(version))?;
+            let key = inner.find(s, &label(version), SIGNER)?;
             let bytes = s
                 .sign(&Mechanism::Sha256RsaPkcs, key, &data)
                 .map_err(from_ck)?;

@@ -8,10 +8,17 @@ use std::sync::{Arc, OnceLock};
 
 use arclock_hsm::provision::{Provisioned, ensure_keys, ensure_token};
 use arclock_hsm::{Error, Hsm, HsmConfig, Pin, WrappedKey, pkcs11_context};
-use cryptoki::object::{Attribute, AttributeInfo, AttributeType, ObjectClass};
+use cryptoki::object::{Attribute, AttributeInfo, AttributeType, KeyType, ObjectClass};
 use cryptoki::session::UserType;
 
 const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+
+/// Held around raw PKCS#11 work next to the pools: token initialisation, raw
+/// sessions, and the test that makes a pool re-initialise the module. SoftHSM2
+/// aborts now and then when `C_CreateObject` on one token meets
+/// `C_InitToken` on another (seen 1 run in 10), and a `C_Finalize` frees what
+/// a raw session is using.
+static RAW_SESSIONS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 struct Env {
     dir: tempfile::TempDir,
@@ -40,10 +47,12 @@ async fn token(label: &str) -> (Hsm, PathBuf) {
     let module = Path::new(MODULE);
     let label2 = label.to_string();
     let (pin2, so2) = (pin.clone(), so.clone());
+    let raw = RAW_SESSIONS.lock().await;
     let made = tokio::task::spawn_blocking(move || ensure_token(module, &label2, &pin2, &so2))
         .await
         .unwrap()
         .unwrap();
+    drop(raw);
     assert_eq!(made, Provisioned::Created);
     let hsm = Hsm::new(config(label), Pin::from_file(&pin).unwrap());
     assert!(ensure_keys(&hsm, 2048).await.unwrap());
@@ -112,6 +121,7 @@ async fn wrap_round_trip_binds_user_and_detects_tampering() {
 #[tokio::test]
 async fn kek_and_signing_key_cannot_be_read_out() {
     let (hsm, pin) = token("sealed").await;
+    let _raw = RAW_SESSIONS.lock().await;
     drop(hsm);
     let pin_text = std::fs::read_to_string(&pin).unwrap();
     tokio::task::spawn_blocking(move || {
@@ -158,6 +168,102 @@ async fn kek_and_signing_key_cannot_be_read_out() {
     })
     .await
     .unwrap();
+}
+
+/// An attacker with a read-write session (and the user PIN, for the secret
+/// ones) plants objects under ArcLock's labels: an imported AES key whose
+/// value they know as the next KEK, a readable one, an RSA public key of
+/// their own as the next signing key (a public object: no PIN needed), and a
+/// known pseudonym secret. None of them is ever used: the KEK list, the
+/// JWKS and the pseudonyms are what they were, and a blob naming the planted
+/// KEK does not open.
+#[tokio::test]
+async fn keys_planted_under_our_labels_are_never_used() {
+    let (hsm, pin) = token("planted").await;
+    let jwks_before = hsm.jwks().await.unwrap();
+    let pseudonym_before = hsm.pseudonym(b"alice@example.org").await.unwrap();
+    drop(hsm);
+    let pin_text = std::fs::read_to_string(&pin).unwrap();
+    let raw = RAW_SESSIONS.lock().await;
+    tokio::task::spawn_blocking(move || {
+        let ctx = pkcs11_context(Path::new(MODULE)).unwrap();
+        let slot = ctx
+            .get_slots_with_token()
+            .unwrap()
+            .into_iter()
+            .find(|s| ctx.get_token_info(*s).unwrap().label().trim() == "planted")
+            .unwrap();
+        let s = ctx.open_rw_session(slot).unwrap();
+        // RFC 7638's example key: 2048 bits, and its private half is the
+        // attacker's.
+        let n = base64::Engine::decode(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            "0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw",
+        )
+        .unwrap();
+        s.create_object(&[
+            Attribute::Class(ObjectClass::PUBLIC_KEY),
+            Attribute::KeyType(KeyType::RSA),
+            Attribute::Token(true),
+            Attribute::Private(false),
+            Attribute::Verify(true),
+            Attribute::Modulus(n),
+            Attribute::PublicExponent(vec![1, 0, 1]),
+            Attribute::Label(b"jwt-v99".to_vec()),
+        ])
+        .unwrap();
+        s.login(UserType::User, Some(&pin_text.trim().to_string().into()))
+            .unwrap();
+        let secret = |key_type, label: &str, value: [u8; 32], sensitive| {
+            vec![
+                Attribute::Class(ObjectClass::SECRET_KEY),
+                Attribute::KeyType(key_type),
+                Attribute::Token(true),
+                Attribute::Private(true),
+                Attribute::Sensitive(sensitive),
+                Attribute::Extractable(!sensitive),
+                Attribute::Encrypt(true),
+                Attribute::Decrypt(true),
+                Attribute::Sign(true),
+                Attribute::Value(value.to_vec()),
+                Attribute::Label(label.as_bytes().to_vec()),
+            ]
+        };
+        // Imported: sensitive now, but its value was known before.
+        s.create_object(&secret(KeyType::AES, "kek-v99", [7; 32], true))
+            .unwrap();
+        s.create_object(&secret(KeyType::AES, "kek-v98", [8; 32], false))
+            .unwrap();
+        s.create_object(&secret(
+            KeyType::GENERIC_SECRET,
+            arclock_hsm::pseudonym::LABEL,
+            [9; 32],
+            false,
+        ))
+        .unwrap();
+    })
+    .await
+    .unwrap();
+    drop(raw);
+
+    let hsm = Hsm::new(config("planted"), Pin::from_file(&pin).unwrap());
+    assert_eq!(hsm.kek_versions().await.unwrap(), vec![1]);
+    assert_eq!(hsm.wrap("user-a", &[1; 32]).await.unwrap().kek_version, 1);
+    let forged = WrappedKey {
+        kek_version: 99,
+        nonce: [0; 12],
+        ciphertext: vec![0; 48],
+    };
+    assert!(matches!(
+        hsm.unwrap("user-a", &forged).await,
+        Err(Error::KeyNotFound(_))
+    ));
+    assert_eq!(hsm.jwks().await.unwrap().keys, jwks_before.keys);
+    assert_eq!(
+        hsm.pseudonym(b"alice@example.org").await.unwrap(),
+        pseudonym_before
+    );
+    assert!(!hsm.create_pseudonym_key().await.unwrap());
 }
 
 /// A pseudonym is stable, depends on every byte of its input and on the
@@ -352,6 +458,7 @@ async fn missing_module_token_and_wrong_pin_are_clear_errors() {
 #[tokio::test]
 async fn token_removed_then_reinserted() {
     let (hsm, _) = token("removable").await;
+    let _raw = RAW_SESSIONS.lock().await;
     let w = hsm.wrap("u", b"survives removal").await.unwrap();
     let status = hsm.status().await.unwrap();
     assert_eq!(status.kek_versions, vec![1]);
