@@ -63,6 +63,19 @@ async fn token(label: &str) -> (Hsm, PathBuf) {
     (hsm, pin)
 }
 
+/// The shared PKCS#11 context and the slot of token `label`, for raw
+/// sessions beside the pool (hold [`RAW_SESSIONS`] while using them).
+fn raw_slot(label: &str) -> (cryptoki::context::Pkcs11, cryptoki::slot::Slot) {
+    let ctx = pkcs11_context(Path::new(MODULE)).unwrap();
+    let slot = ctx
+        .get_slots_with_token()
+        .unwrap()
+        .into_iter()
+        .find(|s| ctx.get_token_info(*s).unwrap().label().trim() == label)
+        .unwrap();
+    (ctx, slot)
+}
+
 fn config(label: &str) -> HsmConfig {
     HsmConfig {
         module: MODULE.into(),
@@ -125,13 +138,7 @@ async fn kek_and_signing_key_cannot_be_read_out() {
     drop(hsm);
     let pin_text = std::fs::read_to_string(&pin).unwrap();
     tokio::task::spawn_blocking(move || {
-        let ctx = pkcs11_context(Path::new(MODULE)).unwrap();
-        let slot = ctx
-            .get_slots_with_token()
-            .unwrap()
-            .into_iter()
-            .find(|s| ctx.get_token_info(*s).unwrap().label().trim() == "sealed")
-            .unwrap();
+        let (ctx, slot) = raw_slot("sealed");
         let s = ctx.open_ro_session(slot).unwrap();
         let _ = s.login(UserType::User, Some(&pin_text.trim().to_string().into()));
         for (class, label) in [
@@ -186,13 +193,7 @@ async fn keys_planted_under_our_labels_are_never_used() {
     let pin_text = std::fs::read_to_string(&pin).unwrap();
     let raw = RAW_SESSIONS.lock().await;
     tokio::task::spawn_blocking(move || {
-        let ctx = pkcs11_context(Path::new(MODULE)).unwrap();
-        let slot = ctx
-            .get_slots_with_token()
-            .unwrap()
-            .into_iter()
-            .find(|s| ctx.get_token_info(*s).unwrap().label().trim() == "planted")
-            .unwrap();
+        let (ctx, slot) = raw_slot("planted");
         let s = ctx.open_rw_session(slot).unwrap();
         // RFC 7638's example key: 2048 bits, and its private half is the
         // attacker's.
