@@ -32,9 +32,9 @@ fi
 rm -rf "$PKG" "$OUT/$NAME.deb"
 mkdir -p "$PKG/DEBIAN"
 make -s install-files DESTDIR="$PKG" PREFIX=/usr BIN_SRC=target/release STATE="$STATE"
-strip --strip-unneeded --remove-section=.comment --remove-section=.note \
-  "$PKG/usr/bin/arclockd" "$PKG/usr/bin/arclock-console" \
-  "$PKG/usr/lib/arclock/libonnxruntime.so.$(sed -n 's/^ORT_VERSION="\(.*\)"/\1/p' scripts/setup.sh)"
+# The three ELF files (ONNX Runtime under whatever version install-files put).
+ELF=("$PKG/usr/bin/arclockd" "$PKG/usr/bin/arclock-console" "$PKG"/usr/lib/arclock/libonnxruntime.so.*)
+strip --strip-unneeded --remove-section=.comment --remove-section=.note "${ELF[@]}"
 install -D -m 0755 packaging/first-start.sh "$PKG/usr/sbin/arclock-first-start"
 
 # Man pages and completions, from the binaries themselves.
@@ -83,8 +83,7 @@ shlib="$(mktemp -d)"
 trap 'rm -rf "$shlib"' EXIT
 mkdir -p "$shlib/debian"
 printf 'Source: arclock\n\nPackage: arclock\nArchitecture: any\n' > "$shlib/debian/control"
-(cd "$shlib" && dpkg-shlibdeps -O -e"$PKG/usr/bin/arclockd" -e"$PKG/usr/bin/arclock-console" \
-  -e"$(ls "$PKG"/usr/lib/arclock/libonnxruntime.so.*)" 2>/dev/null) > "$shlib/deps"
+(cd "$shlib" && dpkg-shlibdeps -O "${ELF[@]/#/-e}" 2>/dev/null) > "$shlib/deps"
 shdeps="$(sed -n 's/^shlibs:Depends=//p' "$shlib/deps")"
 size="$(du -sk --exclude=DEBIAN "$PKG" | cut -f1)"
 cat > "$PKG/DEBIAN/control" <<CONTROL

@@ -178,7 +178,7 @@ def from_lfw_archive(dest, needed, m):
             os.replace(target + ".tmp", target)
             found += 1
     if found < len(names):
-        absent = sorted(set(names.values()) - {r for r in names.values() if os.path.exists(os.path.join(dest, r))})
+        absent = sorted(r for r in names.values() if not os.path.exists(os.path.join(dest, r)))
         return [f"photos {absent[0]} and {len(absent) - 1} more: in neither the mirror nor the LFW archive {url}"]
     print(f"setup: {found} lfw-dev photos extracted from the LFW archive (LFW's 250x250 originals)")
     return []

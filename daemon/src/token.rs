@@ -13,14 +13,14 @@ use arclock_hsm::{Hsm, Jwks};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
-
-pub(crate) mod rs256;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::identity::UserId;
 use crate::store::Millis;
 use crate::timing::{self, Step};
+
+pub(crate) mod rs256;
 
 /// Why a token was refused. The client always sees one generic 401.
 #[derive(Debug, thiserror::Error)]

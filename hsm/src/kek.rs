@@ -20,7 +20,7 @@ use zeroize::Zeroizing;
 use crate::LockedBytes;
 use crate::error::{Error, from_ck};
 use crate::pool::{Hsm, Inner};
-use crate::trust::{self, Expect};
+use crate::trust::{self, Expect, kept_in_token};
 
 const NONCE_LEN: usize = 12;
 const TAG_BITS: u64 = 128;
@@ -193,19 +193,6 @@ fn decrypt(
             })?,
     );
     Ok(LockedBytes::from_slice(&plain)?)
-}
-
-/// What every private or secret key ArcLock makes carries: persistent,
-/// private, sensitive, and neither extractable nor copyable, so its value
-/// never leaves the token.
-pub(crate) fn kept_in_token() -> [Attribute; 5] {
-    [
-        Attribute::Token(true),
-        Attribute::Private(true),
-        Attribute::Sensitive(true),
-        Attribute::Extractable(false),
-        Attribute::Copyable(false),
-    ]
 }
 
 /// The template of a 256-bit secret key that never leaves the token

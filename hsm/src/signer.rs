@@ -14,9 +14,8 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, from_ck};
-use crate::kek::kept_in_token;
 use crate::pool::Hsm;
-use crate::trust::{self, Expect};
+use crate::trust::{self, Expect, kept_in_token};
 
 const LABEL_PREFIX: &str = "jwt-v";
 

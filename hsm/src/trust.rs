@@ -16,6 +16,20 @@ use cryptoki::session::Session;
 
 use crate::error::{Error, from_ck};
 
+/// What every private or secret key ArcLock makes carries: persistent,
+/// private, sensitive, and neither extractable nor copyable, so its value
+/// never leaves the token. [`distrust`] checks what the token reports of
+/// these (and that they always held) before a key is used.
+pub(crate) fn kept_in_token() -> [Attribute; 5] {
+    [
+        Attribute::Token(true),
+        Attribute::Private(true),
+        Attribute::Sensitive(true),
+        Attribute::Extractable(false),
+        Attribute::Copyable(false),
+    ]
+}
+
 /// What a key must be, besides kept in the token.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Expect {
@@ -41,95 +55,46 @@ pub(crate) fn distrust(
     handle: ObjectHandle,
     expect: Expect,
 ) -> Result<Option<String>, Error> {
-    let mut wanted = vec![
-        AttributeType::Class,
-        AttributeType::KeyType,
-        AttributeType::Private,
-        AttributeType::Sensitive,
-        AttributeType::AlwaysSensitive,
-        AttributeType::Extractable,
-        AttributeType::NeverExtractable,
-    ];
-    wanted.push(match expect {
-        Expect::Secret(..) => AttributeType::ValueLen,
-        Expect::RsaPrivate(_) => AttributeType::Modulus,
-    });
-    let attrs = session.get_attributes(handle, &wanted).map_err(from_ck)?;
-    let flag = |want: AttributeType| {
-        attrs.iter().any(|a| {
-            a.attribute_type() == want
-                && matches!(
-                    a,
-                    Attribute::Private(true)
-                        | Attribute::Sensitive(true)
-                        | Attribute::AlwaysSensitive(true)
-                        | Attribute::NeverExtractable(true)
-                )
-        })
+    let (key_type, size) = match expect {
+        Expect::Secret(key_type, _) => (key_type, AttributeType::ValueLen),
+        Expect::RsaPrivate(_) => (KeyType::RSA, AttributeType::Modulus),
     };
-    for (want, what) in [
+    let required = [
         (
-            AttributeType::Private,
+            Attribute::Class(expect.class()),
+            "not of the expected class",
+        ),
+        (Attribute::KeyType(key_type), "not of the expected key type"),
+        (
+            Attribute::Private(true),
             "not private (readable without the PIN)",
         ),
-        (AttributeType::Sensitive, "not sensitive"),
+        (Attribute::Sensitive(true), "not sensitive"),
         (
-            AttributeType::AlwaysSensitive,
+            Attribute::AlwaysSensitive(true),
             "not always sensitive (imported, or once readable)",
         ),
-        (AttributeType::NeverExtractable, "once extractable"),
-    ] {
-        if !flag(want) {
-            return Ok(Some(what.into()));
-        }
+        (Attribute::Extractable(false), "extractable"),
+        (Attribute::NeverExtractable(true), "once extractable"),
+    ];
+    let mut wanted: Vec<AttributeType> = required.iter().map(|(a, _)| a.attribute_type()).collect();
+    wanted.push(size);
+    let attrs = session.get_attributes(handle, &wanted).map_err(from_ck)?;
+    if let Some((_, why)) = required.iter().find(|(a, _)| !attrs.contains(a)) {
+        return Ok(Some((*why).into()));
     }
-    if attrs
-        .iter()
-        .any(|a| matches!(a, Attribute::Extractable(true)))
-    {
-        return Ok(Some("extractable".into()));
-    }
-    let class = attrs.iter().find_map(|a| match a {
-        Attribute::Class(c) => Some(*c),
-        _ => None,
-    });
-    if class != Some(expect.class()) {
-        return Ok(Some(format!("class {class:?}, not {:?}", expect.class())));
-    }
-    let key_type = attrs.iter().find_map(|a| match a {
-        Attribute::KeyType(k) => Some(*k),
-        _ => None,
-    });
-    match expect {
-        Expect::Secret(want, len) => {
-            if key_type != Some(want) {
-                return Ok(Some(format!("key type {key_type:?}, not {want:?}")));
+    Ok(
+        match (expect, attrs.iter().find(|a| a.attribute_type() == size)) {
+            (Expect::Secret(_, len), Some(Attribute::ValueLen(v))) if **v == len => None,
+            (Expect::RsaPrivate(min), Some(Attribute::Modulus(n)))
+                if significant_bits(n) >= min =>
+            {
+                None
             }
-            let have = attrs.iter().find_map(|a| match a {
-                Attribute::ValueLen(v) => Some(**v),
-                _ => None,
-            });
-            if have != Some(len) {
-                return Ok(Some(format!("{have:?} bytes, not {len}")));
-            }
-        }
-        Expect::RsaPrivate(min_bits) => {
-            if key_type != Some(KeyType::RSA) {
-                return Ok(Some(format!("key type {key_type:?}, not RSA")));
-            }
-            let bits = attrs
-                .iter()
-                .find_map(|a| match a {
-                    Attribute::Modulus(n) => Some(significant_bits(n)),
-                    _ => None,
-                })
-                .unwrap_or(0);
-            if bits < min_bits {
-                return Ok(Some(format!("{bits}-bit modulus, under {min_bits}")));
-            }
-        }
-    }
-    Ok(None)
+            (Expect::Secret(_, len), have) => Some(format!("{have:?}, not {len} bytes")),
+            (Expect::RsaPrivate(min), _) => Some(format!("modulus under {min} bits")),
+        },
+    )
 }
 
 /// The first object labelled `label` that may serve as `expect` says; the

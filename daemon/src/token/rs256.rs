@@ -7,8 +7,6 @@
 //! (the HSM signs), and `ring`, already here for TLS, does that in constant
 //! time. Everything else this provider is asked for is refused.
 
-use std::sync::Once;
-
 use jsonwebtoken::crypto::{CryptoProvider, JwkUtils, JwtSigner, JwtVerifier};
 use jsonwebtoken::errors::{ErrorKind, Result};
 use jsonwebtoken::{Algorithm, DecodingKey, DecodingKeyKind, EncodingKey, signature};
@@ -20,13 +18,11 @@ static PROVIDER: CryptoProvider = CryptoProvider {
     jwk_utils: JwkUtils::new_unimplemented(),
 };
 
-/// Makes this the process's provider (idempotent; before any verification).
+/// Makes this the process's provider (before any verification). Later calls
+/// find it installed: jsonwebtoken keeps the first, and only this crate
+/// installs one.
 pub fn install() {
-    static ONCE: Once = Once::new();
-    // An Err means one is installed already: only this crate installs one.
-    ONCE.call_once(|| {
-        let _ = PROVIDER.install_default();
-    });
+    let _ = PROVIDER.install_default();
 }
 
 fn signer_factory(_: &Algorithm, _: &EncodingKey) -> Result<Box<dyn JwtSigner>> {
