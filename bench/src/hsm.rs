@@ -179,12 +179,12 @@ pub async fn run(report: &mut Report, dir: &Path, dur: Duration, jwt_bits: u32) 
     let mut pooled_median = [0.0f64; 3];
     for workers in [1usize, 2] {
         let hsm = Hsm::new(config(workers), Pin::from_file(&pin_file)?);
-        let blob = hsm.wrap("bench-user", &[7u8; 32]).await?;
+        let blob = hsm.wrap("bench-user", &[9u8; 32], &[7u8; 32]).await?;
         let h = hsm.clone();
         let wrap = drive(workers, dur, move || {
             let h = h.clone();
             async move {
-                h.wrap("bench-user", &[7u8; 32]).await?;
+                h.wrap("bench-user", &[9u8; 32], &[7u8; 32]).await?;
                 Ok(())
             }
         })
@@ -193,7 +193,7 @@ pub async fn run(report: &mut Report, dir: &Path, dur: Duration, jwt_bits: u32) 
         let unwrap = drive(workers, dur, move || {
             let (h, b) = (h.clone(), blob.clone());
             async move {
-                h.unwrap("bench-user", &b).await?;
+                h.unwrap("bench-user", &[9u8; 32], &b).await?;
                 Ok(())
             }
         })

@@ -37,6 +37,7 @@ fn new_user(i: usize) -> Result<NewUser> {
             },
             key: StoredKey {
                 wrapped: WrappedKey {
+                    binding: arclock_hsm::Binding::Credentials,
                     kek_version: 1,
                     nonce: [7; 12],
                     ciphertext: vec![0x5A; 48],

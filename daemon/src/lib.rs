@@ -24,7 +24,10 @@
 //! - [`supervisor`]: sd_notify readiness, stopping and watchdog.
 //! - [`kiosk`]: the local V4L2 camera (enrol and verify from the console).
 //! - [`identity`]: `UserId`, `Email`, `Name`, parsed once at the edge.
-//! - [`template`]: face templates sealed under per-user keys the HSM wraps.
+//! - [`template`]: face templates sealed under per-user keys the HSM wraps,
+//!   each wrapped key bound to its whole record (a swapped template fails).
+//! - [`custody`]: jobs over every wrapped key: KEK rotation, retirement of
+//!   old KEKs (crypto-shredding that reaches backups), binding old records.
 //! - [`token`]: RS256 access tokens signed in the HSM; refresh token hashes.
 //! - [`store`]: users, encrypted templates, wrapped keys, logs, lockouts and
 //!   sessions, on SQLite or MongoDB.
@@ -54,6 +57,7 @@ pub mod audit;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod custody;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
@@ -113,6 +117,8 @@ pub struct App {
     pub pseudonym_key: tokio::sync::OnceCell<()>,
     /// The last audit entry this process sealed (`audit::seal`).
     pub audit_sealed: std::sync::atomic::AtomicU64,
+    /// The key job running (or last run) here: rotation, retirement, binding.
+    pub custody: custody::Jobs,
 }
 
 /// Replaces the log level filter; `Err` names what is wrong with the level.
@@ -210,6 +216,7 @@ impl App {
             bodies,
             pseudonym_key: tokio::sync::OnceCell::new(),
             audit_sealed: Default::default(),
+            custody: Default::default(),
         })
     }
 
@@ -317,10 +324,15 @@ pub async fn run(app: App) -> anyhow::Result<()> {
     let heartbeat = tokio::spawn(heartbeat(Arc::clone(&app)));
     let reload = tokio::spawn(reload_on_hangup(Arc::clone(&app)));
     let watchdog = tokio::spawn(supervisor::watchdog());
+    let binding = tokio::spawn({
+        let app = Arc::clone(&app);
+        async move { custody::bind_legacy(&app).await }
+    });
     supervisor::ready(&format!("serving on {local}"));
     shutdown_signal().await;
     upkeep.abort();
     heartbeat.abort();
+    binding.abort();
     reload.abort();
     supervisor::stopping();
     tracing::info!(

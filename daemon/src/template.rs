@@ -7,15 +7,22 @@
 //! the embedding with the model id stored beside it, so a template made by
 //! another model is refused rather than compared.
 //!
+//! The wrapped key's AAD also carries [`binding`], a digest of the e-mail,
+//! model id, public key and template ciphertext: the HSM's GCM tag is then a
+//! MAC over the whole record, so someone who can write to the store cannot
+//! encrypt their own face to a victim's public key, nor move a record to
+//! another address, without the unwrap failing (fail closed, logged).
+//!
 //! Not controlled: `ecies` and `k256` hold the private scalar and the
 //! decrypted plaintext in their own stack/heap values for the length of one
 //! call; we wipe every buffer we get back and keep ours locked.
 
 use arclock_face::Embedding;
 use arclock_hsm::{Hsm, LockedBytes};
+use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
-use crate::identity::UserId;
+use crate::identity::{Email, UserId};
 use crate::store::{Credentials, StoredKey, Template};
 use crate::timing::{self, Step};
 
@@ -33,10 +40,30 @@ pub enum TemplateError {
     Crypto(String),
 }
 
-/// Encrypts `embedding` for `user` and wraps the fresh private key in the HSM.
+/// What a wrapped key is bound to besides its owner's id: the address the
+/// account answers to and every stored byte of its template and public key
+/// (each length-prefixed, so no two records share a digest by shifting bytes).
+pub fn binding(email: &str, template: &Template, public_key: &[u8]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(b"arclock/credentials/v1\0");
+    for part in [
+        email.as_bytes(),
+        template.model_id.as_bytes(),
+        public_key,
+        &template.ciphertext,
+    ] {
+        h.update((part.len() as u64).to_be_bytes());
+        h.update(part);
+    }
+    h.finalize().into()
+}
+
+/// Encrypts `embedding` for `user` and wraps the fresh private key in the
+/// HSM, bound to `email` and the template ([`binding`]).
 pub async fn seal(
     hsm: &Hsm,
     user: &UserId,
+    email: &Email,
     embedding: &Embedding,
 ) -> Result<Credentials, TemplateError> {
     let crypto = |e: &dyn std::fmt::Display| TemplateError::Crypto(e.to_string());
@@ -48,13 +75,18 @@ pub async fn seal(
     let plain = embedding.to_bytes()?;
     let ciphertext = ecies::encrypt(&public_key, &plain).map_err(|e| crypto(&e))?;
     drop(plain);
-    let wrapped =
-        timing::timed(Step::Hsm, hsm.wrap(user.as_str(), secret_bytes.as_slice())).await?;
+    let template = Template {
+        model_id: embedding.model_id().to_string(),
+        ciphertext,
+    };
+    let bound = binding(email.as_str(), &template, &public_key);
+    let wrapped = timing::timed(
+        Step::Hsm,
+        hsm.wrap(user.as_str(), &bound, secret_bytes.as_slice()),
+    )
+    .await?;
     Ok(Credentials {
-        template: Template {
-            model_id: embedding.model_id().to_string(),
-            ciphertext,
-        },
+        template,
         key: StoredKey {
             wrapped,
             public_key,
@@ -62,15 +94,22 @@ pub async fn seal(
     })
 }
 
-/// Unwraps the user's key in the HSM and decrypts the stored embedding.
+/// Unwraps the user's key in the HSM and decrypts the stored embedding; a
+/// record that is not the one sealed for `user` at `email` is
+/// `IntegrityFailure`.
 pub async fn open(
     hsm: &Hsm,
     user: &UserId,
+    email: &Email,
     creds: &Credentials,
 ) -> Result<Embedding, TemplateError> {
     let crypto = |e: &dyn std::fmt::Display| TemplateError::Crypto(e.to_string());
-    let secret: LockedBytes =
-        timing::timed(Step::Hsm, hsm.unwrap(user.as_str(), &creds.key.wrapped)).await?;
+    let bound = binding(email.as_str(), &creds.template, &creds.key.public_key);
+    let secret: LockedBytes = timing::timed(
+        Step::Hsm,
+        hsm.unwrap(user.as_str(), &bound, &creds.key.wrapped),
+    )
+    .await?;
     timing::measured(Step::Decrypt, || {
         let plain = Zeroizing::new(
             ecies::decrypt(&secret, &creds.template.ciphertext).map_err(|e| crypto(&e))?,

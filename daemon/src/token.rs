@@ -1,5 +1,6 @@
 //! Access tokens: RS256 JWTs signed inside the HSM, verified against the
-//! token's own public keys, and opaque refresh tokens stored only as hashes.
+//! token's own public keys, and refresh tokens stored only as HMACs under a
+//! key inside the HSM ([`RefreshToken`]).
 //!
 //! Verification accepts exactly one algorithm (RS256) with a `kid` from our key
 //! set, and checks issuer, audience, `exp` and `nbf` with no leeway, so the
@@ -14,7 +15,6 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::identity::UserId;
 use crate::store::Millis;
@@ -213,15 +213,83 @@ pub fn check(
     Ok(c)
 }
 
-/// A new opaque refresh token (256 random bits, base64url) and the SHA-256
-/// hash that is all the store ever sees.
-pub fn new_refresh_token() -> (String, [u8; 32]) {
-    let token = URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>());
-    let hash = refresh_hash(&token);
-    (token, hash)
+/// A refresh token as the client holds it: `<family id>.<user id>.<secret>`
+/// (256 random bits, base64url). The store keeps only an HMAC of it under a
+/// key inside the HSM ([`RefreshToken::mac_input`]), binding the secret to
+/// the family and the user it names: someone who can write to the store can
+/// neither insert a family for a token they know (the stored form needs the
+/// HSM) nor move a family to another user (the row's user is checked
+/// against the token's, which the MAC covers).
+pub struct RefreshToken {
+    family_id: String,
+    user: UserId,
+    secret: zeroize::Zeroizing<String>,
 }
 
-/// The stored form of a refresh token.
-pub fn refresh_hash(token: &str) -> [u8; 32] {
-    Sha256::digest(token.as_bytes()).into()
+impl RefreshToken {
+    /// A fresh token for `user` in family `family_id`.
+    pub fn generate(family_id: &str, user: &UserId) -> Self {
+        RefreshToken {
+            family_id: family_id.to_string(),
+            user: user.clone(),
+            secret: zeroize::Zeroizing::new(URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>())),
+        }
+    }
+
+    /// The token's three parts, or `None` for any other shape (including the
+    /// bare secrets issued before tokens were bound: those sessions end).
+    pub fn parse(s: &str) -> Option<Self> {
+        let mut parts = s.split('.');
+        let (family, user, secret) = (parts.next()?, parts.next()?, parts.next()?);
+        let secret_ok = secret.len() == 43
+            && secret
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        (parts.next().is_none() && secret_ok && UserId::parse(family).is_some()).then(|| {
+            Some(RefreshToken {
+                family_id: family.to_string(),
+                user: UserId::parse(user)?,
+                secret: zeroize::Zeroizing::new(secret.to_string()),
+            })
+        })?
+    }
+
+    /// The wire form handed to the client.
+    pub fn encode(&self) -> String {
+        format!("{}.{}.{}", self.family_id, self.user, self.secret.as_str())
+    }
+
+    /// The family the token claims.
+    pub fn family_id(&self) -> &str {
+        &self.family_id
+    }
+
+    /// The user the token claims.
+    pub fn user(&self) -> &UserId {
+        &self.user
+    }
+
+    /// What the HSM's HMAC runs over: a context no other use of the key
+    /// shares, then each part length-prefixed.
+    pub fn mac_input(&self) -> Vec<u8> {
+        let mut m = b"arclock/refresh-token/v1\0".to_vec();
+        for part in [
+            self.family_id.as_bytes(),
+            self.user.as_str().as_bytes(),
+            self.secret.as_bytes(),
+        ] {
+            m.extend_from_slice(&(part.len() as u32).to_be_bytes());
+            m.extend_from_slice(part);
+        }
+        m
+    }
+}
+
+impl std::fmt::Debug for RefreshToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RefreshToken")
+            .field("family_id", &self.family_id)
+            .field("user", &self.user)
+            .finish_non_exhaustive()
+    }
 }

@@ -281,11 +281,13 @@ async fn a_key_rotation_on_one_instance_reaches_the_others_within_the_cache_time
         }
     };
     let mut people = common::people(40).into_iter();
+    let mut enrolled = Vec::new();
     let mut enrol = async |d: &Daemon| loop {
         let person = people.next().expect("enough people");
         let email = format!("{}@example.org", person.to_lowercase());
         let (s, body) = register(d, &email, &person).await;
         if s == 201 {
+            enrolled.push((email, person));
             break body["data"]["user"]["id"].as_str().unwrap().to_string();
         }
     };
@@ -318,4 +320,17 @@ async fn a_key_rotation_on_one_instance_reaches_the_others_within_the_cache_time
         "B and C wrap with v2 {:?} after the rotation",
         rotated.elapsed()
     );
+
+    // Retirement on A: it waits out the other instances' cache, moves
+    // every key (whoever wrapped it) to v3 and destroys v1 and v2; every
+    // account still signs in on B and C, whose cached handles went stale.
+    let retired = admin.retire_keks().await.unwrap();
+    assert_eq!((retired.version, retired.destroyed), (3, vec![1, 2]));
+    assert_eq!(retired.tally.failed, 0);
+    assert_eq!(admin.health().await.unwrap().keys.kek_versions, vec![3]);
+    assert_eq!(version_of(enrol(&b).await).await, 3);
+    for (i, (email, person)) in enrolled.iter().enumerate() {
+        let d = if i % 2 == 0 { &b } else { &c };
+        assert_eq!(sign_in(d, email, person, 1).await.0, 200, "{email}");
+    }
 }

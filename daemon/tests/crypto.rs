@@ -7,15 +7,15 @@ use std::path::Path;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use arclock_face::{Embedding, FaceModels, Manifest, Pipeline, Policy, Threads, Workspace};
+use arclock_face::Embedding;
 use arclock_hsm::provision::{ensure_keys, ensure_token};
 use arclock_hsm::{Hsm, HsmConfig, Pin};
-use arclockd::identity::UserId;
+use arclockd::identity::{Email, UserId};
 use arclockd::template::{self, TemplateError};
-use arclockd::token::{Claims, TokenError, Tokens, new_refresh_token, refresh_hash};
+use arclockd::token::{Claims, RefreshToken, TokenError, Tokens};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use common::{installed as state, root};
+use common::embedding;
 
 const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
 const NOW: i64 = 1_800_000_000_000;
@@ -170,45 +170,53 @@ async fn access_tokens_verify_and_every_classic_attack_fails() {
 }
 
 #[test]
-fn refresh_tokens_are_random_and_only_their_hash_is_kept() {
-    let (a, ha) = new_refresh_token();
-    let (b, hb) = new_refresh_token();
-    assert_ne!(a, b);
-    assert_ne!(ha, hb);
-    assert_eq!(refresh_hash(&a), ha);
-    assert!(a.len() >= 43, "256 bits");
-}
-
-fn embedding(person: &str, n: u32) -> Embedding {
-    static P: OnceLock<Pipeline> = OnceLock::new();
-    let p = P.get_or_init(|| {
-        let manifest = Manifest::load(&root().join("models/manifest.toml")).unwrap();
-        let models = FaceModels::load(
-            &state().join("opt/onnxruntime-1.32.0/libonnxruntime.so.1.32.0"),
-            &manifest,
-            &state().join("models"),
-            "scrfd_2.5g_bnkps",
-            "arcface_mobileface_128",
-            Threads {
-                workers: 1,
-                intra: 1,
-            },
-        )
-        .unwrap();
-        Pipeline::new(models, Policy::default(), Default::default(), 1)
-    });
-    let bytes = common::lfw(person, n);
-    p.run(&mut Workspace::new().unwrap(), &bytes, None)
-        .unwrap()
-        .embedding
+fn refresh_tokens_are_random_and_name_their_family_and_user() {
+    let (user, family) = (UserId::generate(), hex::encode([7u8; 16]));
+    let (a, b) = (
+        RefreshToken::generate(&family, &user),
+        RefreshToken::generate(&family, &user),
+    );
+    assert_ne!(a.encode(), b.encode());
+    assert_ne!(a.mac_input(), b.mac_input());
+    let parsed = RefreshToken::parse(&a.encode()).unwrap();
+    assert_eq!(
+        (parsed.family_id(), parsed.user()),
+        (family.as_str(), &user)
+    );
+    assert_eq!(parsed.mac_input(), a.mac_input());
+    assert!(
+        a.encode().rsplit('.').next().unwrap().len() >= 43,
+        "256 bits"
+    );
+    // The same secret claimed for another user is another MAC input.
+    let other = a
+        .encode()
+        .replace(user.as_str(), UserId::generate().as_str());
+    assert_ne!(
+        RefreshToken::parse(&other).unwrap().mac_input(),
+        a.mac_input()
+    );
+    // Bare secrets (the format before tokens were bound) and junk do not parse.
+    for junk in [
+        "",
+        "abc",
+        &URL_SAFE_NO_PAD.encode([1u8; 32]),
+        &format!("{}.extra", a.encode()),
+        &a.encode().replacen('.', "..", 1),
+    ] {
+        assert!(RefreshToken::parse(junk).is_none(), "{junk:?}");
+    }
+    assert!(!format!("{a:?}").contains(a.encode().rsplit('.').next().unwrap()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn templates_seal_to_the_user_and_open_only_for_them() {
     let hsm = token("templates").await;
     let (alice, mallory) = (UserId::generate(), UserId::generate());
+    let at = Email::parse("alice@example.com").unwrap();
     let probe = embedding("Al_Pacino", 1);
-    let creds = template::seal(&hsm, &alice, &probe).await.unwrap();
+    let creds = template::seal(&hsm, &alice, &at, &probe).await.unwrap();
+    assert_eq!(creds.key.wrapped.binding, arclock_hsm::Binding::Credentials);
 
     // Nothing of the embedding is in what gets stored.
     let plain = probe.to_bytes().unwrap();
@@ -222,37 +230,76 @@ async fn templates_seal_to_the_user_and_open_only_for_them() {
     assert_eq!(creds.template.model_id, "arcface_mobileface_128");
     assert_eq!(creds.key.public_key.len(), 33);
 
-    let opened = template::open(&hsm, &alice, &creds).await.unwrap();
+    let opened = template::open(&hsm, &alice, &at, &creds).await.unwrap();
     assert!((opened.cosine(&probe).unwrap() - 1.0).abs() < 1e-6);
     let same_person = embedding("Al_Pacino", 2);
     assert!(opened.cosine(&same_person).unwrap() >= 0.39);
 
+    let forged = |r: Result<Embedding, TemplateError>| {
+        matches!(
+            r,
+            Err(TemplateError::Hsm(arclock_hsm::Error::IntegrityFailure))
+        )
+    };
     // Moved to another user: the HSM refuses the key (AAD binds the user id).
-    assert!(matches!(
-        template::open(&hsm, &mallory, &creds).await,
-        Err(TemplateError::Hsm(arclock_hsm::Error::IntegrityFailure))
+    assert!(forged(template::open(&hsm, &mallory, &at, &creds).await));
+    // Moved to another address: refused (the e-mail is in the binding).
+    let elsewhere = Email::parse("mallory@example.com").unwrap();
+    assert!(forged(
+        template::open(&hsm, &alice, &elsewhere, &creds).await
     ));
-    // A flipped bit in the template is refused by ECIES's AEAD.
+    // The attack a store writer would make: their own face, encrypted to
+    // Alice's *public* key (no secret needed), in place of her template.
+    let theirs = embedding("George_W_Bush", 1);
+    let mut swapped = creds.clone();
+    swapped.template.ciphertext =
+        ecies::encrypt(&creds.key.public_key, &theirs.to_bytes().unwrap()).unwrap();
+    assert!(forged(template::open(&hsm, &alice, &at, &swapped).await));
+    // A flipped bit in the template, another public key, or the template
+    // relabelled to another model: refused before any decryption.
     let mut bad = creds.clone();
     let mid = bad.template.ciphertext.len() / 2;
     bad.template.ciphertext[mid] ^= 1;
-    assert!(matches!(
-        template::open(&hsm, &alice, &bad).await,
-        Err(TemplateError::Crypto(_))
-    ));
-    // A template relabelled to another model never compares with this model's probes.
+    assert!(forged(template::open(&hsm, &alice, &at, &bad).await));
+    let mut other_key = creds.clone();
+    other_key.key.public_key[5] ^= 1;
+    assert!(forged(template::open(&hsm, &alice, &at, &other_key).await));
     let mut other_model = creds.clone();
     other_model.template.model_id = "mobilefacenet_128".into();
-    let e = template::open(&hsm, &alice, &other_model).await.unwrap();
-    assert!(e.cosine(&probe).is_err());
-    // After a KEK rotation the stored key is re-wrapped without re-enrolment.
+    assert!(forged(
+        template::open(&hsm, &alice, &at, &other_model).await
+    ));
+    // The blob relabelled as the old, owner-only format: refused (this
+    // token was made bound, so it never accepts AKW1).
+    let mut downgraded = creds.clone();
+    downgraded.key.wrapped.binding = arclock_hsm::Binding::Owner;
+    assert!(forged(template::open(&hsm, &alice, &at, &downgraded).await));
+
+    // After a KEK rotation the stored key is re-wrapped without re-enrolment,
+    // still bound to its record.
     hsm.create_kek_version().await.unwrap();
+    let bound = template::binding(at.as_str(), &creds.template, &creds.key.public_key);
     let mut rotated = creds.clone();
     rotated.key.wrapped = hsm
-        .rewrap(alice.as_str(), &creds.key.wrapped)
+        .rewrap(alice.as_str(), &bound, &creds.key.wrapped)
         .await
-        .unwrap();
+        .unwrap()
+        .expect("moved to v2");
     assert_eq!(rotated.key.wrapped.kek_version, 2);
-    let again = template::open(&hsm, &alice, &rotated).await.unwrap();
+    let again = template::open(&hsm, &alice, &at, &rotated).await.unwrap();
     assert!((again.cosine(&probe).unwrap() - 1.0).abs() < 1e-6);
+    assert!(
+        hsm.rewrap(alice.as_str(), &bound, &rotated.key.wrapped)
+            .await
+            .unwrap()
+            .is_none(),
+        "already current"
+    );
+    // A rewrap is no way around the binding either.
+    let other_bound = template::binding(at.as_str(), &swapped.template, &creds.key.public_key);
+    assert!(matches!(
+        hsm.rewrap(alice.as_str(), &other_bound, &creds.key.wrapped)
+            .await,
+        Err(arclock_hsm::Error::IntegrityFailure)
+    ));
 }

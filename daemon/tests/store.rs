@@ -228,6 +228,7 @@ fn user(email: &str) -> NewUser {
             },
             key: StoredKey {
                 wrapped: WrappedKey {
+                    binding: arclock_hsm::Binding::Credentials,
                     kek_version: 1,
                     nonce: rand::random(),
                     ciphertext: rand::random::<[u8; 48]>().to_vec(),

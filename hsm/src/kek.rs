@@ -8,6 +8,23 @@
 //! `CKM_AES_KEY_WRAP_PAD` was the alternative; it has no AAD, so binding a blob
 //! to its owner would need a second mechanism, and it wraps only key objects,
 //! while our plaintext is an ECIES private key that lives in Rust, not in the token.
+//!
+//! # Integrity of the whole record
+//!
+//! The private key is not all an attacker who can write to the store wants:
+//! the template beside it is ECIES ciphertext to a *public* key, so anyone can
+//! encrypt their own face to a victim's key. So the AAD of a [`Binding::Credentials`]
+//! blob (`AKW2`) also carries a digest of everything stored with it (the
+//! caller's choice: ArcLock hashes the e-mail, model id, public key and
+//! template ciphertext). The GCM tag, checked inside the token, is then an
+//! HSM-keyed MAC over the record: a template, public key or e-mail swapped
+//! in the store makes the unwrap fail, and fails closed.
+//!
+//! Blobs made before that (`AKW1`, [`Binding::Owner`]: user and version
+//! only) open only while the token lacks the private data object
+//! [`BOUND_MARKER`]. The daemon re-wraps every such blob as `AKW2`, then
+//! makes the marker; from then on an `AKW1` blob (an old copy put back into
+//! the store) is refused. A new token gets the marker with its first KEK.
 
 use cryptoki::context::Function;
 use cryptoki::error::{Error as CkError, RvError};
@@ -25,7 +42,8 @@ use crate::trust::{self, Expect, kept_in_token};
 const NONCE_LEN: usize = 12;
 const TAG_BITS: u64 = 128;
 const TAG_LEN: usize = 16;
-const MAGIC: &[u8; 4] = b"AKW1";
+const MAGIC_OWNER: &[u8; 4] = b"AKW1";
+const MAGIC_CREDENTIALS: &[u8; 4] = b"AKW2";
 const LABEL_PREFIX: &str = "kek-v";
 
 /// What a KEK is: AES-256, made in the token and never out of it ([`trust`]).
@@ -34,6 +52,45 @@ const KEK: Expect = Expect::Secret(KeyType::AES, 32);
 /// A KEK version number (`kek-v1` is 1). Old versions keep unwrapping until retired.
 pub type KekVersion = u32;
 
+/// The label of the private data object whose presence means every blob
+/// is [`Binding::Credentials`] and an `AKW1` blob must be refused.
+pub const BOUND_MARKER: &str = "arclock-credentials-bound-v1";
+
+/// What a blob's GCM tag authenticates besides the secret.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Binding {
+    /// `AKW1`: the user id and the KEK version only (legacy, see the module docs).
+    Owner,
+    /// `AKW2`: also a 32-byte digest of the credentials stored with the blob.
+    Credentials,
+}
+
+impl Binding {
+    /// The number stored beside the blob (1 = `AKW1`, 2 = `AKW2`).
+    pub fn as_u8(self) -> u8 {
+        match self {
+            Binding::Owner => 1,
+            Binding::Credentials => 2,
+        }
+    }
+
+    /// Parses [`Binding::as_u8`].
+    pub fn from_u8(n: u8) -> Result<Self, Error> {
+        match n {
+            1 => Ok(Binding::Owner),
+            2 => Ok(Binding::Credentials),
+            _ => Err(Error::Malformed("binding")),
+        }
+    }
+
+    fn magic(self) -> &'static [u8; 4] {
+        match self {
+            Binding::Owner => MAGIC_OWNER,
+            Binding::Credentials => MAGIC_CREDENTIALS,
+        }
+    }
+}
+
 /// A per-user secret encrypted under a KEK: safe to store anywhere.
 #[derive(Clone, PartialEq, Eq)]
 pub struct WrappedKey {
@@ -41,22 +98,25 @@ pub struct WrappedKey {
     pub nonce: [u8; NONCE_LEN],
     /// Ciphertext followed by the 16-byte GCM tag.
     pub ciphertext: Vec<u8>,
+    /// What the tag covers.
+    pub binding: Binding,
 }
 
 impl std::fmt::Debug for WrappedKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WrappedKey")
             .field("kek_version", &self.kek_version)
+            .field("binding", &self.binding)
             .field("ciphertext_len", &self.ciphertext.len())
             .finish_non_exhaustive()
     }
 }
 
 impl WrappedKey {
-    /// Stable storage encoding: `AKW1 | version (u32 BE) | nonce (12) | ciphertext+tag`.
+    /// Stable storage encoding: `AKW1|AKW2 | version (u32 BE) | nonce (12) | ciphertext+tag`.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(4 + 4 + NONCE_LEN + self.ciphertext.len());
-        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(self.binding.magic());
         out.extend_from_slice(&self.kek_version.to_be_bytes());
         out.extend_from_slice(&self.nonce);
         out.extend_from_slice(&self.ciphertext);
@@ -65,8 +125,9 @@ impl WrappedKey {
 
     /// Parses [`WrappedKey::to_bytes`]; any other input is `Malformed`, never a panic.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, Error> {
-        let rest = bytes
-            .strip_prefix(MAGIC.as_slice())
+        let (binding, rest) = [Binding::Owner, Binding::Credentials]
+            .into_iter()
+            .find_map(|b| Some((b, bytes.strip_prefix(b.magic().as_slice())?)))
             .ok_or(Error::Malformed("bad magic"))?;
         if rest.len() < 4 + NONCE_LEN + TAG_LEN {
             return Err(Error::Malformed("too short"));
@@ -85,18 +146,60 @@ impl WrappedKey {
             kek_version,
             nonce: nonce.try_into().map_err(|_| Error::Malformed("nonce"))?,
             ciphertext: ciphertext.to_vec(),
+            binding,
         })
     }
 }
 
-/// AAD binding a blob to its owner and KEK version (length-prefixed, unambiguous).
-fn aad(user_id: &str, version: KekVersion) -> Vec<u8> {
-    let mut aad = Vec::with_capacity(32 + user_id.len());
-    aad.extend_from_slice(b"arclock/wrapped-key/v1\0");
+/// AAD binding a blob to its owner and KEK version, and for `AKW2` to the
+/// credentials digest (length-prefixed, unambiguous; the two versions differ
+/// in their first bytes).
+fn aad(user_id: &str, version: KekVersion, credentials: Option<&[u8; 32]>) -> Vec<u8> {
+    let mut aad = Vec::with_capacity(64 + user_id.len());
+    aad.extend_from_slice(match credentials {
+        None => b"arclock/wrapped-key/v1\0",
+        Some(_) => b"arclock/wrapped-key/v2\0",
+    });
     aad.extend_from_slice(&(user_id.len() as u32).to_be_bytes());
     aad.extend_from_slice(user_id.as_bytes());
     aad.extend_from_slice(&version.to_be_bytes());
+    if let Some(digest) = credentials {
+        aad.extend_from_slice(digest);
+    }
     aad
+}
+
+/// Whether the token says every blob is bound ([`BOUND_MARKER`]). Only a
+/// private object counts: making one needs the user PIN.
+fn legacy_closed(session: &Session) -> Result<bool, Error> {
+    let found = session
+        .find_objects(&[
+            Attribute::Class(ObjectClass::DATA),
+            Attribute::Token(true),
+            Attribute::Private(true),
+            Attribute::Label(BOUND_MARKER.as_bytes().to_vec()),
+        ])
+        .map_err(from_ck)?;
+    Ok(!found.is_empty())
+}
+
+/// Makes [`BOUND_MARKER`] unless it exists.
+pub(crate) fn close_legacy(session: &Session) -> Result<bool, Error> {
+    if legacy_closed(session)? {
+        return Ok(false);
+    }
+    session
+        .create_object(&[
+            Attribute::Class(ObjectClass::DATA),
+            Attribute::Token(true),
+            Attribute::Private(true),
+            Attribute::Modifiable(false),
+            Attribute::Label(BOUND_MARKER.as_bytes().to_vec()),
+            Attribute::Application(b"arclock".to_vec()),
+            Attribute::Value(b"every wrapped key is AKW2".to_vec()),
+        ])
+        .map_err(from_ck)?;
+    Ok(true)
 }
 
 fn label(version: KekVersion) -> String {
@@ -151,12 +254,13 @@ fn encrypt(
     session: &Session,
     version: KekVersion,
     user_id: &str,
+    credentials: &[u8; 32],
     secret: &[u8],
 ) -> Result<WrappedKey, Error> {
     let key = inner.find(session, &label(version), KEK)?;
     let mut nonce = [0u8; NONCE_LEN];
     session.generate_random_slice(&mut nonce).map_err(from_ck)?;
-    let aad = aad(user_id, version);
+    let aad = aad(user_id, version, Some(credentials));
     let mut iv = nonce;
     let params = GcmParams::new(&mut iv, &aad, TAG_BITS.into()).map_err(from_ck)?;
     let ciphertext = session
@@ -166,6 +270,7 @@ fn encrypt(
         kek_version: version,
         nonce,
         ciphertext,
+        binding: Binding::Credentials,
     })
 }
 
@@ -173,10 +278,23 @@ fn decrypt(
     inner: &Inner,
     session: &Session,
     user_id: &str,
+    credentials: &[u8; 32],
     wrapped: &WrappedKey,
 ) -> Result<LockedBytes, Error> {
+    let bound = match wrapped.binding {
+        Binding::Credentials => Some(credentials),
+        // An old copy put back after the upgrade: refused.
+        Binding::Owner if legacy_closed(session)? => {
+            tracing::error!(
+                kek_version = wrapped.kek_version,
+                "an AKW1 wrapped key was presented after every key was bound: refused"
+            );
+            return Err(Error::IntegrityFailure);
+        }
+        Binding::Owner => None,
+    };
     let key = inner.find(session, &label(wrapped.kek_version), KEK)?;
-    let aad = aad(user_id, wrapped.kek_version);
+    let aad = aad(user_id, wrapped.kek_version, bound);
     let mut iv = wrapped.nonce;
     let params = GcmParams::new(&mut iv, &aad, TAG_BITS.into()).map_err(from_ck)?;
     // cryptoki returns a plain Vec: wipe it as soon as it is copied to locked memory.
@@ -230,38 +348,77 @@ fn generate(session: &Session, version: KekVersion) -> Result<(), Error> {
 }
 
 impl Hsm {
-    /// Encrypts `secret` for `user_id` under the newest KEK.
-    pub async fn wrap(&self, user_id: &str, secret: &[u8]) -> Result<WrappedKey, Error> {
-        let user_id = user_id.to_string();
+    /// Encrypts `secret` for `user_id` under the newest KEK, bound to
+    /// `credentials` (a digest of what is stored with the blob).
+    pub async fn wrap(
+        &self,
+        user_id: &str,
+        credentials: &[u8; 32],
+        secret: &[u8],
+    ) -> Result<WrappedKey, Error> {
+        let (user_id, credentials) = (user_id.to_string(), *credentials);
         let secret = LockedBytes::from_slice(secret)?;
-        self.run(move |inner, s| encrypt(inner, s, current(inner, s)?, &user_id, &secret))
-            .await
+        self.run(move |inner, s| {
+            encrypt(
+                inner,
+                s,
+                current(inner, s)?,
+                &user_id,
+                &credentials,
+                &secret,
+            )
+        })
+        .await
     }
 
     /// Decrypts a blob for `user_id` into locked, zeroize-on-drop memory.
-    /// A blob of another user, another version or with any bit changed is
-    /// `IntegrityFailure`.
-    pub async fn unwrap(&self, user_id: &str, wrapped: &WrappedKey) -> Result<LockedBytes, Error> {
-        let user_id = user_id.to_string();
+    /// A blob of another user, another version, other credentials or with
+    /// any bit changed is `IntegrityFailure`, as is an `AKW1` blob once the
+    /// token holds [`BOUND_MARKER`].
+    pub async fn unwrap(
+        &self,
+        user_id: &str,
+        credentials: &[u8; 32],
+        wrapped: &WrappedKey,
+    ) -> Result<LockedBytes, Error> {
+        let (user_id, credentials) = (user_id.to_string(), *credentials);
         let wrapped = wrapped.clone();
-        self.run(move |inner, s| decrypt(inner, s, &user_id, &wrapped))
+        self.run(move |inner, s| decrypt(inner, s, &user_id, &credentials, &wrapped))
             .await
     }
 
-    /// Re-encrypts a blob under the newest KEK; the plaintext only exists in
-    /// locked memory for the length of one blocking call.
-    pub async fn rewrap(&self, user_id: &str, wrapped: &WrappedKey) -> Result<WrappedKey, Error> {
-        let user_id = user_id.to_string();
+    /// Re-encrypts a blob under the newest KEK as `AKW2`, bound to
+    /// `credentials` (`None` if it already is both); the plaintext only
+    /// exists in locked memory for the length of one blocking call.
+    pub async fn rewrap(
+        &self,
+        user_id: &str,
+        credentials: &[u8; 32],
+        wrapped: &WrappedKey,
+    ) -> Result<Option<WrappedKey>, Error> {
+        let (user_id, credentials) = (user_id.to_string(), *credentials);
         let wrapped = wrapped.clone();
         self.run(move |inner, s| {
             let newest = current(inner, s)?;
-            if wrapped.kek_version == newest {
-                return Ok(wrapped.clone());
+            if wrapped.kek_version == newest && wrapped.binding == Binding::Credentials {
+                return Ok(None);
             }
-            let plain = decrypt(inner, s, &user_id, &wrapped)?;
-            encrypt(inner, s, newest, &user_id, &plain)
+            let plain = decrypt(inner, s, &user_id, &credentials, &wrapped)?;
+            encrypt(inner, s, newest, &user_id, &credentials, &plain).map(Some)
         })
         .await
+    }
+
+    /// Whether `AKW1` blobs still open (the token lacks [`BOUND_MARKER`]).
+    pub async fn legacy_blobs_open(&self) -> Result<bool, Error> {
+        self.run(|_, s| legacy_closed(s).map(|closed| !closed))
+            .await
+    }
+
+    /// Refuses `AKW1` blobs from now on, on every daemon using this token
+    /// (call once every stored blob is `AKW2`). `true` if it was open.
+    pub async fn close_legacy_blobs(&self) -> Result<bool, Error> {
+        self.run(|_, s| close_legacy(s)).await
     }
 
     /// KEK versions in the token, ascending (the last one wraps new secrets).
@@ -311,8 +468,15 @@ mod tests {
             kek_version: 3,
             nonce: [9; 12],
             ciphertext: vec![1; 48],
+            binding: Binding::Credentials,
         };
         assert_eq!(WrappedKey::from_bytes(&w.to_bytes()).unwrap(), w);
+        let old = WrappedKey {
+            binding: Binding::Owner,
+            ..w.clone()
+        };
+        assert_eq!(WrappedKey::from_bytes(&old.to_bytes()).unwrap(), old);
+        assert_ne!(old.to_bytes(), w.to_bytes());
         for bad in [
             &b""[..],
             b"AKW1",
@@ -329,7 +493,9 @@ mod tests {
 
     #[test]
     fn aad_is_unambiguous() {
-        assert_ne!(aad("ab", 1), aad("a", 1));
-        assert_ne!(aad("u", 1), aad("u", 2));
+        assert_ne!(aad("ab", 1, None), aad("a", 1, None));
+        assert_ne!(aad("u", 1, None), aad("u", 2, None));
+        assert_ne!(aad("u", 1, Some(&[0; 32])), aad("u", 1, Some(&[1; 32])));
+        assert_ne!(aad("u", 1, Some(&[0; 32]))[..23], aad("u", 1, None)[..23]);
     }
 }

@@ -11,8 +11,9 @@
 //!   is removed and re-inserted.
 //! - [`kek`]: AES-256 key-encryption keys (`kek-v1`, `kek-v2`, ...) that wrap
 //!   per-user private keys with AES-256-GCM inside the token, AAD bound to the
-//!   user id and the key version; rotation re-wraps without the plaintext
-//!   leaving locked memory.
+//!   user id, the key version and a digest of the credentials stored with it
+//!   (so a template swapped in the store fails the token's tag check);
+//!   rotation re-wraps without the plaintext leaving locked memory.
 //! - [`pseudonym`]: HMAC-SHA256 under a token-held secret, so that lockout
 //!   subjects in the store cannot be matched against a list of addresses.
 //! - [`signer`]: RSA keys for RS256 JWTs, signed with C_Sign; public halves
@@ -44,7 +45,7 @@ mod trust;
 pub use arclock_secmem::LockedBytes;
 pub use context::pkcs11_context;
 pub use error::Error;
-pub use kek::{KekVersion, WrappedKey};
+pub use kek::{Binding, KekVersion, WrappedKey};
 pub use pin::Pin;
-pub use pool::{Hsm, HsmConfig, Status};
+pub use pool::{CURRENT_KEY_TTL, Hsm, HsmConfig, Status};
 pub use signer::{Jwk, Jwks};

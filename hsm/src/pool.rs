@@ -84,7 +84,7 @@ struct Conn {
 /// How long a remembered "newest key" is trusted. Rotation in this process
 /// clears it at once; a rotation by another process (a second daemon on the
 /// same HSM) is picked up within this time, while old versions keep working.
-const CURRENT_KEY_TTL: Duration = Duration::from_secs(10);
+pub const CURRENT_KEY_TTL: Duration = Duration::from_secs(10);
 
 /// Why one attempt failed, and so what the retry loop does next.
 enum Failure {

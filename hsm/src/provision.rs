@@ -98,11 +98,13 @@ pub fn ensure_token(
 
 /// Makes sure the token holds a KEK, a JWT signing key and the pseudonym
 /// key, generating the first version of each if absent. Returns whether
-/// anything was generated.
+/// anything was generated. A token's first KEK comes with
+/// [`crate::kek::BOUND_MARKER`]: nothing was ever wrapped the old way under it.
 pub async fn ensure_keys(hsm: &Hsm, jwt_bits: u32) -> Result<bool, Error> {
     let mut generated = hsm.create_pseudonym_key().await?;
     if hsm.kek_versions().await?.is_empty() {
         hsm.create_kek_version().await?;
+        hsm.close_legacy_blobs().await?;
         generated = true;
     }
     if hsm.jwks().await?.keys.is_empty() {

@@ -7,11 +7,13 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
 use arclock_hsm::provision::{Provisioned, ensure_keys, ensure_token};
-use arclock_hsm::{Error, Hsm, HsmConfig, Pin, WrappedKey, pkcs11_context};
+use arclock_hsm::{Binding, Error, Hsm, HsmConfig, Pin, WrappedKey, pkcs11_context};
 use cryptoki::object::{Attribute, AttributeInfo, AttributeType, KeyType, ObjectClass};
 use cryptoki::session::UserType;
 
 const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+/// The credentials digest the blobs of these tests are bound to.
+const B: &[u8; 32] = &[0xB0; 32];
 
 /// Held around raw PKCS#11 work next to the pools: token initialisation, raw
 /// sessions, and the test that makes a pool re-initialise the module. SoftHSM2
@@ -88,22 +90,30 @@ fn config(label: &str) -> HsmConfig {
 async fn wrap_round_trip_binds_user_and_detects_tampering() {
     let (hsm, _) = token("roundtrip").await;
     let secret = [0x42u8; 32];
-    let w = hsm.wrap("user-a", &secret).await.unwrap();
+    let w = hsm.wrap("user-a", B, &secret).await.unwrap();
     assert_eq!(w.kek_version, 1);
     assert_eq!(w.ciphertext.len(), 32 + 16);
     assert_ne!(&w.ciphertext[..32], &secret[..]);
-    assert_eq!(hsm.unwrap("user-a", &w).await.unwrap().as_slice(), &secret);
+    assert_eq!(
+        hsm.unwrap("user-a", B, &w).await.unwrap().as_slice(),
+        &secret
+    );
 
+    // Bound to other credentials (a record swapped in the store): fails.
+    assert!(matches!(
+        hsm.unwrap("user-a", &[0xB1; 32], &w).await,
+        Err(Error::IntegrityFailure)
+    ));
     // Moved to another user: fails.
     assert!(matches!(
-        hsm.unwrap("user-b", &w).await,
+        hsm.unwrap("user-b", B, &w).await,
         Err(Error::IntegrityFailure)
     ));
     // Any bit of nonce or ciphertext changed: fails.
     let mut bad = w.clone();
     bad.nonce[0] ^= 1;
     assert!(matches!(
-        hsm.unwrap("user-a", &bad).await,
+        hsm.unwrap("user-a", B, &bad).await,
         Err(Error::IntegrityFailure)
     ));
     for i in [0, 31, 40, 47] {
@@ -111,7 +121,7 @@ async fn wrap_round_trip_binds_user_and_detects_tampering() {
         bad.ciphertext[i] ^= 0x80;
         assert!(
             matches!(
-                hsm.unwrap("user-a", &bad).await,
+                hsm.unwrap("user-a", B, &bad).await,
                 Err(Error::IntegrityFailure)
             ),
             "byte {i}"
@@ -119,15 +129,15 @@ async fn wrap_round_trip_binds_user_and_detects_tampering() {
     }
     let mut short = w.clone();
     short.ciphertext.truncate(20);
-    assert!(hsm.unwrap("user-a", &short).await.is_err());
+    assert!(hsm.unwrap("user-a", B, &short).await.is_err());
     // Through the storage encoding too.
     let parsed = WrappedKey::from_bytes(&w.to_bytes()).unwrap();
     assert_eq!(
-        hsm.unwrap("user-a", &parsed).await.unwrap().as_slice(),
+        hsm.unwrap("user-a", B, &parsed).await.unwrap().as_slice(),
         &secret
     );
     // Two wraps of one secret differ (fresh nonce).
-    let w2 = hsm.wrap("user-a", &secret).await.unwrap();
+    let w2 = hsm.wrap("user-a", B, &secret).await.unwrap();
     assert_ne!(w.nonce, w2.nonce);
 }
 
@@ -249,14 +259,18 @@ async fn keys_planted_under_our_labels_are_never_used() {
 
     let hsm = Hsm::new(config("planted"), Pin::from_file(&pin).unwrap());
     assert_eq!(hsm.kek_versions().await.unwrap(), vec![1]);
-    assert_eq!(hsm.wrap("user-a", &[1; 32]).await.unwrap().kek_version, 1);
+    assert_eq!(
+        hsm.wrap("user-a", B, &[1; 32]).await.unwrap().kek_version,
+        1
+    );
     let forged = WrappedKey {
         kek_version: 99,
         nonce: [0; 12],
         ciphertext: vec![0; 48],
+        binding: Binding::Credentials,
     };
     assert!(matches!(
-        hsm.unwrap("user-a", &forged).await,
+        hsm.unwrap("user-a", B, &forged).await,
         Err(Error::KeyNotFound(_))
     ));
     assert_eq!(hsm.jwks().await.unwrap().keys, jwks_before.keys);
@@ -294,31 +308,132 @@ async fn pseudonyms_are_keyed_by_the_token() {
     assert!(!a.create_pseudonym_key().await.unwrap(), "made only once");
 }
 
+/// Logs a raw session in (the pool of this process may have logged the
+/// token in already: PKCS#11 login is per application).
+fn login(s: &cryptoki::session::Session, pin: &Path) {
+    let pin = std::fs::read_to_string(pin).unwrap();
+    match s.login(UserType::User, Some(&pin.trim().to_string().into())) {
+        Ok(())
+        | Err(cryptoki::error::Error::Pkcs11(cryptoki::error::RvError::UserAlreadyLoggedIn, _)) => {
+        }
+        Err(e) => panic!("login: {e}"),
+    }
+}
+
+/// An `AKW1` blob (owner-only AAD, as wrapped before records were bound),
+/// made the way the old code made it: AES-GCM under the KEK in the token.
+fn legacy_blob(label: &str, pin: &Path, user: &str, secret: &[u8]) -> WrappedKey {
+    use cryptoki::mechanism::Mechanism;
+    use cryptoki::mechanism::aead::GcmParams;
+    let (ctx, slot) = raw_slot(label);
+    let s = ctx.open_rw_session(slot).unwrap();
+    login(&s, pin);
+    let kek = s
+        .find_objects(&[Attribute::Label(b"kek-v1".to_vec())])
+        .unwrap()[0];
+    let mut aad = b"arclock/wrapped-key/v1\0".to_vec();
+    aad.extend_from_slice(&(user.len() as u32).to_be_bytes());
+    aad.extend_from_slice(user.as_bytes());
+    aad.extend_from_slice(&1u32.to_be_bytes());
+    let nonce = [5u8; 12];
+    let mut iv = nonce;
+    let params = GcmParams::new(&mut iv, &aad, 128.into()).unwrap();
+    let ciphertext = s.encrypt(&Mechanism::AesGcm(params), kek, secret).unwrap();
+    WrappedKey {
+        kek_version: 1,
+        nonce,
+        ciphertext,
+        binding: Binding::Owner,
+    }
+}
+
+/// Blobs from before records were bound open until every one is re-wrapped
+/// and the token is told so; from then on an old copy put back is refused.
+/// A fresh token never accepts them.
+#[tokio::test]
+async fn owner_only_blobs_open_until_the_token_is_closed_to_them() {
+    let (hsm, pin) = token("legacy").await;
+    let raw = RAW_SESSIONS.lock().await;
+    let p = pin.clone();
+    let old = tokio::task::spawn_blocking(move || {
+        let old = legacy_blob("legacy", &p, "u1", b"a secret from before");
+        // An upgraded token: as the old code left it, without the marker
+        // ensure_keys makes on a new one.
+        let (ctx, slot) = raw_slot("legacy");
+        let s = ctx.open_rw_session(slot).unwrap();
+        login(&s, &p);
+        for h in s
+            .find_objects(&[Attribute::Class(ObjectClass::DATA)])
+            .unwrap()
+        {
+            s.destroy_object(h).unwrap();
+        }
+        old
+    })
+    .await
+    .unwrap();
+    drop(raw);
+    assert_eq!(old.to_bytes()[..4], *b"AKW1");
+    assert!(hsm.legacy_blobs_open().await.unwrap());
+    assert_eq!(
+        hsm.unwrap("u1", B, &old).await.unwrap().as_slice(),
+        b"a secret from before"
+    );
+    // Binding it: the same secret, now AKW2 and bound to B.
+    let bound = hsm.rewrap("u1", B, &old).await.unwrap().expect("bound");
+    assert_eq!(
+        (bound.binding, bound.kek_version),
+        (Binding::Credentials, 1)
+    );
+    assert!(matches!(
+        hsm.unwrap("u1", &[0; 32], &bound).await,
+        Err(Error::IntegrityFailure)
+    ));
+    assert!(hsm.close_legacy_blobs().await.unwrap());
+    assert!(!hsm.close_legacy_blobs().await.unwrap(), "once");
+    assert!(!hsm.legacy_blobs_open().await.unwrap());
+    assert!(matches!(
+        hsm.unwrap("u1", B, &old).await,
+        Err(Error::IntegrityFailure)
+    ));
+    assert!(matches!(
+        hsm.rewrap("u1", B, &old).await,
+        Err(Error::IntegrityFailure)
+    ));
+    assert_eq!(
+        hsm.unwrap("u1", B, &bound).await.unwrap().as_slice(),
+        b"a secret from before"
+    );
+    // A new token is closed from its first KEK.
+    let (fresh, _) = token("legacy-fresh").await;
+    assert!(!fresh.legacy_blobs_open().await.unwrap());
+}
+
 #[tokio::test]
 async fn rotation_rewraps_and_old_versions_work_until_retired() {
     let (hsm, _) = token("rotation").await;
-    let old = hsm.wrap("u1", b"old secret bytes").await.unwrap();
+    let old = hsm.wrap("u1", B, b"old secret bytes").await.unwrap();
     assert_eq!(hsm.create_kek_version().await.unwrap(), 2);
     assert_eq!(hsm.kek_versions().await.unwrap(), vec![1, 2]);
 
-    let fresh = hsm.wrap("u1", b"new secret bytes").await.unwrap();
+    let fresh = hsm.wrap("u1", B, b"new secret bytes").await.unwrap();
     assert_eq!(fresh.kek_version, 2);
     assert_eq!(
-        hsm.unwrap("u1", &old).await.unwrap().as_slice(),
+        hsm.unwrap("u1", B, &old).await.unwrap().as_slice(),
         b"old secret bytes"
     );
 
-    let moved = hsm.rewrap("u1", &old).await.unwrap();
+    let moved = hsm.rewrap("u1", B, &old).await.unwrap().expect("moved");
     assert_eq!(moved.kek_version, 2);
     assert_eq!(
-        hsm.unwrap("u1", &moved).await.unwrap().as_slice(),
+        hsm.unwrap("u1", B, &moved).await.unwrap().as_slice(),
         b"old secret bytes"
     );
     // Relabelling a v1 blob as v2 does not pass (version is in the AAD).
     let mut relabelled = old.clone();
     relabelled.kek_version = 2;
     assert!(matches!(
-        hsm.unwrap("u1", &relabelled).await,
+        hsm.unwrap("u1", B, &relabelled).await,
         Err(Error::IntegrityFailure)
     ));
 
@@ -329,11 +444,11 @@ async fn rotation_rewraps_and_old_versions_work_until_retired() {
     hsm.retire_kek_version(1).await.unwrap();
     assert_eq!(hsm.kek_versions().await.unwrap(), vec![2]);
     assert!(matches!(
-        hsm.unwrap("u1", &old).await,
+        hsm.unwrap("u1", B, &old).await,
         Err(Error::KeyNotFound(_))
     ));
     assert_eq!(
-        hsm.unwrap("u1", &moved).await.unwrap().as_slice(),
+        hsm.unwrap("u1", B, &moved).await.unwrap().as_slice(),
         b"old secret bytes"
     );
 }
@@ -411,8 +526,8 @@ async fn eight_tasks_share_the_pool() {
             for i in 0..25u8 {
                 let user = format!("user-{t}");
                 let secret = [t ^ i; 32];
-                let w = hsm.wrap(&user, &secret).await.unwrap();
-                assert_eq!(hsm.unwrap(&user, &w).await.unwrap().as_slice(), &secret);
+                let w = hsm.wrap(&user, B, &secret).await.unwrap();
+                assert_eq!(hsm.unwrap(&user, B, &w).await.unwrap().as_slice(), &secret);
                 if i % 5 == 0 {
                     hsm.sign_rs256(b"a.b").await.unwrap();
                 }
@@ -441,7 +556,7 @@ async fn missing_module_token_and_wrong_pin_are_clear_errors() {
     assert!(matches!(e, Error::HsmUnavailable(_)), "{e}");
 
     let no_token = Hsm::new(config("no-such-token"), Pin::from_file(&pin).unwrap());
-    let e = no_token.wrap("u", b"x").await.unwrap_err();
+    let e = no_token.wrap("u", B, b"x").await.unwrap_err();
     assert!(
         matches!(e, Error::HsmUnavailable(ref m) if m.contains("no-such-token")),
         "{e}"
@@ -451,7 +566,7 @@ async fn missing_module_token_and_wrong_pin_are_clear_errors() {
     std::fs::write(&wrong, "0000wrong").unwrap();
     std::fs::set_permissions(&wrong, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let bad_pin = Hsm::new(config("errors"), Pin::from_file(&wrong).unwrap());
-    let e = bad_pin.wrap("u", b"x").await.unwrap_err();
+    let e = bad_pin.wrap("u", B, b"x").await.unwrap_err();
     assert!(matches!(e, Error::BadPin(_)), "{e}");
     assert!(!e.to_string().contains("0000wrong"));
 }
@@ -460,7 +575,7 @@ async fn missing_module_token_and_wrong_pin_are_clear_errors() {
 async fn token_removed_then_reinserted() {
     let (hsm, _) = token("removable").await;
     let _raw = RAW_SESSIONS.lock().await;
-    let w = hsm.wrap("u", b"survives removal").await.unwrap();
+    let w = hsm.wrap("u", B, b"survives removal").await.unwrap();
     let status = hsm.status().await.unwrap();
     assert_eq!(status.kek_versions, vec![1]);
 
@@ -469,7 +584,7 @@ async fn token_removed_then_reinserted() {
     let dir = token_dir(&tokens, "removable");
     let away = env().dir.path().join("removed-token");
     std::fs::rename(&dir, &away).unwrap();
-    let e = hsm.unwrap("u", &w).await.unwrap_err();
+    let e = hsm.unwrap("u", B, &w).await.unwrap_err();
     assert!(
         matches!(e, Error::HsmUnavailable(_) | Error::KeyNotFound(_)),
         "{e}"
@@ -477,7 +592,7 @@ async fn token_removed_then_reinserted() {
 
     // Re-insert: the pool reconnects and logs in again by itself.
     std::fs::rename(&away, &dir).unwrap();
-    let back = hsm.unwrap("u", &w).await.unwrap();
+    let back = hsm.unwrap("u", B, &w).await.unwrap();
     assert_eq!(back.as_slice(), b"survives removal");
 }
 

@@ -13,7 +13,8 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use crate::model::{
-    AuditVerdict, Health, InstanceInfo, Invite, Lockout, LogEntry, Rotation, StreamEvent, User,
+    AuditVerdict, Health, InstanceInfo, Invite, Lockout, LogEntry, Retirement, Rotation,
+    StreamEvent, User,
 };
 
 /// Why a request to the daemon did not give an answer.
@@ -36,6 +37,8 @@ pub enum ClientError {
 
 /// Requests that take longer than this count as an unreachable daemon.
 const TIMEOUT: Duration = Duration::from_secs(10);
+/// A key job visits every account (~1 ms each): it gets this long.
+const KEY_JOB_TIMEOUT: Duration = Duration::from_secs(3 * 3600);
 
 /// A handle on one daemon's admin socket.
 #[derive(Debug, Clone)]
@@ -149,6 +152,17 @@ impl Client {
         path: &str,
         body: Option<Value>,
     ) -> Result<(StatusCode, Bytes), ClientError> {
+        self.fetch_within(TIMEOUT, method, path, body).await
+    }
+
+    /// [`Client::fetch`] with its own time limit.
+    async fn fetch_within(
+        &self,
+        limit: Duration,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<(StatusCode, Bytes), ClientError> {
         let work = async {
             let resp = self.send(method, path, body).await?;
             let status = resp.status();
@@ -160,7 +174,7 @@ impl Client {
                 .to_bytes();
             Ok((status, bytes))
         };
-        tokio::time::timeout(TIMEOUT, work)
+        tokio::time::timeout(limit, work)
             .await
             .map_err(|_| self.unreachable("timed out"))?
     }
@@ -172,7 +186,18 @@ impl Client {
         path: &str,
         body: Option<Value>,
     ) -> Result<Value, ClientError> {
-        let (status, bytes) = self.fetch(method, path, body).await?;
+        self.call_within(TIMEOUT, method, path, body).await
+    }
+
+    /// [`Client::call`] with its own time limit.
+    async fn call_within(
+        &self,
+        limit: Duration,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value, ClientError> {
+        let (status, bytes) = self.fetch_within(limit, method, path, body).await?;
         let v: Value = serde_json::from_slice(&bytes)
             .map_err(|e| ClientError::Protocol(format!("HTTP {status}: {e}")))?;
         if status.is_success() && v["success"] == json!(true) {
@@ -337,8 +362,20 @@ impl Client {
             .map_err(|e| ClientError::Protocol(e.to_string()))
     }
 
+    /// A new KEK version, every wrapped key re-wrapped under it.
     pub async fn rotate_kek(&self) -> Result<Rotation, ClientError> {
-        let data = self.call(Method::POST, "/v1/keys/rotate", None).await?;
+        let data = self
+            .call_within(KEY_JOB_TIMEOUT, Method::POST, "/v1/keys/rotate", None)
+            .await?;
+        serde_json::from_value(data).map_err(|e| ClientError::Protocol(e.to_string()))
+    }
+
+    /// Crypto-shredding: rotate, then destroy every older KEK (progress is in
+    /// [`Health::key_job`] meanwhile).
+    pub async fn retire_keks(&self) -> Result<Retirement, ClientError> {
+        let data = self
+            .call_within(KEY_JOB_TIMEOUT, Method::POST, "/v1/keys/retire", None)
+            .await?;
         serde_json::from_value(data).map_err(|e| ClientError::Protocol(e.to_string()))
     }
 

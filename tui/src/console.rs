@@ -79,6 +79,8 @@ pub enum Command {
         email: String,
     },
     RotateKek,
+    /// Rotate, then destroy every older KEK (crypto-shredding).
+    RetireKeks,
     /// Enrol a new account from the camera.
     CameraEnrol {
         name: String,
@@ -91,6 +93,12 @@ pub enum Command {
 }
 
 impl Command {
+    /// Whether it visits every account (run beside the screen, progress in
+    /// the dashboard, instead of holding it).
+    pub fn is_key_job(&self) -> bool {
+        matches!(self, Command::RotateKek | Command::RetireKeks)
+    }
+
     /// The question the confirmation dialog asks.
     pub fn prompt(&self) -> String {
         match self {
@@ -103,6 +111,9 @@ impl Command {
             Command::RotateKek => {
                 "Create a new KEK version in the HSM and re-wrap every user's key?".into()
             }
+            Command::RetireKeks => "Rotate, then DESTROY every older KEK? Backups and copies of \
+                 the store taken before (deleted accounts too) will never open again."
+                .into(),
             Command::CameraEnrol { name, email } => {
                 format!("Enrol {name} <{email}> from the camera? Ask them to look at it.")
             }
@@ -416,6 +427,9 @@ impl Console {
             KeyCode::Char('R') if self.view == View::Dashboard => {
                 self.confirm = Some(Command::RotateKek);
             }
+            KeyCode::Char('X') if self.view == View::Dashboard => {
+                self.confirm = Some(Command::RetireKeks);
+            }
             _ => {}
         }
         None
@@ -450,18 +464,32 @@ impl Console {
                     f32::from(b) / 10.0
                 )
             }),
-            Command::RotateKek => client.rotate_kek().await.map(|r| {
-                format!(
-                    "KEK v{}: {} re-wrapped, {} failed",
-                    r.version, r.rewrapped, r.failed
-                )
-            }),
+            Command::RotateKek | Command::RetireKeks => Self::key_job(client, &cmd).await,
         };
         match done {
             Ok(msg) => self.notify(msg),
             Err(e) => self.notify(format!("Failed: {e}")),
         }
         self.refresh(client).await;
+    }
+
+    /// Runs a key job ([`Command::is_key_job`]) to its end; what to tell the
+    /// operator.
+    pub async fn key_job(client: &Client, cmd: &Command) -> Result<String, ClientError> {
+        match cmd {
+            Command::RetireKeks => client.retire_keks().await.map(|r| {
+                format!(
+                    "KEK v{} holds every key ({} re-wrapped); destroyed {:?}",
+                    r.version, r.tally.rewrapped, r.destroyed
+                )
+            }),
+            _ => client.rotate_kek().await.map(|r| {
+                format!(
+                    "KEK v{}: {} re-wrapped, {} failed",
+                    r.version, r.rewrapped, r.failed
+                )
+            }),
+        }
     }
 }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use arclock_console::model::StreamEvent;
-use arclock_console::{Client, Console, LogQuery, View, ui};
+use arclock_console::{Client, Command, Console, LogQuery, View, ui};
 use clap::{CommandFactory, Parser};
 use crossterm::event::{Event, EventStream, MouseButton, MouseEventKind};
 use crossterm::{execute, terminal};
@@ -62,6 +62,21 @@ enum Cmd {
         #[command(subcommand)]
         action: AuditCmd,
     },
+    /// Key-encryption keys in the HSM (what the dashboard's R and X do).
+    Keys {
+        #[command(subcommand)]
+        action: KeysCmd,
+    },
+}
+
+#[derive(clap::Subcommand)]
+enum KeysCmd {
+    /// Make a new KEK version and re-wrap every user's key under it.
+    Rotate,
+    /// Crypto-shredding: rotate, then destroy every older KEK, so that no
+    /// backup or copy of the store taken before (deleted accounts included)
+    /// opens again. Run it after deletions, or from a timer.
+    Retire,
 }
 
 #[derive(clap::Subcommand)]
@@ -102,6 +117,8 @@ fn default_socket() -> PathBuf {
 enum Feed {
     Event(StreamEvent),
     Lost,
+    /// A key job running beside the screen ended: what to tell the operator.
+    Notice(String),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -130,6 +147,17 @@ fn main() -> anyhow::Result<()> {
             }
             Some(Cmd::Audit { action }) => return audit(&client, action).await,
             Some(Cmd::Instances) => return instances(&client).await,
+            Some(Cmd::Keys { action }) => {
+                let cmd = match action {
+                    KeysCmd::Rotate => Command::RotateKek,
+                    KeysCmd::Retire => Command::RetireKeks,
+                };
+                let said = Console::key_job(&client, &cmd)
+                    .await
+                    .context("the key job did not complete")?;
+                println!("{said}");
+                return Ok(());
+            }
             None => {}
         }
         match &args.snapshot {
@@ -301,7 +329,7 @@ async fn interactive(client: Client, mouse: bool) -> anyhow::Result<()> {
         ratatui::Terminal::new(ratatui::backend::CrosstermBackend::new(std::io::stdout()))?;
     let mut console = Console::new();
     let (tx, mut feed) = mpsc::channel(1024);
-    tokio::spawn(follow(client.clone(), tx));
+    tokio::spawn(follow(client.clone(), tx.clone()));
     let mut keys = EventStream::new();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     while !console.quit {
@@ -309,8 +337,20 @@ async fn interactive(client: Client, mouse: bool) -> anyhow::Result<()> {
         tokio::select! {
             ev = keys.next() => match ev {
                 Some(Ok(Event::Key(k))) if k.kind == crossterm::event::KeyEventKind::Press => {
-                    if let Some(cmd) = console.on_key(k) {
-                        console.execute(&client, cmd).await;
+                    match console.on_key(k) {
+                        // Runs beside the screen: its progress shows on the dashboard.
+                        Some(cmd) if cmd.is_key_job() => {
+                            console.notify(format!("{}: started", cmd.prompt().split('?').next().unwrap_or("key job")));
+                            let (client, tx) = (client.clone(), tx.clone());
+                            tokio::spawn(async move {
+                                let said = Console::key_job(&client, &cmd)
+                                    .await
+                                    .unwrap_or_else(|e| format!("Failed: {e}"));
+                                let _ = tx.send(Feed::Notice(said)).await;
+                            });
+                        }
+                        Some(cmd) => console.execute(&client, cmd).await,
+                        None => {}
                     }
                 }
                 Some(Ok(Event::Mouse(m))) if m.kind == MouseEventKind::Down(MouseButton::Left) && m.row == 0 => {
@@ -335,6 +375,10 @@ async fn interactive(client: Client, mouse: bool) -> anyhow::Result<()> {
                 // Find out at once whether the daemon is gone or only the stream.
                 Feed::Lost if console.link == arclock_console::Link::Up => console.refresh(&client).await,
                 Feed::Lost => {}
+                Feed::Notice(text) => {
+                    console.notify(text);
+                    console.refresh(&client).await;
+                }
             },
         }
     }

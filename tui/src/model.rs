@@ -19,6 +19,42 @@ pub struct Health {
     pub keys: Keys,
     #[serde(default)]
     pub camera: CameraState,
+    /// The key job running in the daemon, or the last one it ran.
+    #[serde(default)]
+    pub key_job: Option<KeyJob>,
+}
+
+/// A rotation, retirement or binding pass over every wrapped key.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyJob {
+    pub kind: String,
+    pub phase: String,
+    pub started_at: i64,
+    pub finished_at: Option<i64>,
+    pub tally: Tally,
+    pub version: Option<u32>,
+    #[serde(default)]
+    pub destroyed: Vec<u32>,
+    pub error: Option<String>,
+}
+
+/// Keys moved by one pass.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Tally {
+    pub rewrapped: u64,
+    pub already_current: u64,
+    pub failed: u64,
+}
+
+/// `POST /v1/keys/retire`.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Retirement {
+    pub version: u32,
+    pub tally: Tally,
+    pub destroyed: Vec<u32>,
 }
 
 /// The kiosk camera, if the daemon has one.

@@ -125,6 +125,7 @@ fn key_hints(f: &mut Frame, c: &Console, area: Rect) {
         (View::Dashboard, _) => &[
             ("1-4/Tab", "view"),
             ("R", "rotate KEK"),
+            ("X", "retire old KEKs"),
             ("?", "help"),
             ("q", "quit"),
         ],
@@ -168,6 +169,20 @@ fn key_hints(f: &mut Frame, c: &Console, area: Rect) {
         })
         .collect();
     f.render_widget(Paragraph::new(Line::from(spans)), area);
+}
+
+/// A key job in one phrase: running with its count, or how the last ended.
+fn job_line(j: &crate::model::KeyJob) -> String {
+    let t = &j.tally;
+    let moved = format!("{} moved, {} failed", t.rewrapped, t.failed);
+    match (&j.finished_at, &j.error) {
+        (None, _) => format!(" · {} running: {} ({moved})", j.kind, j.phase),
+        (Some(_), Some(e)) => format!(" · last {}: failed ({e})", j.kind),
+        (Some(_), None) if !j.destroyed.is_empty() => {
+            format!(" · last {}: {moved}, destroyed {:?}", j.kind, j.destroyed)
+        }
+        (Some(_), None) => format!(" · last {}: {} ({moved})", j.kind, j.phase),
+    }
 }
 
 fn ok_style(status: &str) -> Style {
@@ -263,10 +278,11 @@ fn dashboard(f: &mut Frame, c: &Console, area: Rect) {
             let keys = match &h.keys.error {
                 Some(e) => e.clone(),
                 None => format!(
-                    "token {} · KEK versions {:?} · signing keys {}",
+                    "token {} · KEK versions {:?} · signing keys {}{}",
                     h.keys.token.as_deref().unwrap_or("?"),
                     h.keys.kek_versions,
-                    h.keys.jwt_kids.len()
+                    h.keys.jwt_kids.len(),
+                    h.key_job.as_ref().map(job_line).unwrap_or_default()
                 ),
             };
             rows.push(Row::new(vec![
@@ -542,6 +558,7 @@ fn help(f: &mut Frame) {
         "e / v          enrol a new user / verify the selected one",
         "               with the kiosk camera",
         "R              rotate the KEK (Dashboard)",
+        "X              retire old KEKs: rotate, then destroy the old ones (Dashboard)",
         "?              this help; any key closes it",
         "q, Ctrl-C      quit",
         "",

@@ -6,7 +6,7 @@
 //!
 //! | route | what |
 //! |---|---|
-//! | `GET /v1/health` | dependencies, key versions, uptime |
+//! | `GET /v1/health` | dependencies, key versions, the key job running or last run (phase, keys moved so far), uptime |
 //! | `GET /v1/metrics` | Prometheus text exposition |
 //! | `GET /v1/instances` | every daemon sharing the store, from their heartbeats (`alive` if seen in the last 15 s) |
 //! | `GET /v1/logs` | log search: `since`, `until`, `user` (id or e-mail), `outcome`, `action`, `ip`, `limit`, `cursor` |
@@ -16,6 +16,7 @@
 //! | `GET /v1/users` | accounts without biometric data: `after`, `limit` |
 //! | `POST /v1/users/{id}/disable`, `.../enable`, `DELETE /v1/users/{id}` | account actions |
 //! | `POST /v1/keys/rotate` | new KEK version in the HSM, every wrapped key re-wrapped |
+//! | `POST /v1/keys/retire` | crypto-shredding: rotate, then destroy every older KEK (copies of the store taken before never open again) |
 //! | `POST /v1/camera/enrol`, `POST /v1/camera/verify` | the kiosk camera: `{"name", "email"}` / `{"email"}` |
 //! | `POST /v1/invites` | an enrolment invitation: `{"email"?, "ttlSecs"?}` -> the code, once |
 //! | `GET /v1/audit/verify` | the audit trail's hash chain and HSM seals checked; the first break |
@@ -217,6 +218,7 @@ async fn handle(app: &App, req: Request<Incoming>, op: Operator) -> Response<Adm
         (&Method::GET, ["v1", "metrics"]) => system::metrics(app).await,
         (&Method::GET, ["v1", "instances"]) => system::instances(app).await,
         (&Method::POST, ["v1", "keys", "rotate"]) => system::rotate(app, op).await,
+        (&Method::POST, ["v1", "keys", "retire"]) => system::retire(app, op).await,
         (&Method::GET, ["v1", "logs"]) => logs::search(app, &req).await,
         (&Method::GET, ["v1", "logs", "stream"]) => logs::stream(app, &req).await,
         (&Method::GET, ["v1", "lockouts"]) => lockouts::list(app).await,

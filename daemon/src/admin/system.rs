@@ -7,11 +7,11 @@ use hyper::body::Bytes;
 use serde_json::json;
 
 use super::{AdminBody, Answer, Operator, audit, ok, unavailable};
-use crate::App;
 use crate::store::{Outcome, Subject};
+use crate::{App, custody};
 
 /// Dependencies as `/health` sees them, plus what only operators should
-/// see: the token's key versions and the signing key ids.
+/// see: the token's key versions, the signing key ids and the key job.
 pub async fn health(app: &App) -> Response<AdminBody> {
     let (down, mut data) = crate::api::health::report(app).await;
     let keys = match app.hsm.status().await {
@@ -31,6 +31,8 @@ pub async fn health(app: &App) -> Response<AdminBody> {
             json!((app.clock.now() - app.started).max(0) / 1000),
         );
         obj.insert("down".into(), json!(down));
+        // What a rotation or retirement has done so far (the console polls it).
+        obj.insert("keyJob".into(), json!(app.custody.snapshot()));
         obj.insert(
             "camera".into(),
             match &app.kiosk {
@@ -96,68 +98,14 @@ pub async fn metrics(app: &App) -> Answer {
 }
 
 /// Creates the next KEK version in the HSM and re-wraps every user's key
-/// under it (each key's plaintext exists only inside the HSM call). Old
-/// versions stay in the token: another daemon on the same store may still
-/// hold one for up to 10 s, and a key that failed to re-wrap needs its old
-/// KEK. The answer says how many moved and how many did not.
+/// under it (`custody::rotate`). The answer says how many moved and how
+/// many did not.
 pub async fn rotate(app: &App, op: Operator) -> Answer {
-    let version = match app.hsm.create_kek_version().await {
-        Ok(v) => v,
-        Err(e) => {
-            audit(app, op, None, "rotate KEK", Outcome::Failure).await;
-            return Err(unavailable("the HSM", &e));
-        }
+    let (version, tally) = match custody::rotate(app).await {
+        Ok(r) => r,
+        Err(e) => return Err(custody_failed(app, op, "rotate KEK", e).await),
     };
-    let (mut rewrapped, mut current, mut failed) = (0u64, 0u64, 0u64);
-    let mut after = None;
-    loop {
-        let page = app
-            .store
-            .list_users(after.as_ref(), 500)
-            .await
-            .map_err(|e| unavailable("the store", &e))?;
-        let Some(last) = page.last() else { break };
-        after = Some(last.id.clone());
-        for user in &page {
-            let moved = async {
-                let Some(creds) = app
-                    .store
-                    .credentials(&user.id)
-                    .await
-                    .map_err(|e| e.to_string())?
-                else {
-                    return Ok::<_, String>(false);
-                };
-                if creds.key.wrapped.kek_version == version {
-                    return Ok(false);
-                }
-                let wrapped = app
-                    .hsm
-                    .rewrap(user.id.as_str(), &creds.key.wrapped)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let key = crate::store::StoredKey {
-                    wrapped,
-                    public_key: creds.key.public_key,
-                };
-                app.store
-                    .replace_key(&user.id, &key)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                Ok(true)
-            }
-            .await;
-            match moved {
-                Ok(true) => rewrapped += 1,
-                Ok(false) => current += 1,
-                Err(e) => {
-                    failed += 1;
-                    tracing::error!(user = %user.id, error = %e, "key not re-wrapped");
-                }
-            }
-        }
-    }
-    let outcome = if failed == 0 {
+    let outcome = if tally.failed == 0 {
         Outcome::Success
     } else {
         Outcome::Failure
@@ -166,22 +114,81 @@ pub async fn rotate(app: &App, op: Operator) -> Answer {
         app,
         op,
         None,
-        &format!("rotate KEK to v{version} ({rewrapped} re-wrapped, {failed} failed)"),
+        &format!(
+            "rotate KEK to v{version} ({} re-wrapped, {} failed)",
+            tally.rewrapped, tally.failed
+        ),
         outcome,
     )
     .await;
     let data = json!({
         "version": version,
-        "rewrapped": rewrapped,
-        "alreadyCurrent": current,
-        "failed": failed,
+        "rewrapped": tally.rewrapped,
+        "alreadyCurrent": tally.already_current,
+        "failed": tally.failed,
     });
     Ok(ok(
-        if failed == 0 {
+        if tally.failed == 0 {
             "KEK rotated"
         } else {
             "KEK rotated; some keys were not re-wrapped (see failed)"
         },
         data,
     ))
+}
+
+/// Crypto-shredding (`custody::retire`): a new KEK, every key re-wrapped
+/// under it, every older KEK destroyed, so that copies of the store taken
+/// before (deleted accounts included) never open again.
+pub async fn retire(app: &App, op: Operator) -> Answer {
+    let retired = match custody::retire(app).await {
+        Ok(r) => r,
+        Err(e) => return Err(custody_failed(app, op, "retire old KEKs", e).await),
+    };
+    audit(
+        app,
+        op,
+        None,
+        &format!(
+            "retire KEKs {:?}: everything re-wrapped under v{} ({} moved)",
+            retired.destroyed, retired.version, retired.tally.rewrapped
+        ),
+        Outcome::Success,
+    )
+    .await;
+    Ok(ok(
+        "old KEKs destroyed",
+        serde_json::to_value(&retired).unwrap_or_default(),
+    ))
+}
+
+async fn custody_failed(
+    app: &App,
+    op: Operator,
+    what: &str,
+    e: custody::CustodyError,
+) -> Response<AdminBody> {
+    audit(app, op, None, what, Outcome::Failure).await;
+    match e {
+        custody::CustodyError::Busy(kind) => super::whole(crate::http::response::error(
+            http::StatusCode::CONFLICT,
+            "JOB_RUNNING",
+            &format!("a key job is already running ({kind})"),
+            "one key job at a time",
+            None,
+        )),
+        custody::CustodyError::Incomplete { failed, tally } => {
+            super::whole(crate::http::response::error(
+                http::StatusCode::CONFLICT,
+                "KEYS_NOT_MOVED",
+                &format!(
+                    "{failed} wrapped keys could not be re-wrapped; no KEK was destroyed (see the log)"
+                ),
+                "retirement needs every key re-wrapped",
+                Some(json!({"tally": tally})),
+            ))
+        }
+        custody::CustodyError::Hsm(e) => unavailable("the HSM", &e),
+        custody::CustodyError::Store(e) => unavailable("the store", &e),
+    }
 }

@@ -20,7 +20,7 @@ use crate::App;
 use crate::http::response::{self, Body, bad_request, unauthorized, unavailable};
 use crate::identity::UserId;
 use crate::store::{Action, Millis, NewFamily, Rotation, User, UserStatus};
-use crate::token::{self, Claims};
+use crate::token::{self, Claims, RefreshToken};
 
 /// An answer that is already an HTTP response (errors short-circuit with `?`).
 pub type Answer = Result<Response<Body>, Response<Body>>;
@@ -45,28 +45,50 @@ async fn pair(
     }))
 }
 
-/// A new session for `user`: a refresh family (stored by hash) and a token pair.
+/// What the store keeps of each refresh token: an HMAC under the HSM's
+/// pseudonym key ([`RefreshToken::mac_input`] has its own context), one trip
+/// to the token for all of them.
+async fn stored_forms(
+    app: &App,
+    tokens: &[&RefreshToken],
+) -> Result<Vec<[u8; 32]>, arclock_hsm::Error> {
+    crate::signin::pseudonym_key_ready(app).await?;
+    app.hsm
+        .pseudonyms(tokens.iter().map(|t| t.mac_input()).collect())
+        .await
+}
+
+/// A new session for `user`: a refresh family (stored as an HMAC of its
+/// token) and a token pair.
 pub async fn open(
     app: &App,
     user: &UserId,
     at: Millis,
 ) -> Result<serde_json::Value, Response<Body>> {
-    let (refresh, hash) = token::new_refresh_token();
     let sid = hex::encode(rand::random::<[u8; 16]>());
-    let family = NewFamily {
-        id: sid.clone(),
-        user_id: user.clone(),
-        token_hash: hash,
-        created_at: at,
-        expires_at: at + app.config.auth.refresh_ttl_secs as i64 * 1000,
+    let refresh = RefreshToken::generate(&sid, user);
+    // The family's MAC and commit, and the token's signature, at once (the
+    // disk and the HSM): a pair whose family could not be stored is never
+    // handed out.
+    let store_family = async {
+        let hash = stored_forms(app, &[&refresh])
+            .await
+            .map_err(|e| unavailable("the HSM", &e))?[0];
+        let family = NewFamily {
+            id: sid.clone(),
+            user_id: user.clone(),
+            token_hash: hash,
+            created_at: at,
+            expires_at: at + app.config.auth.refresh_ttl_secs as i64 * 1000,
+        };
+        app.store
+            .create_family(&family)
+            .await
+            .map_err(|e| unavailable("the store", &e))
     };
-    // The family's commit and the token's signature at once (the disk and
-    // the HSM): a pair whose family could not be stored is never handed out.
-    let (stored, tokens) = tokio::join!(
-        app.store.create_family(&family),
-        pair(app, user, &sid, &refresh, at)
-    );
-    stored.map_err(|e| unavailable("the store", &e))?;
+    let wire = refresh.encode();
+    let (stored, tokens) = tokio::join!(store_family, pair(app, user, &sid, &wire, at));
+    stored?;
     tokens
 }
 
@@ -140,13 +162,40 @@ pub async fn refresh(app: &App, req: Request<Incoming>) -> Answer {
     let (body, client) = intake::read_body(app, req).await?;
     let presented = presented_refresh(&body)?;
     drop(body);
+    let Some(presented) = presented else {
+        return Err(invalid_refresh());
+    };
     let at = app.clock.now();
-    let (next, next_hash) = token::new_refresh_token();
+    let next = RefreshToken::generate(presented.family_id(), presented.user());
+    let hashes = stored_forms(app, &[&presented, &next])
+        .await
+        .map_err(|e| unavailable("the HSM", &e))?;
     let rotation = app
         .store
-        .rotate_refresh(&presented, &next_hash, at)
+        .rotate_refresh(&hashes[0], &hashes[1], at)
         .await
         .map_err(|e| unavailable("the store", &e))?;
+    match &rotation {
+        Rotation::Rotated { user_id, family_id } | Rotation::Reused { user_id, family_id }
+            if user_id != presented.user() || family_id != presented.family_id() =>
+        {
+            // The row is not the one this token was issued for: moved to
+            // another user (or family) by someone writing to the store.
+            let _ = app.store.revoke_family(family_id).await;
+            tracing::error!(family = %family_id, "refresh family does not match its token: revoked");
+            crate::audit::record(
+                app,
+                "integrity",
+                "arclockd",
+                Some(user_id.to_string()),
+                "a refresh family's row names another user or family than its token: revoked"
+                    .into(),
+            )
+            .await;
+            return Err(invalid_refresh());
+        }
+        _ => {}
+    }
     match rotation {
         Rotation::Rotated { user_id, family_id } => {
             let active = app
@@ -159,7 +208,7 @@ pub async fn refresh(app: &App, req: Request<Incoming>) -> Answer {
                 let _ = app.store.revoke_family(&family_id).await;
                 return Err(invalid_refresh());
             }
-            let tokens = pair(app, &user_id, &family_id, &next, at).await?;
+            let tokens = pair(app, &user_id, &family_id, &next.encode(), at).await?;
             journal::record(app, &client, Event::ok(at, Some(&user_id), Action::Refresh)).await;
             Ok(response::ok(
                 StatusCode::OK,
@@ -189,13 +238,14 @@ pub async fn refresh(app: &App, req: Request<Incoming>) -> Answer {
     }
 }
 
-/// The hash of the refresh token a refresh body presents.
-pub(crate) fn presented_refresh(body: &[u8]) -> Result<[u8; 32], Response<Body>> {
+/// The refresh token a refresh body presents; `None` if it has no shape
+/// ArcLock issues (answered like an unknown token).
+pub(crate) fn presented_refresh(body: &[u8]) -> Result<Option<RefreshToken>, Response<Body>> {
     let b: RefreshBody<'_> = intake::parse(body)?;
     if b.refresh_token.is_empty() || b.refresh_token.len() > 256 {
         return Err(bad_request("refreshToken is required"));
     }
-    Ok(token::refresh_hash(&b.refresh_token))
+    Ok(RefreshToken::parse(&b.refresh_token))
 }
 
 #[derive(Deserialize, Default)]
@@ -205,17 +255,27 @@ struct LogoutBody<'a> {
     refresh_token: Option<Cow<'a, str>>,
 }
 
-/// The hash of the refresh token a logout body names, if any (an empty body
-/// names none).
-pub(crate) fn logout_refresh(body: &[u8]) -> Result<Option<[u8; 32]>, Response<Body>> {
+/// What a logout body names.
+pub(crate) enum Named {
+    /// No refresh token (an empty body, or none in it).
+    Nothing,
+    /// A refresh token of no shape ArcLock issues: it revokes nothing.
+    Unknown,
+    Token(RefreshToken),
+}
+
+/// The refresh token a logout body names, if any.
+pub(crate) fn logout_refresh(body: &[u8]) -> Result<Named, Response<Body>> {
     if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(None);
+        return Ok(Named::Nothing);
     }
     let b: LogoutBody<'_> = intake::parse(body)?;
     match b.refresh_token {
-        Some(t) if !t.is_empty() && t.len() <= 256 => Ok(Some(token::refresh_hash(&t))),
+        Some(t) if !t.is_empty() && t.len() <= 256 => {
+            Ok(RefreshToken::parse(&t).map_or(Named::Unknown, Named::Token))
+        }
         Some(_) => Err(bad_request("refreshToken is malformed")),
-        None => Ok(None),
+        None => Ok(Named::Nothing),
     }
 }
 
@@ -240,16 +300,20 @@ pub async fn logout(app: &App, req: Request<Incoming>) -> Answer {
             .map_err(|e| unavailable("the store", &e))?;
     }
     match named {
-        Some(hash) => {
+        Named::Token(t) => {
+            let hash = stored_forms(app, &[&t])
+                .await
+                .map_err(|e| unavailable("the HSM", &e))?[0];
             revoked |= app
                 .store
                 .revoke_family_of(&hash)
                 .await
                 .map_err(|e| unavailable("the store", &e))?;
         }
+        Named::Unknown => {}
         // Nothing names a session: the caller is not authenticated.
-        None if caller.is_none() => return Err(response::unauthorized()),
-        None => {}
+        Named::Nothing if caller.is_none() => return Err(response::unauthorized()),
+        Named::Nothing => {}
     }
     let user = caller.as_ref().map(|c| &c.user.id);
     journal::record(app, &client, Event::ok(at, user, Action::Logout)).await;

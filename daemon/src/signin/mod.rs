@@ -188,17 +188,7 @@ pub(crate) async fn email_subjects(
     app: &App,
     emails: &[&Email],
 ) -> Result<Vec<Subject>, arclock_hsm::Error> {
-    app.pseudonym_key
-        .get_or_try_init(|| async {
-            if app.hsm.create_pseudonym_key().await? {
-                tracing::warn!(
-                    "generated the pseudonym key in the token (lockout counters kept under \
-                     earlier subjects no longer apply)"
-                );
-            }
-            Ok::<_, arclock_hsm::Error>(())
-        })
-        .await?;
+    pseudonym_key_ready(app).await?;
     let inputs = emails
         .iter()
         .map(|e| [SUBJECT_CONTEXT, e.as_str().as_bytes()].concat())
@@ -210,6 +200,23 @@ pub(crate) async fn email_subjects(
         .into_iter()
         .map(|h| Subject::Account(UserId::stored(hex::encode(&h[..16]))))
         .collect())
+}
+
+/// Makes sure the token holds the pseudonym key (made on first use if an
+/// older provisioning lacks it); asked once per process.
+pub(crate) async fn pseudonym_key_ready(app: &App) -> Result<(), arclock_hsm::Error> {
+    app.pseudonym_key
+        .get_or_try_init(|| async {
+            if app.hsm.create_pseudonym_key().await? {
+                tracing::warn!(
+                    "generated the pseudonym key in the token (lockout counters kept under \
+                     earlier subjects, and sessions opened before, no longer apply)"
+                );
+            }
+            Ok::<_, arclock_hsm::Error>(())
+        })
+        .await
+        .copied()
 }
 
 /// The lockout subject of a client address: IPv6 by its /64.
@@ -424,7 +431,7 @@ pub async fn enrol(
 ) -> Result<User, Refused> {
     let at = app.clock.now();
     let id = UserId::generate();
-    let credentials = template::seal(&app.hsm, &id, &embedding)
+    let credentials = template::seal(&app.hsm, &id, &email, &embedding)
         .await
         .map_err(|e| Refused::unavailable("the HSM", &e))?;
     drop(embedding);
@@ -453,17 +460,38 @@ pub async fn enrol(
 
 /// A template sealed once for a user that does not exist: unknown e-mails are
 /// compared against it so that they cost the same HSM and ECIES work.
-static DECOY: OnceCell<(UserId, Credentials)> = OnceCell::const_new();
+static DECOY: OnceCell<Decoy> = OnceCell::const_new();
 
-async fn decoy(app: &App, probe: &Embedding) -> Result<&'static (UserId, Credentials), Refused> {
+/// The decoy's owner, the address it is bound to, and its record.
+type Decoy = (UserId, Email, Credentials);
+
+async fn decoy(app: &App, probe: &Embedding) -> Result<&'static Decoy, Refused> {
     DECOY
         .get_or_try_init(|| async {
             let id = UserId::generate();
-            let creds = template::seal(&app.hsm, &id, probe).await?;
-            Ok::<_, template::TemplateError>((id, creds))
+            let email = Email::parse("decoy@arclock.invalid")
+                .map_err(|e| template::TemplateError::Crypto(e.to_string()))?;
+            let creds = template::seal(&app.hsm, &id, &email, probe).await?;
+            Ok::<_, template::TemplateError>((id, email, creds))
         })
         .await
         .map_err(|e| Refused::unavailable("the HSM", &e))
+}
+
+/// A stored record failed the token's integrity check: someone wrote to
+/// the store (a template or key swapped, an old copy put back). Never a
+/// match: 503, an error in the log and an entry in the audit trail.
+async fn forged(app: &App, user: &UserId, cause: &template::TemplateError) -> Refused {
+    tracing::error!(user = %user, error = %cause, "stored credentials failed their integrity check");
+    crate::audit::record(
+        app,
+        "integrity",
+        "arclockd",
+        Some(user.to_string()),
+        "stored credentials failed the HSM integrity check (tampered or replayed record)".into(),
+    )
+    .await;
+    Refused::unavailable("the account's credentials", cause)
 }
 
 /// Compares `probe` with the account's template (or, for an unknown or
@@ -508,9 +536,10 @@ pub async fn compare_deferred<'a>(
         .map_err(|e| down(&e))?
         .filter(|u| u.status == UserStatus::Active);
     // Same work either way: unwrap in the HSM, decrypt, compare.
-    let (template_owner, creds) = match &user {
+    let (template_owner, bound_to, creds) = match &user {
         Some(u) => (
             u.id.clone(),
+            u.email.clone(),
             app.store
                 .credentials(&u.id)
                 .await
@@ -518,17 +547,22 @@ pub async fn compare_deferred<'a>(
                 .ok_or_else(|| down(&"credentials missing"))?,
         ),
         None => {
-            let (id, c) = decoy(app, &probe).await?;
+            let (id, email, c) = decoy(app, &probe).await?;
             // The same store round trip a known account costs (on MongoDB a
             // missing one is measurable): a read for the decoy's id, which no
             // account has.
             app.store.credentials(id).await.map_err(|e| down(&e))?;
-            (id.clone(), c.clone())
+            (id.clone(), email.clone(), c.clone())
         }
     };
-    let reference = template::open(&app.hsm, &template_owner, &creds)
-        .await
-        .map_err(|e| Refused::unavailable("the HSM", &e))?;
+    let reference = match template::open(&app.hsm, &template_owner, &bound_to, &creds).await {
+        Ok(r) => r,
+        Err(
+            e @ template::TemplateError::Hsm(arclock_hsm::Error::IntegrityFailure)
+            | e @ template::TemplateError::Crypto(_),
+        ) => return Err(forged(app, &template_owner, &e).await),
+        Err(e) => return Err(Refused::unavailable("the HSM", &e)),
+    };
     let similarity = reference.cosine(&probe).unwrap_or(-1.0);
     drop((reference, probe));
     let threshold = app.face.threshold().unwrap_or(1.0);

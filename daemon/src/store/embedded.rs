@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use arclock_hsm::WrappedKey;
+use arclock_hsm::{Binding, WrappedKey};
 use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params, params_from_iter};
 
@@ -168,6 +168,11 @@ const MIGRATIONS: &[&str] = &[
         started_at   INTEGER NOT NULL,
         seen_at      INTEGER NOT NULL
     ) STRICT;
+    "#,
+    // 9: what a wrapped key's GCM tag covers (`arclock_hsm::Binding`): 1 =
+    // its owner only (every blob before this), 2 = the whole record.
+    r#"
+    ALTER TABLE wrapped_keys ADD COLUMN binding INTEGER NOT NULL DEFAULT 1;
     "#,
 ];
 
@@ -531,13 +536,14 @@ impl Store for EmbeddedStore {
             )
             .map_err(&err)?;
             tx.execute(
-                "INSERT INTO wrapped_keys (user_id, kek_version, nonce, ciphertext, public_key) VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT INTO wrapped_keys (user_id, kek_version, nonce, ciphertext, public_key, binding) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 params![
                     u.id.as_str(),
                     c.key.wrapped.kek_version,
                     c.key.wrapped.nonce.as_slice(),
                     c.key.wrapped.ciphertext,
-                    c.key.public_key
+                    c.key.public_key,
+                    c.key.wrapped.binding.as_u8()
                 ],
             )
             .map_err(&err)?;
@@ -559,7 +565,7 @@ impl Store for EmbeddedStore {
         self.with(move |conn, path| {
             let row = conn
                 .query_row(
-                    "SELECT t.model_id, t.ciphertext, k.kek_version, k.nonce, k.ciphertext, k.public_key
+                    "SELECT t.model_id, t.ciphertext, k.kek_version, k.nonce, k.ciphertext, k.public_key, k.binding
                      FROM templates t JOIN wrapped_keys k ON k.user_id = t.user_id WHERE t.user_id = ?1",
                     [id],
                     |r| {
@@ -570,12 +576,13 @@ impl Store for EmbeddedStore {
                             r.get::<_, Vec<u8>>(3)?,
                             r.get::<_, Vec<u8>>(4)?,
                             r.get::<_, Vec<u8>>(5)?,
+                            r.get::<_, u8>(6)?,
                         ))
                     },
                 )
                 .optional()
                 .map_err(unavailable(path))?;
-            row.map(|(model_id, template, kek_version, nonce, ciphertext, public_key)| {
+            row.map(|(model_id, template, kek_version, nonce, ciphertext, public_key, binding)| {
                 Ok(Credentials {
                     template: Template {
                         model_id,
@@ -588,6 +595,8 @@ impl Store for EmbeddedStore {
                                 .try_into()
                                 .map_err(|_| StoreError::Corrupt("wrapped key nonce".into()))?,
                             ciphertext,
+                            binding: Binding::from_u8(binding)
+                                .map_err(|_| StoreError::Corrupt("wrapped key binding".into()))?,
                         },
                         public_key,
                     },
@@ -640,8 +649,8 @@ impl Store for EmbeddedStore {
         let (id, key) = (id.as_str().to_string(), key.clone());
         self.with(move |conn, path| {
             conn.execute(
-                "UPDATE wrapped_keys SET kek_version = ?1, nonce = ?2, ciphertext = ?3, public_key = ?4 WHERE user_id = ?5",
-                params![key.wrapped.kek_version, key.wrapped.nonce.as_slice(), key.wrapped.ciphertext, key.public_key, id],
+                "UPDATE wrapped_keys SET kek_version = ?1, nonce = ?2, ciphertext = ?3, public_key = ?4, binding = ?5 WHERE user_id = ?6",
+                params![key.wrapped.kek_version, key.wrapped.nonce.as_slice(), key.wrapped.ciphertext, key.public_key, key.wrapped.binding.as_u8(), id],
             )
             .map(|n| n > 0)
             .map_err(unavailable(path))

@@ -22,7 +22,7 @@ use mongodb::error::{ErrorKind, WriteFailure};
 use mongodb::options::{IndexOptions, ReturnDocument};
 use mongodb::{Client, Collection, Database, IndexModel};
 
-use arclock_hsm::WrappedKey;
+use arclock_hsm::{Binding, WrappedKey};
 
 use super::audit::{stored_hash, stored_seq};
 use super::{
@@ -443,6 +443,7 @@ fn key_doc(id: &UserId, k: &StoredKey) -> Document {
         "nonce": bin(&k.wrapped.nonce),
         "ciphertext": bin(&k.wrapped.ciphertext),
         "public_key": bin(&k.public_key),
+        "binding": i32::from(k.wrapped.binding.as_u8()),
     }
 }
 
@@ -534,6 +535,14 @@ impl Store for MongoStore {
                         .try_into()
                         .map_err(|_| corrupt("nonce"))?,
                     ciphertext: get_bytes(&k, "ciphertext")?,
+                    // Absent on documents written before bound blobs.
+                    binding: match k.get("binding") {
+                        None => Binding::Owner,
+                        Some(_) => u8::try_from(get_i64(&k, "binding")?)
+                            .ok()
+                            .and_then(|b| Binding::from_u8(b).ok())
+                            .ok_or_else(|| corrupt("binding"))?,
+                    },
                 },
                 public_key: get_bytes(&k, "public_key")?,
             },

@@ -61,6 +61,32 @@ pub fn people(n: usize) -> Vec<String> {
     names
 }
 
+/// The embedding the daemon's own pipeline makes of LFW photo `n` of
+/// `person` (one pipeline per test process, loaded on first use).
+pub fn embedding(person: &str, n: u32) -> arclock_face::Embedding {
+    use arclock_face::{FaceModels, Manifest, Pipeline, Policy, Threads, Workspace};
+    static P: std::sync::OnceLock<Pipeline> = std::sync::OnceLock::new();
+    let p = P.get_or_init(|| {
+        let manifest = Manifest::load(&root().join("models/manifest.toml")).unwrap();
+        let models = FaceModels::load(
+            &installed().join("opt/onnxruntime-1.32.0/libonnxruntime.so.1.32.0"),
+            &manifest,
+            &installed().join("models"),
+            "scrfd_2.5g_bnkps",
+            "arcface_mobileface_128",
+            Threads {
+                workers: 1,
+                intra: 1,
+            },
+        )
+        .unwrap();
+        Pipeline::new(models, Policy::default(), Default::default(), 1)
+    });
+    p.run(&mut Workspace::new().unwrap(), &lfw(person, n), None)
+        .unwrap()
+        .embedding
+}
+
 pub fn lfw_base64(person: &str, n: u32) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(lfw(person, n))

@@ -374,9 +374,16 @@ pub async fn prove(backend: Backend) {
     assert_eq!(users.len(), enrolled);
     for u in &users {
         let creds = store.credentials(&u.id).await.unwrap().unwrap();
-        let key = hsm.unwrap(u.id.as_str(), &creds.key.wrapped).await.unwrap();
+        let bound =
+            arclockd::template::binding(u.email.as_str(), &creds.template, &creds.key.public_key);
+        let key = hsm
+            .unwrap(u.id.as_str(), &bound, &creds.key.wrapped)
+            .await
+            .unwrap();
         secrets.add(format!("{}'s private key", u.email.as_str()), key.to_vec());
-        let embedding = arclockd::template::open(&hsm, &u.id, &creds).await.unwrap();
+        let embedding = arclockd::template::open(&hsm, &u.id, &u.email, &creds)
+            .await
+            .unwrap();
         let floats: Vec<u8> = embedding
             .values()
             .iter()
