@@ -10,7 +10,7 @@ ifeq ($(shell id -u),0)
 export ARCLOCK_ALLOW_ROOT := 1
 endif
 
-.PHONY: setup setup-test build deb boot-test run test bench fuzz fuzz-seeds check clean install install-files
+.PHONY: setup setup-test build deb boot-test run test bench hsm-matrix fuzz fuzz-seeds check clean install install-files
 
 ## Install pinned system packages, ONNX Runtime and the face models (idempotent).
 setup:
@@ -50,6 +50,12 @@ test: setup-test
 bench: setup-test
 	$(CARGO) build --release -p arclock-bench -p arclockd
 	scripts/with-mongo.sh target/release/arclock-bench --out bench/results
+
+## Four PKCS#11 tokens (SoftHSM2, kryoptic, opencryptoki, a TPM through
+## swtpm + tpm2-pkcs11) set up afresh and probed job by job; the table goes to
+## hsm/results/matrix.md and hsm/README.md. Needs root.
+hsm-matrix:
+	scripts/hsm-matrix.sh
 
 ## Every fuzz target (fuzz/) for FUZZ_SECONDS (default 60) each, growing and
 ## minimising fuzz/corpus; a table in fuzz/results/latest.md. Fails on a crash.

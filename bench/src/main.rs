@@ -8,6 +8,7 @@
 mod api;
 mod face;
 mod hsm;
+mod matrix;
 mod report;
 mod store;
 
@@ -54,6 +55,16 @@ struct Args {
     /// RSA size of the JWT signing key.
     #[arg(long, default_value_t = 2048)]
     jwt_bits: u32,
+    /// Instead of the benchmarks: probe the token in this PKCS#11 module
+    /// (`make hsm-matrix`), printing `job<TAB>result<TAB>ops/s` lines.
+    #[arg(long, value_name = "MODULE", requires_all = ["probe_label", "probe_pin"])]
+    probe: Option<PathBuf>,
+    /// The label of the token to probe.
+    #[arg(long, value_name = "LABEL")]
+    probe_label: Option<String>,
+    /// The file holding its user PIN.
+    #[arg(long, value_name = "FILE")]
+    probe_pin: Option<PathBuf>,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -66,6 +77,16 @@ enum Section {
 
 fn main() -> Result<()> {
     let args = Args::parse();
+    if let (Some(module), Some(label), Some(pin)) =
+        (&args.probe, &args.probe_label, &args.probe_pin)
+    {
+        let dur = Duration::from_secs_f64(args.seconds);
+        for p in matrix::run(module, label, pin, dur)? {
+            let rate = p.rate.map(|r| format!("{r:.0}")).unwrap_or_default();
+            println!("{}\t{}\t{rate}", p.job, p.result);
+        }
+        return Ok(());
+    }
     let sections = if args.sections.is_empty() {
         vec![Section::Hsm, Section::Face, Section::Store, Section::Api]
     } else {

@@ -313,6 +313,12 @@ pub async fn run(app: App) -> anyhow::Result<()> {
             tracing::error!(error = %e, "HSM unavailable at start; serving 503 until it recovers")
         }
     }
+    // Named now, not at the first sign-in that needs it.
+    if let Ok(lacks) = app.hsm.lacks(app.config.hsm.jwt_key_bits as usize).await {
+        for lack in lacks {
+            tracing::error!(lack = %lack, "the HSM token lacks a mechanism ArcLock needs");
+        }
+    }
     let admin = admin::Listener::bind(&app.config.admin)?;
     tracing::info!(%local, "arclockd listening on https://{local}");
     println!("arclockd listening on https://{local}");
@@ -323,12 +329,13 @@ pub async fn run(app: App) -> anyhow::Result<()> {
     let upkeep = tokio::spawn(upkeep(Arc::clone(&app)));
     let heartbeat = tokio::spawn(heartbeat(Arc::clone(&app)));
     let reload = tokio::spawn(reload_on_hangup(Arc::clone(&app)));
+    // Ready first: the service manager hears READY=1 before any WATCHDOG=1.
+    supervisor::ready(&format!("serving on {local}"));
     let watchdog = tokio::spawn(supervisor::watchdog());
     let binding = tokio::spawn({
         let app = Arc::clone(&app);
         async move { custody::bind_legacy(&app).await }
     });
-    supervisor::ready(&format!("serving on {local}"));
     shutdown_signal().await;
     upkeep.abort();
     heartbeat.abort();

@@ -74,11 +74,34 @@ fn main() -> ExitCode {
     };
     if args.check_config {
         println!("{}: configuration is valid", args.config.display());
-        return ExitCode::SUCCESS;
+        return check_token(&config);
     }
     match serve(args, config, hardened) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&e),
+    }
+}
+
+/// `--check-config`'s look at the token: what it lacks of what ArcLock
+/// needs (no PIN is read). A token that cannot be asked from here (absent,
+/// or its module configured only for the service) is a note, not an error.
+fn check_token(config: &Config) -> ExitCode {
+    let (module, label) = (&config.hsm.module, &config.hsm.token_label);
+    match arclock_hsm::mechanism::lacks(module, label, config.hsm.jwt_key_bits as usize) {
+        Ok(lacks) if lacks.is_empty() => {
+            println!("HSM token {label:?}: offers every mechanism ArcLock needs");
+            ExitCode::SUCCESS
+        }
+        Ok(lacks) => {
+            for lack in &lacks {
+                eprintln!("arclockd: HSM token {label:?} lacks {lack}");
+            }
+            ExitCode::from(EX_CONFIG)
+        }
+        Err(e) => {
+            println!("HSM token {label:?} not checked: {e}");
+            ExitCode::SUCCESS
+        }
     }
 }
 

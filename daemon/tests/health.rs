@@ -146,6 +146,16 @@ fn check_config_names_the_bad_key_and_a_corrupt_model_refuses_start() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // No token yet: a note, not a failure.
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("not checked"), "{said}");
+    inst.provision();
+    let out = inst.command().arg("--check-config").output().unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && said.contains("offers every mechanism ArcLock needs"),
+        "{said}"
+    );
 
     let out = inst
         .command()

@@ -14,6 +14,9 @@
 //!   user id, the key version and a digest of the credentials stored with it
 //!   (so a template swapped in the store fails the token's tag check);
 //!   rotation re-wraps without the plaintext leaving locked memory.
+//! - [`mechanism`]: what ArcLock needs of a token, job by job, checked
+//!   against the token's own mechanism list (no PIN needed) at start and by
+//!   `--check-config`.
 //! - [`pseudonym`]: HMAC-SHA256 under a token-held secret, so that lockout
 //!   subjects in the store cannot be matched against a list of addresses.
 //! - [`signer`]: RSA keys for RS256 JWTs, signed with C_Sign; public halves
@@ -35,6 +38,7 @@
 mod context;
 mod error;
 pub mod kek;
+pub mod mechanism;
 pub mod pin;
 mod pool;
 pub mod provision;

@@ -129,6 +129,17 @@ impl Hsm {
             .map_err(|e| Error::HsmUnavailable(format!("HSM worker failed: {e}")))?
     }
 
+    /// What the token lacks of [`crate::mechanism::needs`] for signing keys
+    /// of `jwt_bits` (empty: nothing). Asks without logging in.
+    pub async fn lacks(&self, jwt_bits: usize) -> Result<Vec<crate::mechanism::Lack>, Error> {
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || {
+            crate::mechanism::lacks(&inner.config.module, &inner.config.token_label, jwt_bits)
+        })
+        .await
+        .map_err(|e| Error::HsmUnavailable(format!("HSM worker failed: {e}")))?
+    }
+
     /// Connects, logs in and reports what the token holds.
     pub async fn status(&self) -> Result<Status, Error> {
         self.run(|inner, session| {

@@ -308,6 +308,31 @@ async fn pseudonyms_are_keyed_by_the_token() {
     assert!(!a.create_pseudonym_key().await.unwrap(), "made only once");
 }
 
+/// SoftHSM2 lists everything ArcLock needs; a signing key larger than any
+/// it makes is named as a lack, job and mechanism, before any key is used.
+#[tokio::test]
+async fn what_a_token_lacks_is_named_before_use() {
+    let (hsm, _) = token("mechanisms").await;
+    drop(hsm);
+    let module = Path::new(MODULE);
+    assert_eq!(
+        arclock_hsm::mechanism::lacks(module, "mechanisms", 3072).unwrap(),
+        vec![]
+    );
+    let lacks = arclock_hsm::mechanism::lacks(module, "mechanisms", 1 << 20).unwrap();
+    let named: Vec<String> = lacks.iter().map(ToString::to_string).collect();
+    assert_eq!(named.len(), 2, "{named:?}");
+    assert!(
+        named[0].starts_with("signing key generation (RSA)"),
+        "{named:?}"
+    );
+    assert!(named[1].contains("allows keys up to"), "{named:?}");
+    assert!(matches!(
+        arclock_hsm::mechanism::lacks(module, "no-such-token", 2048),
+        Err(Error::HsmUnavailable(_))
+    ));
+}
+
 /// Logs a raw session in (the pool of this process may have logged the
 /// token in already: PKCS#11 login is per application).
 fn login(s: &cryptoki::session::Session, pin: &Path) {

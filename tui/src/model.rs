@@ -114,6 +114,11 @@ impl Dependency {
 pub struct Keys {
     #[serde(default)]
     pub token: Option<String>,
+    /// Who made the token and which model it is (its `C_GetTokenInfo`).
+    #[serde(default)]
+    pub manufacturer: Option<String>,
+    #[serde(default)]
+    pub model: Option<String>,
     #[serde(default)]
     pub kek_versions: Vec<u32>,
     #[serde(default)]
