@@ -186,6 +186,28 @@ pub fn run(module: &Path, label: &str, pin_file: &Path, dur: Duration) -> Result
     probe("... with a label ending in a NUL byte", &|s| {
         oaep(s, b"arclock/wrapped-key/u1/v1\0").map(|_| None)
     });
+    probe("... SHA-1 and no label (what every token offers)", &|s| {
+        let (public, private) = rsa_pair(s)?;
+        let params = PkcsOaepParams::new(
+            MechanismType::SHA1,
+            PkcsMgfType::MGF1_SHA1,
+            PkcsOaepSource::empty(),
+        );
+        let blob = s.encrypt(&Mechanism::RsaPkcsOaep(params), public, &[7u8; 32])?;
+        let plain = s.decrypt(&Mechanism::RsaPkcsOaep(params), private, &blob)?;
+        anyhow::ensure!(plain == [7u8; 32], "decrypted to something else");
+        Ok(None)
+    });
+    probe("RSA-2048 decrypt in the token (per unwrap)", &|s| {
+        let (public, private) = rsa_pair(s)?;
+        let blob = s.encrypt(&Mechanism::RsaPkcs, public, &[7u8; 32])?;
+        let rate = rate(dur, || {
+            s.decrypt(&Mechanism::RsaPkcs, private, &blob)
+                .map(drop)
+                .map_err(Into::into)
+        })?;
+        Ok(Some(rate))
+    });
     probe("ES256: P-256 key pair, CKM_ECDSA", &|s| {
         let (_, private) = s.generate_key_pair(
             &Mechanism::EccKeyPairGen,

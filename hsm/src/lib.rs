@@ -52,4 +52,4 @@ pub use error::Error;
 pub use kek::{Binding, KekVersion, WrappedKey};
 pub use pin::Pin;
 pub use pool::{CURRENT_KEY_TTL, Hsm, HsmConfig, Status};
-pub use signer::{Jwk, Jwks};
+pub use signer::{Jwk, Jwks, Rs256};

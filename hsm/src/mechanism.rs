@@ -23,6 +23,8 @@ pub struct Need {
     /// What ArcLock does with it, for the operator.
     pub job: &'static str,
     pub mechanism: MechanismType,
+    /// What ArcLock falls back to when the token lacks `mechanism`.
+    pub fallback: Option<MechanismType>,
     what: Use,
     /// Smallest key size the token must accept for it (0: any).
     min_key: usize,
@@ -53,6 +55,7 @@ pub fn needs(jwt_bits: usize) -> Vec<Need> {
     let need = |job, mechanism, what, min_key| Need {
         job,
         mechanism,
+        fallback: None,
         what,
         min_key,
     };
@@ -87,12 +90,16 @@ pub fn needs(jwt_bits: usize) -> Vec<Need> {
             Use::GenerateKeyPair,
             jwt_bits,
         ),
-        need(
-            "token and audit signatures (RS256)",
-            MechanismType::SHA256_RSA_PKCS,
-            Use::Sign,
-            jwt_bits,
-        ),
+        Need {
+            // Raw PKCS#1 v1.5 over a DigestInfo made here: the same bytes.
+            fallback: Some(MechanismType::RSA_PKCS),
+            ..need(
+                "token and audit signatures (RS256)",
+                MechanismType::SHA256_RSA_PKCS,
+                Use::Sign,
+                jwt_bits,
+            )
+        },
     ]
 }
 
@@ -117,16 +124,21 @@ pub fn lacks(module_path: &Path, label: &str, jwt_bits: usize) -> Result<Vec<Lac
     let offered = m.ctx.get_mechanism_list(slot).map_err(from_ck)?;
     let mut out = Vec::new();
     for need in needs(jwt_bits) {
-        let why = if !offered.contains(&need.mechanism) {
-            Some("is not offered".to_string())
-        } else {
-            let info = m
-                .ctx
-                .get_mechanism_info(slot, need.mechanism)
-                .map_err(from_ck)?;
-            judge(&need, &info)
+        let why = |mechanism: MechanismType| -> Result<Option<String>, Error> {
+            if !offered.contains(&mechanism) {
+                return Ok(Some("is not offered".to_string()));
+            }
+            let info = m.ctx.get_mechanism_info(slot, mechanism).map_err(from_ck)?;
+            Ok(judge(&need, &info))
         };
-        if let Some(why) = why {
+        let mut lack = why(need.mechanism)?;
+        if lack.is_some()
+            && let Some(fallback) = need.fallback
+            && why(fallback)?.is_none()
+        {
+            lack = None;
+        }
+        if let Some(why) = lack {
             out.push(Lack { need, why });
         }
     }

@@ -79,6 +79,8 @@ struct Conn {
     current_kek: Option<(Instant, u32)>,
     /// Newest signing key (version, kid), for the same reason in `sign_rs256`.
     current_signer: Option<(Instant, u32, String)>,
+    /// How the token signs RS256, from its mechanism list.
+    rs256: Option<crate::signer::Rs256>,
 }
 
 /// How long a remembered "newest key" is trusted. Rotation in this process
@@ -345,6 +347,29 @@ impl Inner {
         let (v, kid) = load()?;
         self.conn()?.current_signer = Some((Instant::now(), v, kid.clone()));
         Ok((v, kid))
+    }
+
+    /// How the token signs RS256 ([`crate::signer::Rs256::choose`]), asked
+    /// once per connection.
+    pub(crate) fn rs256(&self) -> Result<crate::signer::Rs256, Error> {
+        let (slot, cached) = {
+            let conn = self.conn()?;
+            (conn.slot, conn.rs256)
+        };
+        if let Some(r) = cached {
+            return Ok(r);
+        }
+        let slot = slot.ok_or_else(|| Error::HsmUnavailable("no slot".into()))?;
+        let offered = module(&self.config.module)?
+            .ctx
+            .get_mechanism_list(slot)
+            .map_err(from_ck)?;
+        let r = crate::signer::Rs256::choose(&offered).ok_or_else(|| Error::Pkcs11 {
+            function: "C_GetMechanismList".into(),
+            rv: "neither CKM_SHA256_RSA_PKCS nor CKM_RSA_PKCS is offered".into(),
+        })?;
+        self.conn()?.rs256 = Some(r);
+        Ok(r)
     }
 
     /// Forgets which keys are newest, after a key was created or destroyed here.

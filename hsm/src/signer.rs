@@ -2,7 +2,9 @@
 //!
 //! Each version is an RSA key pair generated in the token (`jwt-v<N>`); the
 //! private half is sensitive and not extractable, signing is `C_Sign` with
-//! `CKM_SHA256_RSA_PKCS`. The public half is exported as a JWK whose `kid` is its
+//! `CKM_SHA256_RSA_PKCS`, or, on a token without it (opencryptoki's soft
+//! token), raw `CKM_RSA_PKCS` over a SHA-256 DigestInfo made here: PKCS#1
+//! v1.5 is deterministic, so both give the same bytes. The public half is exported as a JWK whose `kid` is its
 //! RFC 7638 thumbprint, so verifiers pick the right key after a rotation.
 
 use base64::Engine;
@@ -147,7 +149,45 @@ fn private_modulus(session: &Session, version: u32) -> Result<Option<Vec<u8>>, E
     }))
 }
 
+/// How this token makes an RS256 signature.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rs256 {
+    /// `CKM_SHA256_RSA_PKCS`: the token hashes.
+    Sha256RsaPkcs,
+    /// `CKM_RSA_PKCS` over [`digest_info`]: we hash, the token pads and signs.
+    RsaPkcsOverDigestInfo,
+}
+
+impl Rs256 {
+    /// The first of the two a token offers (its mechanism list).
+    pub fn choose(offered: &[cryptoki::mechanism::MechanismType]) -> Option<Self> {
+        use cryptoki::mechanism::MechanismType as M;
+        if offered.contains(&M::SHA256_RSA_PKCS) {
+            Some(Rs256::Sha256RsaPkcs)
+        } else if offered.contains(&M::RSA_PKCS) {
+            Some(Rs256::RsaPkcsOverDigestInfo)
+        } else {
+            None
+        }
+    }
+}
+
+/// The DER `DigestInfo` of SHA-256(`data`) (RFC 8017 9.2): what
+/// `CKM_SHA256_RSA_PKCS` signs inside the token.
+pub fn digest_info(data: &[u8]) -> Vec<u8> {
+    const SHA256_PREFIX: [u8; 19] = [
+        0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01,
+        0x05, 0x00, 0x04, 0x20,
+    ];
+    [&SHA256_PREFIX[..], &Sha256::digest(data)].concat()
+}
+
 impl Hsm {
+    /// How this token signs RS256 (asked once per connection).
+    pub async fn rs256(&self) -> Result<Rs256, Error> {
+        self.run(|inner, _| inner.rs256()).await
+    }
+
     /// Signs a JWT signing input (`base64url(header).base64url(payload)`) with the
     /// newest signing key inside the token.
     pub async fn sign_rs256(&self, signing_input: &[u8]) -> Result<Signature, Error> {
@@ -160,9 +200,13 @@ impl Hsm {
                 Ok((v, jwk.kid))
             })?;
             let key = inner.find(s, &label(version), SIGNER)?;
-            let bytes = s
-                .sign(&Mechanism::Sha256RsaPkcs, key, &data)
-                .map_err(from_ck)?;
+            let bytes = match inner.rs256()? {
+                Rs256::Sha256RsaPkcs => s.sign(&Mechanism::Sha256RsaPkcs, key, &data),
+                Rs256::RsaPkcsOverDigestInfo => {
+                    s.sign(&Mechanism::RsaPkcs, key, &digest_info(&data))
+                }
+            }
+            .map_err(from_ck)?;
             Ok(Signature { kid, bytes })
         })
         .await

@@ -308,6 +308,51 @@ async fn pseudonyms_are_keyed_by_the_token() {
     assert!(!a.create_pseudonym_key().await.unwrap(), "made only once");
 }
 
+/// A token without `CKM_SHA256_RSA_PKCS` (opencryptoki's soft token) signs
+/// with raw `CKM_RSA_PKCS` over a DigestInfo made outside: the very same
+/// bytes, since PKCS#1 v1.5 is deterministic. SoftHSM2 offers both, so both
+/// are made here and compared.
+#[tokio::test]
+async fn rs256_over_a_digest_info_is_the_same_signature() {
+    use arclock_hsm::Rs256;
+    use cryptoki::mechanism::MechanismType as M;
+    assert_eq!(
+        Rs256::choose(&[M::RSA_PKCS, M::SHA256_RSA_PKCS]),
+        Some(Rs256::Sha256RsaPkcs)
+    );
+    assert_eq!(
+        Rs256::choose(&[M::AES_GCM, M::RSA_PKCS]),
+        Some(Rs256::RsaPkcsOverDigestInfo)
+    );
+    assert_eq!(Rs256::choose(&[M::AES_GCM]), None);
+
+    let (hsm, pin) = token("digest-info").await;
+    assert_eq!(hsm.rs256().await.unwrap(), Rs256::Sha256RsaPkcs);
+    let input = b"eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhZGEifQ";
+    let made = hsm.sign_rs256(input).await.unwrap().bytes;
+    let _raw = RAW_SESSIONS.lock().await;
+    let by_hand = tokio::task::spawn_blocking(move || {
+        let (ctx, slot) = raw_slot("digest-info");
+        let s = ctx.open_ro_session(slot).unwrap();
+        login(&s, &pin);
+        let key = s
+            .find_objects(&[
+                Attribute::Class(ObjectClass::PRIVATE_KEY),
+                Attribute::Label(b"jwt-v1".to_vec()),
+            ])
+            .unwrap()[0];
+        s.sign(
+            &cryptoki::mechanism::Mechanism::RsaPkcs,
+            key,
+            &arclock_hsm::signer::digest_info(input),
+        )
+        .unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(made, by_hand);
+}
+
 /// SoftHSM2 lists everything ArcLock needs; a signing key larger than any
 /// it makes is named as a lack, job and mechanism, before any key is used.
 #[tokio::test]
