@@ -133,7 +133,9 @@ if [[ $ock_flags != *TOKEN_INITIALIZED* || $ock_label == "$LABEL" ]]; then
   pkcs11-tool --module "$OCK" --slot 3 --change-pin --pin 11112222 --new-pin 22223333 >/dev/null
   pin "$STATE/cache/ock.so-pin" "$so"
   probe opencryptoki "$OCK" "$M/ock.pin"
-  daemon opencryptoki "$OCK"
+  # Its PINs are 4-8 characters, so the daemon gets the token made above.
+  ARCLOCK_TEST_PKCS11_PIN=$M/ock.pin ARCLOCK_TEST_PKCS11_SLOT=3 \
+    ARCLOCK_TEST_PKCS11_LABEL=$LABEL daemon opencryptoki "$OCK"
 else
   say "opencryptoki slot 3 holds a token of someone else ($ock_label): not touched"
   printf 'setup\tno: slot 3 holds another token\t\n' >"$M/opencryptoki.tsv"
@@ -161,7 +163,7 @@ tpm2_ptool addtoken --pid=1 --label="$LABEL" --sopin=99998888 --userpin=11112222
 pin "$M/tpm/user.pin" 11112222
 probe tpm2 /usr/lib/x86_64-linux-gnu/pkcs11/libtpm2_pkcs11.so "$M/tpm/user.pin"
 daemon tpm2 /usr/lib/x86_64-linux-gnu/pkcs11/libtpm2_pkcs11.so \
-  TPM2_PKCS11_TCTI TPM2_PKCS11_STORE DBUS_SESSION_BUS_ADDRESS
+  TPM2_PKCS11_TCTI TPM2_PKCS11_STORE DBUS_SESSION_BUS_ADDRESS TPM2_PKCS11_LOG_LEVEL
 
 python3 scripts/hsm-matrix-table.py "$M" softhsm2 kryoptic opencryptoki tpm2 \
   --versions "SoftHSM2 $(dpkg-query -W -f='${Version}' softhsm2)" \

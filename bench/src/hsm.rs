@@ -24,7 +24,8 @@ pub async fn token(dir: &Path) -> Result<(PathBuf, Pin)> {
     let pin = dir.join("bench.pin");
     let so = dir.join("bench.so.pin");
     let (p, s) = (pin.clone(), so.clone());
-    tokio::task::spawn_blocking(move || ensure_token(Path::new(MODULE), LABEL, &p, &s)).await??;
+    tokio::task::spawn_blocking(move || ensure_token(Path::new(MODULE), LABEL, None, &p, &s))
+        .await??;
     Ok((pin.clone(), Pin::from_file(&pin)?))
 }
 
@@ -32,6 +33,7 @@ fn config(pool: usize) -> HsmConfig {
     HsmConfig {
         module: MODULE.into(),
         token_label: LABEL.into(),
+        slot: None,
         pool_size: pool,
     }
 }

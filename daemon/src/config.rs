@@ -368,6 +368,11 @@ pub enum Provision {
 pub struct Hsm {
     pub module: PathBuf,
     pub token_label: String,
+    /// The token's slot id, for a module whose token information cannot be
+    /// read (opencryptoki 3.8's soft token); the label is still checked
+    /// wherever it can be read.
+    #[serde(default)]
+    pub slot: Option<u64>,
     /// PIN file (0600). Exactly one of `pin_file` and `pin_credential`.
     #[serde(default)]
     pub pin_file: Option<PathBuf>,

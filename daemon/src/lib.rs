@@ -282,6 +282,7 @@ pub fn hsm_config(config: &Config) -> HsmConfig {
     HsmConfig {
         module: config.hsm.module.clone(),
         token_label: config.hsm.token_label.clone(),
+        slot: config.hsm.slot,
         pool_size: config.hsm.pool_size,
     }
 }

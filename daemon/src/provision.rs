@@ -29,9 +29,14 @@ pub async fn run(config: &Config) -> anyhow::Result<Vec<String>> {
     else {
         bail!("dev provisioning needs hsm.pin_file and hsm.so_pin_file");
     };
-    let (module, label) = (config.hsm.module.clone(), config.hsm.token_label.clone());
+    let (module, label, slot) = (
+        config.hsm.module.clone(),
+        config.hsm.token_label.clone(),
+        config.hsm.slot,
+    );
     let made =
-        tokio::task::spawn_blocking(move || ensure_token(&module, &label, &pin, &so_pin)).await??;
+        tokio::task::spawn_blocking(move || ensure_token(&module, &label, slot, &pin, &so_pin))
+            .await??;
     if made == Provisioned::Created {
         done.push(format!("created HSM token {:?}", config.hsm.token_label));
     }

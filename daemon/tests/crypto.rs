@@ -46,7 +46,7 @@ async fn token(label: &str) -> Hsm {
         dir.join(format!("{label}.so")),
     );
     let (l, p, s) = (label.to_string(), pin.clone(), so.clone());
-    tokio::task::spawn_blocking(move || ensure_token(Path::new(MODULE), &l, &p, &s))
+    tokio::task::spawn_blocking(move || ensure_token(Path::new(MODULE), &l, None, &p, &s))
         .await
         .unwrap()
         .unwrap();
@@ -54,6 +54,7 @@ async fn token(label: &str) -> Hsm {
         HsmConfig {
             module: MODULE.into(),
             token_label: label.into(),
+            slot: None,
             pool_size: 2,
         },
         Pin::from_file(&pin).unwrap(),

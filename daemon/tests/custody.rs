@@ -188,6 +188,7 @@ async fn retirement_makes_copies_taken_before_unreadable() {
         HsmConfig {
             module: "/usr/lib/softhsm/libsofthsm2.so".into(),
             token_label: "arclock".into(),
+            slot: None,
             pool_size: 1,
         },
         Pin::from_file(&inst.path("hsm/user.pin")).unwrap(),

@@ -6,7 +6,10 @@
 //!
 //! `ARCLOCK_TEST_PKCS11_MODULE` names the module; `ARCLOCK_TEST_PKCS11_PASS`
 //! lists the variables the module reads (`KRYOPTIC_CONF`, ...), passed on
-//! to the daemon from this process's environment.
+//! to the daemon from this process's environment. A token the script had to
+//! initialise itself (opencryptoki: its PIN rules) comes with its user PIN
+//! in `ARCLOCK_TEST_PKCS11_PIN` (a file) and perhaps its slot in
+//! `ARCLOCK_TEST_PKCS11_SLOT`; the daemon then finds it instead of making one.
 
 mod common;
 
@@ -30,8 +33,20 @@ async fn the_daemon_lives_on_the_token_named_by_the_environment() {
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
     env.push(("ARCLOCK_HSM_MODULE", &module));
+    let slot = std::env::var("ARCLOCK_TEST_PKCS11_SLOT").unwrap_or_default();
+    if !slot.is_empty() {
+        env.push(("ARCLOCK_HSM_SLOT", &slot));
+    }
+    let label = std::env::var("ARCLOCK_TEST_PKCS11_LABEL").unwrap_or_default();
+    if !label.is_empty() {
+        env.push(("ARCLOCK_HSM_TOKEN_LABEL", &label));
+    }
 
     let inst = Instance::new();
+    if let Ok(pin) = std::env::var("ARCLOCK_TEST_PKCS11_PIN") {
+        std::fs::create_dir_all(inst.path("hsm")).unwrap();
+        std::fs::copy(pin, inst.path("hsm/user.pin")).unwrap();
+    }
     let out = inst
         .command()
         .envs(env.iter().copied())
@@ -72,6 +87,8 @@ async fn the_daemon_lives_on_the_token_named_by_the_environment() {
     let (s, body) = d.post("/api/auth/login", &sign_in).await;
     assert_eq!(s, 200, "sign-in after retirement: {body}");
     let health = admin.health().await.unwrap();
+    assert_eq!(health.dependencies["hsm"].status, "ok", "{health:?}");
+    assert_eq!(health.keys.kek_versions, vec![2], "{health:?}");
     eprintln!(
         "signed in on {} {} (KEK versions {:?})",
         health.keys.manufacturer.as_deref().unwrap_or("?"),

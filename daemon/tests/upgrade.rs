@@ -93,6 +93,7 @@ async fn old_records_are_bound_at_start_and_old_blobs_refused_after() {
         HsmConfig {
             module: MODULE.into(),
             token_label: "arclock".into(),
+            slot: None,
             pool_size: 1,
         },
         Pin::from_file(&inst.path("hsm/user.pin")).unwrap(),

@@ -25,12 +25,29 @@
 //! [`BOUND_MARKER`]. The daemon re-wraps every such blob as `AKW2`, then
 //! makes the marker; from then on an `AKW1` blob (an old copy put back into
 //! the store) is refused. A new token gets the marker with its first KEK.
+//!
+//! # Tokens without AES-GCM
+//!
+//! opencryptoki's soft token has no `CKM_AES_GCM`, a TPM makes no AES keys
+//! (`make hsm-matrix`). On such a token a KEK version is an RSA key pair
+//! ([`KekKind::Rsa`]) and a blob is `AKW3` ([`Binding::CredentialsRsa`]): the
+//! secret encrypted with `CKM_RSA_PKCS_OAEP` (SHA-1, no label: the one form
+//! every token here, the TPM included, decrypts), followed by a 32-byte tag
+//! made with the token's pseudonym key (`pseudonym::mac`: HMAC-SHA256, or a
+//! hashed RSA signature on a token without HMAC keys) over the same user,
+//! version and credentials digest as the GCM AAD, and the ciphertext. The
+//! tag, not the OAEP label, is the binding: anyone holding the public key can
+//! encrypt to it, nobody without the token can make the tag. The tag is
+//! checked before anything is decrypted. The kind of each version is what the token
+//! holds under its label, so versions of both kinds coexist and rotation
+//! moves blobs from one to the other.
 
 use cryptoki::context::Function;
 use cryptoki::error::{Error as CkError, RvError};
-use cryptoki::mechanism::Mechanism;
 use cryptoki::mechanism::aead::GcmParams;
-use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass};
+use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsOaepParams, PkcsOaepSource};
+use cryptoki::mechanism::{Mechanism, MechanismType};
+use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
 use cryptoki::session::Session;
 use zeroize::Zeroizing;
 
@@ -44,10 +61,38 @@ const TAG_BITS: u64 = 128;
 const TAG_LEN: usize = 16;
 const MAGIC_OWNER: &[u8; 4] = b"AKW1";
 const MAGIC_CREDENTIALS: &[u8; 4] = b"AKW2";
+const MAGIC_RSA: &[u8; 4] = b"AKW3";
+/// The HMAC-SHA256 tag that ends an `AKW3` blob.
+const RSA_TAG_LEN: usize = 32;
+/// RSA KEKs are this large (a TPM makes 2048-bit keys; 3072 where it can).
+const RSA_KEK_BITS: u64 = 2048;
 const LABEL_PREFIX: &str = "kek-v";
 
 /// What a KEK is: AES-256, made in the token and never out of it ([`trust`]).
 const KEK: Expect = Expect::Secret(KeyType::AES, 32);
+/// What an RSA KEK's private half is, on a token without AES-GCM.
+const RSA_KEK: Expect = Expect::RsaPrivate(2048);
+
+/// Which kind of key a new KEK version is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KekKind {
+    /// AES-256 and `CKM_AES_GCM` (`AKW2` blobs).
+    Aes,
+    /// An RSA key pair, `CKM_RSA_PKCS_OAEP` and an HMAC tag (`AKW3` blobs).
+    Rsa,
+}
+
+impl KekKind {
+    /// AES where the token both makes AES keys and does GCM, else RSA.
+    pub fn choose(offered: &[cryptoki::mechanism::MechanismType]) -> Self {
+        use cryptoki::mechanism::MechanismType as M;
+        if offered.contains(&M::AES_KEY_GEN) && offered.contains(&M::AES_GCM) {
+            KekKind::Aes
+        } else {
+            KekKind::Rsa
+        }
+    }
+}
 
 /// A KEK version number (`kek-v1` is 1). Old versions keep unwrapping until retired.
 pub type KekVersion = u32;
@@ -63,14 +108,18 @@ pub enum Binding {
     Owner,
     /// `AKW2`: also a 32-byte digest of the credentials stored with the blob.
     Credentials,
+    /// `AKW3`: the same binding, under an RSA KEK (RSA-OAEP and an HMAC tag
+    /// made in the token; see the module docs).
+    CredentialsRsa,
 }
 
 impl Binding {
-    /// The number stored beside the blob (1 = `AKW1`, 2 = `AKW2`).
+    /// The number stored beside the blob (1 = `AKW1`, 2 = `AKW2`, 3 = `AKW3`).
     pub fn as_u8(self) -> u8 {
         match self {
             Binding::Owner => 1,
             Binding::Credentials => 2,
+            Binding::CredentialsRsa => 3,
         }
     }
 
@@ -79,6 +128,7 @@ impl Binding {
         match n {
             1 => Ok(Binding::Owner),
             2 => Ok(Binding::Credentials),
+            3 => Ok(Binding::CredentialsRsa),
             _ => Err(Error::Malformed("binding")),
         }
     }
@@ -87,6 +137,7 @@ impl Binding {
         match self {
             Binding::Owner => MAGIC_OWNER,
             Binding::Credentials => MAGIC_CREDENTIALS,
+            Binding::CredentialsRsa => MAGIC_RSA,
         }
     }
 }
@@ -125,10 +176,14 @@ impl WrappedKey {
 
     /// Parses [`WrappedKey::to_bytes`]; any other input is `Malformed`, never a panic.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, Error> {
-        let (binding, rest) = [Binding::Owner, Binding::Credentials]
-            .into_iter()
-            .find_map(|b| Some((b, bytes.strip_prefix(b.magic().as_slice())?)))
-            .ok_or(Error::Malformed("bad magic"))?;
+        let (binding, rest) = [
+            Binding::Owner,
+            Binding::Credentials,
+            Binding::CredentialsRsa,
+        ]
+        .into_iter()
+        .find_map(|b| Some((b, bytes.strip_prefix(b.magic().as_slice())?)))
+        .ok_or(Error::Malformed("bad magic"))?;
         if rest.len() < 4 + NONCE_LEN + TAG_LEN {
             return Err(Error::Malformed("too short"));
         }
@@ -206,30 +261,33 @@ fn label(version: KekVersion) -> String {
     format!("{LABEL_PREFIX}{version}")
 }
 
-/// KEK versions present in the token, ascending.
+/// KEK versions present in the token, ascending: AES keys and RSA key
+/// pairs labelled `kek-v<N>` that the token made and never let out.
 pub(crate) fn versions(session: &Session) -> Result<Vec<KekVersion>, Error> {
-    let handles = session
-        .find_objects(&[
-            Attribute::Class(ObjectClass::SECRET_KEY),
-            Attribute::KeyType(KeyType::AES),
-        ])
-        .map_err(from_ck)?;
     let mut out = Vec::new();
-    for h in handles {
-        for attr in session
-            .get_attributes(h, &[AttributeType::Label])
-            .map_err(from_ck)?
-        {
-            if let Attribute::Label(l) = attr
-                && let Some(v) = std::str::from_utf8(&l)
-                    .ok()
-                    .and_then(|l| l.strip_prefix(LABEL_PREFIX))
-                    .and_then(|v| v.parse::<u32>().ok())
+    for (class, key_type, expect) in [
+        (ObjectClass::SECRET_KEY, KeyType::AES, KEK),
+        (ObjectClass::PRIVATE_KEY, KeyType::RSA, RSA_KEK),
+    ] {
+        let handles = session
+            .find_objects(&[Attribute::Class(class), Attribute::KeyType(key_type)])
+            .map_err(from_ck)?;
+        for h in handles {
+            for attr in session
+                .get_attributes(h, &[AttributeType::Label])
+                .map_err(from_ck)?
             {
-                // A planted key must never become the newest KEK.
-                match trust::distrust(session, h, KEK)? {
-                    None => out.push(v),
-                    Some(why) => trust::refused(&label(v), &why),
+                if let Attribute::Label(l) = attr
+                    && let Some(v) = std::str::from_utf8(&l)
+                        .ok()
+                        .and_then(|l| l.strip_prefix(LABEL_PREFIX))
+                        .and_then(|v| v.parse::<u32>().ok())
+                {
+                    // A planted key must never become the newest KEK.
+                    match trust::distrust(session, h, expect)? {
+                        None => out.push(v),
+                        Some(why) => trust::refused(&label(v), &why),
+                    }
                 }
             }
         }
@@ -237,6 +295,87 @@ pub(crate) fn versions(session: &Session) -> Result<Vec<KekVersion>, Error> {
     out.sort_unstable();
     out.dedup();
     Ok(out)
+}
+
+/// A KEK version as the token holds it.
+enum Kek {
+    Aes(ObjectHandle),
+    /// The private half, and a public half with its modulus.
+    Rsa {
+        private: ObjectHandle,
+        public: ObjectHandle,
+    },
+}
+
+impl Kek {
+    fn find(inner: &Inner, session: &Session, version: KekVersion) -> Result<Self, Error> {
+        let label = label(version);
+        match inner.find(session, &label, KEK) {
+            Ok(key) => return Ok(Kek::Aes(key)),
+            Err(Error::KeyNotFound(_)) => {}
+            Err(e) => return Err(e),
+        }
+        let private = inner.find(session, &label, RSA_KEK)?;
+        Ok(Kek::Rsa {
+            private,
+            public: rsa_public(session, &label, private)?,
+        })
+    }
+}
+
+/// The public half of an RSA KEK: a private object (made only with the PIN)
+/// under the same label whose modulus is the trusted private key's, so a
+/// public key planted under our label is never encrypted to.
+fn rsa_public(
+    session: &Session,
+    label: &str,
+    private: ObjectHandle,
+) -> Result<ObjectHandle, Error> {
+    let modulus = |h| -> Result<Option<Vec<u8>>, Error> {
+        Ok(session
+            .get_attributes(h, &[AttributeType::Modulus])
+            .map_err(from_ck)?
+            .into_iter()
+            .find_map(|a| match a {
+                Attribute::Modulus(m) => Some(m),
+                _ => None,
+            }))
+    };
+    let want = modulus(private)?;
+    for h in session
+        .find_objects(&[
+            Attribute::Class(ObjectClass::PUBLIC_KEY),
+            Attribute::Private(true),
+            Attribute::Label(label.as_bytes().to_vec()),
+        ])
+        .map_err(from_ck)?
+    {
+        if want.is_some() && modulus(h)? == want {
+            return Ok(h);
+        }
+        trust::refused(label, "public key without the private key's modulus");
+    }
+    Err(Error::KeyNotFound(format!("{label} (public half)")))
+}
+
+/// OAEP as every token here decrypts it (the TPM only with SHA-1 and no label).
+fn oaep() -> Mechanism<'static> {
+    Mechanism::RsaPkcsOaep(PkcsOaepParams::new(
+        MechanismType::SHA1,
+        PkcsMgfType::MGF1_SHA1,
+        PkcsOaepSource::empty(),
+    ))
+}
+
+/// What an `AKW3` tag covers: the GCM AAD of the same blob, then the
+/// ciphertext (domain-separated from every other use of the HMAC key by the
+/// AAD's own context string).
+fn rsa_tagged(user_id: &str, version: KekVersion, credentials: &[u8; 32], ct: &[u8]) -> Vec<u8> {
+    let mut m = b"arclock/wrapped-key/v3\0".to_vec();
+    m.extend_from_slice(&aad(user_id, version, Some(credentials)));
+    m.extend_from_slice(&(ct.len() as u32).to_be_bytes());
+    m.extend_from_slice(ct);
+    m
 }
 
 /// The version new secrets are wrapped under (the highest present).
@@ -257,7 +396,24 @@ fn encrypt(
     credentials: &[u8; 32],
     secret: &[u8],
 ) -> Result<WrappedKey, Error> {
-    let key = inner.find(session, &label(version), KEK)?;
+    let key = match Kek::find(inner, session, version)? {
+        Kek::Aes(key) => key,
+        Kek::Rsa { public, .. } => {
+            let mut ciphertext = session.encrypt(&oaep(), public, secret).map_err(from_ck)?;
+            let tag = crate::pseudonym::mac(
+                inner,
+                session,
+                &rsa_tagged(user_id, version, credentials, &ciphertext),
+            )?;
+            ciphertext.extend_from_slice(&tag);
+            return Ok(WrappedKey {
+                kek_version: version,
+                nonce: [0; NONCE_LEN],
+                ciphertext,
+                binding: Binding::CredentialsRsa,
+            });
+        }
+    };
     let mut nonce = [0u8; NONCE_LEN];
     session.generate_random_slice(&mut nonce).map_err(from_ck)?;
     let aad = aad(user_id, version, Some(credentials));
@@ -282,6 +438,9 @@ fn decrypt(
     wrapped: &WrappedKey,
 ) -> Result<LockedBytes, Error> {
     let bound = match wrapped.binding {
+        Binding::CredentialsRsa => {
+            return decrypt_rsa(inner, session, user_id, credentials, wrapped);
+        }
         Binding::Credentials => Some(credentials),
         // An old copy put back after the upgrade: refused.
         Binding::Owner if legacy_closed(session)? => {
@@ -293,7 +452,10 @@ fn decrypt(
         }
         Binding::Owner => None,
     };
-    let key = inner.find(session, &label(wrapped.kek_version), KEK)?;
+    let Kek::Aes(key) = Kek::find(inner, session, wrapped.kek_version)? else {
+        // A GCM blob naming an RSA version: relabelled.
+        return Err(Error::IntegrityFailure);
+    };
     let aad = aad(user_id, wrapped.kek_version, bound);
     let mut iv = wrapped.nonce;
     let params = GcmParams::new(&mut iv, &aad, TAG_BITS.into()).map_err(from_ck)?;
@@ -310,6 +472,31 @@ fn decrypt(
                 e => from_ck(e),
             })?,
     );
+    Ok(LockedBytes::from_slice(&plain)?)
+}
+
+/// An `AKW3` blob: the tag checked in the token first, then OAEP.
+fn decrypt_rsa(
+    inner: &Inner,
+    session: &Session,
+    user_id: &str,
+    credentials: &[u8; 32],
+    wrapped: &WrappedKey,
+) -> Result<LockedBytes, Error> {
+    let Kek::Rsa { private, .. } = Kek::find(inner, session, wrapped.kek_version)? else {
+        return Err(Error::IntegrityFailure);
+    };
+    let split = wrapped
+        .ciphertext
+        .len()
+        .checked_sub(RSA_TAG_LEN)
+        .ok_or(Error::IntegrityFailure)?;
+    let (ct, tag) = wrapped.ciphertext.split_at(split);
+    let tagged = rsa_tagged(user_id, wrapped.kek_version, credentials, ct);
+    if !crate::pseudonym::verify(inner, session, &tagged, tag)? {
+        return Err(Error::IntegrityFailure);
+    }
+    let plain = Zeroizing::new(session.decrypt(&oaep(), private, ct).map_err(from_ck)?);
     Ok(LockedBytes::from_slice(&plain)?)
 }
 
@@ -330,20 +517,53 @@ pub(crate) fn sealed_secret(key_type: KeyType, label: &str, usage: &[Attribute])
     t
 }
 
-fn generate(session: &Session, version: KekVersion) -> Result<(), Error> {
-    let template = sealed_secret(
-        KeyType::AES,
-        &label(version),
-        &[
-            Attribute::Encrypt(true),
-            Attribute::Decrypt(true),
-            Attribute::Wrap(false),
-            Attribute::Unwrap(false),
-        ],
-    );
-    session
-        .generate_key(&Mechanism::AesKeyGen, &template)
-        .map_err(from_ck)?;
+fn generate(session: &Session, version: KekVersion, kind: KekKind) -> Result<(), Error> {
+    let label = label(version);
+    match kind {
+        KekKind::Aes => {
+            let template = sealed_secret(
+                KeyType::AES,
+                &label,
+                &[
+                    Attribute::Encrypt(true),
+                    Attribute::Decrypt(true),
+                    Attribute::Wrap(false),
+                    Attribute::Unwrap(false),
+                ],
+            );
+            trust::generate_key(session, &Mechanism::AesKeyGen, &template)?;
+        }
+        KekKind::Rsa => {
+            let label = label.into_bytes();
+            trust::generate_key_pair(
+                session,
+                &Mechanism::RsaPkcsKeyPairGen,
+                &[
+                    Attribute::Token(true),
+                    // Made and seen only with the PIN: see `rsa_public`.
+                    Attribute::Private(true),
+                    Attribute::Encrypt(true),
+                    Attribute::Verify(false),
+                    Attribute::Wrap(false),
+                    Attribute::ModulusBits(RSA_KEK_BITS.into()),
+                    Attribute::PublicExponent(vec![0x01, 0x00, 0x01]),
+                    Attribute::Label(label.clone()),
+                    Attribute::Id(label.clone()),
+                ],
+                &[
+                    &kept_in_token()[..],
+                    &[
+                        Attribute::Decrypt(true),
+                        Attribute::Sign(false),
+                        Attribute::Unwrap(false),
+                        Attribute::Label(label.clone()),
+                        Attribute::Id(label),
+                    ],
+                ]
+                .concat(),
+            )?;
+        }
+    }
     Ok(())
 }
 
@@ -387,8 +607,9 @@ impl Hsm {
             .await
     }
 
-    /// Re-encrypts a blob under the newest KEK as `AKW2`, bound to
-    /// `credentials` (`None` if it already is both); the plaintext only
+    /// Re-encrypts a blob under the newest KEK (`AKW2` or `AKW3`, as that
+    /// version's kind), bound to `credentials` (`None` if it already is
+    /// both); the plaintext only
     /// exists in locked memory for the length of one blocking call.
     pub async fn rewrap(
         &self,
@@ -400,7 +621,8 @@ impl Hsm {
         let wrapped = wrapped.clone();
         self.run(move |inner, s| {
             let newest = current(inner, s)?;
-            if wrapped.kek_version == newest && wrapped.binding == Binding::Credentials {
+            // A bound blob under the newest version was made by its kind.
+            if wrapped.kek_version == newest && wrapped.binding != Binding::Owner {
                 return Ok(None);
             }
             let plain = decrypt(inner, s, &user_id, &credentials, &wrapped)?;
@@ -426,15 +648,29 @@ impl Hsm {
         self.run(|_, s| versions(s)).await
     }
 
-    /// Generates the next KEK version inside the token and makes it current.
+    /// Generates the next KEK version inside the token, of the kind the
+    /// token supports ([`KekKind::choose`]), and makes it current.
     pub async fn create_kek_version(&self) -> Result<KekVersion, Error> {
-        self.run(|inner, s| {
+        let kind = self.kek_kind().await?;
+        self.create_kek_version_of(kind).await
+    }
+
+    /// [`Hsm::create_kek_version`] of a given kind (tests make RSA KEKs on a
+    /// token that does AES too).
+    pub async fn create_kek_version_of(&self, kind: KekKind) -> Result<KekVersion, Error> {
+        self.run(move |inner, s| {
             let next = versions(s)?.last().copied().unwrap_or(0) + 1;
-            generate(s, next)?;
+            generate(s, next, kind)?;
             inner.forget_current();
             Ok(next)
         })
         .await
+    }
+
+    /// The kind of KEK this token gets, from its mechanism list.
+    pub async fn kek_kind(&self) -> Result<KekKind, Error> {
+        self.run(|inner, _| Ok(KekKind::choose(&inner.mechanisms()?)))
+            .await
     }
 
     /// Destroys an old KEK once nothing is wrapped under it any more. The newest
@@ -448,9 +684,17 @@ impl Hsm {
                     rv: format!("{} is the current KEK", label(version)),
                 });
             }
-            let handle = inner.find(s, &label(version), KEK)?;
-            s.destroy_object(handle).map_err(from_ck)?;
-            inner.forget(ObjectClass::SECRET_KEY, &label(version));
+            match Kek::find(inner, s, version)? {
+                Kek::Aes(key) => {
+                    s.destroy_object(key).map_err(from_ck)?;
+                    inner.forget(ObjectClass::SECRET_KEY, &label(version));
+                }
+                Kek::Rsa { private, public } => {
+                    s.destroy_object(private).map_err(from_ck)?;
+                    s.destroy_object(public).map_err(from_ck)?;
+                    inner.forget(ObjectClass::PRIVATE_KEY, &label(version));
+                }
+            }
             inner.forget_current();
             Ok(())
         })

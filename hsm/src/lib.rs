@@ -49,7 +49,7 @@ mod trust;
 pub use arclock_secmem::LockedBytes;
 pub use context::pkcs11_context;
 pub use error::Error;
-pub use kek::{Binding, KekVersion, WrappedKey};
+pub use kek::{Binding, KekKind, KekVersion, WrappedKey};
 pub use pin::Pin;
 pub use pool::{CURRENT_KEY_TTL, Hsm, HsmConfig, Status};
 pub use signer::{Jwk, Jwks, Rs256};

@@ -60,18 +60,26 @@ pub fn needs(jwt_bits: usize) -> Vec<Need> {
         min_key,
     };
     vec![
-        need(
-            "KEK generation (AES-256)",
-            MechanismType::AES_KEY_GEN,
-            Use::Generate,
-            32,
-        ),
-        need(
-            "key wrapping (AES-GCM with AAD)",
-            MechanismType::AES_GCM,
-            Use::EncryptDecrypt,
-            32,
-        ),
+        // Without AES-GCM a KEK is an RSA key pair, blobs RSA-OAEP with an
+        // HMAC tag (`kek`, `AKW3`).
+        Need {
+            fallback: Some(MechanismType::RSA_PKCS_KEY_PAIR_GEN),
+            ..need(
+                "KEK generation (AES-256)",
+                MechanismType::AES_KEY_GEN,
+                Use::Generate,
+                32,
+            )
+        },
+        Need {
+            fallback: Some(MechanismType::RSA_PKCS_OAEP),
+            ..need(
+                "key wrapping (AES-GCM with AAD)",
+                MechanismType::AES_GCM,
+                Use::EncryptDecrypt,
+                32,
+            )
+        },
         need(
             "pseudonym and session MAC key generation",
             MechanismType::GENERIC_SECRET_KEY_GEN,
@@ -118,9 +126,14 @@ impl std::fmt::Display for Lack {
 
 /// What the token labelled `label` in `module` lacks of [`needs`]; empty
 /// when it offers everything. Errors only when the token cannot be asked.
-pub fn lacks(module_path: &Path, label: &str, jwt_bits: usize) -> Result<Vec<Lack>, Error> {
+pub fn lacks(
+    module_path: &Path,
+    label: &str,
+    slot: Option<u64>,
+    jwt_bits: usize,
+) -> Result<Vec<Lack>, Error> {
     let m = module(module_path)?;
-    let slot = find_slot(&m.ctx, label)?;
+    let slot = find_slot(&m.ctx, label, slot)?;
     let offered = m.ctx.get_mechanism_list(slot).map_err(from_ck)?;
     let mut out = Vec::new();
     for need in needs(jwt_bits) {

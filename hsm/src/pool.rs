@@ -31,6 +31,9 @@ pub struct HsmConfig {
     pub module: PathBuf,
     /// Token label to attach to; slot ids change across re-insertion, labels do not.
     pub token_label: String,
+    /// A slot id, for modules whose token information cannot be read (see
+    /// [`find_slot`]); `None` finds the token by label alone.
+    pub slot: Option<u64>,
     /// Concurrent PKCS#11 operations (and open sessions) at most.
     pub pool_size: usize,
 }
@@ -136,7 +139,8 @@ impl Hsm {
     pub async fn lacks(&self, jwt_bits: usize) -> Result<Vec<crate::mechanism::Lack>, Error> {
         let inner = Arc::clone(&self.inner);
         tokio::task::spawn_blocking(move || {
-            crate::mechanism::lacks(&inner.config.module, &inner.config.token_label, jwt_bits)
+            let c = &inner.config;
+            crate::mechanism::lacks(&c.module, &c.token_label, c.slot, jwt_bits)
         })
         .await
         .map_err(|e| Error::HsmUnavailable(format!("HSM worker failed: {e}")))?
@@ -150,11 +154,23 @@ impl Hsm {
                 .conn()?
                 .slot
                 .ok_or_else(|| Error::HsmUnavailable("no slot".into()))?;
-            let info = m.ctx.get_token_info(slot).map_err(from_ck)?;
+            // Unreadable token information (see `find_slot`) is no outage.
+            let (token_label, manufacturer, model) = match m.ctx.get_token_info(slot) {
+                Ok(info) => (
+                    info.label().trim().to_string(),
+                    info.manufacturer_id().trim().to_string(),
+                    info.model().trim().to_string(),
+                ),
+                Err(e) => (
+                    inner.config.token_label.clone(),
+                    format!("unreadable ({e})"),
+                    String::new(),
+                ),
+            };
             Ok(Status {
-                token_label: info.label().trim().to_string(),
-                manufacturer: info.manufacturer_id().trim().to_string(),
-                model: info.model().trim().to_string(),
+                token_label,
+                manufacturer,
+                model,
                 kek_versions: crate::kek::versions(session)?,
                 jwt_kids: crate::signer::public_keys(session)?
                     .into_iter()
@@ -232,7 +248,9 @@ impl Inner {
                 Err(Failure::Lost(e))
             }
             Err(e) => {
-                self.give_back(session, generation);
+                // Not pooled: a session that saw a failed operation can stay
+                // in CKR_OPERATION_ACTIVE (tpm2-pkcs11); a new one is cheap.
+                drop(session);
                 Err(Failure::Final(e))
             }
         }
@@ -268,8 +286,8 @@ impl Inner {
         let slot = match slot {
             Some(slot) => slot,
             None => {
-                let slot =
-                    find_slot(&m.ctx, &self.config.token_label).map_err(Failure::TokenMissing)?;
+                let slot = find_slot(&m.ctx, &self.config.token_label, self.config.slot)
+                    .map_err(Failure::TokenMissing)?;
                 self.conn().map_err(Failure::Final)?.slot = Some(slot);
                 slot
             }
@@ -349,22 +367,26 @@ impl Inner {
         Ok((v, kid))
     }
 
+    /// The token's mechanism list (no login needed; asked per call, as
+    /// callers cache what they derive from it).
+    pub(crate) fn mechanisms(&self) -> Result<Vec<cryptoki::mechanism::MechanismType>, Error> {
+        let slot = self
+            .conn()?
+            .slot
+            .ok_or_else(|| Error::HsmUnavailable("no slot".into()))?;
+        module(&self.config.module)?
+            .ctx
+            .get_mechanism_list(slot)
+            .map_err(from_ck)
+    }
+
     /// How the token signs RS256 ([`crate::signer::Rs256::choose`]), asked
     /// once per connection.
     pub(crate) fn rs256(&self) -> Result<crate::signer::Rs256, Error> {
-        let (slot, cached) = {
-            let conn = self.conn()?;
-            (conn.slot, conn.rs256)
-        };
-        if let Some(r) = cached {
+        if let Some(r) = self.conn()?.rs256 {
             return Ok(r);
         }
-        let slot = slot.ok_or_else(|| Error::HsmUnavailable("no slot".into()))?;
-        let offered = module(&self.config.module)?
-            .ctx
-            .get_mechanism_list(slot)
-            .map_err(from_ck)?;
-        let r = crate::signer::Rs256::choose(&offered).ok_or_else(|| Error::Pkcs11 {
+        let r = crate::signer::Rs256::choose(&self.mechanisms()?).ok_or_else(|| Error::Pkcs11 {
             function: "C_GetMechanismList".into(),
             rv: "neither CKM_SHA256_RSA_PKCS nor CKM_RSA_PKCS is offered".into(),
         })?;
@@ -398,8 +420,30 @@ fn class_tag(class: ObjectClass) -> u8 {
     }
 }
 
-/// The slot whose initialised token carries `label`.
-pub(crate) fn find_slot(ctx: &Pkcs11, label: &str) -> Result<Slot, Error> {
+/// The slot whose initialised token carries `label`. With `id`, that slot:
+/// its label must match where it can be read; where it cannot (cryptoki
+/// refuses opencryptoki 3.8's token information, whose clock is not in the
+/// PKCS#11 format) the id alone decides, and the log says so.
+pub(crate) fn find_slot(ctx: &Pkcs11, label: &str, id: Option<u64>) -> Result<Slot, Error> {
+    if let Some(id) = id {
+        let slot = ctx
+            .get_slots_with_token()
+            .map_err(from_ck)?
+            .into_iter()
+            .find(|s| s.id() == id)
+            .ok_or_else(|| Error::HsmUnavailable(format!("no token in slot {id}")))?;
+        return match ctx.get_token_info(slot) {
+            Ok(info) if info.label().trim_end() == label => Ok(slot),
+            Ok(info) => Err(Error::HsmUnavailable(format!(
+                "slot {id} holds token {:?}, not {label:?}",
+                info.label().trim_end()
+            ))),
+            Err(e) => {
+                tracing::warn!(slot = id, error = %e, "token information unreadable: trusting the configured slot");
+                Ok(slot)
+            }
+        };
+    }
     for slot in ctx.get_slots_with_token().map_err(from_ck)? {
         let Ok(info) = ctx.get_token_info(slot) else {
             continue;

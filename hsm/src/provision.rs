@@ -43,6 +43,7 @@ pub enum Provisioned {
 pub fn ensure_token(
     module: &Path,
     label: &str,
+    slot: Option<u64>,
     pin_file: &Path,
     so_pin_file: &Path,
 ) -> Result<Provisioned, Error> {
@@ -59,7 +60,7 @@ pub fn ensure_token(
         .read()
         .map_err(|_| Error::HsmUnavailable("PKCS#11 gate poisoned".into()))?;
     let ctx = m.ctx.clone();
-    if find_slot(&ctx, label).is_ok() {
+    if find_slot(&ctx, label, slot).is_ok() {
         if !pin_file.exists() {
             return Err(Error::PinSource {
                 path: pin_file.display().to_string(),
@@ -87,7 +88,7 @@ pub fn ensure_token(
 
     ctx.init_token(free, &so, label).map_err(from_ck)?;
     // SoftHSM2 moves an initialised token to a new slot id: look it up again.
-    let slot = find_slot(&ctx, label)?;
+    let slot = find_slot(&ctx, label, None)?;
     let session = ctx.open_rw_session(slot).map_err(from_ck)?;
     session.login(UserType::So, Some(&so)).map_err(from_ck)?;
     session.init_pin(&user).map_err(from_ck)?;
@@ -104,7 +105,11 @@ pub async fn ensure_keys(hsm: &Hsm, jwt_bits: u32) -> Result<bool, Error> {
     let mut generated = hsm.create_pseudonym_key().await?;
     if hsm.kek_versions().await?.is_empty() {
         hsm.create_kek_version().await?;
-        hsm.close_legacy_blobs().await?;
+        // Under an RSA KEK no AKW1 (GCM) blob can open anyway, and a token
+        // without AES may keep no data objects either (tpm2-pkcs11).
+        if hsm.kek_kind().await? == crate::KekKind::Aes {
+            hsm.close_legacy_blobs().await?;
+        }
         generated = true;
     }
     if hsm.jwks().await?.keys.is_empty() {

@@ -8,10 +8,18 @@
 //! (`CKM_SHA256_HMAC`, a generic secret made on the token, sensitive and not
 //! extractable) a copy of the store alone cannot be matched against
 //! anything.
+//!
+//! A token that makes no generic secrets or has no HMAC (a TPM through
+//! tpm2-pkcs11) gets an RSA key pair under the same label instead, and the
+//! pseudonym is SHA-256 of an RS256 signature of the input: PKCS#1 v1.5
+//! signatures are deterministic and need the private key, so this is a keyed
+//! function nobody without the token can compute, at the token's signing
+//! rate. Tags are then checked by recomputing them, in constant time.
 
 use cryptoki::mechanism::Mechanism;
-use cryptoki::object::{Attribute, KeyType};
+use cryptoki::object::{Attribute, KeyType, ObjectHandle};
 use cryptoki::session::Session;
+use sha2::{Digest, Sha256};
 
 use crate::error::{Error, from_ck};
 use crate::kek::sealed_secret;
@@ -21,7 +29,36 @@ use crate::trust::{self, Expect};
 /// The label (and id) of the pseudonym key in the token.
 pub const LABEL: &str = "arclock-pseudonym-v1";
 
-fn generate(session: &Session) -> Result<(), Error> {
+fn generate(inner: &Inner, session: &Session) -> Result<(), Error> {
+    use cryptoki::mechanism::MechanismType as M;
+    let offered = inner.mechanisms()?;
+    if !(offered.contains(&M::GENERIC_SECRET_KEY_GEN) && offered.contains(&M::SHA256_HMAC)) {
+        let label = LABEL.as_bytes().to_vec();
+        trust::generate_key_pair(
+            session,
+            &Mechanism::RsaPkcsKeyPairGen,
+            &[
+                Attribute::Token(true),
+                Attribute::Private(true),
+                Attribute::Verify(false),
+                Attribute::Encrypt(false),
+                Attribute::ModulusBits(2048.into()),
+                Attribute::PublicExponent(vec![0x01, 0x00, 0x01]),
+                Attribute::Label(label.clone()),
+            ],
+            &[
+                &crate::trust::kept_in_token()[..],
+                &[
+                    Attribute::Sign(true),
+                    Attribute::Decrypt(false),
+                    Attribute::Label(label.clone()),
+                    Attribute::Id(label),
+                ],
+            ]
+            .concat(),
+        )?;
+        return Ok(());
+    }
     let template = sealed_secret(
         KeyType::GENERIC_SECRET,
         LABEL,
@@ -35,35 +72,96 @@ fn generate(session: &Session) -> Result<(), Error> {
             Attribute::Derive(false),
         ],
     );
-    session
-        .generate_key(&Mechanism::GenericSecretKeyGen, &template)
-        .map_err(from_ck)?;
+    trust::generate_key(session, &Mechanism::GenericSecretKeyGen, &template)?;
     Ok(())
 }
 
 /// What the pseudonym key is: a 256-bit HMAC secret made in the token and
 /// never out of it ([`trust`]).
 const KEY: Expect = Expect::Secret(KeyType::GENERIC_SECRET, 32);
+/// What it is on a token without HMAC keys.
+const RSA_KEY: Expect = Expect::RsaPrivate(2048);
 
-/// Whether the token holds a pseudonym key ArcLock made (an object merely
-/// labelled so does not count: a new key is made beside it).
-fn present(session: &Session) -> Result<bool, Error> {
-    match trust::find(session, LABEL, KEY) {
-        Ok(_) => Ok(true),
-        Err(Error::KeyNotFound(_)) => Ok(false),
+/// The pseudonym key as the token holds it.
+enum Key {
+    Hmac(ObjectHandle),
+    Rsa(ObjectHandle),
+}
+
+fn key(inner: &Inner, session: &Session) -> Result<Key, Error> {
+    match inner.find(session, LABEL, KEY) {
+        Ok(k) => Ok(Key::Hmac(k)),
+        Err(Error::KeyNotFound(_)) => Ok(Key::Rsa(inner.find(session, LABEL, RSA_KEY)?)),
         Err(e) => Err(e),
     }
 }
 
-fn mac(inner: &Inner, session: &Session, data: &[u8]) -> Result<[u8; 32], Error> {
-    let key = inner.find(session, LABEL, KEY)?;
-    let out = session
-        .sign(&Mechanism::Sha256Hmac, key, data)
-        .map_err(from_ck)?;
+/// Whether the token holds a pseudonym key ArcLock made (an object merely
+/// labelled so does not count: a new key is made beside it).
+fn present(session: &Session) -> Result<bool, Error> {
+    for expect in [KEY, RSA_KEY] {
+        match trust::find(session, LABEL, expect) {
+            Ok(_) => return Ok(true),
+            Err(Error::KeyNotFound(_)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(false)
+}
+
+pub(crate) fn mac(inner: &Inner, session: &Session, data: &[u8]) -> Result<[u8; 32], Error> {
+    let out = match key(inner, session)? {
+        Key::Hmac(key) => session
+            .sign(&Mechanism::Sha256Hmac, key, data)
+            .map_err(from_ck)?,
+        Key::Rsa(key) => {
+            let signature = match inner.rs256()? {
+                crate::signer::Rs256::Sha256RsaPkcs => {
+                    session.sign(&Mechanism::Sha256RsaPkcs, key, data)
+                }
+                crate::signer::Rs256::RsaPkcsOverDigestInfo => {
+                    session.sign(&Mechanism::RsaPkcs, key, &crate::signer::digest_info(data))
+                }
+            }
+            .map_err(from_ck)?;
+            Sha256::digest(&signature).to_vec()
+        }
+    };
     out.try_into().map_err(|v: Vec<u8>| Error::Pkcs11 {
         function: "C_Sign (HMAC)".into(),
         rv: format!("{} bytes instead of 32", v.len()),
     })
+}
+
+/// Whether `tag` is the MAC of `data`: compared inside the token
+/// (`C_Verify`) for an HMAC key, recomputed and compared in constant time
+/// for an RSA one.
+pub(crate) fn verify(
+    inner: &Inner,
+    session: &Session,
+    data: &[u8],
+    tag: &[u8],
+) -> Result<bool, Error> {
+    let key = match key(inner, session)? {
+        Key::Hmac(key) => key,
+        Key::Rsa(_) => {
+            let want = mac(inner, session, data)?;
+            let diff = want
+                .iter()
+                .zip(tag)
+                .fold(u8::from(tag.len() != want.len()), |d, (a, b)| d | (a ^ b));
+            return Ok(diff == 0);
+        }
+    };
+    match session.verify(&Mechanism::Sha256Hmac, key, data, tag) {
+        Ok(()) => Ok(true),
+        Err(cryptoki::error::Error::Pkcs11(
+            cryptoki::error::RvError::SignatureInvalid
+            | cryptoki::error::RvError::SignatureLenRange,
+            _,
+        )) => Ok(false),
+        Err(e) => Err(from_ck(e)),
+    }
 }
 
 impl Hsm {
@@ -90,11 +188,11 @@ impl Hsm {
     /// finds it and does nothing). A new key makes every existing lockout
     /// counter unreachable, so it is never rotated casually.
     pub async fn create_pseudonym_key(&self) -> Result<bool, Error> {
-        self.run(|_, s| {
+        self.run(|inner, s| {
             if present(s)? {
                 return Ok(false);
             }
-            generate(s)?;
+            generate(inner, s)?;
             Ok(true)
         })
         .await

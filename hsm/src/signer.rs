@@ -249,31 +249,30 @@ impl Hsm {
         self.run(move |inner, s| {
             let next = public_keys(s)?.last().map(|(v, _)| *v).unwrap_or(0) + 1;
             let label = label(next).into_bytes();
-            let (public, _private) = s
-                .generate_key_pair(
-                    &Mechanism::RsaPkcsKeyPairGen,
+            let (public, _private) = trust::generate_key_pair(
+                s,
+                &Mechanism::RsaPkcsKeyPairGen,
+                &[
+                    Attribute::Token(true),
+                    Attribute::Private(false),
+                    Attribute::Verify(true),
+                    Attribute::Encrypt(false),
+                    Attribute::ModulusBits(u64::from(bits).into()),
+                    Attribute::PublicExponent(vec![0x01, 0x00, 0x01]),
+                    Attribute::Label(label.clone()),
+                    Attribute::Id(label.clone()),
+                ],
+                &[
+                    &kept_in_token()[..],
                     &[
-                        Attribute::Token(true),
-                        Attribute::Private(false),
-                        Attribute::Verify(true),
-                        Attribute::Encrypt(false),
-                        Attribute::ModulusBits(u64::from(bits).into()),
-                        Attribute::PublicExponent(vec![0x01, 0x00, 0x01]),
+                        Attribute::Sign(true),
+                        Attribute::Decrypt(false),
                         Attribute::Label(label.clone()),
-                        Attribute::Id(label.clone()),
+                        Attribute::Id(label),
                     ],
-                    &[
-                        &kept_in_token()[..],
-                        &[
-                            Attribute::Sign(true),
-                            Attribute::Decrypt(false),
-                            Attribute::Label(label.clone()),
-                            Attribute::Id(label),
-                        ],
-                    ]
-                    .concat(),
-                )
-                .map_err(from_ck)?;
+                ]
+                .concat(),
+            )?;
             let attrs = s
                 .get_attributes(
                     public,

@@ -11,6 +11,7 @@
 //! expected type and size. Anything else under our labels is ignored and
 //! named in the log.
 
+use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
 use cryptoki::session::Session;
 
@@ -28,6 +29,81 @@ pub(crate) fn kept_in_token() -> [Attribute; 5] {
         Attribute::Extractable(false),
         Attribute::Copyable(false),
     ]
+}
+
+/// `C_GenerateKey` with `template`, and once more with [`relaxed`] if the
+/// token refuses it as written.
+pub(crate) fn generate_key(
+    session: &Session,
+    mechanism: &Mechanism,
+    template: &[Attribute],
+) -> Result<ObjectHandle, Error> {
+    match session.generate_key(mechanism, template) {
+        Err(e) if refused_template(&e) => {
+            tracing::warn!(error = %e, "the token refused the key template: made with the relaxed one");
+            session
+                .generate_key(mechanism, &relaxed(template))
+                .map_err(from_ck)
+        }
+        r => r.map_err(from_ck),
+    }
+}
+
+/// [`generate_key`] for a key pair.
+pub(crate) fn generate_key_pair(
+    session: &Session,
+    mechanism: &Mechanism,
+    public: &[Attribute],
+    private: &[Attribute],
+) -> Result<(ObjectHandle, ObjectHandle), Error> {
+    match session.generate_key_pair(mechanism, public, private) {
+        Err(e) if refused_template(&e) => {
+            tracing::warn!(error = %e, "the token refused the key pair template: made with the relaxed one");
+            session
+                .generate_key_pair(mechanism, &relaxed(public), &relaxed(private))
+                .map_err(from_ck)
+        }
+        r => r.map_err(from_ck),
+    }
+}
+
+/// How tokens refuse a template they do not take as written: opencryptoki
+/// 3.8 does not know `CKA_COPYABLE` (`CKR_ATTRIBUTE_TYPE_INVALID`);
+/// tpm2-pkcs11 makes RSA keys that can both sign and decrypt and answers a
+/// usage set to false with `CKR_GENERAL_ERROR` ("attr mismatch").
+fn refused_template(e: &cryptoki::error::Error) -> bool {
+    use cryptoki::error::RvError::*;
+    matches!(
+        e,
+        cryptoki::error::Error::Pkcs11(
+            AttributeTypeInvalid | AttributeValueInvalid | TemplateInconsistent | GeneralError,
+            _
+        )
+    )
+}
+
+/// `template` without `CKA_COPYABLE` and without the usages it forbids. What
+/// [`distrust`] checks (private, sensitive, never extractable) stays: a key
+/// made this way may be usable for more than its job (a TPM's RSA KEK can
+/// also sign), never readable.
+fn relaxed(template: &[Attribute]) -> Vec<Attribute> {
+    template
+        .iter()
+        .filter(|a| {
+            !matches!(
+                a,
+                Attribute::Copyable(_)
+                    | Attribute::Encrypt(false)
+                    | Attribute::Decrypt(false)
+                    | Attribute::Sign(false)
+                    | Attribute::Verify(false)
+                    | Attribute::Wrap(false)
+                    | Attribute::Unwrap(false)
+                    | Attribute::Derive(false)
+            )
+        })
+        .cloned()
+        .collect()
 }
 
 /// What a key must be, besides kept in the token.
@@ -130,5 +206,41 @@ fn significant_bits(n: &[u8]) -> usize {
     match n.iter().position(|b| *b != 0) {
         Some(i) => (n.len() - i) * 8 - n[i].leading_zeros() as usize,
         None => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Relaxing drops what tokens refuse, never what keeps a key inside.
+    #[test]
+    fn a_relaxed_template_still_keeps_the_key_in_the_token() {
+        let mut t = kept_in_token().to_vec();
+        t.extend([
+            Attribute::Sign(true),
+            Attribute::Decrypt(false),
+            Attribute::Encrypt(false),
+            Attribute::Label(b"kek-v1".to_vec()),
+        ]);
+        let r = relaxed(&t);
+        for keep in [
+            Attribute::Token(true),
+            Attribute::Private(true),
+            Attribute::Sensitive(true),
+            Attribute::Extractable(false),
+            Attribute::Sign(true),
+            Attribute::Label(b"kek-v1".to_vec()),
+        ] {
+            assert!(r.contains(&keep), "{keep:?} dropped");
+        }
+        assert_eq!(r.len(), 6, "{r:?}");
+    }
+
+    #[test]
+    fn bits_ignore_leading_zeros() {
+        assert_eq!(significant_bits(&[0, 0, 0x80, 0]), 16);
+        assert_eq!(significant_bits(&[0x01]), 1);
+        assert_eq!(significant_bits(&[0, 0]), 0);
     }
 }

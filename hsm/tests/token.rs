@@ -50,10 +50,11 @@ async fn token(label: &str) -> (Hsm, PathBuf) {
     let label2 = label.to_string();
     let (pin2, so2) = (pin.clone(), so.clone());
     let raw = RAW_SESSIONS.lock().await;
-    let made = tokio::task::spawn_blocking(move || ensure_token(module, &label2, &pin2, &so2))
-        .await
-        .unwrap()
-        .unwrap();
+    let made =
+        tokio::task::spawn_blocking(move || ensure_token(module, &label2, None, &pin2, &so2))
+            .await
+            .unwrap()
+            .unwrap();
     drop(raw);
     assert_eq!(made, Provisioned::Created);
     let hsm = Hsm::new(config(label), Pin::from_file(&pin).unwrap());
@@ -82,6 +83,7 @@ fn config(label: &str) -> HsmConfig {
     HsmConfig {
         module: MODULE.into(),
         token_label: label.into(),
+        slot: None,
         pool_size: 4,
     }
 }
@@ -361,10 +363,10 @@ async fn what_a_token_lacks_is_named_before_use() {
     drop(hsm);
     let module = Path::new(MODULE);
     assert_eq!(
-        arclock_hsm::mechanism::lacks(module, "mechanisms", 3072).unwrap(),
+        arclock_hsm::mechanism::lacks(module, "mechanisms", None, 3072).unwrap(),
         vec![]
     );
-    let lacks = arclock_hsm::mechanism::lacks(module, "mechanisms", 1 << 20).unwrap();
+    let lacks = arclock_hsm::mechanism::lacks(module, "mechanisms", None, 1 << 20).unwrap();
     let named: Vec<String> = lacks.iter().map(ToString::to_string).collect();
     assert_eq!(named.len(), 2, "{named:?}");
     assert!(
@@ -373,7 +375,7 @@ async fn what_a_token_lacks_is_named_before_use() {
     );
     assert!(named[1].contains("allows keys up to"), "{named:?}");
     assert!(matches!(
-        arclock_hsm::mechanism::lacks(module, "no-such-token", 2048),
+        arclock_hsm::mechanism::lacks(module, "no-such-token", None, 2048),
         Err(Error::HsmUnavailable(_))
     ));
 }
@@ -477,6 +479,107 @@ async fn owner_only_blobs_open_until_the_token_is_closed_to_them() {
     // A new token is closed from its first KEK.
     let (fresh, _) = token("legacy-fresh").await;
     assert!(!fresh.legacy_blobs_open().await.unwrap());
+}
+
+/// On a token without AES-GCM a KEK is an RSA key pair and blobs are
+/// `AKW3`: OAEP plus an HMAC tag made in the token. SoftHSM2 makes both
+/// kinds, so one token holds an AES and an RSA version and blobs move
+/// between them; the tag binds as the GCM AAD does.
+#[tokio::test]
+async fn rsa_keks_bind_blobs_with_a_tag_made_in_the_token() {
+    use arclock_hsm::KekKind;
+    let (hsm, pin) = token("rsa-kek").await;
+    assert_eq!(hsm.kek_kind().await.unwrap(), KekKind::Aes);
+    let old = hsm
+        .wrap("u1", B, b"a secret key of 32 bytes, really")
+        .await
+        .unwrap();
+    assert_eq!(hsm.create_kek_version_of(KekKind::Rsa).await.unwrap(), 2);
+    assert_eq!(hsm.kek_versions().await.unwrap(), vec![1, 2]);
+    let w = hsm.wrap("u1", B, b"another secret").await.unwrap();
+    assert_eq!((w.kek_version, w.binding), (2, Binding::CredentialsRsa));
+    assert_eq!(&w.to_bytes()[..4], b"AKW3");
+    assert_eq!(w.ciphertext.len(), 256 + 32);
+    assert_eq!(
+        hsm.unwrap("u1", B, &w).await.unwrap().as_slice(),
+        b"another secret"
+    );
+    let refused =
+        |r: Result<arclock_hsm::LockedBytes, Error>| matches!(r, Err(Error::IntegrityFailure));
+    // Another record, another user, a changed ciphertext or tag, a
+    // truncated blob, or the blob relabelled as GCM: refused.
+    assert!(refused(hsm.unwrap("u1", &[0; 32], &w).await));
+    assert!(refused(hsm.unwrap("u2", B, &w).await));
+    for i in [0, 100, 255, 256, 287] {
+        let mut bad = w.clone();
+        bad.ciphertext[i] ^= 1;
+        assert!(refused(hsm.unwrap("u1", B, &bad).await), "byte {i}");
+    }
+    let mut short = w.clone();
+    short.ciphertext.truncate(20);
+    assert!(refused(hsm.unwrap("u1", B, &short).await));
+    let mut relabelled = w.clone();
+    relabelled.binding = Binding::Credentials;
+    assert!(refused(hsm.unwrap("u1", B, &relabelled).await));
+    // What anyone with the public key could make: an OAEP encryption of a
+    // secret of their choosing, with a tag they cannot compute.
+    let raw = RAW_SESSIONS.lock().await;
+    let p = pin.clone();
+    let mut forged = w.clone();
+    forged.ciphertext = tokio::task::spawn_blocking(move || {
+        let (ctx, slot) = raw_slot("rsa-kek");
+        let s = ctx.open_ro_session(slot).unwrap();
+        login(&s, &p);
+        let public = s
+            .find_objects(&[
+                Attribute::Class(ObjectClass::PUBLIC_KEY),
+                Attribute::Label(b"kek-v2".to_vec()),
+            ])
+            .unwrap()[0];
+        let params = cryptoki::mechanism::rsa::PkcsOaepParams::new(
+            cryptoki::mechanism::MechanismType::SHA1,
+            cryptoki::mechanism::rsa::PkcsMgfType::MGF1_SHA1,
+            cryptoki::mechanism::rsa::PkcsOaepSource::empty(),
+        );
+        let mut ct = s
+            .encrypt(
+                &cryptoki::mechanism::Mechanism::RsaPkcsOaep(params),
+                public,
+                b"the attacker's own secret key...",
+            )
+            .unwrap();
+        ct.extend_from_slice(&[0u8; 32]);
+        ct
+    })
+    .await
+    .unwrap();
+    drop(raw);
+    assert!(refused(hsm.unwrap("u1", B, &forged).await));
+    // Rotation moves blobs across kinds, and retirement destroys both halves.
+    let moved = hsm.rewrap("u1", B, &old).await.unwrap().expect("moved");
+    assert_eq!(
+        (moved.kek_version, moved.binding),
+        (2, Binding::CredentialsRsa)
+    );
+    assert!(hsm.rewrap("u1", B, &moved).await.unwrap().is_none());
+    hsm.retire_kek_version(1).await.unwrap();
+    assert_eq!(hsm.create_kek_version_of(KekKind::Aes).await.unwrap(), 3);
+    let back = hsm
+        .rewrap("u1", B, &moved)
+        .await
+        .unwrap()
+        .expect("moved back");
+    assert_eq!((back.kek_version, back.binding), (3, Binding::Credentials));
+    hsm.retire_kek_version(2).await.unwrap();
+    assert_eq!(hsm.kek_versions().await.unwrap(), vec![3]);
+    assert!(matches!(
+        hsm.unwrap("u1", B, &w).await,
+        Err(Error::KeyNotFound(_))
+    ));
+    assert_eq!(
+        hsm.unwrap("u1", B, &back).await.unwrap().as_slice(),
+        b"a secret key of 32 bytes, really"
+    );
 }
 
 #[tokio::test]

@@ -354,6 +354,7 @@ pub async fn prove(backend: Backend) {
         HsmConfig {
             module: "/usr/lib/softhsm/libsofthsm2.so".into(),
             token_label: "arclock".into(),
+            slot: None,
             pool_size: 1,
         },
         Pin::from_file(&inst.path("hsm/user.pin")).unwrap(),
