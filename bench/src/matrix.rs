@@ -198,13 +198,16 @@ pub fn run(module: &Path, label: &str, pin_file: &Path, dur: Duration) -> Result
         anyhow::ensure!(plain == [7u8; 32], "decrypted to something else");
         Ok(None)
     });
-    probe("RSA-2048 decrypt in the token (per unwrap)", &|s| {
+    probe("unwrap fallback: OAEP SHA-1 decrypt in the token", &|s| {
         let (public, private) = rsa_pair(s)?;
-        let blob = s.encrypt(&Mechanism::RsaPkcs, public, &[7u8; 32])?;
+        let m = Mechanism::RsaPkcsOaep(PkcsOaepParams::new(
+            MechanismType::SHA1,
+            PkcsMgfType::MGF1_SHA1,
+            PkcsOaepSource::empty(),
+        ));
+        let blob = s.encrypt(&m, public, &[7u8; 32])?;
         let rate = rate(dur, || {
-            s.decrypt(&Mechanism::RsaPkcs, private, &blob)
-                .map(drop)
-                .map_err(Into::into)
+            s.decrypt(&m, private, &blob).map(drop).map_err(Into::into)
         })?;
         Ok(Some(rate))
     });

@@ -608,9 +608,9 @@ impl Hsm {
     }
 
     /// Re-encrypts a blob under the newest KEK (`AKW2` or `AKW3`, as that
-    /// version's kind), bound to `credentials` (`None` if it already is
-    /// both); the plaintext only
-    /// exists in locked memory for the length of one blocking call.
+    /// version's kind), bound to `credentials`; `None` if it already is
+    /// both. The plaintext exists only in locked memory, for the length of
+    /// one blocking call.
     pub async fn rewrap(
         &self,
         user_id: &str,

@@ -154,13 +154,16 @@ impl Hsm {
                 .conn()?
                 .slot
                 .ok_or_else(|| Error::HsmUnavailable("no slot".into()))?;
-            // Unreadable token information (see `find_slot`) is no outage.
+            // Token information cryptoki cannot parse (see `find_slot`) is no
+            // outage; the token's own errors are (a removed token is noticed
+            // here and reconnected to).
             let (token_label, manufacturer, model) = match m.ctx.get_token_info(slot) {
                 Ok(info) => (
                     info.label().trim().to_string(),
                     info.manufacturer_id().trim().to_string(),
                     info.model().trim().to_string(),
                 ),
+                Err(e @ CkError::Pkcs11(..)) => return Err(from_ck(e)),
                 Err(e) => (
                     inner.config.token_label.clone(),
                     format!("unreadable ({e})"),
