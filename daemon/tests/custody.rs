@@ -204,9 +204,40 @@ async fn retirement_makes_copies_taken_before_unreadable() {
         "deletion alone does not reach the copy: {before:?}"
     );
 
+    // The operator's one-shot commands: a rotation first (the copy still
+    // opens, its KEK is only no longer the newest), then the retirement.
+    let console = |what: &str| {
+        std::process::Command::new(common::console_bin())
+            .args([
+                "--socket",
+                inst.path("admin.sock").to_str().unwrap(),
+                "keys",
+                what,
+            ])
+            .output()
+            .unwrap()
+    };
+    let out = console("rotate");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && said.contains("KEK v2: 1 re-wrapped, 0 failed"),
+        "{said}"
+    );
+    assert!(open_copy(&hsm, &copy, &bob_id, &bob_at).await.is_ok());
     let retired = admin.retire_keks().await.unwrap();
-    assert_eq!((retired.version, retired.destroyed.clone()), (2, vec![1]));
+    assert_eq!(
+        (retired.version, retired.destroyed.clone()),
+        (3, vec![1, 2])
+    );
     assert_eq!((retired.tally.rewrapped, retired.tally.failed), (1, 0));
+    let gone = std::process::Command::new(common::console_bin())
+        .args(["--socket", "/nonexistent/admin.sock", "keys", "retire"])
+        .output()
+        .unwrap();
+    assert!(
+        !gone.status.success(),
+        "a key job that did not run must not exit 0"
+    );
     let after = open_copy(&hsm, &copy, &bob_id, &bob_at).await;
     assert!(
         matches!(
@@ -217,7 +248,7 @@ async fn retirement_makes_copies_taken_before_unreadable() {
         ),
         "the copy must not open once its KEK is destroyed: {after:?}"
     );
-    assert_eq!(hsm.kek_versions().await.unwrap(), vec![2]);
+    assert_eq!(hsm.kek_versions().await.unwrap(), vec![3]);
     // The live account moved and signs in; the console saw the job end.
     assert_eq!(
         login(&d, "alice@example.org", ("Aaron_Peirsol", 2)).await.0,
@@ -226,7 +257,7 @@ async fn retirement_makes_copies_taken_before_unreadable() {
     let job = admin.health().await.unwrap().key_job.unwrap();
     assert_eq!(
         (job.kind.as_str(), job.phase.as_str(), job.destroyed),
-        ("retire", "done", vec![1])
+        ("retire", "done", vec![1, 2])
     );
     assert!(Path::new(&backup).exists());
 }
