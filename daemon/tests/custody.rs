@@ -8,7 +8,7 @@ mod common;
 use std::path::Path;
 
 use arclock_console::Client;
-use arclock_hsm::{Hsm, HsmConfig, Pin};
+use arclock_hsm::Hsm;
 use arclockd::identity::{Email, UserId};
 use arclockd::store::{EmbeddedStore, Store};
 use common::{Daemon, Instance, embedding, lfw_base64 as photo};
@@ -180,19 +180,9 @@ async fn retirement_makes_copies_taken_before_unreadable() {
         .unwrap();
     admin.delete_user(&bob).await.unwrap();
 
-    // The copy, opened as whoever holds it and the token would open it.
-    // SAFETY: set before SoftHSM2 is first loaded in this process, and this
-    // is the only test here that loads it.
-    unsafe { std::env::set_var("SOFTHSM2_CONF", inst.path("softhsm2.conf")) };
-    let hsm = Hsm::new(
-        HsmConfig {
-            module: "/usr/lib/softhsm/libsofthsm2.so".into(),
-            token_label: "arclock".into(),
-            slot: None,
-            pool_size: 1,
-        },
-        Pin::from_file(&inst.path("hsm/user.pin")).unwrap(),
-    );
+    // The copy, opened as whoever holds it and the token would open it
+    // (the only test here that loads SoftHSM2).
+    let hsm = inst.hsm();
     let copy = EmbeddedStore::open(&backup).unwrap();
     let (bob_id, bob_at) = (
         UserId::parse(&bob).unwrap(),

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use arclock_console::Client;
-use arclock_hsm::{Hsm, HsmConfig, Pin, pkcs11_context};
+use arclock_hsm::pkcs11_context;
 use common::{Instance, lfw_base64 as photo};
 use cryptoki::mechanism::Mechanism;
 use cryptoki::mechanism::aead::GcmParams;
@@ -86,18 +86,9 @@ async fn old_records_are_bound_at_start_and_old_blobs_refused_after() {
     let alice = body["data"]["user"]["id"].as_str().unwrap().to_string();
     drop(d);
 
-    // Make the store and token what an older arclockd left behind.
-    // SAFETY: set before SoftHSM2 is first loaded in this process (the only test here).
-    unsafe { std::env::set_var("SOFTHSM2_CONF", inst.path("softhsm2.conf")) };
-    let hsm = Hsm::new(
-        HsmConfig {
-            module: MODULE.into(),
-            token_label: "arclock".into(),
-            slot: None,
-            pool_size: 1,
-        },
-        Pin::from_file(&inst.path("hsm/user.pin")).unwrap(),
-    );
+    // Make the store and token what an older arclockd left behind (the only
+    // test here that loads SoftHSM2).
+    let hsm = inst.hsm();
     let store = arclockd::store::EmbeddedStore::open(&inst.path("arclock.db")).unwrap();
     let creds = arclockd::store::Store::credentials(
         &store,

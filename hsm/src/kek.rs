@@ -297,14 +297,12 @@ pub(crate) fn versions(session: &Session) -> Result<Vec<KekVersion>, Error> {
     Ok(out)
 }
 
-/// A KEK version as the token holds it.
+/// A KEK version as the token holds it: an AES key, or the private half of
+/// an RSA pair (its public half, [`rsa_public`], is looked up only to
+/// encrypt or destroy, not on every unwrap).
 enum Kek {
     Aes(ObjectHandle),
-    /// The private half, and a public half with its modulus.
-    Rsa {
-        private: ObjectHandle,
-        public: ObjectHandle,
-    },
+    Rsa(ObjectHandle),
 }
 
 impl Kek {
@@ -315,11 +313,7 @@ impl Kek {
             Err(Error::KeyNotFound(_)) => {}
             Err(e) => return Err(e),
         }
-        let private = inner.find(session, &label, RSA_KEK)?;
-        Ok(Kek::Rsa {
-            private,
-            public: rsa_public(session, &label, private)?,
-        })
+        Ok(Kek::Rsa(inner.find(session, &label, RSA_KEK)?))
     }
 }
 
@@ -331,17 +325,7 @@ fn rsa_public(
     label: &str,
     private: ObjectHandle,
 ) -> Result<ObjectHandle, Error> {
-    let modulus = |h| -> Result<Option<Vec<u8>>, Error> {
-        Ok(session
-            .get_attributes(h, &[AttributeType::Modulus])
-            .map_err(from_ck)?
-            .into_iter()
-            .find_map(|a| match a {
-                Attribute::Modulus(m) => Some(m),
-                _ => None,
-            }))
-    };
-    let want = modulus(private)?;
+    let want = trust::modulus(session, private)?;
     for h in session
         .find_objects(&[
             Attribute::Class(ObjectClass::PUBLIC_KEY),
@@ -350,7 +334,7 @@ fn rsa_public(
         ])
         .map_err(from_ck)?
     {
-        if want.is_some() && modulus(h)? == want {
+        if want.is_some() && trust::modulus(session, h)? == want {
             return Ok(h);
         }
         trust::refused(label, "public key without the private key's modulus");
@@ -398,7 +382,8 @@ fn encrypt(
 ) -> Result<WrappedKey, Error> {
     let key = match Kek::find(inner, session, version)? {
         Kek::Aes(key) => key,
-        Kek::Rsa { public, .. } => {
+        Kek::Rsa(private) => {
+            let public = rsa_public(session, &label(version), private)?;
             let mut ciphertext = session.encrypt(&oaep(), public, secret).map_err(from_ck)?;
             let tag = crate::pseudonym::mac(
                 inner,
@@ -483,7 +468,7 @@ fn decrypt_rsa(
     credentials: &[u8; 32],
     wrapped: &WrappedKey,
 ) -> Result<LockedBytes, Error> {
-    let Kek::Rsa { private, .. } = Kek::find(inner, session, wrapped.kek_version)? else {
+    let Kek::Rsa(private) = Kek::find(inner, session, wrapped.kek_version)? else {
         return Err(Error::IntegrityFailure);
     };
     let split = wrapped
@@ -534,33 +519,22 @@ fn generate(session: &Session, version: KekVersion, kind: KekKind) -> Result<(),
             trust::generate_key(session, &Mechanism::AesKeyGen, &template)?;
         }
         KekKind::Rsa => {
-            let label = label.into_bytes();
-            trust::generate_key_pair(
+            trust::generate_rsa_pair(
                 session,
-                &Mechanism::RsaPkcsKeyPairGen,
+                &label,
+                RSA_KEK_BITS,
                 &[
-                    Attribute::Token(true),
                     // Made and seen only with the PIN: see `rsa_public`.
                     Attribute::Private(true),
                     Attribute::Encrypt(true),
                     Attribute::Verify(false),
                     Attribute::Wrap(false),
-                    Attribute::ModulusBits(RSA_KEK_BITS.into()),
-                    Attribute::PublicExponent(vec![0x01, 0x00, 0x01]),
-                    Attribute::Label(label.clone()),
-                    Attribute::Id(label.clone()),
                 ],
                 &[
-                    &kept_in_token()[..],
-                    &[
-                        Attribute::Decrypt(true),
-                        Attribute::Sign(false),
-                        Attribute::Unwrap(false),
-                        Attribute::Label(label.clone()),
-                        Attribute::Id(label),
-                    ],
-                ]
-                .concat(),
+                    Attribute::Decrypt(true),
+                    Attribute::Sign(false),
+                    Attribute::Unwrap(false),
+                ],
             )?;
         }
     }
@@ -689,7 +663,8 @@ impl Hsm {
                     s.destroy_object(key).map_err(from_ck)?;
                     inner.forget(ObjectClass::SECRET_KEY, &label(version));
                 }
-                Kek::Rsa { private, public } => {
+                Kek::Rsa(private) => {
+                    let public = rsa_public(s, &label(version), private)?;
                     s.destroy_object(private).map_err(from_ck)?;
                     s.destroy_object(public).map_err(from_ck)?;
                     inner.forget(ObjectClass::PRIVATE_KEY, &label(version));

@@ -33,29 +33,16 @@ fn generate(inner: &Inner, session: &Session) -> Result<(), Error> {
     use cryptoki::mechanism::MechanismType as M;
     let offered = inner.mechanisms()?;
     if !(offered.contains(&M::GENERIC_SECRET_KEY_GEN) && offered.contains(&M::SHA256_HMAC)) {
-        let label = LABEL.as_bytes().to_vec();
-        trust::generate_key_pair(
+        trust::generate_rsa_pair(
             session,
-            &Mechanism::RsaPkcsKeyPairGen,
+            LABEL,
+            2048,
             &[
-                Attribute::Token(true),
                 Attribute::Private(true),
                 Attribute::Verify(false),
                 Attribute::Encrypt(false),
-                Attribute::ModulusBits(2048.into()),
-                Attribute::PublicExponent(vec![0x01, 0x00, 0x01]),
-                Attribute::Label(label.clone()),
             ],
-            &[
-                &crate::trust::kept_in_token()[..],
-                &[
-                    Attribute::Sign(true),
-                    Attribute::Decrypt(false),
-                    Attribute::Label(label.clone()),
-                    Attribute::Id(label),
-                ],
-            ]
-            .concat(),
+            &[Attribute::Sign(true), Attribute::Decrypt(false)],
         )?;
         return Ok(());
     }
@@ -114,18 +101,7 @@ pub(crate) fn mac(inner: &Inner, session: &Session, data: &[u8]) -> Result<[u8; 
         Key::Hmac(key) => session
             .sign(&Mechanism::Sha256Hmac, key, data)
             .map_err(from_ck)?,
-        Key::Rsa(key) => {
-            let signature = match inner.rs256()? {
-                crate::signer::Rs256::Sha256RsaPkcs => {
-                    session.sign(&Mechanism::Sha256RsaPkcs, key, data)
-                }
-                crate::signer::Rs256::RsaPkcsOverDigestInfo => {
-                    session.sign(&Mechanism::RsaPkcs, key, &crate::signer::digest_info(data))
-                }
-            }
-            .map_err(from_ck)?;
-            Sha256::digest(&signature).to_vec()
-        }
+        Key::Rsa(key) => Sha256::digest(crate::signer::sign(inner, session, key, data)?).to_vec(),
     };
     out.try_into().map_err(|v: Vec<u8>| Error::Pkcs11 {
         function: "C_Sign (HMAC)".into(),

@@ -10,14 +10,14 @@
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use cryptoki::mechanism::Mechanism;
-use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass};
+use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
 use cryptoki::session::Session;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, from_ck};
-use crate::pool::Hsm;
-use crate::trust::{self, Expect, kept_in_token};
+use crate::pool::{Hsm, Inner};
+use crate::trust::{self, Expect};
 
 const LABEL_PREFIX: &str = "jwt-v";
 
@@ -140,13 +140,22 @@ fn private_modulus(session: &Session, version: u32) -> Result<Option<Vec<u8>>, E
     let Ok(key) = trust::find(session, &label(version), SIGNER) else {
         return Ok(None);
     };
-    let attrs = session
-        .get_attributes(key, &[AttributeType::Modulus])
-        .map_err(from_ck)?;
-    Ok(attrs.into_iter().find_map(|a| match a {
-        Attribute::Modulus(m) => Some(m),
-        _ => None,
-    }))
+    trust::modulus(session, key)
+}
+
+/// An RS256 signature of `data` by the private key `key`, as this token
+/// makes one ([`Rs256`]): the JWT signer's and the RSA pseudonym key's.
+pub(crate) fn sign(
+    inner: &Inner,
+    session: &Session,
+    key: ObjectHandle,
+    data: &[u8],
+) -> Result<Vec<u8>, Error> {
+    match inner.rs256()? {
+        Rs256::Sha256RsaPkcs => session.sign(&Mechanism::Sha256RsaPkcs, key, data),
+        Rs256::RsaPkcsOverDigestInfo => session.sign(&Mechanism::RsaPkcs, key, &digest_info(data)),
+    }
+    .map_err(from_ck)
 }
 
 /// How this token makes an RS256 signature.
@@ -200,13 +209,7 @@ impl Hsm {
                 Ok((v, jwk.kid))
             })?;
             let key = inner.find(s, &label(version), SIGNER)?;
-            let bytes = match inner.rs256()? {
-                Rs256::Sha256RsaPkcs => s.sign(&Mechanism::Sha256RsaPkcs, key, &data),
-                Rs256::RsaPkcsOverDigestInfo => {
-                    s.sign(&Mechanism::RsaPkcs, key, &digest_info(&data))
-                }
-            }
-            .map_err(from_ck)?;
+            let bytes = sign(inner, s, key, &data)?;
             Ok(Signature { kid, bytes })
         })
         .await
@@ -248,30 +251,16 @@ impl Hsm {
         }
         self.run(move |inner, s| {
             let next = public_keys(s)?.last().map(|(v, _)| *v).unwrap_or(0) + 1;
-            let label = label(next).into_bytes();
-            let (public, _private) = trust::generate_key_pair(
+            let (public, _private) = trust::generate_rsa_pair(
                 s,
-                &Mechanism::RsaPkcsKeyPairGen,
+                &label(next),
+                u64::from(bits),
                 &[
-                    Attribute::Token(true),
                     Attribute::Private(false),
                     Attribute::Verify(true),
                     Attribute::Encrypt(false),
-                    Attribute::ModulusBits(u64::from(bits).into()),
-                    Attribute::PublicExponent(vec![0x01, 0x00, 0x01]),
-                    Attribute::Label(label.clone()),
-                    Attribute::Id(label.clone()),
                 ],
-                &[
-                    &kept_in_token()[..],
-                    &[
-                        Attribute::Sign(true),
-                        Attribute::Decrypt(false),
-                        Attribute::Label(label.clone()),
-                        Attribute::Id(label),
-                    ],
-                ]
-                .concat(),
+                &[Attribute::Sign(true), Attribute::Decrypt(false)],
             )?;
             let attrs = s
                 .get_attributes(

@@ -49,6 +49,46 @@ pub(crate) fn generate_key(
     }
 }
 
+/// An RSA key pair of `bits` made in the token under `label` (label and id
+/// on both halves), the private half [`kept_in_token`]; `public` and
+/// `private` add each half's visibility and usages.
+pub(crate) fn generate_rsa_pair(
+    session: &Session,
+    label: &str,
+    bits: u64,
+    public: &[Attribute],
+    private: &[Attribute],
+) -> Result<(ObjectHandle, ObjectHandle), Error> {
+    let named = [
+        Attribute::Label(label.as_bytes().to_vec()),
+        Attribute::Id(label.as_bytes().to_vec()),
+    ];
+    let public = [
+        &[
+            Attribute::Token(true),
+            Attribute::ModulusBits(bits.into()),
+            Attribute::PublicExponent(vec![0x01, 0x00, 0x01]),
+        ][..],
+        public,
+        &named,
+    ]
+    .concat();
+    let private = [&kept_in_token()[..], private, &named].concat();
+    generate_key_pair(session, &Mechanism::RsaPkcsKeyPairGen, &public, &private)
+}
+
+/// The modulus of an RSA key object (public or private), if it reports one.
+pub(crate) fn modulus(session: &Session, key: ObjectHandle) -> Result<Option<Vec<u8>>, Error> {
+    Ok(session
+        .get_attributes(key, &[AttributeType::Modulus])
+        .map_err(from_ck)?
+        .into_iter()
+        .find_map(|a| match a {
+            Attribute::Modulus(m) => Some(m),
+            _ => None,
+        }))
+}
+
 /// [`generate_key`] for a key pair.
 pub(crate) fn generate_key_pair(
     session: &Session,

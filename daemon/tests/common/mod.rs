@@ -275,6 +275,25 @@ impl Instance {
         }
     }
 
+    /// A handle on this instance's own SoftHSM2 token, beside the daemon:
+    /// what whoever holds the token could open. Points this process's
+    /// SoftHSM2 at the instance, so only one test per process may call it,
+    /// before anything else loads SoftHSM2.
+    pub fn hsm(&self) -> arclock_hsm::Hsm {
+        // SAFETY: set before SoftHSM2 is loaded in this process, by the one
+        // test here that loads it (see above).
+        unsafe { std::env::set_var("SOFTHSM2_CONF", self.path("softhsm2.conf")) };
+        arclock_hsm::Hsm::new(
+            arclock_hsm::HsmConfig {
+                module: "/usr/lib/softhsm/libsofthsm2.so".into(),
+                token_label: "arclock".into(),
+                slot: None,
+                pool_size: 1,
+            },
+            arclock_hsm::Pin::from_file(&self.path("hsm/user.pin")).unwrap(),
+        )
+    }
+
     /// An HTTPS client that trusts this instance's certificate (only).
     pub fn client(&self) -> reqwest::Client {
         let cert = std::fs::read(self.path("tls/cert.pem")).unwrap();

@@ -7,7 +7,6 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use crate::common::{self, Instance, people};
-use arclock_hsm::{Hsm, HsmConfig, Pin};
 use arclockd::store::{EmbeddedStore, MongoStore, Store};
 use base64::Engine;
 use serde_json::json;
@@ -348,17 +347,7 @@ pub async fn prove(backend: Backend) {
     let bytes: usize = files.iter().map(|(_, b)| b.len()).sum();
 
     // What the store holds, opened with the token's own keys.
-    // SAFETY: set before SoftHSM2 is loaded in this process; one test here.
-    unsafe { std::env::set_var("SOFTHSM2_CONF", inst.path("softhsm2.conf")) };
-    let hsm = Hsm::new(
-        HsmConfig {
-            module: "/usr/lib/softhsm/libsofthsm2.so".into(),
-            token_label: "arclock".into(),
-            slot: None,
-            pool_size: 1,
-        },
-        Pin::from_file(&inst.path("hsm/user.pin")).unwrap(),
-    );
+    let hsm = inst.hsm();
     let store: Box<dyn Store> = match &backend {
         Backend::Embedded => Box::new(EmbeddedStore::open(&inst.path("arclock.db")).unwrap()),
         Backend::Mongo { uri, database } => {
