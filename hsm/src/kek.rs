@@ -238,6 +238,28 @@ fn legacy_closed(session: &Session) -> Result<bool, Error> {
     Ok(!found.is_empty())
 }
 
+/// Whether any AES key in the token is labelled as a KEK version.
+fn has_aes_kek(session: &Session) -> Result<bool, Error> {
+    for h in session
+        .find_objects(&[
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::KeyType(KeyType::AES),
+        ])
+        .map_err(from_ck)?
+    {
+        let attrs = session
+            .get_attributes(h, &[AttributeType::Label])
+            .map_err(from_ck)?;
+        if attrs
+            .iter()
+            .any(|a| matches!(a, Attribute::Label(l) if l.starts_with(LABEL_PREFIX.as_bytes())))
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 /// Makes [`BOUND_MARKER`] unless it exists.
 pub(crate) fn close_legacy(session: &Session) -> Result<bool, Error> {
     if legacy_closed(session)? {
@@ -606,8 +628,11 @@ impl Hsm {
     }
 
     /// Whether `AKW1` blobs still open (the token lacks [`BOUND_MARKER`]).
+    /// Only an AES KEK opens `AKW1` (GCM), so a token holding none (one
+    /// that makes RSA KEKs: a TPM) has nothing to bind and needs no marker,
+    /// which such a token may not even store.
     pub async fn legacy_blobs_open(&self) -> Result<bool, Error> {
-        self.run(|_, s| legacy_closed(s).map(|closed| !closed))
+        self.run(|_, s| Ok(!legacy_closed(s)? && has_aes_kek(s)?))
             .await
     }
 

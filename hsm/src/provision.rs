@@ -105,9 +105,7 @@ pub async fn ensure_keys(hsm: &Hsm, jwt_bits: u32) -> Result<bool, Error> {
     let mut generated = hsm.create_pseudonym_key().await?;
     if hsm.kek_versions().await?.is_empty() {
         hsm.create_kek_version().await?;
-        // Under an RSA KEK no AKW1 (GCM) blob can open anyway, and a token
-        // without AES may keep no data objects either (tpm2-pkcs11).
-        if hsm.kek_kind().await? == crate::KekKind::Aes {
+        if hsm.legacy_blobs_open().await? {
             hsm.close_legacy_blobs().await?;
         }
         generated = true;
