@@ -16,7 +16,8 @@ endif
 setup:
 	@scripts/setup.sh
 
-## As setup, plus what only the tests use (nx-27017, schemathesis, Chromium, tmux).
+## As setup, plus what only the tests use (nx-27017, schemathesis, Chromium, tmux,
+## swtpm and tpm2-pkcs11).
 setup-test:
 	@scripts/setup.sh --test
 
@@ -40,9 +41,10 @@ run: build
 	@echo "  operator console (another terminal): target/debug/arclock-console$(if $(filter $(CURDIR)/var,$(STATE)),, --socket $(STATE)/run/arclockd.sock)"
 	@exec target/debug/arclockd --config $(DEV_CONFIG)
 
-## The whole test suite, against real SoftHSM2, ONNX Runtime, models and TLS.
+## The whole test suite, against real SoftHSM2, a software TPM 2.0 (swtpm +
+## tpm2-pkcs11), ONNX Runtime, models, TLS and the MongoDB stand-in.
 test: setup-test
-	scripts/with-mongo.sh $(CARGO) test --workspace --no-fail-fast
+	scripts/with-mongo.sh scripts/with-tpm.sh $(CARGO) test --workspace --no-fail-fast
 
 ## Every benchmark, release build; one markdown table in bench/results/latest.md
 ## (the enumeration-parity row also on MongoDB, through nx-27017). Fails if a
@@ -110,6 +112,7 @@ install-files:
 	install -d $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSCONFDIR)/arclock
 	$(SUBST) systemd/arclockd.service > $(DESTDIR)$(UNITDIR)/arclockd.service
 	chmod 0644 $(DESTDIR)$(UNITDIR)/arclockd.service
+	for u in arclock-retire-keys.service arclock-retire-keys.timer; do $(SUBST) systemd/$$u > $(DESTDIR)$(UNITDIR)/$$u && chmod 0644 $(DESTDIR)$(UNITDIR)/$$u; done
 	install -D -m 0644 systemd/arclock.sysusers $(DESTDIR)$(PREFIX)/lib/sysusers.d/arclock.conf
 	install -D -m 0644 systemd/arclock.tmpfiles $(DESTDIR)$(PREFIX)/lib/tmpfiles.d/arclock.conf
 	$(SUBST) systemd/arclockd.toml > $(DESTDIR)$(SYSCONFDIR)/arclock/arclockd.toml

@@ -176,6 +176,14 @@ check "a member of arclock-admin uses the console (SO_PEERCRED sees its uid)" \
 check "a user outside the group is refused (socket permissions or 403)" \
   bash -c "ct runuser -u mallory -- arclock-console instances 2>&1 | grep -Eq 'Permission denied|may not use the admin socket'"
 
+echo "== KEK retirement (the shipped, opt-in timer)"
+check "the retirement timer ships disabled (opt-in)" \
+  bash -c "[ \"\$(ct systemctl is-enabled arclock-retire-keys.timer 2>/dev/null)\" = disabled ]"
+check "the retirement service runs as the daemon's user and succeeds" \
+  ct systemctl start arclock-retire-keys.service
+check "it destroyed the first KEK in the token (journal)" \
+  bash -c "ct journalctl -u arclock-retire-keys -o cat | grep -q 'holds every key.*destroyed \\[1\\]'"
+
 echo "== reload, watchdog, drain"
 old_fp="$(openssl x509 -noout -fingerprint -sha256 -in "$CT/etc/arclock/tls/cert.pem")"
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=localhost \

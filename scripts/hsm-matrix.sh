@@ -33,6 +33,7 @@ fi
 
 cargo build -q --release -p arclock-bench
 cargo test -q -p arclockd --test tokens --no-run 2>/dev/null
+cargo test -q -p arclock-hsm --test contract --no-run 2>/dev/null
 BENCH=$PWD/target/release/arclock-bench
 say "building kryoptic (crates.io, pinned by scripts/kryoptic/Cargo.lock)"
 cargo build -q --release --locked --manifest-path scripts/kryoptic/Cargo.toml \
@@ -68,6 +69,23 @@ daemon() {
   fi
 }
 
+# contract NAME MODULE PIN-FILE [VAR=value ...]: the key-custody contract
+# (hsm/tests/contract.rs) on the token the probe used, one more row.
+contract() {
+  local name=$1 module=$2 pinf=$3 why
+  shift 3
+  say "contract suite on $name"
+  if env "$@" ARCLOCK_TEST_PKCS11_MODULE="$module" ARCLOCK_TEST_PKCS11_LABEL="$LABEL" \
+    ARCLOCK_TEST_PKCS11_PIN="$pinf" ARCLOCK_TEST_PKCS11_NAME="$name" \
+    cargo test -q -p arclock-hsm --test contract -- --nocapture the_named_token \
+    >"$M/$name-contract.log" 2>&1; then
+    printf 'contract suite (hsm/tests/contract.rs)\tyes\t\n' >>"$M/$name.tsv"
+  else
+    why=$(grep -a -A1 "panicked at" "$M/$name-contract.log" | sed -n 2p | cut -c1-140 | tr '\t|' '  ')
+    printf 'contract suite (hsm/tests/contract.rs)\tno: %s\t\n' "$why" >>"$M/$name.tsv"
+  fi
+}
+
 # probe NAME MODULE PIN-FILE [VAR=value ...]: one TSV per token.
 probe() {
   local name=$1 module=$2 pinf=$3
@@ -91,6 +109,8 @@ SOFTHSM2_CONF=$M/softhsm/softhsm2.conf softhsm2-util --init-token --free --label
   --so-pin 99998888 --pin 11112222 >/dev/null
 probe softhsm2 /usr/lib/softhsm/libsofthsm2.so "$M/softhsm/user.pin" \
   SOFTHSM2_CONF="$M/softhsm/softhsm2.conf"
+contract softhsm2 /usr/lib/softhsm/libsofthsm2.so "$M/softhsm/user.pin" \
+  SOFTHSM2_CONF="$M/softhsm/softhsm2.conf"
 daemon softhsm2 /usr/lib/softhsm/libsofthsm2.so
 
 # 2. kryoptic: a TOML configuration naming one SQLite slot.
@@ -107,6 +127,7 @@ pkcs11-tool --module "$KRYOPTIC" --init-token --label "$LABEL" --so-pin 99998888
 pkcs11-tool --module "$KRYOPTIC" --token-label "$LABEL" --init-pin --login --login-type so \
   --so-pin 99998888 --pin 11112222 >/dev/null
 probe kryoptic "$KRYOPTIC" "$M/kryoptic/user.pin" KRYOPTIC_CONF="$KRYOPTIC_CONF"
+contract kryoptic "$KRYOPTIC" "$M/kryoptic/user.pin" KRYOPTIC_CONF="$KRYOPTIC_CONF"
 # The daemon provisions a token of its own, in a new slot of another file.
 cat >"$M/kryoptic/daemon.conf" <<EOF
 [[slots]]
@@ -133,6 +154,7 @@ if [[ $ock_flags != *TOKEN_INITIALIZED* || $ock_label == "$LABEL" ]]; then
   pkcs11-tool --module "$OCK" --slot 3 --change-pin --pin 11112222 --new-pin 22223333 >/dev/null
   pin "$STATE/cache/ock.so-pin" "$so"
   probe opencryptoki "$OCK" "$M/ock.pin"
+  contract opencryptoki "$OCK" "$M/ock.pin" ARCLOCK_TEST_PKCS11_SLOT=3
   # Its PINs are 4-8 characters, so the daemon gets the token made above.
   ARCLOCK_TEST_PKCS11_PIN=$M/ock.pin ARCLOCK_TEST_PKCS11_SLOT=3 \
     ARCLOCK_TEST_PKCS11_LABEL=$LABEL daemon opencryptoki "$OCK"
@@ -141,29 +163,14 @@ else
   printf 'setup\tno: slot 3 holds another token\t\n' >"$M/opencryptoki.tsv"
 fi
 
-# 4. A TPM 2.0: swtpm, tpm2-abrmd on a private session bus (the direct swtpm
-# TCTI runs out of object contexts), tpm2-pkcs11's store made by tpm2_ptool.
-mkdir -p "$M/tpm/state" "$M/tpm/store"
-port=$((20000 + RANDOM % 20000))
-swtpm socket --tpmstate dir="$M/tpm/state" --tpm2 --server type=tcp,port=$port \
-  --ctrl type=tcp,port=$((port + 1)) --flags not-need-init,startup-clear &
-pids+=($!)
-read -r bus bus_pid < <(dbus-daemon --session --fork --print-address=1 --print-pid=1 | paste -s -d' ')
-pids+=("$bus_pid")
-export DBUS_SESSION_BUS_ADDRESS=$bus
-sleep 0.5
-tpm2-abrmd --session --allow-root --tcti="swtpm:host=127.0.0.1,port=$port" &
-pids+=($!)
-export TPM2TOOLS_TCTI=tabrmd:bus_type=session TPM2_PKCS11_TCTI=tabrmd:bus_type=session
-export TPM2_PKCS11_STORE=$M/tpm/store
-for _ in $(seq 50); do tpm2_getrandom 4 >/dev/null 2>&1 && break; sleep 0.2; done
-tpm2_ptool init --path "$M/tpm/store" >/dev/null
-tpm2_ptool addtoken --pid=1 --label="$LABEL" --sopin=99998888 --userpin=11112222 \
-  --path "$M/tpm/store" >/dev/null
-pin "$M/tpm/user.pin" 11112222
-probe tpm2 /usr/lib/x86_64-linux-gnu/pkcs11/libtpm2_pkcs11.so "$M/tpm/user.pin"
-daemon tpm2 /usr/lib/x86_64-linux-gnu/pkcs11/libtpm2_pkcs11.so \
-  TPM2_PKCS11_TCTI TPM2_PKCS11_STORE DBUS_SESSION_BUS_ADDRESS TPM2_PKCS11_LOG_LEVEL
+# 4. A TPM 2.0 (scripts/tpm.sh): swtpm, tpm2-abrmd on a private session bus,
+# tpm2-pkcs11's store made by tpm2_ptool.
+# shellcheck source=scripts/tpm.sh
+. scripts/tpm.sh
+tpm_start "$M/tpm" "$LABEL" 11112222 99998888
+probe tpm2 "$TPM_MODULE" "$M/tpm/user.pin"
+contract tpm2 "$TPM_MODULE" "$M/tpm/user.pin"
+daemon tpm2 "$TPM_MODULE" "${TPM_VARS[@]}" TPM2_PKCS11_LOG_LEVEL
 
 python3 scripts/hsm-matrix-table.py "$M" softhsm2 kryoptic opencryptoki tpm2 \
   --versions "SoftHSM2 $(dpkg-query -W -f='${Version}' softhsm2)" \

@@ -30,6 +30,12 @@ DEB_PACKAGES=("softhsm2=2.6.1-*" "libclang-dev=1:14.0-*" "python3" "gcc" "make" 
 # pin stops being installable), and the test needs only W3C WebDriver and the
 # long-stable fake-capture switches.
 ((TEST)) && DEB_PACKAGES+=("python3-venv" "tmux" "curl" "systemd" "chromium" "chromium-driver")
+# Tests only: a software TPM 2.0 as a second PKCS#11 token (scripts/with-tpm.sh):
+# swtpm, tpm2-abrmd and its TCTI on a private D-Bus, tpm2-pkcs11 and its
+# tpm2_ptool, tpm2-tools (tpm2_getrandom says when the TPM is up).
+((TEST)) && DEB_PACKAGES+=("swtpm=0.7.1-*" "swtpm-tools=0.7.1-*" "tpm2-abrmd=3.0.0-*"
+  "libtss2-tcti-tabrmd0=3.0.0-*" "libtpm2-pkcs11-1=1.9.0-*" "libtpm2-pkcs11-tools=1.9.0-*"
+  "tpm2-tools=5.4-*" "dbus")
 missing=()
 for spec in "${DEB_PACKAGES[@]}"; do
   name="${spec%%=*}"

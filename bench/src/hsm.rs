@@ -8,11 +8,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use arclock_hsm::provision::{ensure_keys, ensure_token};
-use arclock_hsm::{Hsm, HsmConfig, Pin, pkcs11_context};
+use arclock_hsm::{Hsm, HsmConfig, Pin, Signing, pkcs11_context};
 use cryptoki::mechanism::Mechanism;
 use cryptoki::mechanism::aead::GcmParams;
 use cryptoki::object::{Attribute, ObjectClass};
 use cryptoki::session::UserType;
+use sha2::Digest;
 
 use crate::report::{Report, Samples, num};
 
@@ -29,12 +30,13 @@ pub async fn token(dir: &Path) -> Result<(PathBuf, Pin)> {
     Ok((pin.clone(), Pin::from_file(&pin)?))
 }
 
-fn config(pool: usize) -> HsmConfig {
+fn config(pool: usize, signing: Signing) -> HsmConfig {
     HsmConfig {
         module: MODULE.into(),
         token_label: LABEL.into(),
         slot: None,
         pool_size: pool,
+        signing,
     }
 }
 
@@ -72,8 +74,9 @@ where
 }
 
 /// Raw PKCS#11 on one session in a loop on one thread: the floor the pool is
-/// measured against (C_GenerateRandom + C_Encrypt, C_Decrypt, C_Sign).
-fn raw(pin_file: &Path, dur: Duration) -> Result<[(f64, Samples); 3]> {
+/// measured against (C_GenerateRandom + C_Encrypt, C_Decrypt, C_Sign RS256,
+/// C_Sign ES256 over a digest).
+fn raw(pin_file: &Path, dur: Duration) -> Result<[(f64, Samples); 4]> {
     let ctx = pkcs11_context(Path::new(MODULE))?;
     let slot = ctx
         .get_slots_with_token()?
@@ -100,6 +103,7 @@ fn raw(pin_file: &Path, dur: Duration) -> Result<[(f64, Samples); 3]> {
     };
     let kek = find(ObjectClass::SECRET_KEY, "kek-v1")?;
     let jwt = find(ObjectClass::PRIVATE_KEY, "jwt-v1")?;
+    let jwt_es = find(ObjectClass::PRIVATE_KEY, "jwt-v2")?;
     let aad = b"arclock/wrapped-key/v1\0bench-user";
     let secret = [7u8; 32];
     let mut nonce = [0u8; 12];
@@ -145,14 +149,21 @@ fn raw(pin_file: &Path, dur: Duration) -> Result<[(f64, Samples); 3]> {
         session.sign(&Mechanism::Sha256RsaPkcs, jwt, b"header.payload")?;
         Ok(())
     })?;
-    Ok([enc, dec, sig])
+    let sig_es = time(&mut || {
+        let digest = sha2::Sha256::digest(b"header.payload");
+        session.sign(&Mechanism::Ecdsa, jwt_es, &digest)?;
+        Ok(())
+    })?;
+    Ok([enc, dec, sig, sig_es])
 }
 
 pub async fn run(report: &mut Report, dir: &Path, dur: Duration, jwt_bits: u32) -> Result<()> {
     let (pin_file, _) = token(dir).await?;
-    {
-        let hsm = Hsm::new(config(1), Pin::from_file(&pin_file)?);
-        ensure_keys(&hsm, jwt_bits).await?;
+    let (rs256, es256) = (Signing::Rs256 { bits: jwt_bits }, Signing::Es256);
+    // jwt-v1 is RSA, jwt-v2 P-256: the token as it is after a switch.
+    for signing in [rs256, es256] {
+        let hsm = Hsm::new(config(1, signing), Pin::from_file(&pin_file)?);
+        ensure_keys(&hsm).await?;
     }
     let raw_dur = dur;
     let pf = pin_file.clone();
@@ -164,7 +175,7 @@ pub async fn run(report: &mut Report, dir: &Path, dur: Duration, jwt_bits: u32) 
             "Throughput through `arclock_hsm::Hsm` with N concurrent tasks and a pool of N \
              sessions, each run {:.0} s; latency per call (ms). `raw` is the bare PKCS#11 \
              call sequence on one session in one thread, same run. RSA {jwt_bits}-bit, \
-             AES-256-GCM over a 32-byte secret.",
+             ECDSA P-256 (ES256), AES-256-GCM over a 32-byte secret.",
             dur.as_secs_f64()
         ),
         &[
@@ -176,11 +187,12 @@ pub async fn run(report: &mut Report, dir: &Path, dur: Duration, jwt_bits: u32) 
             "vs raw (1 worker)",
         ],
     );
-    let names = ["wrap", "unwrap", "sign RS256"];
-    let mut pooled1 = [0.0f64; 3];
-    let mut pooled_median = [0.0f64; 3];
+    let names = ["wrap", "unwrap", "sign RS256", "sign ES256"];
+    let mut pooled1 = [0.0f64; 4];
+    let mut pooled_median = [0.0f64; 4];
     for workers in [1usize, 2] {
-        let hsm = Hsm::new(config(workers), Pin::from_file(&pin_file)?);
+        let hsm = Hsm::new(config(workers, rs256), Pin::from_file(&pin_file)?);
+        let hsm_es = Hsm::new(config(workers, es256), Pin::from_file(&pin_file)?);
         let blob = hsm.wrap("bench-user", &[9u8; 32], &[7u8; 32]).await?;
         let h = hsm.clone();
         let wrap = drive(workers, dur, move || {
@@ -204,12 +216,21 @@ pub async fn run(report: &mut Report, dir: &Path, dur: Duration, jwt_bits: u32) 
         let sign = drive(workers, dur, move || {
             let h = h.clone();
             async move {
-                h.sign_rs256(b"header.payload").await?;
+                h.sign(b"header.payload").await?;
                 Ok(())
             }
         })
         .await?;
-        for (i, (rate, s)) in [wrap, unwrap, sign].into_iter().enumerate() {
+        let h = hsm_es.clone();
+        let sign_es = drive(workers, dur, move || {
+            let h = h.clone();
+            async move {
+                h.sign(b"header.payload").await?;
+                Ok(())
+            }
+        })
+        .await?;
+        for (i, (rate, s)) in [wrap, unwrap, sign, sign_es].into_iter().enumerate() {
             if workers == 1 {
                 pooled1[i] = rate;
                 pooled_median[i] = s.median_ms();
@@ -242,12 +263,13 @@ pub async fn run(report: &mut Report, dir: &Path, dur: Duration, jwt_bits: u32) 
     report.end_table();
     report.para(&format!(
         "Per-call cost of the pool over raw PKCS#11 at 1 worker (median): wrap +{} ms, \
-         unwrap +{} ms, sign +{} ms: one hop to tokio's blocking pool and one mlocked \
+         unwrap +{} ms, sign RS256 +{} ms, sign ES256 +{} ms: one hop to tokio's blocking pool and one mlocked \
          buffer per call. The current KEK version and signing kid are cached for 10 s \
          (cleared on rotation), so `wrap` and `sign` do not enumerate the token per call.",
         num(pooled_median[0] - raw[0].1.median_ms()),
         num(pooled_median[1] - raw[1].1.median_ms()),
         num(pooled_median[2] - raw[2].1.median_ms()),
+        num(pooled_median[3] - raw[3].1.median_ms()),
     ));
     Ok(())
 }

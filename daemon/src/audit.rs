@@ -93,13 +93,13 @@ pub async fn seal(app: &App) -> Result<Option<AuditSeal>, AuditError> {
     }
     let signature = app
         .hsm
-        .sign_rs256(&AuditSeal::signed_bytes(head.seq, &head.hash))
+        .sign(&AuditSeal::signed_bytes(head.seq, &head.hash))
         .await?;
     let seal = AuditSeal {
         seq: head.seq,
         hash: head.hash,
         at: app.clock.now(),
-        kid: signature.kid,
+        kid: signature.key.kid,
         signature: signature.bytes,
     };
     app.store.put_audit_seal(&seal).await?;
@@ -135,17 +135,13 @@ pub struct Break {
 /// Walks the chain from its start, recomputing every hash and checking every
 /// seal against the token's public keys.
 pub async fn verify(app: &App) -> Result<Verdict, AuditError> {
-    let keys: BTreeMap<String, DecodingKey> = app
+    let keys: BTreeMap<String, (Algorithm, DecodingKey)> = app
         .hsm
         .jwks()
         .await?
         .keys
         .into_iter()
-        .filter_map(|k| {
-            DecodingKey::from_rsa_components(&k.n, &k.e)
-                .ok()
-                .map(|d| (k.kid, d))
-        })
+        .filter_map(|k| crate::token::verifying_key(&k).ok().map(|key| (k.kid, key)))
         .collect();
     let seals: BTreeMap<u64, AuditSeal> = app
         .store
@@ -199,7 +195,7 @@ fn check(
     expected: u64,
     hash: &[u8; 32],
     seal: Option<&AuditSeal>,
-    keys: &BTreeMap<String, DecodingKey>,
+    keys: &BTreeMap<String, (Algorithm, DecodingKey)>,
     v: &mut Verdict,
 ) -> Result<(), String> {
     if e.seq != expected {
@@ -219,14 +215,14 @@ fn check(
             "the seal over entry {expected} signs another chain: entries up to it were rewritten"
         ));
     }
-    let Some(key) = keys.get(&s.kid) else {
+    let Some((alg, key)) = keys.get(&s.kid) else {
         v.seals_unverifiable += 1;
         return Ok(());
     };
     let sig = URL_SAFE_NO_PAD.encode(&s.signature);
     let msg = AuditSeal::signed_bytes(s.seq, &s.hash);
-    crate::token::rs256::install();
-    if !jsonwebtoken::crypto::verify(&sig, &msg, key, Algorithm::RS256).unwrap_or(false) {
+    crate::token::jws::install();
+    if !jsonwebtoken::crypto::verify(&sig, &msg, key, *alg).unwrap_or(false) {
         return Err(format!(
             "the seal over entry {expected} has a signature the HSM did not make"
         ));

@@ -385,8 +385,35 @@ pub struct Hsm {
     pub provision: Provision,
     #[serde(default = "defaults::pool_size")]
     pub pool_size: usize,
+    /// Algorithm of access tokens and audit seals. The token keeps the
+    /// other kind's keys published, so a switch keeps earlier tokens valid.
+    #[serde(default)]
+    pub jwt_algorithm: JwtAlgorithm,
+    /// RSA size of new RS256 signing keys.
     #[serde(default = "defaults::jwt_key_bits")]
     pub jwt_key_bits: u32,
+}
+
+/// `hsm.jwt_algorithm`: what signs access tokens and audit seals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+pub enum JwtAlgorithm {
+    /// RSA in the token (`jwt_key_bits`): the default, which every token has.
+    #[default]
+    RS256,
+    /// ECDSA P-256 in the token: faster and smaller where the token has it.
+    ES256,
+}
+
+impl Hsm {
+    /// What the token is asked to sign with.
+    pub fn signing(&self) -> arclock_hsm::Signing {
+        match self.jwt_algorithm {
+            JwtAlgorithm::RS256 => arclock_hsm::Signing::Rs256 {
+                bits: self.jwt_key_bits,
+            },
+            JwtAlgorithm::ES256 => arclock_hsm::Signing::Es256,
+        }
+    }
 }
 
 /// Which storage backend holds users, templates and logs.

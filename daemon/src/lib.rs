@@ -284,6 +284,7 @@ pub fn hsm_config(config: &Config) -> HsmConfig {
         token_label: config.hsm.token_label.clone(),
         slot: config.hsm.slot,
         pool_size: config.hsm.pool_size,
+        signing: config.hsm.signing(),
     }
 }
 
@@ -315,10 +316,19 @@ pub async fn run(app: App) -> anyhow::Result<()> {
         }
     }
     // Named now, not at the first sign-in that needs it.
-    if let Ok(lacks) = app.hsm.lacks(app.config.hsm.jwt_key_bits as usize).await {
+    if let Ok(lacks) = app.hsm.lacks().await {
         for lack in lacks {
             tracing::error!(lack = %lack, "the HSM token lacks a mechanism ArcLock needs");
         }
+    }
+    match app.hsm.signing_key().await {
+        Ok(key) => tracing::info!(alg = %key.alg, kid = %key.kid, "signing key"),
+        Err(arclock_hsm::Error::KeyNotFound(what)) => tracing::error!(
+            missing = %what,
+            "no signing key of the configured algorithm: sign-ins answer 503 until \
+             `arclockd provision` (or the token's tools) makes one"
+        ),
+        Err(_) => {}
     }
     let admin = admin::Listener::bind(&app.config.admin)?;
     tracing::info!(%local, "arclockd listening on https://{local}");

@@ -87,8 +87,8 @@ fn main() -> ExitCode {
 /// or its module configured only for the service) is a note, not an error.
 fn check_token(config: &Config) -> ExitCode {
     let (module, label) = (&config.hsm.module, &config.hsm.token_label);
-    let bits = config.hsm.jwt_key_bits as usize;
-    match arclock_hsm::mechanism::lacks(module, label, config.hsm.slot, bits) {
+    let signing = config.hsm.signing();
+    match arclock_hsm::mechanism::lacks(module, label, config.hsm.slot, signing) {
         Ok(lacks) if lacks.is_empty() => {
             println!("HSM token {label:?}: offers every mechanism ArcLock needs");
             ExitCode::SUCCESS

@@ -41,8 +41,11 @@ pub async fn run(config: &Config) -> anyhow::Result<Vec<String>> {
         done.push(format!("created HSM token {:?}", config.hsm.token_label));
     }
     let hsm = arclock_hsm::Hsm::new(crate::hsm_config(config), crate::read_pin(config)?);
-    if ensure_keys(&hsm, config.hsm.jwt_key_bits).await? {
-        done.push("generated KEK and JWT signing key inside the token".into());
+    if ensure_keys(&hsm).await? {
+        done.push(format!(
+            "generated keys inside the token (signing: {})",
+            config.hsm.signing().alg()
+        ));
     }
     if let Some(line) = tls_cert(&config.server.tls_cert, &config.server.tls_key)? {
         done.push(line);

@@ -1,16 +1,17 @@
-//! Access tokens: RS256 JWTs signed inside the HSM, verified against the
-//! token's own public keys, and refresh tokens stored only as HMACs under a
-//! key inside the HSM ([`RefreshToken`]).
+//! Access tokens: JWTs signed inside the HSM (RS256, or ES256 when
+//! configured), verified against the token's own public keys, and refresh
+//! tokens stored only as HMACs under a key inside the HSM ([`RefreshToken`]).
 //!
-//! Verification accepts exactly one algorithm (RS256) with a `kid` from our key
-//! set, and checks issuer, audience, `exp` and `nbf` with no leeway, so the
-//! classic attacks (`alg: none`, HS256 keyed with the public key, a foreign or
-//! missing `kid`, expired or other-audience tokens) all fail the same way.
+//! Verification accepts a `kid` from our key set and exactly the algorithm
+//! that key was made for, and checks issuer, audience, `exp` and `nbf` with no
+//! leeway, so the classic attacks (`alg: none`, HS256 keyed with the public
+//! key, an RS256 header on an ES256 key, a foreign or missing `kid`, expired
+//! or other-audience tokens) all fail the same way.
 
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use arclock_hsm::{Hsm, Jwks};
+use arclock_hsm::{Alg, Hsm, Jwk, Jwks, PublicKey};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
@@ -20,7 +21,7 @@ use crate::identity::UserId;
 use crate::store::Millis;
 use crate::timing::{self, Step};
 
-pub(crate) mod rs256;
+pub(crate) mod jws;
 
 /// Why a token was refused. The client always sees one generic 401.
 #[derive(Debug, thiserror::Error)]
@@ -106,12 +107,14 @@ impl Tokens {
         // The header names the key before signing; if a rotation slips in
         // between, the HSM reports the key it used and we sign again.
         for _ in 0..3 {
-            let kid = self.hsm.signing_kid().await?;
-            let header = URL_SAFE_NO_PAD
-                .encode(serde_json::json!({"alg": "RS256", "typ": "JWT", "kid": kid}).to_string());
+            let key = self.hsm.signing_key().await?;
+            let header = URL_SAFE_NO_PAD.encode(
+                serde_json::json!({"alg": key.alg.as_str(), "typ": "JWT", "kid": key.kid})
+                    .to_string(),
+            );
             let input = format!("{header}.{payload}");
-            let sig = timing::timed(Step::Sign, self.hsm.sign_rs256(input.as_bytes())).await?;
-            if sig.kid == kid {
+            let sig = timing::timed(Step::Sign, self.hsm.sign(input.as_bytes())).await?;
+            if sig.key == key {
                 return Ok(format!("{input}.{}", URL_SAFE_NO_PAD.encode(sig.bytes)));
             }
         }
@@ -137,7 +140,7 @@ impl Tokens {
         Ok(jwks)
     }
 
-    /// Checks signature (RS256 only, our `kid`s only), issuer, audience and
+    /// Checks signature (our `kid`s only, each with its own algorithm), issuer, audience and
     /// times against `now`; returns the claims.
     pub async fn verify(&self, token: &str, now: Millis) -> Result<Claims, TokenError> {
         // The header only decides which keys `check` gets: none for a token
@@ -145,7 +148,7 @@ impl Tokens {
         // unknown kid. `check` parses and judges the whole token.
         let Some(kid) = jsonwebtoken::decode_header(token)
             .ok()
-            .filter(|h| h.alg == Algorithm::RS256)
+            .filter(|h| matches!(h.alg, Algorithm::RS256 | Algorithm::ES256))
             .and_then(|h| h.kid)
         else {
             return check(token, &Jwks { keys: Vec::new() }, "", "", now);
@@ -178,12 +181,9 @@ pub fn check(
     audience: &str,
     now: Millis,
 ) -> Result<Claims, TokenError> {
-    rs256::install();
+    jws::install();
     let invalid = |e: &dyn std::fmt::Display| TokenError::Invalid(e.to_string());
     let header = jsonwebtoken::decode_header(token).map_err(|e| invalid(&e))?;
-    if header.alg != Algorithm::RS256 {
-        return Err(TokenError::Invalid(format!("algorithm {:?}", header.alg)));
-    }
     let kid = header
         .kid
         .ok_or_else(|| TokenError::Invalid("no kid".into()))?;
@@ -192,8 +192,14 @@ pub fn check(
         .iter()
         .find(|k| k.kid == kid)
         .ok_or_else(|| TokenError::Invalid("unknown kid".into()))?;
-    let key = DecodingKey::from_rsa_components(&jwk.n, &jwk.e).map_err(|e| invalid(&e))?;
-    let mut v = Validation::new(Algorithm::RS256);
+    let (alg, key) = verifying_key(jwk).map_err(|e| invalid(&e))?;
+    if header.alg != alg {
+        return Err(TokenError::Invalid(format!(
+            "algorithm {:?} for a {} key",
+            header.alg, jwk.alg
+        )));
+    }
+    let mut v = Validation::new(alg);
     v.set_issuer(&[issuer]);
     v.set_audience(&[audience]);
     v.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
@@ -211,6 +217,19 @@ pub fn check(
         return Err(TokenError::Invalid("not yet valid".into()));
     }
     Ok(c)
+}
+
+/// The one algorithm `jwk` verifies, and the key to verify it with.
+pub fn verifying_key(jwk: &Jwk) -> jsonwebtoken::errors::Result<(Algorithm, DecodingKey)> {
+    match (&jwk.key, jwk.alg) {
+        (PublicKey::Rsa { n, e }, Alg::Rs256) => {
+            Ok((Algorithm::RS256, DecodingKey::from_rsa_components(n, e)?))
+        }
+        (PublicKey::Ec { x, y, .. }, Alg::Es256) => {
+            Ok((Algorithm::ES256, DecodingKey::from_ec_components(x, y)?))
+        }
+        _ => Err(jsonwebtoken::errors::ErrorKind::InvalidKeyFormat.into()),
+    }
 }
 
 /// A refresh token as the client holds it: `<family id>.<user id>.<secret>`

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use arclock_face::Embedding;
 use arclock_hsm::provision::{ensure_keys, ensure_token};
-use arclock_hsm::{Hsm, HsmConfig, Pin};
+use arclock_hsm::{Hsm, HsmConfig, Pin, PublicKey, Signing};
 use arclockd::identity::{Email, UserId};
 use arclockd::template::{self, TemplateError};
 use arclockd::token::{Claims, RefreshToken, TokenError, Tokens};
@@ -40,6 +40,12 @@ fn hsm_dir() -> &'static Path {
 }
 
 async fn token(label: &str) -> Hsm {
+    token_signing(label, Signing::Rs256 { bits: 2048 }).await
+}
+
+/// Token `label` (made if new) with its keys for `signing`: a second call
+/// with another algorithm is the switch `arclockd provision` makes.
+async fn token_signing(label: &str, signing: Signing) -> Hsm {
     let dir = hsm_dir();
     let (pin, so) = (
         dir.join(format!("{label}.pin")),
@@ -56,10 +62,11 @@ async fn token(label: &str) -> Hsm {
             token_label: label.into(),
             slot: None,
             pool_size: 2,
+            signing,
         },
         Pin::from_file(&pin).unwrap(),
     );
-    ensure_keys(&hsm, 2048).await.unwrap();
+    ensure_keys(&hsm).await.unwrap();
     hsm
 }
 
@@ -120,12 +127,15 @@ async fn access_tokens_verify_and_every_classic_attack_fails() {
 
     // HS256 keyed with our public key (the RS/HS confusion attack).
     let jwk = &t.jwks().await.unwrap().keys[0];
+    let PublicKey::Rsa { n, .. } = &jwk.key else {
+        panic!("{jwk:?}")
+    };
     let hs_input = format!(
         "{}.{payload}",
         b64json(serde_json::json!({"alg": "HS256", "typ": "JWT", "kid": kid}))
     );
     let mac = ring::hmac::sign(
-        &ring::hmac::Key::new(ring::hmac::HMAC_SHA256, jwk.n.as_bytes()),
+        &ring::hmac::Key::new(ring::hmac::HMAC_SHA256, n.as_bytes()),
         hs_input.as_bytes(),
     );
     let hs = format!("{hs_input}.{}", URL_SAFE_NO_PAD.encode(mac.as_ref()));
@@ -162,12 +172,126 @@ async fn access_tokens_verify_and_every_classic_attack_fails() {
     );
 
     // After a rotation new tokens carry the new kid and old ones still verify.
-    hsm.create_signing_key(2048).await.unwrap();
+    hsm.create_signing_key(Signing::Rs256 { bits: 2048 })
+        .await
+        .unwrap();
     let t2 = tokens(&hsm, "arclock-app");
     let fresh = t2.issue(&user, "sid-1", NOW).await.unwrap();
     assert_ne!(fresh.split('.').next(), jwt.split('.').next());
     t2.verify(&fresh, NOW).await.unwrap();
     t2.verify(&jwt, NOW).await.unwrap();
+}
+
+/// `token` with its header replaced by `header`, payload and signature kept.
+fn with_header(token: &str, header: serde_json::Value) -> String {
+    let (_, rest) = token.split_once('.').unwrap();
+    format!("{}.{rest}", b64json(header))
+}
+
+/// ES256 from the token: tokens name the P-256 key and verify; after a
+/// switch from RS256, tokens signed before it still verify (both keys are
+/// published), and neither key accepts the other algorithm's header, so a
+/// signature cannot be re-labelled to be checked some other way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn es256_tokens_verify_and_a_switch_keeps_earlier_ones() {
+    let user = UserId::generate();
+    let rsa = tokens(&token("es256-switch").await, "arclock-app");
+    let before = rsa.issue(&user, "sid-1", NOW).await.unwrap();
+    let ec = tokens(
+        &token_signing("es256-switch", Signing::Es256).await,
+        "arclock-app",
+    );
+    let after = ec.issue(&user, "sid-1", NOW).await.unwrap();
+    let header = |t: &str| -> serde_json::Value {
+        serde_json::from_slice(
+            &URL_SAFE_NO_PAD
+                .decode(t.split('.').next().unwrap())
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    let (h_before, h_after) = (header(&before), header(&after));
+    assert_eq!(
+        (&h_before["alg"], &h_after["alg"]),
+        (&"RS256".into(), &"ES256".into())
+    );
+    assert_eq!(
+        URL_SAFE_NO_PAD
+            .decode(after.rsplit('.').next().unwrap())
+            .unwrap()
+            .len(),
+        64
+    );
+    let jwks = ec.jwks().await.unwrap();
+    assert_eq!(jwks.keys.len(), 2, "both keys published during the switch");
+    for t in [&rsa, &ec] {
+        assert_eq!(t.verify(&before, NOW).await.unwrap().sub, user.as_str());
+        assert_eq!(t.verify(&after, NOW).await.unwrap().sub, user.as_str());
+    }
+
+    let refused = |r: Result<Claims, TokenError>, what: &str| {
+        assert!(matches!(r, Err(TokenError::Invalid(_))), "{what}: {r:?}");
+    };
+    let (kid_rsa, kid_ec) = (h_before["kid"].clone(), h_after["kid"].clone());
+    refused(
+        ec.verify(
+            &with_header(&after, serde_json::json!({"alg": "RS256", "kid": kid_ec})),
+            NOW,
+        )
+        .await,
+        "an ES256 signature relabelled RS256",
+    );
+    refused(
+        ec.verify(
+            &with_header(&before, serde_json::json!({"alg": "ES256", "kid": kid_rsa})),
+            NOW,
+        )
+        .await,
+        "an RS256 signature relabelled ES256",
+    );
+    refused(
+        ec.verify(
+            &with_header(&before, serde_json::json!({"alg": "RS256", "kid": kid_ec})),
+            NOW,
+        )
+        .await,
+        "an RS256 signature under the ES256 kid",
+    );
+    // HS256 keyed with the public point's x coordinate.
+    let PublicKey::Ec { x, .. } = &jwks.keys[1].key else {
+        panic!("{:?}", jwks.keys[1])
+    };
+    let hs_input = format!(
+        "{}.{}",
+        b64json(serde_json::json!({"alg": "HS256", "kid": kid_ec})),
+        b64json(claims(user.as_str(), 900))
+    );
+    let mac = ring::hmac::sign(
+        &ring::hmac::Key::new(ring::hmac::HMAC_SHA256, x.as_bytes()),
+        hs_input.as_bytes(),
+    );
+    refused(
+        ec.verify(
+            &format!("{hs_input}.{}", URL_SAFE_NO_PAD.encode(mac.as_ref())),
+            NOW,
+        )
+        .await,
+        "HS256 keyed with the EC key",
+    );
+    // One bit of the signature.
+    let mut sig = URL_SAFE_NO_PAD
+        .decode(after.rsplit('.').next().unwrap())
+        .unwrap();
+    sig[40] ^= 1;
+    let (signed, _) = after.rsplit_once('.').unwrap();
+    refused(
+        ec.verify(&format!("{signed}.{}", URL_SAFE_NO_PAD.encode(&sig)), NOW)
+            .await,
+        "a flipped bit",
+    );
+    // The other algorithm's daemon verifies, and keeps signing with its own.
+    let again = rsa.issue(&user, "sid-2", NOW).await.unwrap();
+    assert_eq!(header(&again)["kid"], kid_rsa);
 }
 
 #[test]

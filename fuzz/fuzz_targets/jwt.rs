@@ -9,7 +9,7 @@
 
 use std::sync::OnceLock;
 
-use arclock_hsm::{Jwk, Jwks};
+use arclock_hsm::{Alg, Jwk, Jwks, PublicKey};
 use arclockd::token;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -37,12 +37,13 @@ fn keys() -> &'static Keys {
         let private = rsa::RsaPrivateKey::new(&mut rand_core::OsRng, 1024).unwrap();
         let b64 = |v: &rsa::BigUint| URL_SAFE_NO_PAD.encode(v.to_bytes_be());
         let jwk = Jwk {
-            kty: "RSA",
-            use_: "sig",
-            alg: "RS256",
             kid: KID.into(),
-            n: b64(private.n()),
-            e: b64(private.e()),
+            alg: Alg::Rs256,
+            use_: "sig",
+            key: PublicKey::Rsa {
+                n: b64(private.n()),
+                e: b64(private.e()),
+            },
         };
         let der = private.to_pkcs1_der().unwrap();
         Keys {

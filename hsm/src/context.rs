@@ -74,6 +74,24 @@ pub(crate) fn reinitialize(m: &Module, seen_generation: u64) -> Result<(), Error
     Ok(())
 }
 
+/// Held around the calls that read or change a token's list of objects or
+/// its token information (`C_GetTokenInfo`, `C_InitToken`, creating,
+/// generating and destroying objects): SoftHSM2 2.6 crashes now and then
+/// when two of them meet in one process (a health check's token info while
+/// a rotation generates a key). They are rare and off the sign-in path, so
+/// one lock for the process costs nothing measurable.
+pub(crate) fn catalogue() -> std::sync::MutexGuard<'static, ()> {
+    static CATALOGUE: Mutex<()> = Mutex::new(());
+    // Guards no data: a panic while it was held leaves nothing to repair.
+    CATALOGUE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// `f` under [`catalogue`].
+pub(crate) fn catalogue_call<R>(f: impl FnOnce() -> R) -> R {
+    let _catalogue = catalogue();
+    f()
+}
+
 /// The process-wide initialised context for the PKCS#11 module at `path`, for
 /// tools and tests that need raw PKCS#11 next to an [`crate::Hsm`].
 pub fn pkcs11_context(path: &Path) -> Result<Pkcs11, Error> {

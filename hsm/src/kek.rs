@@ -265,6 +265,7 @@ pub(crate) fn close_legacy(session: &Session) -> Result<bool, Error> {
     if legacy_closed(session)? {
         return Ok(false);
     }
+    let _catalogue = crate::context::catalogue();
     session
         .create_object(&[
             Attribute::Class(ObjectClass::DATA),
@@ -683,7 +684,9 @@ impl Hsm {
                     rv: format!("{} is the current KEK", label(version)),
                 });
             }
-            match Kek::find(inner, s, version)? {
+            let kek = Kek::find(inner, s, version)?;
+            let _catalogue = crate::context::catalogue();
+            match kek {
                 Kek::Aes(key) => {
                     s.destroy_object(key).map_err(from_ck)?;
                     inner.forget(ObjectClass::SECRET_KEY, &label(version));

@@ -16,6 +16,7 @@ use cryptoki::mechanism::{MechanismInfo, MechanismType};
 use crate::context::module;
 use crate::error::{Error, from_ck};
 use crate::pool::find_slot;
+use crate::signer::Signing;
 
 /// One job ArcLock gives the token, and the mechanism it uses for it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,6 +40,15 @@ enum Use {
 }
 
 impl Use {
+    /// What a fallback mechanism is used for.
+    fn of_fallback(mechanism: MechanismType) -> Use {
+        match mechanism {
+            MechanismType::RSA_PKCS_KEY_PAIR_GEN => Use::GenerateKeyPair,
+            MechanismType::RSA_PKCS_OAEP => Use::EncryptDecrypt,
+            _ => Use::Sign,
+        }
+    }
+
     fn offered(self, info: &MechanismInfo) -> bool {
         match self {
             Use::Generate => info.generate(),
@@ -49,9 +59,8 @@ impl Use {
     }
 }
 
-/// Everything ArcLock needs of a token today, for signing keys of
-/// `jwt_bits`.
-pub fn needs(jwt_bits: usize) -> Vec<Need> {
+/// Everything ArcLock needs of a token today, signing as `signing` says.
+pub fn needs(signing: Signing) -> Vec<Need> {
     let need = |job, mechanism, what, min_key| Need {
         job,
         mechanism,
@@ -59,7 +68,7 @@ pub fn needs(jwt_bits: usize) -> Vec<Need> {
         what,
         min_key,
     };
-    vec![
+    let mut out = vec![
         // Without AES-GCM a KEK is an RSA key pair, blobs RSA-OAEP with an
         // HMAC tag (`kek`, `AKW3`).
         Need {
@@ -80,35 +89,65 @@ pub fn needs(jwt_bits: usize) -> Vec<Need> {
                 32,
             )
         },
-        need(
-            "pseudonym and session MAC key generation",
-            MechanismType::GENERIC_SECRET_KEY_GEN,
-            Use::Generate,
-            0,
-        ),
-        need(
-            "pseudonyms and session MACs (HMAC-SHA256)",
-            MechanismType::SHA256_HMAC,
-            Use::Sign,
-            0,
-        ),
-        need(
-            "signing key generation (RSA)",
-            MechanismType::RSA_PKCS_KEY_PAIR_GEN,
-            Use::GenerateKeyPair,
-            jwt_bits,
-        ),
+        // Without HMAC keys the pseudonym key is an RSA pair and the keyed
+        // function a hashed deterministic RS256 signature (`pseudonym`).
         Need {
-            // Raw PKCS#1 v1.5 over a DigestInfo made here: the same bytes.
-            fallback: Some(MechanismType::RSA_PKCS),
+            fallback: Some(MechanismType::RSA_PKCS_KEY_PAIR_GEN),
             ..need(
-                "token and audit signatures (RS256)",
-                MechanismType::SHA256_RSA_PKCS,
-                Use::Sign,
-                jwt_bits,
+                "pseudonym and session MAC key generation",
+                MechanismType::GENERIC_SECRET_KEY_GEN,
+                Use::Generate,
+                0,
             )
         },
-    ]
+        Need {
+            fallback: Some(MechanismType::RSA_PKCS),
+            ..need(
+                "pseudonyms and session MACs (HMAC-SHA256)",
+                MechanismType::SHA256_HMAC,
+                Use::Sign,
+                0,
+            )
+        },
+    ];
+    match signing {
+        Signing::Rs256 { bits } => {
+            let bits = bits as usize;
+            out.extend([
+                need(
+                    "signing key generation (RSA)",
+                    MechanismType::RSA_PKCS_KEY_PAIR_GEN,
+                    Use::GenerateKeyPair,
+                    bits,
+                ),
+                Need {
+                    // Raw PKCS#1 v1.5 over a DigestInfo made here: the same bytes.
+                    fallback: Some(MechanismType::RSA_PKCS),
+                    ..need(
+                        "token and audit signatures (RS256)",
+                        MechanismType::SHA256_RSA_PKCS,
+                        Use::Sign,
+                        bits,
+                    )
+                },
+            ]);
+        }
+        Signing::Es256 => out.extend([
+            need(
+                "signing key generation (P-256)",
+                MechanismType::ECC_KEY_PAIR_GEN,
+                Use::GenerateKeyPair,
+                256,
+            ),
+            need(
+                "token and audit signatures (ES256)",
+                MechanismType::ECDSA,
+                Use::Sign,
+                256,
+            ),
+        ]),
+    }
+    out
 }
 
 /// A job the token cannot do, and why.
@@ -130,19 +169,36 @@ pub fn lacks(
     module_path: &Path,
     label: &str,
     slot: Option<u64>,
-    jwt_bits: usize,
+    signing: Signing,
 ) -> Result<Vec<Lack>, Error> {
     let m = module(module_path)?;
+    // Like every operation: a pool re-initialising the module (a token
+    // removed) must not finalise it under these calls.
+    let _gate = m
+        .gate
+        .read()
+        .map_err(|_| Error::HsmUnavailable("PKCS#11 gate poisoned".into()))?;
     let slot = find_slot(&m.ctx, label, slot)?;
     let offered = m.ctx.get_mechanism_list(slot).map_err(from_ck)?;
     let mut out = Vec::new();
-    for need in needs(jwt_bits) {
+    for need in needs(signing) {
         let why = |mechanism: MechanismType| -> Result<Option<String>, Error> {
             if !offered.contains(&mechanism) {
                 return Ok(Some("is not offered".to_string()));
             }
             let info = m.ctx.get_mechanism_info(slot, mechanism).map_err(from_ck)?;
-            Ok(judge(&need, &info))
+            // A fallback is judged for its own use (an RSA key pair for a
+            // missing secret key) and the job's key size.
+            let judged = Need {
+                mechanism,
+                what: if mechanism == need.mechanism {
+                    need.what
+                } else {
+                    Use::of_fallback(mechanism)
+                },
+                ..need
+            };
+            Ok(judge(&judged, &info))
         };
         let mut lack = why(need.mechanism)?;
         if lack.is_some()

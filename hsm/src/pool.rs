@@ -34,8 +34,11 @@ pub struct HsmConfig {
     /// A slot id, for modules whose token information cannot be read (see
     /// [`find_slot`]); `None` finds the token by label alone.
     pub slot: Option<u64>,
-    /// Concurrent PKCS#11 operations (and open sessions) at most.
+    /// Concurrent PKCS#11 operations (and open sessions, besides one that
+    /// holds the login) at most.
     pub pool_size: usize,
+    /// Which kind of key signs, and which kind new signing keys are.
+    pub signing: crate::signer::Signing,
 }
 
 /// Handle to the token, cheap to clone and share across tasks.
@@ -77,13 +80,47 @@ struct Conn {
     generation: u64,
     slot: Option<Slot>,
     idle: Vec<Session>,
+    /// A session never used for work, open as long as the connection, so
+    /// that the login (which PKCS#11 ends with the application's last
+    /// session) outlives sessions closed after a failed operation: on
+    /// opencryptoki a new login renumbers private objects, and every cached
+    /// handle would name another key.
+    holder: Option<Session>,
     handles: HashMap<(u8, String), ObjectHandle>,
     /// Newest KEK version, so `wrap` does not enumerate the token every call.
     current_kek: Option<(Instant, u32)>,
-    /// Newest signing key (version, kid), for the same reason in `sign_rs256`.
-    current_signer: Option<(Instant, u32, String)>,
+    /// Newest signing key of the configured algorithm, for the same reason
+    /// in `sign`.
+    current_signer: Option<(Instant, u32, crate::signer::SigningKey)>,
     /// How the token signs RS256, from its mechanism list.
     rs256: Option<crate::signer::Rs256>,
+}
+
+impl Drop for Inner {
+    /// Idle sessions are closed under the module gate like every other call:
+    /// a pool dropped while another one re-initialises the module must not
+    /// close sessions in the middle of `C_Finalize` (SoftHSM2 crashes), nor
+    /// close sessions of an older generation, whose handle numbers may name
+    /// someone else's sessions now.
+    fn drop(&mut self) {
+        let Ok(conn) = self.conn.get_mut() else {
+            return;
+        };
+        let mut idle = std::mem::take(&mut conn.idle);
+        idle.extend(conn.holder.take());
+        if idle.is_empty() {
+            return;
+        }
+        let generation = conn.generation;
+        let Ok(m) = module(&self.config.module) else {
+            idle.into_iter().for_each(std::mem::forget);
+            return;
+        };
+        match m.gate.read() {
+            Ok(current) if *current == generation => drop(idle),
+            _ => idle.into_iter().for_each(std::mem::forget),
+        }
+    }
 }
 
 /// How long a remembered "newest key" is trusted. Rotation in this process
@@ -134,13 +171,13 @@ impl Hsm {
             .map_err(|e| Error::HsmUnavailable(format!("HSM worker failed: {e}")))?
     }
 
-    /// What the token lacks of [`crate::mechanism::needs`] for signing keys
-    /// of `jwt_bits` (empty: nothing). Asks without logging in.
-    pub async fn lacks(&self, jwt_bits: usize) -> Result<Vec<crate::mechanism::Lack>, Error> {
+    /// What the token lacks of [`crate::mechanism::needs`] for the
+    /// configured signing (empty: nothing). Asks without logging in.
+    pub async fn lacks(&self) -> Result<Vec<crate::mechanism::Lack>, Error> {
         let inner = Arc::clone(&self.inner);
         tokio::task::spawn_blocking(move || {
             let c = &inner.config;
-            crate::mechanism::lacks(&c.module, &c.token_label, c.slot, jwt_bits)
+            crate::mechanism::lacks(&c.module, &c.token_label, c.slot, c.signing)
         })
         .await
         .map_err(|e| Error::HsmUnavailable(format!("HSM worker failed: {e}")))?
@@ -157,19 +194,20 @@ impl Hsm {
             // Token information cryptoki cannot parse (see `find_slot`) is no
             // outage; the token's own errors are (a removed token is noticed
             // here and reconnected to).
-            let (token_label, manufacturer, model) = match m.ctx.get_token_info(slot) {
-                Ok(info) => (
-                    info.label().trim().to_string(),
-                    info.manufacturer_id().trim().to_string(),
-                    info.model().trim().to_string(),
-                ),
-                Err(e @ CkError::Pkcs11(..)) => return Err(from_ck(e)),
-                Err(e) => (
-                    inner.config.token_label.clone(),
-                    format!("unreadable ({e})"),
-                    String::new(),
-                ),
-            };
+            let (token_label, manufacturer, model) =
+                match crate::context::catalogue_call(|| m.ctx.get_token_info(slot)) {
+                    Ok(info) => (
+                        info.label().trim().to_string(),
+                        info.manufacturer_id().trim().to_string(),
+                        info.model().trim().to_string(),
+                    ),
+                    Err(e @ CkError::Pkcs11(..)) => return Err(from_ck(e)),
+                    Err(e) => (
+                        inner.config.token_label.clone(),
+                        format!("unreadable ({e})"),
+                        String::new(),
+                    ),
+                };
             Ok(Status {
                 token_label,
                 manufacturer,
@@ -273,6 +311,7 @@ impl Inner {
             if conn.generation != generation {
                 // Sessions of an older module generation: their handle numbers may
                 // now name someone else's session, so never use or close them.
+                std::mem::forget(conn.holder.take());
                 for stale in conn.idle.drain(..) {
                     std::mem::forget(stale);
                 }
@@ -297,9 +336,16 @@ impl Inner {
         };
         let session = m.ctx.open_rw_session(slot).map_err(|e| lost(from_ck(e)))?;
         match session.login(UserType::User, Some(self.pin.auth())) {
-            Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok(session),
-            Err(e) => Err(lost(from_ck(e))),
+            Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
+            Err(e) => return Err(lost(from_ck(e))),
         }
+        let mut conn = self.conn().map_err(Failure::Final)?;
+        if conn.generation == generation && conn.holder.is_none() {
+            // A login of its own begins here: handles from before it may be stale.
+            conn.handles.clear();
+            conn.holder = Some(m.ctx.open_ro_session(slot).map_err(|e| lost(from_ck(e)))?);
+        }
+        Ok(session)
     }
 
     fn give_back(&self, session: Session, generation: u64) {
@@ -358,16 +404,16 @@ impl Inner {
     /// The newest signing key's version and kid, cached like [`Self::current_kek`].
     pub(crate) fn current_signer(
         &self,
-        load: impl FnOnce() -> Result<(u32, String), Error>,
-    ) -> Result<(u32, String), Error> {
-        if let Some((at, v, kid)) = &self.conn()?.current_signer
+        load: impl FnOnce() -> Result<(u32, crate::signer::SigningKey), Error>,
+    ) -> Result<(u32, crate::signer::SigningKey), Error> {
+        if let Some((at, v, key)) = &self.conn()?.current_signer
             && at.elapsed() < CURRENT_KEY_TTL
         {
-            return Ok((*v, kid.clone()));
+            return Ok((*v, key.clone()));
         }
-        let (v, kid) = load()?;
-        self.conn()?.current_signer = Some((Instant::now(), v, kid.clone()));
-        Ok((v, kid))
+        let (v, key) = load()?;
+        self.conn()?.current_signer = Some((Instant::now(), v, key.clone()));
+        Ok((v, key))
     }
 
     /// The token's mechanism list (no login needed; asked per call, as
@@ -435,7 +481,7 @@ pub(crate) fn find_slot(ctx: &Pkcs11, label: &str, id: Option<u64>) -> Result<Sl
             .into_iter()
             .find(|s| s.id() == id)
             .ok_or_else(|| Error::HsmUnavailable(format!("no token in slot {id}")))?;
-        return match ctx.get_token_info(slot) {
+        return match crate::context::catalogue_call(|| ctx.get_token_info(slot)) {
             Ok(info) if info.label().trim_end() == label => Ok(slot),
             Ok(info) => Err(Error::HsmUnavailable(format!(
                 "slot {id} holds token {:?}, not {label:?}",
@@ -448,7 +494,7 @@ pub(crate) fn find_slot(ctx: &Pkcs11, label: &str, id: Option<u64>) -> Result<Sl
         };
     }
     for slot in ctx.get_slots_with_token().map_err(from_ck)? {
-        let Ok(info) = ctx.get_token_info(slot) else {
+        let Ok(info) = crate::context::catalogue_call(|| ctx.get_token_info(slot)) else {
             continue;
         };
         if info.token_initialized() && info.label().trim_end() == label {

@@ -74,7 +74,7 @@ pub fn ensure_token(
         .map_err(from_ck)?
         .into_iter()
         .find(|slot| {
-            ctx.get_token_info(*slot)
+            crate::context::catalogue_call(|| ctx.get_token_info(*slot))
                 .is_ok_and(|i| !i.token_initialized())
         })
         .ok_or_else(|| Error::HsmUnavailable("no free slot to initialise a token in".into()))?;
@@ -86,7 +86,7 @@ pub fn ensure_token(
     let so = AuthPin::new(so_pin.as_str().into());
     let user = AuthPin::new(user_pin.as_str().into());
 
-    ctx.init_token(free, &so, label).map_err(from_ck)?;
+    crate::context::catalogue_call(|| ctx.init_token(free, &so, label)).map_err(from_ck)?;
     // SoftHSM2 moves an initialised token to a new slot id: look it up again.
     let slot = find_slot(&ctx, label, None)?;
     let session = ctx.open_rw_session(slot).map_err(from_ck)?;
@@ -97,11 +97,13 @@ pub fn ensure_token(
     Ok(Provisioned::Created)
 }
 
-/// Makes sure the token holds a KEK, a JWT signing key and the pseudonym
-/// key, generating the first version of each if absent. Returns whether
-/// anything was generated. A token's first KEK comes with
-/// [`crate::kek::BOUND_MARKER`]: nothing was ever wrapped the old way under it.
-pub async fn ensure_keys(hsm: &Hsm, jwt_bits: u32) -> Result<bool, Error> {
+/// Makes sure the token holds a KEK, a signing key of the configured
+/// algorithm and the pseudonym key, generating the first version of each if
+/// absent. Returns whether anything was generated. A token's first KEK comes
+/// with [`crate::kek::BOUND_MARKER`]: nothing was ever wrapped the old way
+/// under it. A switch of algorithm is made here: the first key of the newly
+/// configured one joins the published keys of the other.
+pub async fn ensure_keys(hsm: &Hsm) -> Result<bool, Error> {
     let mut generated = hsm.create_pseudonym_key().await?;
     if hsm.kek_versions().await?.is_empty() {
         hsm.create_kek_version().await?;
@@ -110,8 +112,15 @@ pub async fn ensure_keys(hsm: &Hsm, jwt_bits: u32) -> Result<bool, Error> {
         }
         generated = true;
     }
-    if hsm.jwks().await?.keys.is_empty() {
-        hsm.create_signing_key(jwt_bits).await?;
+    let signing = hsm.signing();
+    if !hsm
+        .jwks()
+        .await?
+        .keys
+        .iter()
+        .any(|k| k.alg == signing.alg())
+    {
+        hsm.create_signing_key(signing).await?;
         generated = true;
     }
     Ok(generated)

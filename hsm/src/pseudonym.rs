@@ -101,7 +101,7 @@ pub(crate) fn mac(inner: &Inner, session: &Session, data: &[u8]) -> Result<[u8; 
         Key::Hmac(key) => session
             .sign(&Mechanism::Sha256Hmac, key, data)
             .map_err(from_ck)?,
-        Key::Rsa(key) => Sha256::digest(crate::signer::sign(inner, session, key, data)?).to_vec(),
+        Key::Rsa(key) => Sha256::digest(crate::signer::rs256(inner, session, key, data)?).to_vec(),
     };
     out.try_into().map_err(|v: Vec<u8>| Error::Pkcs11 {
         function: "C_Sign (HMAC)".into(),

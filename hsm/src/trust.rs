@@ -38,6 +38,7 @@ pub(crate) fn generate_key(
     mechanism: &Mechanism,
     template: &[Attribute],
 ) -> Result<ObjectHandle, Error> {
+    let _catalogue = crate::context::catalogue();
     match session.generate_key(mechanism, template) {
         Err(e) if refused_template(&e) => {
             tracing::warn!(error = %e, "the token refused the key template: made with the relaxed one");
@@ -96,6 +97,7 @@ pub(crate) fn generate_key_pair(
     public: &[Attribute],
     private: &[Attribute],
 ) -> Result<(ObjectHandle, ObjectHandle), Error> {
+    let _catalogue = crate::context::catalogue();
     match session.generate_key_pair(mechanism, public, private) {
         Err(e) if refused_template(&e) => {
             tracing::warn!(error = %e, "the token refused the key pair template: made with the relaxed one");
@@ -153,6 +155,8 @@ pub(crate) enum Expect {
     Secret(KeyType, u64),
     /// An RSA private key of at least this many bits (JWT signing).
     RsaPrivate(usize),
+    /// An EC private key on the curve whose DER OID `CKA_EC_PARAMS` holds.
+    EcPrivate(&'static [u8]),
 }
 
 impl Expect {
@@ -160,7 +164,7 @@ impl Expect {
     pub(crate) fn class(self) -> ObjectClass {
         match self {
             Expect::Secret(..) => ObjectClass::SECRET_KEY,
-            Expect::RsaPrivate(_) => ObjectClass::PRIVATE_KEY,
+            Expect::RsaPrivate(_) | Expect::EcPrivate(_) => ObjectClass::PRIVATE_KEY,
         }
     }
 }
@@ -174,6 +178,7 @@ pub(crate) fn distrust(
     let (key_type, size) = match expect {
         Expect::Secret(key_type, _) => (key_type, AttributeType::ValueLen),
         Expect::RsaPrivate(_) => (KeyType::RSA, AttributeType::Modulus),
+        Expect::EcPrivate(_) => (KeyType::EC, AttributeType::EcParams),
     };
     let required = [
         (
@@ -207,7 +212,9 @@ pub(crate) fn distrust(
             {
                 None
             }
+            (Expect::EcPrivate(curve), Some(Attribute::EcParams(p))) if p == curve => None,
             (Expect::Secret(_, len), have) => Some(format!("{have:?}, not {len} bytes")),
+            (Expect::EcPrivate(_), _) => Some("not on the expected curve".into()),
             (Expect::RsaPrivate(min), _) => Some(format!("modulus under {min} bits")),
         },
     )

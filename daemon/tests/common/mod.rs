@@ -289,6 +289,7 @@ impl Instance {
                 token_label: "arclock".into(),
                 slot: None,
                 pool_size: 1,
+                signing: arclock_hsm::Signing::Rs256 { bits: 2048 },
             },
             arclock_hsm::Pin::from_file(&self.path("hsm/user.pin")).unwrap(),
         )
