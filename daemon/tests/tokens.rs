@@ -217,4 +217,5 @@ async fn a_switch_to_es256_keeps_sessions_and_seals() {
     assert!(v.broken.is_none(), "{v:?}");
     let health = admin.health().await.unwrap();
     assert_eq!(health.keys.jwt_kids.len(), 2, "{health:?}");
+    assert_eq!(health.keys.signing.as_deref(), Some("ES256"), "{health:?}");
 }

@@ -123,6 +123,9 @@ pub struct Keys {
     pub kek_versions: Vec<u32>,
     #[serde(default)]
     pub jwt_kids: Vec<String>,
+    /// The algorithm new tokens are signed with (`RS256`, `ES256`).
+    #[serde(default)]
+    pub signing: Option<String>,
     #[serde(default)]
     pub error: Option<String>,
 }

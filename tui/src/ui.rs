@@ -278,9 +278,10 @@ fn dashboard(f: &mut Frame, c: &Console, area: Rect) {
             let keys = match &h.keys.error {
                 Some(e) => e.clone(),
                 None => format!(
-                    "token {} · KEK versions {:?} · signing keys {}{}",
+                    "token {} · KEK versions {:?} · signing {} ({} keys published){}",
                     h.keys.token.as_deref().unwrap_or("?"),
                     h.keys.kek_versions,
+                    h.keys.signing.as_deref().unwrap_or("?"),
                     h.keys.jwt_kids.len(),
                     h.key_job.as_ref().map(job_line).unwrap_or_default()
                 ),

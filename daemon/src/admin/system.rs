@@ -11,7 +11,8 @@ use crate::store::{Outcome, Subject};
 use crate::{App, custody};
 
 /// Dependencies as `/health` sees them, plus what only operators should
-/// see: the token's key versions, the signing key ids and the key job.
+/// see: the token's key versions, the signing key ids and algorithm, and the
+/// key job.
 pub async fn health(app: &App) -> Response<AdminBody> {
     let (down, mut data) = crate::api::health::report(app).await;
     let keys = match app.hsm.status().await {
@@ -21,6 +22,8 @@ pub async fn health(app: &App) -> Response<AdminBody> {
             "model": s.model,
             "kekVersions": s.kek_versions,
             "jwtKids": s.jwt_kids,
+            // The configured algorithm; the kids are of both kinds after a switch.
+            "signing": app.hsm.signing().alg(),
         }),
         Err(e) => json!({"error": e.to_string()}),
     };
