@@ -335,6 +335,17 @@ fn over_guard(what: &str, s: &Samples) -> Option<String> {
 /// Mean milliseconds per step, as `Run::steps_between` gives them.
 type Breakdown = Vec<(String, f64)>;
 
+/// The columns of a refresh-token rotation table.
+const REFRESH_COLUMNS: &[&str] = &[
+    "clients",
+    "rotations/s",
+    "p50 ms",
+    "p95 ms",
+    "p99 ms",
+    "max ms",
+    "p99/p50",
+];
+
 /// `clients` sessions, each signed in once and then rotating its own
 /// refresh token for `tail`.
 async fn refresh_run(
@@ -674,15 +685,7 @@ pub async fn run(
              (CAS in SQLite + an RS256 signature in SoftHSM2 per request).",
             tail.as_secs_f64()
         ),
-        &[
-            "clients",
-            "rotations/s",
-            "p50 ms",
-            "p95 ms",
-            "p99 ms",
-            "max ms",
-            "p99/p50",
-        ],
+        REFRESH_COLUMNS,
     );
     let mut refresh_rs256 = 0.0;
     for clients in [1, 4] {
@@ -766,15 +769,7 @@ pub async fn run(
              instead of RSA-2048.",
             tail.as_secs_f64()
         ),
-        &[
-            "clients",
-            "rotations/s",
-            "p50 ms",
-            "p95 ms",
-            "p99 ms",
-            "max ms",
-            "p99/p50",
-        ],
+        REFRESH_COLUMNS,
     );
     let mut refresh_es256 = 0.0;
     for clients in [1, 4] {

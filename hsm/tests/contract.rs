@@ -332,20 +332,7 @@ fn raw_look(module: &Path, config: &HsmConfig, pin: &Path) {
             "no {prefix} key looked at: {seen:?}"
         );
     }
-    // RFC 7638's example key, whose private half is the attacker's. A token
-    // that refuses to import a public key has nothing to plant.
-    let n = URL_SAFE_NO_PAD
-        .decode("0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw")
-        .unwrap();
-    let planted = s.create_object(&[
-        Attribute::Class(ObjectClass::PUBLIC_KEY),
-        Attribute::KeyType(KeyType::RSA),
-        Attribute::Token(true),
-        Attribute::Private(false),
-        Attribute::Verify(true),
-        Attribute::Modulus(n),
-        Attribute::PublicExponent(vec![1, 0, 1]),
-        Attribute::Label(b"jwt-v9999".to_vec()),
-    ]);
+    // A token that refuses to import a public key has nothing to plant.
+    let planted = common::plant_rsa_public(&s, "jwt-v9999");
     eprintln!("  planted public key: {planted:?}");
 }

@@ -206,24 +206,8 @@ async fn keys_planted_under_our_labels_are_never_used() {
     tokio::task::spawn_blocking(move || {
         let (ctx, slot) = raw_slot("planted");
         let s = ctx.open_rw_session(slot).unwrap();
-        // RFC 7638's example key: 2048 bits, and its private half is the
-        // attacker's.
-        let n = base64::Engine::decode(
-            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
-            "0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw",
-        )
-        .unwrap();
-        s.create_object(&[
-            Attribute::Class(ObjectClass::PUBLIC_KEY),
-            Attribute::KeyType(KeyType::RSA),
-            Attribute::Token(true),
-            Attribute::Private(false),
-            Attribute::Verify(true),
-            Attribute::Modulus(n),
-            Attribute::PublicExponent(vec![1, 0, 1]),
-            Attribute::Label(b"jwt-v99".to_vec()),
-        ])
-        .unwrap();
+        // The attacker's own RSA key as the next signing key.
+        common::plant_rsa_public(&s, "jwt-v99").unwrap();
         s.login(UserType::User, Some(&pin_text.trim().to_string().into()))
             .unwrap();
         let secret = |key_type, label: &str, value: [u8; 32], sensitive| {

@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use cryptoki::object::{Attribute, KeyType, ObjectClass, ObjectHandle};
 use cryptoki::session::{Session, UserType};
 
 /// A SoftHSM2 configuration of this process's own, keeping its tokens in a
@@ -30,4 +31,25 @@ pub fn login(s: &Session, pin: &Path) {
         }
         Err(e) => panic!("login: {e}"),
     }
+}
+
+/// Plants an RSA public key whose private half the attacker holds (RFC
+/// 7638's example key, 2048 bits) under `label`: a public object, so no PIN
+/// is needed. What the token answers (some refuse to import public keys).
+pub fn plant_rsa_public(s: &Session, label: &str) -> cryptoki::error::Result<ObjectHandle> {
+    let n = base64::Engine::decode(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+        "0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw",
+    )
+    .unwrap();
+    s.create_object(&[
+        Attribute::Class(ObjectClass::PUBLIC_KEY),
+        Attribute::KeyType(KeyType::RSA),
+        Attribute::Token(true),
+        Attribute::Private(false),
+        Attribute::Verify(true),
+        Attribute::Modulus(n),
+        Attribute::PublicExponent(vec![1, 0, 1]),
+        Attribute::Label(label.as_bytes().to_vec()),
+    ])
 }
