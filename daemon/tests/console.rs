@@ -129,6 +129,15 @@ async fn views_show_the_daemon_and_actions_take_effect() {
     c.on_key(press(KeyCode::Esc));
     assert!(c.form.is_none());
 
+    // Instances: this daemon, from its heartbeat in the store.
+    c.on_key(key('5'));
+    assert_eq!(c.view, View::Instances);
+    let text = render_text(&c, 120, 32);
+    assert!(text.contains("(this)") && text.contains("yes"), "{text}");
+    assert_eq!(c.instances.len(), 1, "{text}");
+    assert!(text.contains(&d.child.id().to_string()), "{text}");
+    c.on_key(key('4'));
+
     // The daemon goes away: the screen says so; it comes back: reconnected.
     drop(d);
     c.refresh(&client).await;

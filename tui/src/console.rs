@@ -8,20 +8,28 @@ use std::time::Instant;
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
 use crate::client::{Client, ClientError, LogQuery};
-use crate::model::{Health, Lockout, LogEntry, StreamEvent, User};
+use crate::model::{Health, InstanceInfo, Lockout, LogEntry, StreamEvent, User};
 use crate::stats::{History, Sample};
 
-/// The four screens, in tab order.
+/// The five screens, in tab order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum View {
     Dashboard,
     Logs,
     Lockouts,
     Users,
+    /// Every daemon sharing the store, from their heartbeats.
+    Instances,
 }
 
 impl View {
-    pub const ALL: [View; 4] = [View::Dashboard, View::Logs, View::Lockouts, View::Users];
+    pub const ALL: [View; 5] = [
+        View::Dashboard,
+        View::Logs,
+        View::Lockouts,
+        View::Users,
+        View::Instances,
+    ];
 
     pub fn title(self) -> &'static str {
         match self {
@@ -29,6 +37,7 @@ impl View {
             View::Logs => "Live log",
             View::Lockouts => "Lockouts",
             View::Users => "Users",
+            View::Instances => "Instances",
         }
     }
 
@@ -39,6 +48,7 @@ impl View {
             "logs" => Some(View::Logs),
             "lockouts" => Some(View::Lockouts),
             "users" => Some(View::Users),
+            "instances" => Some(View::Instances),
             _ => None,
         }
     }
@@ -154,6 +164,8 @@ pub struct Console {
     pub scroll: usize,
     pub lockouts: Vec<Lockout>,
     pub users: Vec<User>,
+    /// Every daemon sharing the store (alive or recently seen).
+    pub instances: Vec<InstanceInfo>,
     /// Selected row in the lockouts and users views.
     pub selected: usize,
     pub confirm: Option<Command>,
@@ -185,6 +197,7 @@ impl Console {
             scroll: 0,
             lockouts: Vec::new(),
             users: Vec::new(),
+            instances: Vec::new(),
             selected: 0,
             confirm: None,
             form: None,
@@ -218,6 +231,7 @@ impl Console {
         let metrics = client.metrics().await?;
         let lockouts = client.lockouts().await?;
         let users = client.users(USERS_SHOWN).await?;
+        let instances = client.instances().await?;
         if !self.logs_loaded {
             let page = client
                 .logs(&LogQuery {
@@ -232,6 +246,7 @@ impl Console {
         self.history.push(Sample::parse(&metrics));
         self.lockouts = lockouts;
         self.users = users;
+        self.instances = instances;
         self.clamp_selection();
         Ok(())
     }
@@ -369,6 +384,7 @@ impl Console {
             KeyCode::Char('2') => self.switch(View::Logs),
             KeyCode::Char('3') => self.switch(View::Lockouts),
             KeyCode::Char('4') => self.switch(View::Users),
+            KeyCode::Char('5') => self.switch(View::Instances),
             KeyCode::Tab | KeyCode::BackTab => {
                 let i = View::ALL.iter().position(|v| *v == self.view).unwrap_or(0);
                 let n = View::ALL.len();

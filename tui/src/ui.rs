@@ -42,6 +42,7 @@ pub fn draw(f: &mut Frame, c: &Console) {
         View::Logs => logs(f, c, body),
         View::Lockouts => lockouts(f, c, body),
         View::Users => users(f, c, body),
+        View::Instances => instances(f, c, body),
     }
     key_hints(f, c, hints);
     if let Some(form) = &c.form {
@@ -123,14 +124,14 @@ fn key_hints(f: &mut Frame, c: &Console, area: Rect) {
     let keys: &[(&str, &str)] = match (c.view, c.editing_filter) {
         (View::Logs, true) => &[("type", "filter"), ("Enter", "apply"), ("Esc", "clear")],
         (View::Dashboard, _) => &[
-            ("1-4/Tab", "view"),
+            ("1-5/Tab", "view"),
             ("R", "rotate KEK"),
             ("X", "retire old KEKs"),
             ("?", "help"),
             ("q", "quit"),
         ],
         (View::Logs, _) => &[
-            ("1-4/Tab", "view"),
+            ("1-5/Tab", "view"),
             ("/", "filter"),
             ("↑↓", "scroll"),
             ("g", "follow"),
@@ -138,7 +139,7 @@ fn key_hints(f: &mut Frame, c: &Console, area: Rect) {
             ("q", "quit"),
         ],
         (View::Lockouts, _) => &[
-            ("1-4/Tab", "view"),
+            ("1-5/Tab", "view"),
             ("↑↓", "select"),
             ("u", "unlock"),
             ("?", "help"),
@@ -149,6 +150,7 @@ fn key_hints(f: &mut Frame, c: &Console, area: Rect) {
             ("Enter", "continue"),
             ("Esc", "cancel"),
         ],
+        (View::Instances, _) => &[("1-5/Tab", "view"), ("?", "help"), ("q", "quit")],
         (View::Users, _) => &[
             ("↑↓", "select"),
             ("e", "enrol (camera)"),
@@ -482,6 +484,64 @@ fn users(f: &mut Frame, c: &Console, area: Rect) {
     selectable(f, area, table, c.selected, "No accounts", c.users.len());
 }
 
+/// Every daemon on the store: which one this console speaks to, and when
+/// each was last heard from (a heartbeat every 5 s; "no" after three missed).
+fn instances(f: &mut Frame, c: &Console, area: Rect) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let rows = c.instances.iter().map(|i| {
+        let alive = Cell::from(if i.alive { "yes" } else { "no" }).style(if i.alive {
+            Style::new().fg(Color::Green)
+        } else {
+            Style::new().fg(Color::Red)
+        });
+        Row::new(vec![
+            Cell::from(format!("{}{}", i.id, if i.this { " (this)" } else { "" })),
+            Cell::from(i.host.clone()),
+            Cell::from(i.pid.to_string()),
+            Cell::from(i.version.clone()),
+            alive,
+            Cell::from(format!("{} s ago", (now - i.seen_at).max(0) / 1000)),
+            Cell::from(format!("{} min", (now - i.started_at).max(0) / 60_000)),
+        ])
+    });
+    let table = Table::new(
+        rows,
+        [
+            Constraint::Min(24),
+            Constraint::Length(20),
+            Constraint::Length(8),
+            Constraint::Length(8),
+            Constraint::Length(5),
+            Constraint::Length(10),
+            Constraint::Length(10),
+        ],
+    )
+    .header(
+        Row::new([
+            "instance",
+            "host",
+            "pid",
+            "version",
+            "alive",
+            "last seen",
+            "up",
+        ])
+        .bold(),
+    );
+    if c.instances.is_empty() {
+        f.render_widget(
+            Paragraph::new("No instance has announced itself yet")
+                .alignment(Alignment::Center)
+                .block(Block::bordered()),
+            area,
+        );
+    } else {
+        f.render_widget(table.block(Block::bordered()), area);
+    }
+}
+
 /// A centred rectangle of at most `w` x `h`, never larger than `area`.
 fn centred(area: Rect, w: u16, h: u16) -> Rect {
     let w = w.min(area.width);
@@ -549,7 +609,8 @@ fn help(f: &mut Frame) {
     let area = centred(f.area(), 62, 20);
     f.render_widget(Clear, area);
     let text = [
-        "1 2 3 4, Tab   Dashboard, Live log, Lockouts, Users",
+        "1 2 3 4 5, Tab Dashboard, Live log, Lockouts, Users,",
+        "               Instances (every daemon on this store)",
         "↑ ↓ / j k      move the selection, scroll the log",
         "g, Home        back to the top (the log follows again)",
         "/              filter the log (words: action, outcome,",
