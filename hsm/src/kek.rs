@@ -238,28 +238,6 @@ fn legacy_closed(session: &Session) -> Result<bool, Error> {
     Ok(!found.is_empty())
 }
 
-/// Whether any AES key in the token is labelled as a KEK version.
-fn has_aes_kek(session: &Session) -> Result<bool, Error> {
-    for h in session
-        .find_objects(&[
-            Attribute::Class(ObjectClass::SECRET_KEY),
-            Attribute::KeyType(KeyType::AES),
-        ])
-        .map_err(from_ck)?
-    {
-        let attrs = session
-            .get_attributes(h, &[AttributeType::Label])
-            .map_err(from_ck)?;
-        if attrs
-            .iter()
-            .any(|a| matches!(a, Attribute::Label(l) if l.starts_with(LABEL_PREFIX.as_bytes())))
-        {
-            return Ok(true);
-        }
-    }
-    Ok(false)
-}
-
 /// Makes [`BOUND_MARKER`] unless it exists.
 pub(crate) fn close_legacy(session: &Session) -> Result<bool, Error> {
     if legacy_closed(session)? {
@@ -287,11 +265,20 @@ fn label(version: KekVersion) -> String {
 /// KEK versions present in the token, ascending: AES keys and RSA key
 /// pairs labelled `kek-v<N>` that the token made and never let out.
 pub(crate) fn versions(session: &Session) -> Result<Vec<KekVersion>, Error> {
+    let mut out = versions_of(session, &[KekKind::Aes, KekKind::Rsa])?;
+    out.sort_unstable();
+    out.dedup();
+    Ok(out)
+}
+
+/// The trusted KEK versions of the given kinds, in token order.
+fn versions_of(session: &Session, kinds: &[KekKind]) -> Result<Vec<KekVersion>, Error> {
     let mut out = Vec::new();
-    for (class, key_type, expect) in [
-        (ObjectClass::SECRET_KEY, KeyType::AES, KEK),
-        (ObjectClass::PRIVATE_KEY, KeyType::RSA, RSA_KEK),
-    ] {
+    for kind in kinds {
+        let (class, key_type, expect) = match kind {
+            KekKind::Aes => (ObjectClass::SECRET_KEY, KeyType::AES, KEK),
+            KekKind::Rsa => (ObjectClass::PRIVATE_KEY, KeyType::RSA, RSA_KEK),
+        };
         let handles = session
             .find_objects(&[Attribute::Class(class), Attribute::KeyType(key_type)])
             .map_err(from_ck)?;
@@ -315,8 +302,6 @@ pub(crate) fn versions(session: &Session) -> Result<Vec<KekVersion>, Error> {
             }
         }
     }
-    out.sort_unstable();
-    out.dedup();
     Ok(out)
 }
 
@@ -633,7 +618,7 @@ impl Hsm {
     /// that makes RSA KEKs: a TPM) has nothing to bind and needs no marker,
     /// which such a token may not even store.
     pub async fn legacy_blobs_open(&self) -> Result<bool, Error> {
-        self.run(|_, s| Ok(!legacy_closed(s)? && has_aes_kek(s)?))
+        self.run(|_, s| Ok(!legacy_closed(s)? && !versions_of(s, &[KekKind::Aes])?.is_empty()))
             .await
     }
 

@@ -478,28 +478,17 @@ fn rsa_pair(s: &Session, version: u32, bits: u32) -> Result<(), Error> {
 
 /// A P-256 signing pair as version `version`.
 fn p256_pair(s: &Session, version: u32) -> Result<(), Error> {
-    let l = label(version);
-    let named = [
-        Attribute::Label(l.as_bytes().to_vec()),
-        Attribute::Id(l.as_bytes().to_vec()),
-    ];
-    let public = [
+    trust::generate_named_pair(
+        s,
+        &Mechanism::EccKeyPairGen,
+        &label(version),
         &[
-            Attribute::Token(true),
             Attribute::Private(false),
             Attribute::EcParams(P256.to_vec()),
             Attribute::Verify(true),
-        ][..],
-        &named,
-    ]
-    .concat();
-    let private = [
-        &trust::kept_in_token()[..],
+        ],
         &[Attribute::Sign(true), Attribute::Derive(false)],
-        &named,
-    ]
-    .concat();
-    trust::generate_key_pair(s, &Mechanism::EccKeyPairGen, &public, &private)?;
+    )?;
     Ok(())
 }
 

@@ -50,13 +50,14 @@ pub(crate) fn generate_key(
     }
 }
 
-/// An RSA key pair of `bits` made in the token under `label` (label and id
-/// on both halves), the private half [`kept_in_token`]; `public` and
-/// `private` add each half's visibility and usages.
-pub(crate) fn generate_rsa_pair(
+/// A key pair made in the token by `mechanism` under `label` (label and id
+/// on both halves, both halves token objects), the private half
+/// [`kept_in_token`]; `public` and `private` add each half's parameters,
+/// visibility and usages.
+pub(crate) fn generate_named_pair(
     session: &Session,
+    mechanism: &Mechanism,
     label: &str,
-    bits: u64,
     public: &[Attribute],
     private: &[Attribute],
 ) -> Result<(ObjectHandle, ObjectHandle), Error> {
@@ -64,18 +65,34 @@ pub(crate) fn generate_rsa_pair(
         Attribute::Label(label.as_bytes().to_vec()),
         Attribute::Id(label.as_bytes().to_vec()),
     ];
+    let public = [&[Attribute::Token(true)][..], public, &named].concat();
+    let private = [&kept_in_token()[..], private, &named].concat();
+    generate_key_pair(session, mechanism, &public, &private)
+}
+
+/// [`generate_named_pair`] for an RSA pair of `bits`, exponent 65537.
+pub(crate) fn generate_rsa_pair(
+    session: &Session,
+    label: &str,
+    bits: u64,
+    public: &[Attribute],
+    private: &[Attribute],
+) -> Result<(ObjectHandle, ObjectHandle), Error> {
     let public = [
         &[
-            Attribute::Token(true),
             Attribute::ModulusBits(bits.into()),
             Attribute::PublicExponent(vec![0x01, 0x00, 0x01]),
         ][..],
         public,
-        &named,
     ]
     .concat();
-    let private = [&kept_in_token()[..], private, &named].concat();
-    generate_key_pair(session, &Mechanism::RsaPkcsKeyPairGen, &public, &private)
+    generate_named_pair(
+        session,
+        &Mechanism::RsaPkcsKeyPairGen,
+        label,
+        &public,
+        private,
+    )
 }
 
 /// The modulus of an RSA key object (public or private), if it reports one.
@@ -91,7 +108,7 @@ pub(crate) fn modulus(session: &Session, key: ObjectHandle) -> Result<Option<Vec
 }
 
 /// [`generate_key`] for a key pair.
-pub(crate) fn generate_key_pair(
+fn generate_key_pair(
     session: &Session,
     mechanism: &Mechanism,
     public: &[Attribute],
