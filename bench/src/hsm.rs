@@ -157,6 +157,20 @@ fn raw(pin_file: &Path, dur: Duration) -> Result<[(f64, Samples); 4]> {
     Ok([enc, dec, sig, sig_es])
 }
 
+/// Signatures of a JWS signing input through `hsm`, as it is configured to
+/// sign, from `workers` tasks for `dur`.
+async fn signing(hsm: &Hsm, workers: usize, dur: Duration) -> Result<(f64, Samples)> {
+    let h = hsm.clone();
+    drive(workers, dur, move || {
+        let h = h.clone();
+        async move {
+            h.sign(b"header.payload").await?;
+            Ok(())
+        }
+    })
+    .await
+}
+
 pub async fn run(report: &mut Report, dir: &Path, dur: Duration, jwt_bits: u32) -> Result<()> {
     let (pin_file, _) = token(dir).await?;
     let (rs256, es256) = (Signing::Rs256 { bits: jwt_bits }, Signing::Es256);
@@ -212,24 +226,8 @@ pub async fn run(report: &mut Report, dir: &Path, dur: Duration, jwt_bits: u32) 
             }
         })
         .await?;
-        let h = hsm.clone();
-        let sign = drive(workers, dur, move || {
-            let h = h.clone();
-            async move {
-                h.sign(b"header.payload").await?;
-                Ok(())
-            }
-        })
-        .await?;
-        let h = hsm_es.clone();
-        let sign_es = drive(workers, dur, move || {
-            let h = h.clone();
-            async move {
-                h.sign(b"header.payload").await?;
-                Ok(())
-            }
-        })
-        .await?;
+        let sign = signing(&hsm, workers, dur).await?;
+        let sign_es = signing(&hsm_es, workers, dur).await?;
         for (i, (rate, s)) in [wrap, unwrap, sign, sign_es].into_iter().enumerate() {
             if workers == 1 {
                 pooled1[i] = rate;
