@@ -12,13 +12,13 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use http::{Request, Response, header};
+use http::{Request, header};
 use http_body_util::Full;
 use hyper::body::Bytes;
 
 use crate::api::intake::{self, BodyLimits, FormKind};
 use crate::api::{account, logs, session};
-use crate::http::response::Body;
+use crate::http::ApiError;
 use crate::identity::{Email, Name};
 
 /// One request body or query string, chosen by the first byte:
@@ -139,7 +139,7 @@ fn check_name(raw: &str) {
 }
 
 /// The refusal of a pure parser must be the client's fault.
-fn refused_with_4xx<T>(r: Result<T, Response<Body>>) -> Result<T, ()> {
+fn refused_with_4xx<T>(r: Result<T, ApiError>) -> Result<T, ()> {
     r.map_err(|resp| {
         assert!(
             resp.status().is_client_error(),

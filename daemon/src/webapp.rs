@@ -12,6 +12,7 @@ use http_body_util::Full;
 use hyper::body::Bytes;
 
 use crate::http::response::{self, Body};
+use crate::http::{ApiError, Code};
 
 /// Every file of the client: path, media type, bytes.
 const FILES: &[(&str, &str, &[u8])] = &[
@@ -59,13 +60,15 @@ pub fn serve(method: &Method, path: &str) -> Option<Response<Body>> {
     };
     let (_, media, bytes) = FILES.iter().find(|(p, _, _)| *p == path)?;
     if method != Method::GET && method != Method::HEAD {
-        return Some(response::secure(response::error(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "METHOD_NOT_ALLOWED",
-            "Method not allowed",
-            "the client's files are read with GET",
-            None,
-        )));
+        return Some(response::secure(
+            ApiError::new(
+                Code::MethodNotAllowed,
+                "Method not allowed",
+                "the client's files are read with GET",
+            )
+            .with_header(header::ALLOW, "GET, HEAD")
+            .into(),
+        ));
     }
     let body = if method == Method::HEAD {
         Bytes::new()
@@ -104,47 +107,15 @@ mod tests {
         }
     }
 
-    /// Every error code the daemon can answer has a sentence in the client:
-    /// any upper-snake literal in `src/` is taken for a code unless it is
-    /// one of the few known non-codes, so a new code fails here until the
-    /// client can say it.
+    /// Every error code the public API can answer has a sentence in the
+    /// client: a new [`Code`] fails here until the client can say it.
     #[test]
     fn the_client_can_say_every_error_code() {
-        fn sources(dir: &std::path::Path, out: &mut Vec<String>) {
-            for e in std::fs::read_dir(dir).unwrap().flatten() {
-                let p = e.path();
-                // The admin socket never answers the browser.
-                if p.is_dir() && !p.ends_with("admin") {
-                    sources(&p, out);
-                } else if p.extension().is_some_and(|x| x == "rs") {
-                    out.push(std::fs::read_to_string(&p).unwrap());
-                }
-            }
-        }
-        let mut files = Vec::new();
-        sources(
-            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
-            &mut files,
-        );
-        let not_codes = ["UPPER_SNAKE", "POST", "DENY", "FULL", "KIND", "RUST_LOG"];
-        let mut codes = std::collections::BTreeSet::new();
-        for text in &files {
-            for literal in text.split('"').skip(1).step_by(2) {
-                let upper = literal.len() >= 4
-                    && literal.bytes().all(|b| b.is_ascii_uppercase() || b == b'_')
-                    && !literal.starts_with('_')
-                    && !literal.starts_with("ARCLOCK_")
-                    && !literal.starts_with("CARGO_")
-                    && !not_codes.contains(&literal);
-                if upper {
-                    codes.insert(literal.to_string());
-                }
-            }
-        }
-        assert!(codes.len() >= 19, "{codes:?}");
         let js = std::str::from_utf8(FILES[1].2).unwrap();
-        let missing: Vec<&String> = codes
+        let missing: Vec<&str> = Code::ALL
             .iter()
+            .filter(|c| !c.admin_only())
+            .map(|c| c.as_str())
             .filter(|c| !js.contains(&format!("  {c}: ")))
             .collect();
         assert!(missing.is_empty(), "app.js has no message for {missing:?}");

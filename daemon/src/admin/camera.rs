@@ -5,35 +5,28 @@
 
 use std::sync::Arc;
 
-use http::{Request, StatusCode};
+use http::Request;
 use hyper::body::Incoming;
 use serde_json::json;
 
-use super::{Answer, Operator, bad_request, json_body, ok, whole};
+use super::{Answer, Operator, json_body, ok};
 use crate::App;
 use crate::api::auth::user_json;
 use crate::api::intake::ClientInfo;
-use crate::http::response;
+use crate::http::{ApiError, Code};
 use crate::identity::{Email, Name};
 use crate::kiosk::Kiosk;
-use crate::signin::{self, Refused, compare, enrol};
+use crate::signin::{self, compare, enrol};
 use crate::store::{Action, similarity_bucket};
 
-fn kiosk(app: &App) -> Result<&Arc<Kiosk>, http::Response<super::AdminBody>> {
+fn kiosk(app: &App) -> Result<&Arc<Kiosk>, ApiError> {
     app.kiosk.as_ref().ok_or_else(|| {
-        whole(response::error(
-            StatusCode::NOT_FOUND,
-            "NO_CAMERA",
+        ApiError::new(
+            Code::NoCamera,
             "No camera is configured",
             "set [camera] enabled = true in arclockd.toml",
-            None,
-        ))
+        )
     })
-}
-
-/// A sign-in refusal in the admin socket's body type.
-fn refused(r: Refused) -> http::Response<super::AdminBody> {
-    whole(r.into())
 }
 
 /// The auth log's device field for a camera action.
@@ -50,17 +43,14 @@ fn client(kiosk: &Kiosk, op: Operator) -> ClientInfo {
 
 /// A burst from the camera, best face embedded; face problems are 422 with
 /// the reason ("no face found", "low quality photo: blur"), a missing device 503.
-async fn capture(
-    app: &App,
-    kiosk: &Arc<Kiosk>,
-) -> Result<arclock_face::Face, http::Response<super::AdminBody>> {
+async fn capture(app: &App, kiosk: &Arc<Kiosk>) -> Result<arclock_face::Face, ApiError> {
     match kiosk.best_face(&app.face).await {
         Ok(face) => Ok(face),
-        Err(e) if e.is_photo_problem() => Err(refused(signin::face_refusal(e, None))),
-        Err(e) => Err(whole(response::unavailable(
+        Err(e) if e.is_photo_problem() => Err(signin::face_refusal(e, None).into()),
+        Err(e) => Err(ApiError::unavailable(
             &format!("the camera {}", kiosk.device()),
             &e,
-        ))),
+        )),
     }
 }
 
@@ -74,21 +64,19 @@ struct EnrolBody {
 pub async fn enrol_new(app: &App, req: Request<Incoming>, op: Operator) -> Answer {
     let kiosk = kiosk(app)?;
     let body: EnrolBody = json_body(req).await?;
-    let name = Name::parse(&body.name).map_err(|e| bad_request(&e.to_string()))?;
-    let email = Email::parse(&body.email).map_err(|e| bad_request(&e.to_string()))?;
+    let name = Name::parse(&body.name).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let email = Email::parse(&body.email).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let mode = app.config.liveness.registration;
-    let pad = signin::pad_in_force(app, mode).map_err(refused)?;
+    let pad = signin::pad_in_force(app, mode)?;
     let face = capture(app, kiosk).await?;
     super::operator_event(app, op, None, "camera enrol", None).await;
     let client = client(kiosk, op);
     if let Some(reason) = signin::passive_verdict(app, &face, pad) {
-        return Err(refused(
+        return Err(ApiError::from(
             signin::refuse_enrolment(app, &client, reason).await,
         ));
     }
-    let user = enrol(app, name, email, face.embedding, &client)
-        .await
-        .map_err(refused)?;
+    let user = enrol(app, name, email, face.embedding, &client).await?;
     Ok(ok(
         "enrolled from the camera",
         json!({"user": user_json(&user)}),
@@ -106,19 +94,15 @@ struct VerifyBody {
 pub async fn verify(app: &App, req: Request<Incoming>, op: Operator) -> Answer {
     let kiosk = kiosk(app)?;
     let body: VerifyBody = json_body(req).await?;
-    let email = Email::parse(&body.email).map_err(|e| bad_request(&e.to_string()))?;
+    let email = Email::parse(&body.email).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let client = client(kiosk, op);
     let at = app.clock.now();
     super::operator_event(app, op, None, "camera verify", None).await;
-    let attempt = signin::reserve(app, &email, &client, at, Action::VerifyFace)
-        .await
-        .map_err(refused)?;
-    let pad = signin::pad_in_force(app, app.config.liveness.signin).map_err(refused)?;
+    let attempt = signin::reserve(app, &email, &client, at, Action::VerifyFace).await?;
+    let pad = signin::pad_in_force(app, app.config.liveness.signin)?;
     let face = capture(app, kiosk).await?;
     let attack = signin::passive_verdict(app, &face, pad);
-    let (user, similarity) = compare(app, attempt, &email, face.embedding, &client, attack)
-        .await
-        .map_err(refused)?;
+    let (user, similarity) = compare(app, attempt, &email, face.embedding, &client, attack).await?;
     Ok(ok(
         "face verified",
         json!({

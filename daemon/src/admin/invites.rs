@@ -6,8 +6,9 @@
 use http::{Request, StatusCode};
 use hyper::body::Incoming;
 
-use super::{Answer, Operator, audit, bad_request, json_body, whole};
+use super::{Answer, Operator, audit, json_body, whole};
 use crate::App;
+use crate::http::ApiError;
 use crate::http::response;
 use crate::identity::Email;
 use crate::signin::invite;
@@ -29,20 +30,20 @@ pub async fn create(app: &App, req: Request<Incoming>, op: Operator) -> Answer {
         .as_deref()
         .map(Email::parse)
         .transpose()
-        .map_err(|e| bad_request(&e.to_string()))?;
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
     if body
         .ttl_secs
         .is_some_and(|t| !(60..=90 * 24 * 3600).contains(&t))
     {
-        return Err(bad_request("ttlSecs must be 60..=7776000 (90 days)"));
+        return Err(ApiError::bad_request(
+            "ttlSecs must be 60..=7776000 (90 days)",
+        ));
     }
     let what = match &email {
         Some(e) => format!("create invitation for {e}"),
         None => "create invitation".to_string(),
     };
-    let issued = invite::issue(app, email, body.ttl_secs)
-        .await
-        .map_err(|r| whole(r.into()))?;
+    let issued = invite::issue(app, email, body.ttl_secs).await?;
     audit(app, op, None, &what, Outcome::Success).await;
     Ok(whole(response::ok(
         StatusCode::CREATED,

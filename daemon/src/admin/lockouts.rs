@@ -8,14 +8,13 @@
 
 use std::collections::HashMap;
 
-use http::{Request, Response};
+use http::Request;
 use hyper::body::Incoming;
 use serde_json::json;
 
-use super::{
-    AdminBody, Answer, Operator, audit, bad_request, json_body, not_found, ok, unavailable,
-};
+use super::{Answer, Operator, audit, json_body, ok};
 use crate::App;
+use crate::http::ApiError;
 use crate::http::response::timestamp;
 use crate::identity::UserId;
 use crate::signin::email_subjects;
@@ -27,23 +26,17 @@ const SCAN_USERS: usize = 100_000;
 
 /// The accounts whose e-mail pseudonym is one of `keys` (one HSM call per
 /// page of accounts).
-async fn owners(app: &App, keys: &[&UserId]) -> Result<HashMap<UserId, User>, Response<AdminBody>> {
+async fn owners(app: &App, keys: &[&UserId]) -> Result<HashMap<UserId, User>, ApiError> {
     let mut found = HashMap::new();
     let mut after = None;
     let mut scanned = 0;
     while found.len() < keys.len() && scanned < SCAN_USERS {
-        let page = app
-            .store
-            .list_users(after.as_ref(), 500)
-            .await
-            .map_err(|e| unavailable("the store", &e))?;
+        let page = app.store.list_users(after.as_ref(), 500).await?;
         let Some(last) = page.last() else { break };
         after = Some(last.id.clone());
         scanned += page.len();
         let emails: Vec<&crate::identity::Email> = page.iter().map(|u| &u.email).collect();
-        let subjects = email_subjects(app, &emails)
-            .await
-            .map_err(|e| unavailable("the HSM", &e))?;
+        let subjects = email_subjects(app, &emails).await?;
         for (u, s) in page.iter().zip(subjects) {
             if let Subject::Account(h) = s
                 && keys.contains(&&h)
@@ -57,11 +50,7 @@ async fn owners(app: &App, keys: &[&UserId]) -> Result<HashMap<UserId, User>, Re
 
 pub async fn list(app: &App) -> Answer {
     let now = app.clock.now();
-    let locks = app
-        .store
-        .lockouts(now)
-        .await
-        .map_err(|e| unavailable("the store", &e))?;
+    let locks = app.store.lockouts(now).await?;
     let keys: Vec<&UserId> = locks
         .iter()
         .filter_map(|(s, _)| match s {
@@ -102,23 +91,19 @@ pub async fn unlock(app: &App, req: Request<Incoming>, op: Operator) -> Answer {
     let subject = match body.kind.as_str() {
         "account" => Subject::Account(
             UserId::parse(&body.key)
-                .ok_or_else(|| bad_request("key: not an account lockout key"))?,
+                .ok_or_else(|| ApiError::bad_request("key: not an account lockout key"))?,
         ),
         "ip" => Subject::Ip(
             body.key
                 .parse::<std::net::IpAddr>()
-                .map_err(|_| bad_request("key: not an IP address"))?
+                .map_err(|_| ApiError::bad_request("key: not an IP address"))?
                 .to_string(),
         ),
-        _ => return Err(bad_request("kind: must be \"account\" or \"ip\"")),
+        _ => return Err(ApiError::bad_request("kind: must be \"account\" or \"ip\"")),
     };
-    let lifted = app
-        .store
-        .unlock(&subject)
-        .await
-        .map_err(|e| unavailable("the store", &e))?;
+    let lifted = app.store.unlock(&subject).await?;
     if !lifted {
-        return Err(not_found("No such lockout"));
+        return Err(ApiError::not_found("No such lockout"));
     }
     let owner = match &subject {
         Subject::Account(h) => owners(app, &[h])

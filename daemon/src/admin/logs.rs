@@ -15,9 +15,10 @@ use hyper::body::{Bytes, Frame, Incoming};
 use serde_json::json;
 use tokio::sync::broadcast::error::RecvError;
 
-use super::{AdminBody, Answer, bad_request, ok, unavailable};
+use super::{Answer, ok};
 use crate::App;
 use crate::api::logs::{params, time, unknown};
+use crate::http::ApiError;
 use crate::http::response::timestamp;
 use crate::identity::{Email, UserId};
 use crate::store::{Action, AuthLog, LogCursor, LogFilter, Outcome};
@@ -41,17 +42,13 @@ pub(super) fn entry_json(l: &AuthLog) -> serde_json::Value {
 
 /// The query, strictly: unknown or repeated parameters are 400. `paged`
 /// allows `limit` and `cursor` (search), not the stream.
-async fn filter(
-    app: &App,
-    req: &Request<Incoming>,
-    paged: bool,
-) -> Result<LogFilter, Response<AdminBody>> {
+async fn filter(app: &App, req: &Request<Incoming>, paged: bool) -> Result<LogFilter, ApiError> {
     let mut f = LogFilter {
         limit: 100,
         ..LogFilter::default()
     };
-    for (k, v) in params(req.uri().query()).map_err(|e| bad_request(&e))? {
-        let bad = |what: &str| bad_request(&format!("query parameter {k}: {what}"));
+    for (k, v) in params(req.uri().query()).map_err(ApiError::bad_request)? {
+        let bad = |what: &str| ApiError::bad_request(format!("query parameter {k}: {what}"));
         match k.as_str() {
             "limit" if paged => {
                 f.limit = v
@@ -72,34 +69,29 @@ async fn filter(
                 f.client_ip = Some(ip.to_string());
             }
             "user" => f.user_id = Some(user(app, &v).await?),
-            _ => return Err(bad_request(&unknown(&k))),
+            _ => return Err(ApiError::bad_request(unknown(&k))),
         }
     }
     Ok(f)
 }
 
 /// A user named by id or by e-mail address.
-async fn user(app: &App, v: &str) -> Result<UserId, Response<AdminBody>> {
+async fn user(app: &App, v: &str) -> Result<UserId, ApiError> {
     if let Some(id) = UserId::parse(v) {
         return Ok(id);
     }
-    let email =
-        Email::parse(v).map_err(|_| bad_request("user: neither a user id nor an e-mail"))?;
+    let email = Email::parse(v)
+        .map_err(|_| ApiError::bad_request("user: neither a user id nor an e-mail"))?;
     app.store
         .user_by_email(&email)
-        .await
-        .map_err(|e| unavailable("the store", &e))?
+        .await?
         .map(|u| u.id)
-        .ok_or_else(|| super::not_found("No account has this e-mail"))
+        .ok_or_else(|| ApiError::not_found("No account has this e-mail"))
 }
 
 pub async fn search(app: &App, req: &Request<Incoming>) -> Answer {
     let f = filter(app, req, true).await?;
-    let page = app
-        .store
-        .logs(&f)
-        .await
-        .map_err(|e| unavailable("the store", &e))?;
+    let page = app.store.logs(&f).await?;
     let logs: Vec<_> = page.entries.iter().map(entry_json).collect();
     Ok(ok(
         "log entries",

@@ -22,8 +22,8 @@
 //! | `GET /v1/audit/verify` | the audit trail's hash chain and HSM seals checked; the first break |
 //! | `POST /v1/audit/seal` | seal the audit trail's head in the HSM now |
 //!
-//! Answers use the public API's envelope, so one client parser serves both.
-#![allow(clippy::result_large_err)]
+//! Answers use the public API's envelope, so one client parser serves both;
+//! refusals are the public API's [`ApiError`].
 
 mod access;
 mod camera;
@@ -52,6 +52,7 @@ pub use access::{Operator, Operators};
 use crate::App;
 use crate::config;
 use crate::http::response;
+use crate::http::{ApiError, Code};
 use crate::identity::UserId;
 use crate::store::{Action, AuthLog, Outcome};
 
@@ -181,13 +182,14 @@ impl Listener {
 }
 
 fn forbidden(uid: u32) -> Response<AdminBody> {
-    whole(response::error(
-        StatusCode::FORBIDDEN,
-        "FORBIDDEN",
-        "Not an operator",
-        &format!("uid {uid} may not use the admin socket"),
-        None,
-    ))
+    whole(
+        ApiError::new(
+            Code::Forbidden,
+            "Not an operator",
+            format!("uid {uid} may not use the admin socket"),
+        )
+        .into(),
+    )
 }
 
 /// One admin request, routed.
@@ -236,19 +238,17 @@ async fn handle(app: &App, req: Request<Incoming>, op: Operator) -> Response<Adm
         (&Method::POST, ["v1", "invites"]) => invites::create(app, req, op).await,
         (&Method::GET, ["v1", "audit", "verify"]) => trail::verify(app).await,
         (&Method::POST, ["v1", "audit", "seal"]) => trail::seal(app, op).await,
-        _ => Err(whole(response::error(
-            StatusCode::NOT_FOUND,
-            "NOT_FOUND",
+        _ => Err(ApiError::new(
+            Code::NotFound,
             "No such admin route",
             "see the route table in daemon/src/admin/mod.rs",
-            None,
-        ))),
+        )),
     };
-    answer.unwrap_or_else(|e| e)
+    answer.unwrap_or_else(|e| whole(e.into()))
 }
 
-/// What admin handlers return: the answer, or a ready error answer.
-type Answer = Result<Response<AdminBody>, Response<AdminBody>>;
+/// What admin handlers return: the answer, or the refusal to render.
+type Answer = Result<Response<AdminBody>, ApiError>;
 
 /// A whole JSON answer as an admin body.
 fn whole(r: Response<response::Body>) -> Response<AdminBody> {
@@ -259,38 +259,18 @@ fn ok(message: &str, data: serde_json::Value) -> Response<AdminBody> {
     whole(response::ok(StatusCode::OK, message, data))
 }
 
-fn bad_request(message: &str) -> Response<AdminBody> {
-    whole(response::bad_request(message))
-}
-
-fn unavailable(what: &str, cause: &dyn std::fmt::Display) -> Response<AdminBody> {
-    whole(response::unavailable(what, cause))
-}
-
-fn not_found(what: &str) -> Response<AdminBody> {
-    whole(response::error(
-        StatusCode::NOT_FOUND,
-        "NOT_FOUND",
-        what,
-        what,
-        None,
-    ))
-}
-
 /// A small JSON body, strictly parsed.
-async fn json_body<T: serde::de::DeserializeOwned>(
-    req: Request<Incoming>,
-) -> Result<T, Response<AdminBody>> {
+async fn json_body<T: serde::de::DeserializeOwned>(req: Request<Incoming>) -> Result<T, ApiError> {
     let bytes = Limited::new(req.into_body(), MAX_BODY)
         .collect()
         .await
-        .map_err(|_| bad_request("body too large or unreadable"))?
+        .map_err(|_| ApiError::bad_request("body too large or unreadable"))?
         .to_bytes();
-    serde_json::from_slice(&bytes).map_err(|e| bad_request(&format!("bad JSON: {e}")))
+    serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request(format!("bad JSON: {e}")))
 }
 
-fn user_id(raw: &str) -> Result<UserId, Response<AdminBody>> {
-    UserId::parse(raw).ok_or_else(|| bad_request("not a user id"))
+fn user_id(raw: &str) -> Result<UserId, ApiError> {
+    UserId::parse(raw).ok_or_else(|| ApiError::bad_request("not a user id"))
 }
 
 /// An operator's action in the daemon's log (target `audit`, with uid and

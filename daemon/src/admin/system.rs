@@ -6,7 +6,8 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use serde_json::json;
 
-use super::{AdminBody, Answer, Operator, audit, ok, unavailable};
+use super::{AdminBody, Answer, Operator, audit, ok};
+use crate::http::{ApiError, Code};
 use crate::store::{Outcome, Subject};
 use crate::{App, custody};
 
@@ -52,11 +53,7 @@ pub async fn health(app: &App) -> Response<AdminBody> {
 /// `alive` when seen within three heartbeats.
 pub async fn instances(app: &App) -> Answer {
     let now = app.clock.now();
-    let beats = app
-        .store
-        .instances(now - 24 * 3600 * 1000)
-        .await
-        .map_err(|e| unavailable("the store", &e))?;
+    let beats = app.store.instances(now - 24 * 3600 * 1000).await?;
     let alive_ms = 3 * crate::HEARTBEAT_EVERY.as_millis() as i64;
     let list: Vec<_> = beats
         .iter()
@@ -78,11 +75,7 @@ pub async fn instances(app: &App) -> Answer {
 
 /// Prometheus text, with the lockouts in force read from the store.
 pub async fn metrics(app: &App) -> Answer {
-    let lockouts = app
-        .store
-        .lockouts(app.clock.now())
-        .await
-        .map_err(|e| unavailable("the store", &e))?;
+    let lockouts = app.store.lockouts(app.clock.now()).await?;
     let accounts = lockouts
         .iter()
         .filter(|(s, _)| matches!(s, Subject::Account(_)))
@@ -165,33 +158,23 @@ pub async fn retire(app: &App, op: Operator) -> Answer {
     ))
 }
 
-async fn custody_failed(
-    app: &App,
-    op: Operator,
-    what: &str,
-    e: custody::CustodyError,
-) -> Response<AdminBody> {
+async fn custody_failed(app: &App, op: Operator, what: &str, e: custody::CustodyError) -> ApiError {
     audit(app, op, None, what, Outcome::Failure).await;
     match e {
-        custody::CustodyError::Busy(kind) => super::whole(crate::http::response::error(
-            http::StatusCode::CONFLICT,
-            "JOB_RUNNING",
-            &format!("a key job is already running ({kind})"),
+        custody::CustodyError::Busy(kind) => ApiError::new(
+            Code::JobRunning,
+            format!("a key job is already running ({kind})"),
             "one key job at a time",
-            None,
-        )),
-        custody::CustodyError::Incomplete { failed, tally } => {
-            super::whole(crate::http::response::error(
-                http::StatusCode::CONFLICT,
-                "KEYS_NOT_MOVED",
-                &format!(
-                    "{failed} wrapped keys could not be re-wrapped; no KEK was destroyed (see the log)"
-                ),
-                "retirement needs every key re-wrapped",
-                Some(json!({"tally": tally})),
-            ))
-        }
-        custody::CustodyError::Hsm(e) => unavailable("the HSM", &e),
-        custody::CustodyError::Store(e) => unavailable("the store", &e),
+        ),
+        custody::CustodyError::Incomplete { failed, tally } => ApiError::new(
+            Code::KeysNotMoved,
+            format!(
+                "{failed} wrapped keys could not be re-wrapped; no KEK was destroyed (see the log)"
+            ),
+            "retirement needs every key re-wrapped",
+        )
+        .with_data(json!({"tally": tally})),
+        custody::CustodyError::Hsm(e) => e.into(),
+        custody::CustodyError::Store(e) => e.into(),
     }
 }

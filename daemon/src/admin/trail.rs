@@ -3,7 +3,7 @@
 
 use serde_json::json;
 
-use super::{Answer, Operator, ok, operator_event, unavailable};
+use super::{Answer, Operator, ok, operator_event};
 use crate::App;
 use crate::audit;
 
@@ -11,9 +11,7 @@ use crate::audit;
 /// against the token's keys; `broken` names the first entry that does not
 /// hold (200 either way: the verdict is the answer).
 pub async fn verify(app: &App) -> Answer {
-    let verdict = audit::verify(app)
-        .await
-        .map_err(|e| unavailable("the audit trail", &e))?;
+    let verdict = audit::verify(app).await?;
     let message = if verdict.broken.is_some() {
         "audit trail BROKEN"
     } else {
@@ -25,9 +23,7 @@ pub async fn verify(app: &App) -> Answer {
 /// `POST /v1/audit/seal`: signs the current head in the HSM now.
 pub async fn seal(app: &App, op: Operator) -> Answer {
     operator_event(app, op, None, "seal audit trail", None).await;
-    let sealed = audit::seal(app)
-        .await
-        .map_err(|e| unavailable("the audit trail", &e))?;
+    let sealed = audit::seal(app).await?;
     Ok(ok(
         "audit trail sealed",
         json!({"sealedThrough": sealed.map(|s| s.seq)}),

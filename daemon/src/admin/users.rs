@@ -5,9 +5,10 @@ use http::Request;
 use hyper::body::Incoming;
 use serde_json::json;
 
-use super::{Answer, Operator, audit, bad_request, not_found, ok, unavailable, user_id};
+use super::{Answer, Operator, audit, ok, user_id};
 use crate::App;
 use crate::api::logs::{params, unknown};
+use crate::http::ApiError;
 use crate::http::response::timestamp;
 use crate::identity::UserId;
 use crate::store::{Action, AuthLog, Outcome, User, UserStatus};
@@ -25,7 +26,7 @@ fn user_json(u: &User) -> serde_json::Value {
 /// `?after=<id>&limit=1..=500` (default 100), in id order.
 pub async fn list(app: &App, req: &Request<Incoming>) -> Answer {
     let (mut after, mut limit) = (None, 100usize);
-    for (k, v) in params(req.uri().query()).map_err(|e| bad_request(&e))? {
+    for (k, v) in params(req.uri().query()).map_err(ApiError::bad_request)? {
         match k.as_str() {
             "after" => after = Some(user_id(&v)?),
             "limit" => {
@@ -33,16 +34,12 @@ pub async fn list(app: &App, req: &Request<Incoming>) -> Answer {
                     .parse()
                     .ok()
                     .filter(|n| (1..=500).contains(n))
-                    .ok_or_else(|| bad_request("limit: must be 1..=500"))?
+                    .ok_or_else(|| ApiError::bad_request("limit: must be 1..=500"))?
             }
-            _ => return Err(bad_request(&unknown(&k))),
+            _ => return Err(ApiError::bad_request(unknown(&k))),
         }
     }
-    let users = app
-        .store
-        .list_users(after.as_ref(), limit + 1)
-        .await
-        .map_err(|e| unavailable("the store", &e))?;
+    let users = app.store.list_users(after.as_ref(), limit + 1).await?;
     let more = users.len() > limit;
     let page = &users[..users.len().min(limit)];
     let next = more.then(|| page.last().map(|u| u.id.clone())).flatten();
@@ -61,13 +58,9 @@ pub async fn set_status(app: &App, id: &str, enable: bool, op: Operator) -> Answ
     } else {
         UserStatus::Disabled
     };
-    let found = app
-        .store
-        .set_status(&id, status)
-        .await
-        .map_err(|e| unavailable("the store", &e))?;
+    let found = app.store.set_status(&id, status).await?;
     if !found {
-        return Err(not_found("No such user"));
+        return Err(ApiError::not_found("No such user"));
     }
     let what = if enable {
         "enable account"
@@ -94,13 +87,9 @@ pub async fn delete(app: &App, id: &str, op: Operator) -> Answer {
         client_ip: None,
         user_agent: Some(format!("admin-socket uid={}", op.uid)),
     };
-    let deleted = app
-        .store
-        .delete_user(&id, &entry)
-        .await
-        .map_err(|e| unavailable("the store", &e))?;
+    let deleted = app.store.delete_user(&id, &entry).await?;
     if !deleted {
-        return Err(not_found("No such user"));
+        return Err(ApiError::not_found("No such user"));
     }
     super::operator_event(app, op, Some(&id), "delete account", None).await;
     let _ = app.feed.send(entry);

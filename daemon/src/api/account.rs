@@ -5,17 +5,19 @@
 
 use std::borrow::Cow;
 
-use http::{Request, Response, StatusCode};
+use http::{Request, StatusCode};
 use hyper::body::Incoming;
 use serde::Deserialize;
 use serde_json::json;
 
+use super::Answer;
 use super::auth::user_json;
 use super::intake::{self, ClientInfo};
 use super::journal::{self, Event};
-use super::session::{Answer, authenticate};
+use super::session::authenticate;
 use crate::App;
-use crate::http::response::{self, Body, bad_request, unavailable};
+use crate::http::ApiError;
+use crate::http::response::{self};
 use crate::identity::Name;
 use crate::signin::email_subject;
 use crate::store::Action;
@@ -25,14 +27,8 @@ use crate::store::Action;
 pub async fn get(app: &App, req: Request<Incoming>) -> Answer {
     let caller = authenticate(app, &req).await?;
     let now = app.clock.now();
-    let subject = email_subject(app, &caller.user.email)
-        .await
-        .map_err(|e| unavailable("the HSM", &e))?;
-    let locked = app
-        .store
-        .locked_until(&subject, now)
-        .await
-        .map_err(|e| unavailable("the store", &e))?;
+    let subject = email_subject(app, &caller.user.email).await?;
+    let locked = app.store.locked_until(&subject, now).await?;
     let mut data = user_json(&caller.user);
     if let Some(obj) = data.as_object_mut() {
         obj.insert(
@@ -56,9 +52,9 @@ struct ProfileBody<'a> {
 }
 
 /// The new display name a profile body asks for.
-pub(crate) fn profile_name(body: &[u8]) -> Result<Name, Response<Body>> {
+pub(crate) fn profile_name(body: &[u8]) -> Result<Name, ApiError> {
     let b: ProfileBody<'_> = intake::parse(body)?;
-    Name::parse(&b.name).map_err(|e| bad_request(&e.to_string()))
+    Name::parse(&b.name).map_err(|e| ApiError::bad_request(e.to_string()))
 }
 
 /// `PUT /api/user/profile {name}`: only the display name can change (the
@@ -71,9 +67,8 @@ pub async fn put(app: &App, req: Request<Incoming>) -> Answer {
     let user = app
         .store
         .update_name(&caller.user.id, &name)
-        .await
-        .map_err(|e| unavailable("the store", &e))?
-        .ok_or_else(response::unauthorized)?;
+        .await?
+        .ok_or_else(ApiError::unauthorized)?;
     let at = app.clock.now();
     journal::record(
         app,
@@ -96,13 +91,9 @@ pub async fn delete(app: &App, req: Request<Incoming>) -> Answer {
     let client = ClientInfo::from(&req);
     let at = app.clock.now();
     let entry = journal::entry(&client, &Event::ok(at, None, Action::DeleteAccount));
-    let deleted = app
-        .store
-        .delete_user(&caller.user.id, &entry)
-        .await
-        .map_err(|e| unavailable("the store", &e))?;
+    let deleted = app.store.delete_user(&caller.user.id, &entry).await?;
     if !deleted {
-        return Err(response::unauthorized());
+        return Err(ApiError::unauthorized());
     }
     let _ = app.feed.send(entry);
     tracing::info!("account deleted");

@@ -14,11 +14,13 @@ use http::{Request, StatusCode};
 use hyper::body::Incoming;
 use serde_json::json;
 
+use super::Answer;
 use super::intake::{self, ClientInfo, FormKind, Proof};
-use super::session::{self, Answer};
+use super::session;
 use crate::App;
 use crate::config::RegistrationMode;
-use crate::http::response::{self, bad_request};
+use crate::http::ApiError;
+use crate::http::response;
 use crate::identity::{Email, Name};
 use crate::signin::{self, Refused};
 use crate::signin::{challenge, invite};
@@ -43,8 +45,8 @@ pub async fn register(app: &App, req: Request<Incoming>) -> Answer {
     }
     let (form, client) = intake::photo_form(app, req, FormKind::Register).await?;
     let name = Name::parse(form.name.as_deref().unwrap_or_default())
-        .map_err(|e| bad_request(&e.to_string()))?;
-    let email = Email::parse(&form.email).map_err(|e| bad_request(&e.to_string()))?;
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let email = Email::parse(&form.email).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let at = app.clock.now();
     // Taken before any face work (a random code costs nothing), given back
     // if the registration then fails for another reason.
@@ -92,14 +94,14 @@ pub async fn challenge(app: &App, req: Request<Incoming>) -> Answer {
     }
     let (body, client) = intake::read_body(app, req).await?;
     let b: ChallengeBody<'_> = intake::parse(&body)?;
-    let email = Email::parse(&b.email).map_err(|e| bad_request(&e.to_string()))?;
+    let email = Email::parse(&b.email).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let issued = challenge::issue(app, &email, &client).await?;
     Ok(response::ok(StatusCode::OK, "Challenge issued", issued))
 }
 
 pub async fn login(app: &App, req: Request<Incoming>, action: Action) -> Answer {
     let (form, client) = intake::photo_form(app, req, FormKind::Login).await?;
-    let email = Email::parse(&form.email).map_err(|e| bad_request(&e.to_string()))?;
+    let email = Email::parse(&form.email).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let at = app.clock.now();
     let (user, similarity, settle) = sign_in(app, &email, form.proof, &client, at, action).await?;
     // The face work is done: the photo's share of the body budget goes back.

@@ -14,6 +14,7 @@ use serde_json::json;
 
 use crate::App;
 use crate::http::response::{self, Body};
+use crate::http::{ApiError, Code};
 
 /// The last public answer: when it was made, what was down, the report.
 #[derive(Default)]
@@ -46,13 +47,13 @@ pub async fn get(app: &App) -> Response<Body> {
     if down.is_empty() {
         response::ok(StatusCode::OK, "ArcLock is healthy", data)
     } else {
-        response::error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "SERVICE_UNAVAILABLE",
+        ApiError::new(
+            Code::Unavailable,
             "A dependency is unavailable",
-            &format!("down: {}", down.join(", ")),
-            Some(data),
+            format!("down: {}", down.join(", ")),
         )
+        .with_data(data)
+        .into()
     }
 }
 

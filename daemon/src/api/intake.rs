@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use arclock_secmem::LockedBytes;
 use base64::Engine;
-use http::{Request, Response, StatusCode, header};
+use http::{Request, header};
 use http_body_util::BodyExt;
 use hyper::body::{Bytes, Incoming};
 use serde::Deserialize;
@@ -19,7 +19,7 @@ use serde_json::value::RawValue;
 
 use crate::App;
 use crate::http::forwarded::ClientAddr;
-use crate::http::response::{self, Body, bad_request, unavailable};
+use crate::http::{ApiError, Code};
 
 /// Any request body intake reads: hyper's `Incoming` in the daemon, an
 /// in-memory body in the fuzz targets.
@@ -167,17 +167,13 @@ impl Drop for Held {
     }
 }
 
-fn busy() -> Response<Body> {
-    let mut r = response::error(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "SERVICE_UNAVAILABLE",
+fn busy() -> ApiError {
+    ApiError::new(
+        Code::Unavailable,
         "The service is busy receiving other uploads; try again shortly",
         "upload capacity is in use",
-        None,
-    );
-    r.headers_mut()
-        .insert(header::RETRY_AFTER, http::HeaderValue::from_static("2"));
-    r
+    )
+    .retry_after(2)
 }
 
 /// The client address a request's budget is counted under.
@@ -219,23 +215,19 @@ impl ClientInfo {
     }
 }
 
-fn too_large(limit: usize) -> Response<Body> {
-    response::error(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "PAYLOAD_TOO_LARGE",
+fn too_large(limit: usize) -> ApiError {
+    ApiError::new(
+        Code::PayloadTooLarge,
         "Request body too large",
-        &format!("the limit is {limit} bytes"),
-        None,
+        format!("the limit is {limit} bytes"),
     )
 }
 
-fn too_slow() -> Response<Body> {
-    response::error(
-        StatusCode::REQUEST_TIMEOUT,
-        "REQUEST_TIMEOUT",
+fn too_slow() -> ApiError {
+    ApiError::new(
+        Code::RequestTimeout,
         "The request body took too long to arrive",
         "body read timed out",
-        None,
     )
 }
 
@@ -263,7 +255,7 @@ fn locked_zeroed(n: usize) -> Result<LockedBytes, arclock_secmem::Error> {
 pub async fn read_body(
     app: &App,
     req: Request<Incoming>,
-) -> Result<(LockedBytes, ClientInfo), Response<Body>> {
+) -> Result<(LockedBytes, ClientInfo), ApiError> {
     crate::timing::timed(
         crate::timing::Step::Intake,
         read_body_within(BodyLimits::of(app), req),
@@ -275,7 +267,7 @@ pub async fn read_body(
 pub async fn read_body_within(
     limits: BodyLimits,
     req: Request<impl RequestBody>,
-) -> Result<(LockedBytes, ClientInfo), Response<Body>> {
+) -> Result<(LockedBytes, ClientInfo), ApiError> {
     let (body, _held, info) = read_body_held(limits, req).await?;
     Ok((body, info))
 }
@@ -284,7 +276,7 @@ pub async fn read_body_within(
 async fn read_body_held(
     limits: BodyLimits,
     req: Request<impl RequestBody>,
-) -> Result<(LockedBytes, Held, ClientInfo), Response<Body>> {
+) -> Result<(LockedBytes, Held, ClientInfo), ApiError> {
     let limit = limits.bytes;
     let info = ClientInfo::from(&req);
     let declared = req
@@ -301,12 +293,13 @@ async fn read_body_held(
         .min(limit)
         .min(declared.unwrap_or(FIRST_BUFFER).max(1));
     held.take(first).map_err(|_| busy())?;
-    let mut buf = locked_with_capacity(first).map_err(|e| unavailable("locked memory", &e))?;
+    let mut buf = locked_with_capacity(first).map_err(ApiError::from)?;
     let mut body = req.into_body();
     let deadline = limits.timeout;
     let read = async {
         while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|_| bad_request("the request body could not be read"))?;
+            let frame =
+                frame.map_err(|_| ApiError::bad_request("the request body could not be read"))?;
             if let Ok(data) = frame.into_data() {
                 let fits = buf.len() + data.len() <= limit;
                 let stored = if fits {
@@ -322,7 +315,10 @@ async fn read_body_held(
                     Ok(()) => {}
                     Err(Grow::Busy) => return Err(busy()),
                     Err(Grow::Memory) => {
-                        return Err(unavailable("locked memory", &"cannot grow the body buffer"));
+                        return Err(ApiError::unavailable(
+                            "locked memory",
+                            &"cannot grow the body buffer",
+                        ));
                     }
                 }
             }
@@ -360,11 +356,11 @@ fn grow_into(
 }
 
 /// Strict JSON: serde's message names the field, never echoes the value.
-pub fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, Response<Body>> {
+pub fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
     serde_json::from_slice(body).map_err(|e| {
         let msg = e.to_string();
         let field = msg.split(" at line").next().unwrap_or("invalid JSON");
-        bad_request(&format!("Invalid request body: {field}"))
+        ApiError::bad_request(format!("Invalid request body: {field}"))
     })
 }
 
@@ -372,13 +368,13 @@ pub fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, Response<Body>
 /// A photo given as a raw JSON string value: unescaped (only what base64
 /// text can need: `\/` and `\u00XX` for ASCII) into locked memory, then
 /// decoded. Without escapes the text is decoded straight from the body.
-fn decode_raw_photo(raw: &RawValue) -> Result<LockedBytes, Response<Body>> {
-    let not_base64 = || bad_request("imageBase64 is not valid base64");
+fn decode_raw_photo(raw: &RawValue) -> Result<LockedBytes, ApiError> {
+    let not_base64 = || ApiError::bad_request("imageBase64 is not valid base64");
     let text = raw
         .get()
         .strip_prefix('"')
         .and_then(|t| t.strip_suffix('"'))
-        .ok_or_else(|| bad_request("imageBase64 must be a string"))?;
+        .ok_or_else(|| ApiError::bad_request("imageBase64 must be a string"))?;
     // A data: URL's media type is not decoded (escapes there do not matter).
     let text = match text.trim_start().strip_prefix("data:") {
         Some(rest) => rest.split_once(";base64,").map_or("", |(_, d)| d),
@@ -387,7 +383,7 @@ fn decode_raw_photo(raw: &RawValue) -> Result<LockedBytes, Response<Body>> {
     if !text.contains('\\') {
         return decode_photo(text);
     }
-    let mut plain = locked_zeroed(text.len()).map_err(|e| unavailable("locked memory", &e))?;
+    let mut plain = locked_zeroed(text.len()).map_err(ApiError::from)?;
     let (bytes, mut n, mut i) = (text.as_bytes(), 0, 0);
     while i < bytes.len() {
         let c = match bytes[i] {
@@ -419,17 +415,16 @@ fn decode_raw_photo(raw: &RawValue) -> Result<LockedBytes, Response<Body>> {
     decode_photo(text)
 }
 
-pub fn decode_photo(b64: &str) -> Result<LockedBytes, Response<Body>> {
+pub fn decode_photo(b64: &str) -> Result<LockedBytes, ApiError> {
     let b64 = b64.trim();
     let b64 = match b64.strip_prefix("data:") {
         Some(rest) => rest.split_once(";base64,").map(|(_, d)| d).unwrap_or(""),
         None => b64,
     };
     if b64.is_empty() {
-        return Err(bad_request("imageBase64 is required"));
+        return Err(ApiError::bad_request("imageBase64 is required"));
     }
-    let mut out =
-        locked_zeroed(b64.len() / 4 * 3 + 3).map_err(|e| unavailable("locked memory", &e))?;
+    let mut out = locked_zeroed(b64.len() / 4 * 3 + 3).map_err(ApiError::from)?;
     // As lenient as the origin's Node `Buffer.from(s, "base64")`: non-zero
     // trailing bits and missing padding are accepted (what a client's encoder
     // meant is unambiguous).
@@ -442,7 +437,7 @@ pub fn decode_photo(b64: &str) -> Result<LockedBytes, Response<Body>> {
     );
     let n = engine
         .decode_slice(b64.as_bytes(), &mut out)
-        .map_err(|_| bad_request("imageBase64 is not valid base64"))?;
+        .map_err(|_| ApiError::bad_request("imageBase64 is not valid base64"))?;
     out.truncate(n);
     Ok(out)
 }
@@ -518,8 +513,8 @@ struct PhotoBody<'a> {
     _device: Option<serde::de::IgnoredAny>,
 }
 
-fn too_many_frames() -> Response<Body> {
-    bad_request(&format!(
+fn too_many_frames() -> ApiError {
+    ApiError::bad_request(format!(
         "at most {MAX_FRAMES} frames, one per challenge step"
     ))
 }
@@ -530,24 +525,26 @@ fn proof(
     photo: Option<LockedBytes>,
     challenge_id: Option<String>,
     frames: Vec<LockedBytes>,
-) -> Result<Proof, Response<Body>> {
+) -> Result<Proof, ApiError> {
     match (photo, challenge_id, frames.is_empty()) {
         (Some(p), None, true) => Ok(Proof::Photo(p)),
         (None, Some(id), false) => {
             if id.is_empty() || id.len() > MAX_CHALLENGE_ID {
-                return Err(bad_request("challengeId is not a challenge id"));
+                return Err(ApiError::bad_request("challengeId is not a challenge id"));
             }
             if frames.iter().any(|f| f.is_empty()) {
-                return Err(bad_request("a frame is empty"));
+                return Err(ApiError::bad_request("a frame is empty"));
             }
             Ok(Proof::Challenge { id, frames })
         }
-        (None, Some(_), true) => Err(bad_request("frames are required with challengeId")),
-        (None, None, false) => Err(bad_request("challengeId is required with frames")),
-        (None, None, true) => Err(bad_request(
+        (None, Some(_), true) => Err(ApiError::bad_request(
+            "frames are required with challengeId",
+        )),
+        (None, None, false) => Err(ApiError::bad_request("challengeId is required with frames")),
+        (None, None, true) => Err(ApiError::bad_request(
             "imageBase64 (one photo) or challengeId with frames is required",
         )),
-        (Some(_), _, _) => Err(bad_request(
+        (Some(_), _, _) => Err(ApiError::bad_request(
             "send one photo (imageBase64) or a challenge answer (challengeId, frames), not both",
         )),
     }
@@ -561,7 +558,7 @@ pub async fn photo_form(
     app: &App,
     req: Request<Incoming>,
     kind: FormKind,
-) -> Result<(PhotoForm, ClientInfo), Response<Body>> {
+) -> Result<(PhotoForm, ClientInfo), ApiError> {
     crate::timing::timed(
         crate::timing::Step::Intake,
         photo_form_within(BodyLimits::of(app), req, kind),
@@ -574,7 +571,7 @@ pub async fn photo_form_within(
     limits: BodyLimits,
     req: Request<impl RequestBody>,
     kind: FormKind,
-) -> Result<(PhotoForm, ClientInfo), Response<Body>> {
+) -> Result<(PhotoForm, ClientInfo), ApiError> {
     let content_type = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -612,11 +609,13 @@ pub async fn photo_form_within(
         (form, client)
     };
     match (kind, &form.name, &form.invite_code) {
-        (FormKind::Register, None, _) => Err(bad_request("Invalid request body: name is required")),
-        (FormKind::Login, Some(_), _) => Err(bad_request(
+        (FormKind::Register, None, _) => Err(ApiError::bad_request(
+            "Invalid request body: name is required",
+        )),
+        (FormKind::Login, Some(_), _) => Err(ApiError::bad_request(
             "Invalid request body: unknown field `name`, expected `email`, `imageBase64`, `challengeId`, `frames` or `device`",
         )),
-        (FormKind::Login, _, Some(_)) => Err(bad_request(
+        (FormKind::Login, _, Some(_)) => Err(ApiError::bad_request(
             "Invalid request body: unknown field `inviteCode`, expected `email`, `imageBase64`, `challengeId`, `frames` or `device`",
         )),
         _ => Ok((form, client)),
@@ -630,12 +629,12 @@ async fn multipart(
     limits: BodyLimits,
     req: Request<impl RequestBody>,
     content_type: &str,
-) -> Result<(PhotoForm, ClientInfo), Response<Body>> {
+) -> Result<(PhotoForm, ClientInfo), ApiError> {
     let limit = limits.bytes;
     let client = ClientInfo::from(&req);
     let mut held = Held::new(&limits, address_of(&req));
     let boundary = multer::parse_boundary(content_type)
-        .map_err(|_| bad_request("multipart/form-data without a valid boundary"))?;
+        .map_err(|_| ApiError::bad_request("multipart/form-data without a valid boundary"))?;
     let constraints = multer::Constraints::new()
         .allowed_fields(vec![
             "name",
@@ -657,7 +656,7 @@ async fn multipart(
         multer::Error::StreamSizeExceeded { .. } | multer::Error::FieldSizeExceeded { .. } => {
             too_large(limit)
         }
-        multer::Error::UnknownField { field_name } => bad_request(&format!(
+        multer::Error::UnknownField { field_name } => ApiError::bad_request(format!(
             "Invalid request body: unknown field `{}`",
             field_name
                 .unwrap_or_default()
@@ -665,7 +664,7 @@ async fn multipart(
                 .take(64)
                 .collect::<String>()
         )),
-        _ => bad_request("Invalid multipart body"),
+        _ => ApiError::bad_request("Invalid multipart body"),
     };
     loop {
         let next = tokio::time::timeout_at(deadline, parts.next_field())
@@ -675,8 +674,7 @@ async fn multipart(
         let Some(mut field) = next else { break };
         let field_name = field.name().unwrap_or_default().to_string();
         held.take(FIRST_BUFFER).map_err(|_| busy())?;
-        let mut value =
-            locked_with_capacity(FIRST_BUFFER).map_err(|e| unavailable("locked memory", &e))?;
+        let mut value = locked_with_capacity(FIRST_BUFFER).map_err(ApiError::from)?;
         loop {
             let chunk = tokio::time::timeout_at(deadline, field.chunk())
                 .await
@@ -692,22 +690,25 @@ async fn multipart(
             };
             wipe(chunk);
             if text_too_long {
-                return Err(bad_request(&format!("{field_name} is too long")));
+                return Err(ApiError::bad_request(format!("{field_name} is too long")));
             }
             match stored {
                 Ok(()) => {}
                 Err(Grow::Busy) => return Err(busy()),
                 Err(Grow::Memory) => {
-                    return Err(unavailable("locked memory", &"cannot grow the part buffer"));
+                    return Err(ApiError::unavailable(
+                        "locked memory",
+                        &"cannot grow the part buffer",
+                    ));
                 }
             }
         }
         let text = || {
             std::str::from_utf8(&value)
                 .map(str::to_string)
-                .map_err(|_| bad_request(&format!("{field_name} is not UTF-8 text")))
+                .map_err(|_| ApiError::bad_request(format!("{field_name} is not UTF-8 text")))
         };
-        let duplicate = || bad_request(&format!("{field_name} appears more than once"));
+        let duplicate = || ApiError::bad_request(format!("{field_name} appears more than once"));
         match field_name.as_str() {
             "name" if name.is_none() => name = Some(text()?),
             "challengeId" if challenge_id.is_none() => challenge_id = Some(text()?),
@@ -719,20 +720,21 @@ async fn multipart(
             "image" if photo.is_none() => photo = Some(value),
             "imageBase64" if photo.is_none() => {
                 let b64 = std::str::from_utf8(&value)
-                    .map_err(|_| bad_request("imageBase64 is not valid base64"))?;
+                    .map_err(|_| ApiError::bad_request("imageBase64 is not valid base64"))?;
                 photo = Some(decode_photo(b64)?);
             }
             "image" | "imageBase64" => {
-                return Err(bad_request(
+                return Err(ApiError::bad_request(
                     "send the photo once: an image file part or imageBase64, not both",
                 ));
             }
             _ => return Err(duplicate()),
         }
     }
-    let email = email.ok_or_else(|| bad_request("Invalid request body: email is required"))?;
+    let email =
+        email.ok_or_else(|| ApiError::bad_request("Invalid request body: email is required"))?;
     if photo.as_ref().is_some_and(|p| p.is_empty()) {
-        return Err(bad_request("the image part is empty"));
+        return Err(ApiError::bad_request("the image part is empty"));
     }
     let proof = proof(photo, challenge_id, frames)?;
     // The parts' buffers were charged as they arrived; the request keeps
@@ -791,7 +793,7 @@ mod tests {
             let r = decode_raw_photo(&raw(bad));
             assert_eq!(
                 r.err().map(|r| r.status()),
-                Some(StatusCode::BAD_REQUEST),
+                Some(http::StatusCode::BAD_REQUEST),
                 "{bad}"
             );
         }

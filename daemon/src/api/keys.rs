@@ -3,12 +3,13 @@
 //! the public halves of the HSM's signing keys (RFC 7517) so any service can
 //! verify ArcLock's access tokens, and `GET /openapi.json`.
 
-use http::{HeaderValue, Response, StatusCode, header};
+use http::{HeaderValue, Response, header};
 use http_body_util::Full;
 use hyper::body::Bytes;
 
 use crate::App;
-use crate::http::response::{self, Body};
+use crate::http::response::Body;
+use crate::http::{ApiError, Code};
 
 pub async fn jwks(app: &App) -> Response<Body> {
     match app.tokens.jwks().await {
@@ -23,13 +24,12 @@ pub async fn jwks(app: &App) -> Response<Body> {
         }
         Err(e) => {
             tracing::warn!(error = %e, "JWKS unavailable");
-            response::error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "SERVICE_UNAVAILABLE",
+            ApiError::new(
+                Code::Unavailable,
                 "Signing keys are unavailable",
                 "the HSM cannot be reached",
-                None,
             )
+            .into()
         }
     }
 }

@@ -12,10 +12,10 @@ use governor::clock::{Clock, DefaultClock};
 use governor::middleware::StateInformationMiddleware;
 use governor::state::keyed::DefaultKeyedStateStore;
 use governor::{Quota, RateLimiter};
-use http::{HeaderValue, Response, StatusCode};
+use http::HeaderValue;
 
 use crate::config;
-use crate::http::response::{self, Body};
+use crate::http::{ApiError, Code};
 
 type Keyed =
     RateLimiter<IpAddr, DefaultKeyedStateStore<IpAddr>, DefaultClock, StateInformationMiddleware>;
@@ -36,7 +36,7 @@ struct Bucket {
     limiter: Keyed,
     limit: u32,
     window: Duration,
-    code: &'static str,
+    code: Code,
 }
 
 /// Where a client stands in one quota, for the headers.
@@ -49,7 +49,7 @@ pub struct Standing {
 }
 
 impl Bucket {
-    fn new(limit: u32, window: Duration, code: &'static str) -> Option<Self> {
+    fn new(limit: u32, window: Duration, code: Code) -> Option<Self> {
         let n = NonZeroU32::new(limit)?;
         let quota = Quota::with_period(window / limit)?.allow_burst(n);
         Some(Bucket {
@@ -60,7 +60,7 @@ impl Bucket {
         })
     }
 
-    fn check(&self, key: &IpAddr) -> Result<Standing, (Standing, &'static str)> {
+    fn check(&self, key: &IpAddr) -> Result<Standing, (Standing, Code)> {
         let per_cell = self.window / self.limit;
         match self.limiter.check_key(key) {
             Ok(snapshot) => {
@@ -107,14 +107,14 @@ impl Limits {
     pub fn new(c: &config::Limits) -> Self {
         let window = Duration::from_secs(c.window_secs);
         Limits {
-            general: Bucket::new(c.general, window, "RATE_LIMIT_EXCEEDED"),
-            auth: Bucket::new(c.auth, window, "AUTH_RATE_LIMIT_EXCEEDED"),
-            health: Bucket::new(c.health, window, "RATE_LIMIT_EXCEEDED"),
+            general: Bucket::new(c.general, window, Code::RateLimited),
+            auth: Bucket::new(c.auth, window, Code::AuthRateLimited),
+            health: Bucket::new(c.health, window, Code::RateLimited),
         }
     }
 
     /// Counts one request; the standing to report, or the 429 to send.
-    pub fn check(&self, class: Class, ip: IpAddr) -> Result<Option<Standing>, Response<Body>> {
+    pub fn check(&self, class: Class, ip: IpAddr) -> Result<Option<Standing>, ApiError> {
         let k = crate::http::forwarded::grouped(ip);
         if class == Class::Health {
             return match &self.health {
@@ -145,25 +145,20 @@ impl Limits {
     }
 }
 
-fn refuse((standing, code): (Standing, &'static str)) -> Response<Body> {
-    let mut r = response::error(
-        StatusCode::TOO_MANY_REQUESTS,
+fn refuse((standing, code): (Standing, Code)) -> ApiError {
+    let mut e = ApiError::new(
         code,
         "Too many requests, please try again later.",
         "rate limit exceeded",
-        None,
-    );
-    annotate(&mut r, &standing);
-    if let Ok(v) = HeaderValue::from_str(&standing.reset_secs.to_string()) {
-        r.headers_mut().insert(http::header::RETRY_AFTER, v);
-    }
-    r
+    )
+    .retry_after(standing.reset_secs);
+    annotate(e.headers_mut(), &standing);
+    e
 }
 
 /// `RateLimit-Limit`, `-Remaining`, `-Reset` (seconds until the quota is
 /// whole again) and `-Policy` (`limit;w=window`).
-pub fn annotate(resp: &mut Response<Body>, s: &Standing) {
-    let h = resp.headers_mut();
+pub fn annotate(h: &mut http::HeaderMap, s: &Standing) {
     for (name, value) in [
         ("ratelimit-limit", s.limit.to_string()),
         ("ratelimit-remaining", s.remaining.to_string()),

@@ -5,13 +5,15 @@
 //! similarity rounded down to tenths, never the score (the origin returned
 //! raw scores, which help an attacker tune a presentation attack).
 
-use http::{Request, Response, StatusCode};
+use http::{Request, StatusCode};
 use hyper::body::Incoming;
 use serde_json::json;
 
-use super::session::{Answer, authenticate};
+use super::Answer;
+use super::session::authenticate;
 use crate::App;
-use crate::http::response::{self, Body, bad_request, unavailable};
+use crate::http::ApiError;
+use crate::http::response::{self};
 use crate::store::{Action, AuthLog, LogCursor, LogFilter, Millis, Outcome};
 
 /// Which listing.
@@ -23,13 +25,13 @@ pub enum Listing {
 
 /// The query string, parsed strictly: unknown or repeated parameters and bad
 /// values are 400, never silently ignored.
-pub(crate) fn filter<B>(req: &Request<B>, listing: Listing) -> Result<LogFilter, Response<Body>> {
+pub(crate) fn filter<B>(req: &Request<B>, listing: Listing) -> Result<LogFilter, ApiError> {
     let mut f = LogFilter {
         limit: 20,
         ..LogFilter::default()
     };
-    for (k, v) in params(req.uri().query()).map_err(|e| bad_request(&e))? {
-        let bad = |what: &str| bad_request(&format!("query parameter {k}: {what}"));
+    for (k, v) in params(req.uri().query()).map_err(ApiError::bad_request)? {
+        let bad = |what: &str| ApiError::bad_request(format!("query parameter {k}: {what}"));
         match (listing, k.as_ref()) {
             (_, "limit") => {
                 f.limit = v
@@ -54,7 +56,7 @@ pub(crate) fn filter<B>(req: &Request<B>, listing: Listing) -> Result<LogFilter,
             (Listing::Auth, "status") => {
                 f.outcome = Some(Outcome::parse(&v).map_err(|_| bad("unknown status"))?);
             }
-            _ => return Err(bad_request(&unknown(&k))),
+            _ => return Err(ApiError::bad_request(unknown(&k))),
         }
     }
     if listing == Listing::Failures {
@@ -122,11 +124,7 @@ pub async fn list(app: &App, req: Request<Incoming>, listing: Listing) -> Answer
     let caller = authenticate(app, &req).await?;
     let mut f = filter(&req, listing)?;
     f.user_id = Some(caller.user.id.clone());
-    let page = app
-        .store
-        .logs(&f)
-        .await
-        .map_err(|e| unavailable("the store", &e))?;
+    let page = app.store.logs(&f).await?;
     let entries: Vec<_> = page
         .entries
         .iter()

@@ -2,9 +2,6 @@
 //! dispatcher reads it, and a test holds it and `daemon/openapi.json` equal.
 //! Every answer, including 404, 405 and 429, is in the mobile app's envelope
 //! and carries the security headers; `/api` answers carry `RateLimit-*`.
-// Handlers short-circuit with a ready response as the error (`?`); it is
-// built once per request, so boxing it would only add noise.
-#![allow(clippy::result_large_err)]
 
 pub(crate) mod account;
 pub(crate) mod auth;
@@ -19,14 +16,18 @@ pub(crate) mod session;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http::{HeaderValue, Method, Request, Response, header};
 use hyper::body::Incoming;
 
 use crate::App;
 use crate::http::response::{self, Body};
+use crate::http::{ApiError, Code};
 use crate::store::Action;
 use crate::timing;
 use limits::Class;
+
+/// What a handler gives back: the answer, or the refusal to render.
+pub(crate) type Answer = Result<Response<Body>, ApiError>;
 
 /// What a route does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -185,13 +186,7 @@ async fn dispatch(
         return (
             route,
             response::secure(if allowed.is_empty() {
-                response::error(
-                    StatusCode::NOT_FOUND,
-                    "NOT_FOUND",
-                    "Route not found",
-                    "no such route",
-                    None,
-                )
+                ApiError::new(Code::NotFound, "Route not found", "no such route").into()
             } else {
                 method_not_allowed(&allowed.join(", "))
             }),
@@ -200,7 +195,7 @@ async fn dispatch(
     let standing = match class {
         Some(class) => match app.limits.check(*class, client) {
             Ok(s) => s,
-            Err(refused) => return (route, response::secure(refused)),
+            Err(refused) => return (route, response::secure(refused.into())),
         },
         None => None,
     };
@@ -221,27 +216,23 @@ async fn dispatch(
         Endpoint::OpenApi => keys::openapi(),
     };
     if let Some(s) = standing {
-        limits::annotate(&mut resp, &s);
+        limits::annotate(resp.headers_mut(), &s);
     }
     (route, response::secure(resp))
 }
 
-fn either(r: Result<Response<Body>, Response<Body>>) -> Response<Body> {
-    r.unwrap_or_else(|e| e)
+fn either(r: Answer) -> Response<Body> {
+    r.unwrap_or_else(ApiError::into_response)
 }
 
 fn method_not_allowed(allow: &str) -> Response<Body> {
-    let mut r = response::error(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "METHOD_NOT_ALLOWED",
+    ApiError::new(
+        Code::MethodNotAllowed,
         "Method not allowed",
         "this route does not accept that method",
-        None,
-    );
-    if let Ok(v) = HeaderValue::from_str(allow) {
-        r.headers_mut().insert(header::ALLOW, v);
-    }
-    r
+    )
+    .with_header(header::ALLOW, allow)
+    .into()
 }
 
 #[cfg(test)]

@@ -9,21 +9,20 @@
 
 use std::borrow::Cow;
 
-use http::{Request, Response, StatusCode, header};
+use http::{Request, StatusCode, header};
 use hyper::body::Incoming;
 use serde::Deserialize;
 use serde_json::json;
 
+use super::Answer;
 use super::intake;
 use super::journal::{self, Event};
 use crate::App;
-use crate::http::response::{self, Body, bad_request, unauthorized, unavailable};
+use crate::http::response;
+use crate::http::{ApiError, Code};
 use crate::identity::UserId;
 use crate::store::{Action, Millis, NewFamily, Rotation, User, UserStatus};
 use crate::token::{self, Claims, RefreshToken};
-
-/// An answer that is already an HTTP response (errors short-circuit with `?`).
-pub type Answer = Result<Response<Body>, Response<Body>>;
 
 /// `{accessToken, refreshToken, expiresIn}` for `user` in family `sid`.
 async fn pair(
@@ -32,12 +31,8 @@ async fn pair(
     sid: &str,
     refresh: &str,
     at: Millis,
-) -> Result<serde_json::Value, Response<Body>> {
-    let access = app
-        .tokens
-        .issue(user, sid, at)
-        .await
-        .map_err(|e| unavailable("token signing", &e))?;
+) -> Result<serde_json::Value, ApiError> {
+    let access = app.tokens.issue(user, sid, at).await?;
     Ok(json!({
         "accessToken": access,
         "refreshToken": refresh,
@@ -60,20 +55,14 @@ async fn stored_forms(
 
 /// A new session for `user`: a refresh family (stored as an HMAC of its
 /// token) and a token pair.
-pub async fn open(
-    app: &App,
-    user: &UserId,
-    at: Millis,
-) -> Result<serde_json::Value, Response<Body>> {
+pub async fn open(app: &App, user: &UserId, at: Millis) -> Result<serde_json::Value, ApiError> {
     let sid = hex::encode(rand::random::<[u8; 16]>());
     let refresh = RefreshToken::generate(&sid, user);
     // The family's MAC and commit, and the token's signature, at once (the
     // disk and the HSM): a pair whose family could not be stored is never
     // handed out.
     let store_family = async {
-        let hash = stored_forms(app, &[&refresh])
-            .await
-            .map_err(|e| unavailable("the HSM", &e))?[0];
+        let hash = stored_forms(app, &[&refresh]).await?[0];
         let family = NewFamily {
             id: sid.clone(),
             user_id: user.clone(),
@@ -84,7 +73,7 @@ pub async fn open(
         app.store
             .create_family(&family)
             .await
-            .map_err(|e| unavailable("the store", &e))
+            .map_err(ApiError::from)
     };
     let wire = refresh.encode();
     let (stored, tokens) = tokio::join!(store_family, pair(app, user, &sid, &wire, at));
@@ -100,7 +89,7 @@ pub struct Caller {
 }
 
 /// Checks `Authorization: Bearer <jwt>`.
-pub async fn authenticate<B>(app: &App, req: &Request<B>) -> Result<Caller, Response<Body>> {
+pub async fn authenticate<B>(app: &App, req: &Request<B>) -> Result<Caller, ApiError> {
     let token = req
         .headers()
         .get(header::AUTHORIZATION)
@@ -111,32 +100,27 @@ pub async fn authenticate<B>(app: &App, req: &Request<B>) -> Result<Caller, Resp
         })
         .map(str::trim)
         .filter(|t| !t.is_empty() && t.len() <= 8192)
-        .ok_or_else(unauthorized)?;
+        .ok_or_else(ApiError::unauthorized)?;
     let now = app.clock.now();
     let claims = match app.tokens.verify(token, now).await {
         Ok(c) => c,
-        Err(token::TokenError::Hsm(e)) => return Err(unavailable("the HSM", &e)),
+        Err(token::TokenError::Hsm(e)) => return Err(e.into()),
         Err(e) => {
             tracing::debug!(error = %e, "access token refused");
-            return Err(unauthorized());
+            return Err(ApiError::unauthorized());
         }
     };
-    let id = UserId::parse(&claims.sub).ok_or_else(unauthorized)?;
-    let live = app
-        .store
-        .family_live(&claims.sid, now)
-        .await
-        .map_err(|e| unavailable("the store", &e))?;
+    let id = UserId::parse(&claims.sub).ok_or_else(ApiError::unauthorized)?;
+    let live = app.store.family_live(&claims.sid, now).await?;
     if !live {
-        return Err(unauthorized());
+        return Err(ApiError::unauthorized());
     }
     let user = app
         .store
         .user_by_id(&id)
-        .await
-        .map_err(|e| unavailable("the store", &e))?
+        .await?
         .filter(|u| u.status == UserStatus::Active)
-        .ok_or_else(unauthorized)?;
+        .ok_or_else(ApiError::unauthorized)?;
     Ok(Caller { user, claims })
 }
 
@@ -147,13 +131,11 @@ struct RefreshBody<'a> {
     refresh_token: Cow<'a, str>,
 }
 
-fn invalid_refresh() -> Response<Body> {
-    response::error(
-        StatusCode::UNAUTHORIZED,
-        "UNAUTHORIZED",
+fn invalid_refresh() -> ApiError {
+    ApiError::new(
+        Code::Unauthorized,
         "Invalid or expired refresh token",
         "the refresh token is not valid",
-        None,
     )
 }
 
@@ -167,14 +149,8 @@ pub async fn refresh(app: &App, req: Request<Incoming>) -> Answer {
     };
     let at = app.clock.now();
     let next = RefreshToken::generate(presented.family_id(), presented.user());
-    let hashes = stored_forms(app, &[&presented, &next])
-        .await
-        .map_err(|e| unavailable("the HSM", &e))?;
-    let rotation = app
-        .store
-        .rotate_refresh(&hashes[0], &hashes[1], at)
-        .await
-        .map_err(|e| unavailable("the store", &e))?;
+    let hashes = stored_forms(app, &[&presented, &next]).await?;
+    let rotation = app.store.rotate_refresh(&hashes[0], &hashes[1], at).await?;
     match &rotation {
         Rotation::Rotated { user_id, family_id } | Rotation::Reused { user_id, family_id }
             if user_id != presented.user() || family_id != presented.family_id() =>
@@ -201,8 +177,7 @@ pub async fn refresh(app: &App, req: Request<Incoming>) -> Answer {
             let active = app
                 .store
                 .user_by_id(&user_id)
-                .await
-                .map_err(|e| unavailable("the store", &e))?
+                .await?
                 .is_some_and(|u| u.status == UserStatus::Active);
             if !active {
                 let _ = app.store.revoke_family(&family_id).await;
@@ -240,10 +215,10 @@ pub async fn refresh(app: &App, req: Request<Incoming>) -> Answer {
 
 /// The refresh token a refresh body presents; `None` if it has no shape
 /// ArcLock issues (answered like an unknown token).
-pub(crate) fn presented_refresh(body: &[u8]) -> Result<Option<RefreshToken>, Response<Body>> {
+pub(crate) fn presented_refresh(body: &[u8]) -> Result<Option<RefreshToken>, ApiError> {
     let b: RefreshBody<'_> = intake::parse(body)?;
     if b.refresh_token.is_empty() || b.refresh_token.len() > 256 {
-        return Err(bad_request("refreshToken is required"));
+        return Err(ApiError::bad_request("refreshToken is required"));
     }
     Ok(RefreshToken::parse(&b.refresh_token))
 }
@@ -265,7 +240,7 @@ pub(crate) enum Named {
 }
 
 /// The refresh token a logout body names, if any.
-pub(crate) fn logout_refresh(body: &[u8]) -> Result<Named, Response<Body>> {
+pub(crate) fn logout_refresh(body: &[u8]) -> Result<Named, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(Named::Nothing);
     }
@@ -274,7 +249,7 @@ pub(crate) fn logout_refresh(body: &[u8]) -> Result<Named, Response<Body>> {
         Some(t) if !t.is_empty() && t.len() <= 256 => {
             Ok(RefreshToken::parse(&t).map_or(Named::Unknown, Named::Token))
         }
-        Some(_) => Err(bad_request("refreshToken is malformed")),
+        Some(_) => Err(ApiError::bad_request("refreshToken is malformed")),
         None => Ok(Named::Nothing),
     }
 }
@@ -293,26 +268,16 @@ pub async fn logout(app: &App, req: Request<Incoming>) -> Answer {
     let at = app.clock.now();
     let mut revoked = false;
     if let Some(c) = &caller {
-        revoked |= app
-            .store
-            .revoke_family(&c.claims.sid)
-            .await
-            .map_err(|e| unavailable("the store", &e))?;
+        revoked |= app.store.revoke_family(&c.claims.sid).await?;
     }
     match named {
         Named::Token(t) => {
-            let hash = stored_forms(app, &[&t])
-                .await
-                .map_err(|e| unavailable("the HSM", &e))?[0];
-            revoked |= app
-                .store
-                .revoke_family_of(&hash)
-                .await
-                .map_err(|e| unavailable("the store", &e))?;
+            let hash = stored_forms(app, &[&t]).await?[0];
+            revoked |= app.store.revoke_family_of(&hash).await?;
         }
         Named::Unknown => {}
         // Nothing names a session: the caller is not authenticated.
-        Named::Nothing if caller.is_none() => return Err(response::unauthorized()),
+        Named::Nothing if caller.is_none() => return Err(ApiError::unauthorized()),
         Named::Nothing => {}
     }
     let user = caller.as_ref().map(|c| &c.user.id);

@@ -4,6 +4,7 @@
 //! handshake + header timeout and an idle timeout on every connection; body
 //! size and time caps are enforced where bodies are read (`api::intake`).
 
+pub mod error;
 pub mod forwarded;
 mod idle;
 pub mod proxy;
@@ -20,6 +21,7 @@ use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 
+pub use error::{ApiError, Code};
 pub use tls::{Certs, TlsError, load_tls};
 
 /// Open connections per client address (IPv6: per /64), capped.

@@ -1,4 +1,5 @@
-//! The mobile app's response envelope and the headers every response carries.
+//! The mobile app's success envelope and the headers every response
+//! carries (refusals: [`super::error`]).
 
 use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::Full;
@@ -16,63 +17,6 @@ pub fn ok<T: Serialize>(status: StatusCode, message: &str, data: T) -> Response<
     )
 }
 
-/// `{"success": false, "message": .., "error": .., "code": "UPPER_SNAKE"}`, with
-/// optional `data` (health keeps reporting per-dependency status when down).
-pub fn error(
-    status: StatusCode,
-    code: &str,
-    message: &str,
-    detail: &str,
-    data: Option<serde_json::Value>,
-) -> Response<Body> {
-    let mut body = serde_json::json!({
-        "success": false,
-        "message": message,
-        "error": detail,
-        "code": code,
-    });
-    if let (Some(data), Some(obj)) = (data, body.as_object_mut()) {
-        obj.insert("data".into(), data);
-    }
-    json(status, &body)
-}
-
-/// 400 `VALIDATION_ERROR`: the request is malformed; nothing was changed.
-pub fn bad_request(message: &str) -> Response<Body> {
-    error(
-        StatusCode::BAD_REQUEST,
-        "VALIDATION_ERROR",
-        message,
-        message,
-        None,
-    )
-}
-
-/// 401 `UNAUTHORIZED`: one answer for a missing, malformed, expired, revoked
-/// or foreign token, so that the reason is not an oracle.
-pub fn unauthorized() -> Response<Body> {
-    error(
-        StatusCode::UNAUTHORIZED,
-        "UNAUTHORIZED",
-        "Authentication required",
-        "missing or invalid access token",
-        None,
-    )
-}
-
-/// 503 `SERVICE_UNAVAILABLE` naming the dependency (never its secret state);
-/// the cause goes to the log.
-pub fn unavailable(what: &str, cause: &dyn std::fmt::Display) -> Response<Body> {
-    tracing::warn!(error = %cause, "{what} unavailable");
-    error(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "SERVICE_UNAVAILABLE",
-        "The service is temporarily unavailable",
-        &format!("{what} is unavailable"),
-        None,
-    )
-}
-
 /// A millisecond timestamp as RFC 3339 UTC (what the app's `createdAt` and
 /// log `timestamp` fields hold).
 pub fn timestamp(ms: i64) -> String {
@@ -80,7 +24,8 @@ pub fn timestamp(ms: i64) -> String {
     humantime::format_rfc3339_millis(t).to_string()
 }
 
-fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
+/// A JSON body with its content type (refusals: [`super::ApiError`]).
+pub(crate) fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
     let bytes = serde_json::to_vec(value).unwrap_or_else(|_| b"{\"success\":false}".to_vec());
     let mut resp = Response::new(Full::new(Bytes::from(bytes)));
     *resp.status_mut() = status;

@@ -33,10 +33,7 @@ fn id_hash(id: &str) -> [u8; 32] {
 /// The stored form of the e-mail a challenge is bound to (its lockout
 /// subject's hash: the store never sees the address).
 async fn bound_to(app: &App, email: &Email) -> Result<String, Refused> {
-    match email_subject(app, email)
-        .await
-        .map_err(|e| Refused::unavailable("the HSM", &e))?
-    {
+    match email_subject(app, email).await? {
         Subject::Account(hash) => Ok(hash.to_string()),
         Subject::Ip(ip) => Ok(ip),
     }
@@ -56,10 +53,7 @@ pub async fn issue(app: &App, email: &Email, client: &ClientInfo) -> Result<Issu
         steps: challenge.steps().to_vec(),
         expires_at: app.clock.now() + ttl as Millis * 1000,
     };
-    app.store
-        .put_challenge(&stored)
-        .await
-        .map_err(|e| Refused::unavailable("the store", &e))?;
+    app.store.put_challenge(&stored).await?;
     Ok(Issued {
         challenge_id: id,
         steps: stored.steps,
@@ -78,11 +72,7 @@ pub async fn take(
     at: Millis,
     frames: usize,
 ) -> Result<Vec<Step>, Refused> {
-    let stored = app
-        .store
-        .take_challenge(&id_hash(id))
-        .await
-        .map_err(|e| Refused::unavailable("the store", &e))?;
+    let stored = app.store.take_challenge(&id_hash(id)).await?;
     let refuse = |why| {
         app.metrics.liveness("challenge_invalid");
         Err(Refused::Challenge(why))

@@ -45,10 +45,7 @@ pub async fn issue(
         created_at: now,
         expires_at: now + ttl as Millis * 1000,
     };
-    app.store
-        .put_invite(&stored)
-        .await
-        .map_err(|e| Refused::unavailable("the store", &e))?;
+    app.store.put_invite(&stored).await?;
     Ok(Issued {
         code,
         email: stored.email,
@@ -76,8 +73,7 @@ pub async fn redeem(
     let invite = app
         .store
         .take_invite(&code_hash(code))
-        .await
-        .map_err(|e| Refused::unavailable("the store", &e))?
+        .await?
         .ok_or(Refused::InviteInvalid)?;
     if invite.expires_at <= at {
         return Err(Refused::InviteInvalid);

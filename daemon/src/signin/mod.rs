@@ -12,22 +12,21 @@
 //!   verdict costs the same work, counts and reads the same as a wrong face;
 //! - enrolment ([`enrol`]).
 //!
-//! Every refusal is a [`Refused`], rendered into the mobile app's envelope
-//! in one place.
+//! Every refusal is a [`Refused`], which becomes an [`ApiError`] in one
+//! place.
 
 pub mod challenge;
 pub mod invite;
 
 use arclock_face::Embedding;
 use arclock_face::liveness::PoseHint;
-use http::{HeaderValue, Response, StatusCode, header};
 use tokio::sync::OnceCell;
 
 use crate::App;
 use crate::api::intake::{ClientInfo, Proof};
 use crate::api::journal::{self, Event};
 use crate::config::{LivenessMode, PadUnavailable};
-use crate::http::response::{self, Body};
+use crate::http::{ApiError, Code};
 use crate::identity::{Email, Name, UserId};
 use crate::metrics::{LockKind, Verdict};
 use crate::store::{
@@ -78,94 +77,77 @@ impl Refused {
     }
 }
 
-impl From<Refused> for Response<Body> {
+impl From<crate::store::StoreError> for Refused {
+    fn from(e: crate::store::StoreError) -> Self {
+        match e {
+            crate::store::StoreError::EmailTaken => Refused::EmailTaken,
+            e => Refused::unavailable("the store", &e),
+        }
+    }
+}
+
+impl From<arclock_hsm::Error> for Refused {
+    fn from(e: arclock_hsm::Error) -> Self {
+        Refused::unavailable("the HSM", &e)
+    }
+}
+
+impl From<Refused> for ApiError {
     fn from(r: Refused) -> Self {
         match r {
-            Refused::Locked { until, at } => {
-                let secs = ((until - at).max(1000) + 999) / 1000;
-                let mut resp = response::error(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "ACCOUNT_LOCKED",
-                    "Too many failed attempts. Try again later.",
-                    "account temporarily locked",
-                    None,
-                );
-                if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
-                    resp.headers_mut().insert(header::RETRY_AFTER, v);
-                }
-                resp
-            }
-            Refused::NoMatch => response::error(
-                StatusCode::UNAUTHORIZED,
-                "VERIFICATION_FAILED",
+            Refused::Locked { until, at } => ApiError::new(
+                Code::AccountLocked,
+                "Too many failed attempts. Try again later.",
+                "account temporarily locked",
+            )
+            .retry_after((((until - at).max(1000) + 999) / 1000) as u64),
+            Refused::NoMatch => ApiError::new(
+                Code::VerificationFailed,
                 "Face verification failed",
                 "the face does not match this account",
-                None,
             ),
-            Refused::Face { error, frame } => {
-                let message = match frame {
-                    Some(i) => format!("frame {}: {error}", i + 1),
-                    None => error.to_string(),
-                };
-                let data = frame.map(|i| serde_json::json!({"frame": i}));
-                response::error(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "FACE_ERROR",
-                    &message,
+            Refused::Face { error, frame } => match frame {
+                Some(i) => ApiError::new(
+                    Code::Face,
+                    format!("frame {}: {error}", i + 1),
                     error.kind(),
-                    data,
                 )
-            }
-            Refused::Pose { frame, hint } => response::error(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "LIVENESS_POSE",
-                &format!("frame {}: {hint}", frame + 1),
+                .with_data(serde_json::json!({"frame": i})),
+                None => ApiError::new(Code::Face, error.to_string(), error.kind()),
+            },
+            Refused::Pose { frame, hint } => ApiError::new(
+                Code::LivenessPose,
+                format!("frame {}: {hint}", frame + 1),
                 "a frame does not show the pose its step asks for",
-                Some(serde_json::json!({"frame": frame, "hint": hint})),
-            ),
-            Refused::NotLive => response::error(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "LIVENESS_FAILED",
+            )
+            .with_data(serde_json::json!({"frame": frame, "hint": hint})),
+            Refused::NotLive => ApiError::new(
+                Code::LivenessFailed,
                 "The face could not be confirmed as live; take a new picture of yourself in good light",
                 "liveness check failed",
-                None,
             ),
-            Refused::Challenge(why) => response::error(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "CHALLENGE_INVALID",
+            Refused::Challenge(why) => ApiError::new(
+                Code::ChallengeInvalid,
                 "The liveness challenge is invalid or expired; request a new one",
                 why,
-                None,
             ),
-            Refused::ChallengeRequired => response::error(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "LIVENESS_REQUIRED",
+            Refused::ChallengeRequired => ApiError::new(
+                Code::LivenessRequired,
                 "A liveness challenge is required: POST /api/auth/challenge, then send one frame per step",
                 "single photos are not accepted here",
-                None,
             ),
-            Refused::EmailTaken => response::error(
-                StatusCode::CONFLICT,
-                "USER_EXISTS",
-                "An account with this e-mail already exists",
-                "email already registered",
-                None,
-            ),
-            Refused::RegistrationClosed => response::error(
-                StatusCode::FORBIDDEN,
-                "REGISTRATION_CLOSED",
+            Refused::EmailTaken => crate::store::StoreError::EmailTaken.into(),
+            Refused::RegistrationClosed => ApiError::new(
+                Code::RegistrationClosed,
                 "Registration is closed; an operator enrols new accounts",
                 "registration is closed",
-                None,
             ),
-            Refused::InviteInvalid => response::error(
-                StatusCode::FORBIDDEN,
-                "INVITE_INVALID",
+            Refused::InviteInvalid => ApiError::new(
+                Code::InviteInvalid,
                 "A valid invitation code is required to register",
                 "the invitation code is missing, used, expired or for another address",
-                None,
             ),
-            Refused::Unavailable { what, cause } => response::unavailable(what, &cause),
+            Refused::Unavailable { what, cause } => ApiError::unavailable(what, &cause),
         }
     }
 }
@@ -299,9 +281,7 @@ pub async fn reserve(
         at,
         action,
     };
-    let account = email_subject(app, email)
-        .await
-        .map_err(|e| Refused::unavailable("the HSM", &e))?;
+    let account = email_subject(app, email).await?;
     let asks: Vec<(Subject, LockPolicy)> = std::iter::once(account)
         .chain(address_subject(client))
         .map(|s| {
@@ -309,11 +289,7 @@ pub async fn reserve(
             (s, p)
         })
         .collect();
-    let r = app
-        .store
-        .reserve_attempts(&asks, at)
-        .await
-        .map_err(|e| Refused::unavailable("the store", &e))?;
+    let r = app.store.reserve_attempts(&asks, at).await?;
     match r {
         Reservation::Granted => attempt.reserved = asks.into_iter().map(|(s, _)| s).collect(),
         Reservation::Refused { until } => {
@@ -442,18 +418,12 @@ pub async fn enrol(
         status: UserStatus::Active,
         created_at: at,
     };
-    match app
-        .store
+    app.store
         .register(&NewUser {
             user: user.clone(),
             credentials,
         })
-        .await
-    {
-        Ok(()) => {}
-        Err(crate::store::StoreError::EmailTaken) => return Err(Refused::EmailTaken),
-        Err(e) => return Err(Refused::unavailable("the store", &e)),
-    }
+        .await?;
     journal::record(app, client, Event::ok(at, Some(&id), Action::Register)).await;
     Ok(user)
 }
