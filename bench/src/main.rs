@@ -3,8 +3,6 @@
 //! `make bench` runs it; the table goes to `bench/results/latest.md` and a dated
 //! copy. Figures are medians with p95 and ratios measured in the same run,
 //! because absolute numbers on shared 2-core machines are noisy.
-#![deny(unsafe_code)]
-
 mod api;
 mod face;
 mod hsm;

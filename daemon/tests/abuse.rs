@@ -4,6 +4,7 @@
 //! `X-Forwarded-For` nor reset it with a success of their own, forwarded
 //! addresses are believed only from trusted proxies, and concurrent guesses
 //! at one account are evaluated at most `[auth] max_failures` times.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests report by panicking
 
 mod common;
 

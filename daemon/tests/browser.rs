@@ -11,6 +11,7 @@
 //! stored nothing in Web Storage, IndexedDB, the Cache API or cookies.
 //! Screenshots of each screen go to `target/tmp/browser-screens/` (the test
 //! prints the path).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests report by panicking
 
 mod common;
 

@@ -2,6 +2,7 @@
 //! store) served in-process over real TLS on loopback, with time moved by the
 //! test instead of waited for. One test per file: SoftHSM2 reads its
 //! configuration from the process environment once.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests report by panicking
 
 mod common;
 
@@ -17,9 +18,8 @@ const MIN: i64 = 60_000;
 async fn lockouts_and_tokens_expire_when_the_clock_says() {
     let inst = Instance::new();
     inst.provision();
-    // SAFETY: set before anything in this process loads SoftHSM2, and this
-    // file holds a single test, so no other thread reads the environment.
-    unsafe { std::env::set_var("SOFTHSM2_CONF", inst.path("softhsm2.conf")) };
+    // This file holds a single test: nothing else has loaded SoftHSM2.
+    common::point_softhsm_at(&inst.path("softhsm2.conf"));
     let config = arclockd::Config::load(&root().join("config/arclockd.toml"), inst.env()).unwrap();
     let clock = Arc::new(ManualClock::starting_now());
     let app = arclockd::App::build(config)

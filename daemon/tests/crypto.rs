@@ -1,5 +1,6 @@
 //! Access tokens and sealed templates against a real SoftHSM2 token, with real
 //! embeddings from the face pipeline.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests report by panicking
 
 mod common;
 
@@ -32,8 +33,8 @@ fn hsm_dir() -> &'static Path {
             arclock_hsm::provision::softhsm_conf(&dir.path().join("tokens")),
         )
         .unwrap();
-        // SAFETY: set once before SoftHSM2 is loaded; every test passes here first.
-        unsafe { std::env::set_var("SOFTHSM2_CONF", &conf) };
+        // Once, before SoftHSM2 is loaded: every test passes here first.
+        common::point_softhsm_at(&conf);
         dir
     })
     .path()

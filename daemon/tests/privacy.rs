@@ -10,6 +10,7 @@
 //! it with the daemon on the MongoDB backend, where every document of every
 //! collection and the server's own files are scanned too. The proof itself
 //! is in `common/privacy.rs`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests report by panicking
 
 mod common;
 #[path = "common/privacy.rs"]

@@ -2,6 +2,7 @@
 //! every document of every collection and the server's own files are
 //! scanned as well as the state directory. Runs whenever `make test` starts
 //! a server (`scripts/with-mongo.sh`); its own binary, so its own SoftHSM2.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests report by panicking
 
 mod common;
 #[path = "common/privacy.rs"]

@@ -13,6 +13,7 @@
 //!
 //! The switch from RS256 to ES256 runs on the default SoftHSM2 token in
 //! every `make test`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests report by panicking
 
 mod common;
 

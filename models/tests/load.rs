@@ -1,4 +1,5 @@
 //! Loading the real models with the real ONNX Runtime installed by `make test`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests report by panicking
 
 mod common;
 

@@ -2,6 +2,7 @@
 //! daemon, and the binary driven in tmux, are in `daemon/tests/console.rs`,
 //! where the daemon harness lives; this file also makes `cargo test
 //! --workspace` build the binary those tests run.)
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests report by panicking
 
 use std::process::Command;
 

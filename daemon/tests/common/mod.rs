@@ -280,9 +280,7 @@ impl Instance {
     /// SoftHSM2 at the instance, so only one test per process may call it,
     /// before anything else loads SoftHSM2.
     pub fn hsm(&self) -> arclock_hsm::Hsm {
-        // SAFETY: set before SoftHSM2 is loaded in this process, by the one
-        // test here that loads it (see above).
-        unsafe { std::env::set_var("SOFTHSM2_CONF", self.path("softhsm2.conf")) };
+        point_softhsm_at(&self.path("softhsm2.conf"));
         arclock_hsm::Hsm::new(
             arclock_hsm::HsmConfig {
                 module: "/usr/lib/softhsm/libsofthsm2.so".into(),
@@ -351,4 +349,15 @@ impl Daemon {
         let (status, headers, version) = (r.status(), r.headers().clone(), r.version());
         (status, headers, version, r.json().await.unwrap())
     }
+}
+
+/// Points this process's SoftHSM2 at `conf` (SoftHSM2 reads the variable
+/// once, at `C_Initialize`). The one place the tests write the environment:
+/// call it before anything in the process loads SoftHSM2, from one test per
+/// process (or under a `OnceLock`), never while other threads may read it.
+#[allow(unsafe_code)]
+pub fn point_softhsm_at(conf: &std::path::Path) {
+    // SAFETY: the caller's contract above: no other thread reads the
+    // environment while this runs.
+    unsafe { std::env::set_var("SOFTHSM2_CONF", conf) };
 }

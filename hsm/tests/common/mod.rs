@@ -9,6 +9,7 @@ use cryptoki::session::{Session, UserType};
 /// A SoftHSM2 configuration of this process's own, keeping its tokens in a
 /// new directory, and `SOFTHSM2_CONF` pointing at it. Call it before
 /// anything in the process loads SoftHSM2, and once.
+#[allow(unsafe_code)]
 pub fn private_softhsm() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let tokens = dir.path().join("tokens");
