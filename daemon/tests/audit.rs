@@ -189,7 +189,6 @@ async fn tampering_is_found_and_located_on_sqlite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tampering_is_found_and_located_on_mongodb() {
     let Some(uri) = common::mongo_uri() else {
-        eprintln!("skipped: ARCLOCK_TEST_MONGODB_URI is not set");
         return;
     };
     tampering_is_found_and_located(Some(uri)).await;

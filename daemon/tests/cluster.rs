@@ -18,10 +18,7 @@ use serde_json::{Value, json};
 /// A provisioned instance whose daemons all use `database` on the MongoDB
 /// stand-in, or `None` (and a visible skip) when it is not running.
 fn cluster(database: &str) -> Option<(Instance, Vec<(String, String)>)> {
-    let Some(uri) = common::mongo_uri() else {
-        eprintln!("skipped: ARCLOCK_TEST_MONGODB_URI is not set");
-        return None;
-    };
+    let uri = common::mongo_uri()?;
     let inst = Instance::new();
     inst.provision();
     let uri_file = inst.path("mongodb.uri");

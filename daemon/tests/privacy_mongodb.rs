@@ -14,7 +14,6 @@ use proof::{Backend, prove};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_secret_reaches_mongodb_documents_or_files() {
     let Some(uri) = mongo_uri() else {
-        eprintln!("skipped: ARCLOCK_TEST_MONGODB_URI is not set");
         return;
     };
     let database = format!("privacy{}", std::process::id());

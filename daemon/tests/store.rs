@@ -63,7 +63,6 @@ macro_rules! contract {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $case() {
                     if super::mongo_uri().is_none() {
-                        eprintln!("skipped: ARCLOCK_TEST_MONGODB_URI is not set");
                         return;
                     }
                     let b = super::Backend::Mongo(super::fresh_mongo_db(stringify!($case)));
@@ -1025,7 +1024,6 @@ async fn embedded_survives_sigkill_during_registration() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mongodb_survives_sigkill_during_registration() {
     if mongo_uri().is_none() {
-        eprintln!("skipped: ARCLOCK_TEST_MONGODB_URI is not set");
         return;
     }
     let db = fresh_mongo_db("crash");

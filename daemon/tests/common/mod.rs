@@ -92,8 +92,10 @@ pub fn lfw_base64(person: &str, n: u32) -> String {
     base64::engine::general_purpose::STANDARD.encode(lfw(person, n))
 }
 
-/// The MongoDB server `make test` started (`scripts/with-mongo.sh`), if any;
-/// with `ARCLOCK_TEST_MONGODB_REQUIRED` set, a missing one fails the test.
+/// The MongoDB server `make test` started (`scripts/with-mongo.sh`), if any.
+/// Without one the caller skips, and says so here on stderr (`SKIPPED`, with
+/// the test's name); with `ARCLOCK_TEST_MONGODB_REQUIRED` set (as `make test`
+/// sets it), a missing server fails the test instead.
 pub fn mongo_uri() -> Option<String> {
     match std::env::var("ARCLOCK_TEST_MONGODB_URI") {
         Ok(uri) if !uri.is_empty() => Some(uri),
@@ -102,6 +104,8 @@ pub fn mongo_uri() -> Option<String> {
                 std::env::var_os("ARCLOCK_TEST_MONGODB_REQUIRED").is_none(),
                 "ARCLOCK_TEST_MONGODB_REQUIRED is set but ARCLOCK_TEST_MONGODB_URI is not"
             );
+            let test = std::thread::current().name().unwrap_or("?").to_string();
+            eprintln!("SKIPPED {test}: no MongoDB (ARCLOCK_TEST_MONGODB_URI is not set)");
             None
         }
     }
