@@ -9,9 +9,10 @@ use std::time::Instant;
 use anyhow::Result;
 use arclock_hsm::WrappedKey;
 use arclockd::identity::{Email, Name, UserId};
+use arclockd::store::prelude::*;
 use arclockd::store::{
-    Action, AuthLog, Checkpoints, Credentials, EmbeddedStore, LockPolicy, LogFilter, NewFamily,
-    NewUser, Outcome, Store, StoredKey, Subject, Template, User, UserStatus,
+    Action, AuthLog, Checkpoints, Credentials, EmailKey, EmbeddedStore, LockPolicy, LogFilter,
+    NewFamily, NewUser, Outcome, StoredKey, Subject, Template, User, UserStatus,
 };
 
 use crate::report::{Report, Samples, num};
@@ -214,7 +215,9 @@ async fn signin_sequence(store: &EmbeddedStore, user: &NewUser, i: usize) -> Res
         window: 15 * 60 * 1000,
         lock_for: 15 * 60 * 1000,
     };
-    let email = Subject::Account(UserId::generate());
+    let email = Subject::Account(EmailKey::from_mac(&<sha2::Sha256 as sha2::Digest>::digest(
+        UserId::generate().as_str(),
+    )));
     let ip = Subject::Ip(format!("10.0.{}.{}", i % 200, i % 250));
     store
         .reserve_attempts(&[(email.clone(), policy), (ip.clone(), policy)], NOW)

@@ -81,11 +81,8 @@ async fn call(d: &Daemon, method: &str, path: &str, token: &str, body: Option<Va
 }
 
 fn tokens(body: &Value) -> (String, String) {
-    let t = &body["data"]["tokens"];
-    (
-        t["accessToken"].as_str().unwrap().to_string(),
-        t["refreshToken"].as_str().unwrap().to_string(),
-    )
+    let common::Pair { access, refresh } = common::tokens(body);
+    (access, refresh)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -61,14 +61,7 @@ async fn lockouts_and_tokens_expire_when_the_clock_says() {
     )
     .await;
     assert_eq!(status, 201, "{body}");
-    let access = body["data"]["tokens"]["accessToken"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let refresh = body["data"]["tokens"]["refreshToken"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let common::Pair { access, refresh } = common::tokens(&body);
 
     // Five wrong faces lock the account; the right face is refused meanwhile.
     for i in 0..5 {
@@ -119,14 +112,10 @@ async fn lockouts_and_tokens_expire_when_the_clock_says() {
     // The refresh token outlives the access token, but not its 7 days.
     let (status, _, body) = post("/api/auth/refresh-token", json!({"refreshToken": refresh})).await;
     assert_eq!(status, 200, "{body}");
-    let fresh = body["data"]["tokens"]["accessToken"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let next = body["data"]["tokens"]["refreshToken"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let common::Pair {
+        access: fresh,
+        refresh: next,
+    } = common::tokens(&body);
     assert_eq!(profile(fresh).await.0, 200);
     clock.advance(7 * 24 * 60 * MIN);
     let (status, _, body) = post("/api/auth/refresh-token", json!({"refreshToken": next})).await;

@@ -74,10 +74,7 @@ async fn rotate(d: &Daemon, refresh: &str) -> (u16, Value) {
 }
 
 fn refresh_of(body: &Value) -> String {
-    body["data"]["tokens"]["refreshToken"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no refresh token in {body}"))
-        .to_string()
+    common::tokens(body).refresh
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

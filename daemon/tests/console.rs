@@ -25,14 +25,7 @@ fn key(c: char) -> KeyEvent {
 const EMAIL: &str = "linus@example.org";
 
 async fn post(d: &Daemon, path: &str, body: serde_json::Value) -> u16 {
-    d.client
-        .post(format!("{}{path}", d.url))
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
+    d.post(path, &body).await.0
 }
 
 /// The address's failure ceiling as low as the account's (by default it is

@@ -11,7 +11,8 @@ use std::path::Path;
 use arclock_console::Client;
 use arclock_hsm::Hsm;
 use arclockd::identity::{Email, UserId};
-use arclockd::store::{EmbeddedStore, Store};
+use arclockd::store::EmbeddedStore;
+use arclockd::store::prelude::*;
 use common::{Daemon, Instance, embedding, lfw_base64 as photo};
 use serde_json::{Value, json};
 

@@ -13,9 +13,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use arclock_hsm::WrappedKey;
 use arclockd::identity::{Email, Name, UserId};
+use arclockd::store::prelude::*;
 use arclockd::store::{
-    Action, AuthLog, Credentials, EmbeddedStore, FailureOutcome, LockPolicy, LogCursor, LogFilter,
-    MongoStore, NewFamily, NewUser, Outcome, Reservation, Rotation, Store, StoreError,
+    Action, AuthLog, Credentials, EmailKey, EmbeddedStore, FailureOutcome, LockPolicy, LogCursor,
+    LogFilter, MongoStore, NewFamily, NewUser, Outcome, Reservation, Rotation, Store, StoreError,
     StoredChallenge, StoredInvite, StoredKey, Subject, Template, User, UserStatus,
 };
 use common::mongo_uri;
@@ -361,7 +362,7 @@ async fn reservations_hold_the_limit_under_concurrency(_: &Backend, s: Arc<dyn S
         window: 15 * MIN,
         lock_for: 15 * MIN,
     };
-    let subject = Subject::Account(UserId::generate());
+    let subject = Subject::Account(EmailKey::from_mac(&rand::random::<[u8; 16]>()));
     let mut tasks = Vec::new();
     for _ in 0..16 {
         let (s, subject) = (s.clone(), subject.clone());
@@ -412,7 +413,7 @@ async fn a_sign_in_reserves_and_settles_its_subjects_at_once(_: &Backend, s: Arc
         lock_for: 15 * MIN,
     };
     let ip = Subject::Ip("192.0.2.77".into());
-    let account = Subject::Account(UserId::generate());
+    let account = Subject::Account(EmailKey::from_mac(&rand::random::<[u8; 16]>()));
     // The account's two places are taken by attempts still running.
     for _ in 0..2 {
         assert_eq!(
@@ -435,7 +436,7 @@ async fn a_sign_in_reserves_and_settles_its_subjects_at_once(_: &Backend, s: Arc
     s.release_attempt(&ip).await.unwrap();
 
     // A fresh account with one failure on record signs in.
-    let account = Subject::Account(UserId::generate());
+    let account = Subject::Account(EmailKey::from_mac(&rand::random::<[u8; 16]>()));
     assert_eq!(
         record_failure(&s, &account, NOW, &small(3)).await,
         FailureOutcome::Counted(1)
@@ -521,7 +522,7 @@ async fn lockout_counts_locks_and_expires(_: &Backend, s: Arc<dyn Store>) {
         window: 15 * MIN,
         lock_for: 15 * MIN,
     };
-    let acct = Subject::Account(UserId::generate());
+    let acct = Subject::Account(EmailKey::from_mac(&rand::random::<[u8; 16]>()));
     for i in 1..5 {
         assert_eq!(
             record_failure(&s, &acct, NOW + i, &p).await,
@@ -585,7 +586,7 @@ async fn concurrent_failures_are_all_counted(_: &Backend, s: Arc<dyn Store>) {
         window: 15 * MIN,
         lock_for: MIN,
     };
-    let subject = Subject::Account(UserId::generate());
+    let subject = Subject::Account(EmailKey::from_mac(&rand::random::<[u8; 16]>()));
     let mut tasks = Vec::new();
     for i in 0..10 {
         let (s, subject) = (s.clone(), subject.clone());

@@ -157,14 +157,10 @@ async fn a_switch_to_es256_keeps_sessions_and_seals() {
     inst.provision();
     let d = inst.start();
     let (sign_in, body) = enrol_and_sign_in(&d).await;
-    let before = body["data"]["tokens"]["accessToken"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let refresh = body["data"]["tokens"]["refreshToken"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let common::Pair {
+        access: before,
+        refresh,
+    } = common::tokens(&body);
     assert_eq!(header(&before)["alg"], "RS256");
     let admin = arclock_console::Client::new(inst.path("admin.sock"));
     admin.audit_seal().await.unwrap().expect("sealed");
@@ -200,16 +196,16 @@ async fn a_switch_to_es256_keeps_sessions_and_seals() {
     );
     let (s, body) = d.post("/api/auth/login", &sign_in).await;
     assert_eq!(s, 200, "sign-in: {body}");
-    let after = body["data"]["tokens"]["accessToken"].as_str().unwrap();
-    assert_eq!(header(after)["alg"], "ES256");
-    assert_eq!(header(after)["kid"], jwks["keys"][1]["kid"]);
-    assert_eq!(profile(&d, after).await, 200);
+    let after = common::tokens(&body).access;
+    assert_eq!(header(&after)["alg"], "ES256");
+    assert_eq!(header(&after)["kid"], jwks["keys"][1]["kid"]);
+    assert_eq!(profile(&d, &after).await, 200);
     let (s, body) = d
         .post("/api/auth/refresh-token", &json!({"refreshToken": refresh}))
         .await;
     assert_eq!(s, 200, "a session from before the switch: {body}");
-    let refreshed = body["data"]["tokens"]["accessToken"].as_str().unwrap();
-    assert_eq!(header(refreshed)["alg"], "ES256");
+    let refreshed = common::tokens(&body).access;
+    assert_eq!(header(&refreshed)["alg"], "ES256");
 
     let admin = arclock_console::Client::new(inst.path("admin.sock"));
     admin.audit_seal().await.unwrap().expect("sealed");

@@ -91,7 +91,7 @@ async fn old_records_are_bound_at_start_and_old_blobs_refused_after() {
     // test here that loads SoftHSM2).
     let hsm = inst.hsm();
     let store = arclockd::store::EmbeddedStore::open(&inst.path("arclock.db")).unwrap();
-    let creds = arclockd::store::Store::credentials(
+    let creds = arclockd::store::Users::credentials(
         &store,
         &arclockd::identity::UserId::parse(&alice).unwrap(),
     )

@@ -16,9 +16,8 @@ use super::{Answer, Operator, audit, json_body, ok};
 use crate::App;
 use crate::http::ApiError;
 use crate::http::response::timestamp;
-use crate::identity::UserId;
 use crate::signin::email_subjects;
-use crate::store::{Outcome, Subject, User};
+use crate::store::{EmailKey, Outcome, Subject, User};
 
 /// Accounts scanned to name locked e-mails, at most (an appliance-sized
 /// directory; beyond it, lockouts show their hash only).
@@ -26,7 +25,7 @@ const SCAN_USERS: usize = 100_000;
 
 /// The accounts whose e-mail pseudonym is one of `keys` (one HSM call per
 /// page of accounts).
-async fn owners(app: &App, keys: &[&UserId]) -> Result<HashMap<UserId, User>, ApiError> {
+async fn owners(app: &App, keys: &[&EmailKey]) -> Result<HashMap<EmailKey, User>, ApiError> {
     let mut found = HashMap::new();
     let mut after = None;
     let mut scanned = 0;
@@ -51,7 +50,7 @@ async fn owners(app: &App, keys: &[&UserId]) -> Result<HashMap<UserId, User>, Ap
 pub async fn list(app: &App) -> Answer {
     let now = app.clock.now();
     let locks = app.store.lockouts(now).await?;
-    let keys: Vec<&UserId> = locks
+    let keys: Vec<&EmailKey> = locks
         .iter()
         .filter_map(|(s, _)| match s {
             Subject::Account(h) => Some(h),
@@ -90,7 +89,7 @@ pub async fn unlock(app: &App, req: Request<Incoming>, op: Operator) -> Answer {
     let body: Unlock = json_body(req).await?;
     let subject = match body.kind.as_str() {
         "account" => Subject::Account(
-            UserId::parse(&body.key)
+            EmailKey::parse(&body.key)
                 .ok_or_else(|| ApiError::bad_request("key: not an account lockout key"))?,
         ),
         "ip" => Subject::Ip(

@@ -1,4 +1,4 @@
-//! Routes of the public API. [`ROUTES`] is the one table of what exists: the
+//! Routes of the public API. `ROUTES` is the one table of what exists: the
 //! dispatcher reads it, and a test holds it and `daemon/openapi.json` equal.
 //! Every answer, including 404, 405 and 429, is in the mobile app's envelope
 //! and carries the security headers; `/api` answers carry `RateLimit-*`.

@@ -30,8 +30,8 @@ use crate::http::{ApiError, Code};
 use crate::identity::{Email, Name, UserId};
 use crate::metrics::{LockKind, Verdict};
 use crate::store::{
-    Action, Credentials, FailureOutcome, LockPolicy, Millis, NewUser, Outcome, Reservation,
-    Subject, User, UserStatus, similarity_bucket,
+    Action, Credentials, EmailKey, FailureOutcome, LockPolicy, Millis, NewUser, Outcome,
+    Reservation, Subject, User, UserStatus, similarity_bucket,
 };
 use crate::template;
 
@@ -180,7 +180,7 @@ pub(crate) async fn email_subjects(
         .pseudonyms(inputs)
         .await?
         .into_iter()
-        .map(|h| Subject::Account(UserId::stored(hex::encode(&h[..16]))))
+        .map(|h| Subject::Account(EmailKey::from_mac(&h)))
         .collect())
 }
 

@@ -12,7 +12,7 @@
 
 use sha2::{Digest, Sha256};
 
-use super::Millis;
+use super::{Millis, StoreError};
 
 /// The hash an empty chain starts from.
 pub const GENESIS: [u8; 32] = [0; 32];
@@ -106,6 +106,27 @@ impl AuditSeal {
     pub fn signed_bytes(seq: u64, hash: &[u8; 32]) -> Vec<u8> {
         format!("arclock-audit-seal-v1.{seq}.{}", hex::encode(hash)).into_bytes()
     }
+}
+
+/// Where the trail is kept (`crate::audit` checks and seals it).
+#[async_trait::async_trait]
+pub trait AuditTrail: Send + Sync {
+    /// Appends `event` to the audit chain, linked to the current head in one
+    /// atomic step (concurrent appends get consecutive numbers, never one
+    /// head twice), and returns the new entry.
+    async fn append_audit(&self, event: &AuditEvent) -> Result<AuditEntry, StoreError>;
+
+    /// Entries numbered after `after`, ascending, at most `limit`.
+    async fn audit_entries(&self, after: u64, limit: usize) -> Result<Vec<AuditEntry>, StoreError>;
+
+    /// The newest entry, if any.
+    async fn audit_head(&self) -> Result<Option<AuditEntry>, StoreError>;
+
+    /// Keeps a seal (one per entry number; sealing a head twice is a no-op).
+    async fn put_audit_seal(&self, seal: &AuditSeal) -> Result<(), StoreError>;
+
+    /// Every seal, ascending by entry number.
+    async fn audit_seals(&self) -> Result<Vec<AuditSeal>, StoreError>;
 }
 
 #[cfg(test)]

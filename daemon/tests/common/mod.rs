@@ -365,3 +365,25 @@ pub fn point_softhsm_at(conf: &std::path::Path) {
     // environment while this runs.
     unsafe { std::env::set_var("SOFTHSM2_CONF", conf) };
 }
+
+/// The token pair of a sign-in, registration or refresh answer
+/// (`data.tokens`); panics, showing the answer, if it has none.
+pub struct Pair {
+    pub access: String,
+    pub refresh: String,
+}
+
+/// [`Pair`] out of an answer's body.
+pub fn tokens(body: &serde_json::Value) -> Pair {
+    let t = &body["data"]["tokens"];
+    let field = |name: &str| {
+        t[name]
+            .as_str()
+            .unwrap_or_else(|| panic!("no {name} in {body}"))
+            .to_string()
+    };
+    Pair {
+        access: field("accessToken"),
+        refresh: field("refreshToken"),
+    }
+}

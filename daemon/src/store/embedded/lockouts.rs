@@ -1,0 +1,167 @@
+//! [`Lockouts`] on SQLite.
+
+use super::*;
+
+#[async_trait::async_trait]
+impl Lockouts for EmbeddedStore {
+    async fn reserve_attempt(
+        &self,
+        subject: &Subject,
+        now: Millis,
+        policy: &LockPolicy,
+    ) -> Result<Reservation, StoreError> {
+        self.reserve_attempts(&[(subject.clone(), *policy)], now)
+            .await
+    }
+
+    async fn reserve_attempts(
+        &self,
+        asks: &[(Subject, LockPolicy)],
+        now: Millis,
+    ) -> Result<Reservation, StoreError> {
+        let asks: Vec<(String, LockPolicy)> = asks.iter().map(|(s, p)| (s.key(), *p)).collect();
+        self.with(move |conn, path| {
+            let err = unavailable(path);
+            // IMMEDIATE: the read and the increment are one writer's, so
+            // concurrent reservations queue and each sees the last count. One
+            // transaction for all: a refusal rolls back the places already
+            // taken (the transaction is dropped uncommitted).
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(&err)?;
+            for (key, p) in &asks {
+                if let Some(until) = locked(&tx, key, now).map_err(&err)? {
+                    return Ok(Reservation::Refused { until });
+                }
+                let (count, failed, start) = window(&tx, key, now, p).map_err(&err)?;
+                if count >= i64::from(p.max_failures) {
+                    return Ok(Reservation::Refused {
+                        until: start + p.window,
+                    });
+                }
+                put_count(&tx, key, (count + 1, failed), start, p).map_err(&err)?;
+            }
+            tx.commit().map_err(&err)?;
+            Ok(Reservation::Granted)
+        })
+        .await
+    }
+
+    async fn settle_success(&self, subjects: &[Subject], log: &AuthLog) -> Result<(), StoreError> {
+        let subjects = subjects.to_vec();
+        let log = log.clone();
+        self.with(move |conn, path| {
+            let err = unavailable(path);
+            let tx = conn.transaction().map_err(&err)?;
+            for s in &subjects {
+                let key = s.key();
+                match s {
+                    Subject::Account(_) => forget_failures(&tx, &key),
+                    Subject::Ip(_) => give_back(&tx, &key),
+                }
+                .map_err(&err)?;
+            }
+            insert_log(&tx, &log).map_err(&err)?;
+            tx.commit().map_err(&err)
+        })
+        .await
+    }
+
+    async fn fail_attempt(
+        &self,
+        subject: &Subject,
+        now: Millis,
+        policy: &LockPolicy,
+    ) -> Result<FailureOutcome, StoreError> {
+        let (key, p) = (subject.key(), *policy);
+        self.with(move |conn, path| {
+            let err = unavailable(path);
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(&err)?;
+            let (count, failed, start) = window(&tx, &key, now, &p).map_err(&err)?;
+            // The reservation becomes a failure. If a success cleared it or
+            // its window ran out meanwhile, the failure still counts, afresh.
+            let failed = failed + 1;
+            put_count(&tx, &key, (count.max(failed), failed), start, &p).map_err(&err)?;
+            let out = if failed >= i64::from(p.max_failures) {
+                let until = now + p.lock_for;
+                tx.execute(
+                    "INSERT INTO lockouts (subject, until) VALUES (?1, ?2)
+                     ON CONFLICT(subject) DO UPDATE SET until = max(until, excluded.until)",
+                    params![key, until],
+                )
+                .map_err(&err)?;
+                forget_failures(&tx, &key).map_err(&err)?;
+                FailureOutcome::LockedUntil(until)
+            } else {
+                FailureOutcome::Counted(failed as u32)
+            };
+            tx.commit().map_err(&err)?;
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn release_attempt(&self, subject: &Subject) -> Result<(), StoreError> {
+        let key = subject.key();
+        self.with(move |conn, path| {
+            give_back(conn, &key).map_err(unavailable(path))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn locked_until(
+        &self,
+        subject: &Subject,
+        now: Millis,
+    ) -> Result<Option<Millis>, StoreError> {
+        let key = subject.key();
+        self.with(move |conn, path| locked(conn, &key, now).map_err(unavailable(path)))
+            .await
+    }
+
+    async fn clear_failures(&self, subject: &Subject) -> Result<(), StoreError> {
+        let key = subject.key();
+        self.with(move |conn, path| {
+            forget_failures(conn, &key)
+                .map(|_| ())
+                .map_err(unavailable(path))
+        })
+        .await
+    }
+
+    async fn unlock(&self, subject: &Subject) -> Result<bool, StoreError> {
+        let key = subject.key();
+        self.with(move |conn, path| {
+            let err = unavailable(path);
+            let tx = conn.transaction().map_err(&err)?;
+            let n = tx
+                .execute("DELETE FROM lockouts WHERE subject = ?1", [&key])
+                .map_err(&err)?;
+            forget_failures(&tx, &key).map_err(&err)?;
+            tx.commit().map_err(&err)?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn lockouts(&self, now: Millis) -> Result<Vec<(Subject, Millis)>, StoreError> {
+        self.with(move |conn, path| {
+            let err = unavailable(path);
+            let mut st = conn
+                .prepare("SELECT subject, until FROM lockouts WHERE until > ?1 ORDER BY until")
+                .map_err(&err)?;
+            let rows = st
+                .query_map([now], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+                .map_err(&err)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(&err)?;
+            rows.into_iter()
+                .map(|(k, until)| Ok((Subject::from_key(&k)?, until)))
+                .collect()
+        })
+        .await
+    }
+}

@@ -1,0 +1,705 @@
+//! SQLite through `rusqlite` (bundled, so the appliance has no server to run):
+//! WAL journal, `synchronous = FULL` (every commit fsync'd), checkpoints on
+//! their own thread ([`checkpoint`]), foreign keys on, and versioned
+//! migrations applied in one transaction at start.
+//!
+//! This file opens the database, migrates it and holds the row mapping;
+//! each concern's trait is implemented in the file named after it.
+
+mod audit;
+mod challenges;
+mod checkpoint;
+mod instances;
+mod lockouts;
+mod logs;
+mod sessions;
+mod users;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use arclock_hsm::{Binding, WrappedKey};
+use rusqlite::types::Value;
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params, params_from_iter};
+
+use super::audit::{stored_hash, stored_seq};
+use super::{
+    Action, AuditEntry, AuditEvent, AuditSeal, AuthLog, Credentials, FailureOutcome,
+    INSTANCE_RETENTION_MS, InstanceBeat, LockPolicy, LogFilter, LogPage, Millis, NewFamily,
+    NewUser, Outcome, Reservation, Rotation, Store, StoreError, StoredChallenge, StoredInvite,
+    StoredKey, Subject, Template, User, UserStatus,
+};
+use super::{AuditTrail, Challenges, Instances, Lockouts, Logs, Sessions, Users};
+use crate::identity::{Email, Name, UserId};
+use crate::timing::{self, Step};
+
+/// Schema migrations, in order; `user_version` records how many are applied.
+const MIGRATIONS: &[&str] = &[
+    // 1: the data model of DESIGN.md. Biometric data only ever as ciphertext.
+    r#"
+    CREATE TABLE users (
+        id          TEXT PRIMARY KEY,
+        name        TEXT NOT NULL,
+        email       TEXT NOT NULL UNIQUE,
+        status      TEXT NOT NULL DEFAULT 'active' CHECK (status IN ('active', 'disabled')),
+        created_at  INTEGER NOT NULL
+    ) STRICT;
+    CREATE TABLE templates (
+        user_id     TEXT PRIMARY KEY REFERENCES users(id) ON DELETE CASCADE,
+        model_id    TEXT NOT NULL,
+        ciphertext  BLOB NOT NULL,
+        created_at  INTEGER NOT NULL
+    ) STRICT;
+    CREATE TABLE wrapped_keys (
+        user_id     TEXT PRIMARY KEY REFERENCES users(id) ON DELETE CASCADE,
+        kek_version INTEGER NOT NULL,
+        nonce       BLOB NOT NULL,
+        ciphertext  BLOB NOT NULL,
+        public_key  BLOB NOT NULL
+    ) STRICT;
+    CREATE TABLE auth_logs (
+        id          INTEGER PRIMARY KEY,
+        at          INTEGER NOT NULL,
+        user_id     TEXT,
+        action      TEXT NOT NULL,
+        outcome     TEXT NOT NULL,
+        reason      TEXT,
+        similarity_bucket INTEGER,
+        client_ip   TEXT,
+        user_agent  TEXT
+    ) STRICT;
+    CREATE INDEX auth_logs_user_at ON auth_logs(user_id, at DESC);
+    CREATE INDEX auth_logs_outcome_at ON auth_logs(outcome, at DESC);
+    CREATE TABLE failed_attempts (
+        subject     TEXT NOT NULL,
+        at          INTEGER NOT NULL
+    ) STRICT;
+    CREATE INDEX failed_attempts_subject_at ON failed_attempts(subject, at);
+    CREATE TABLE lockouts (
+        subject     TEXT PRIMARY KEY,
+        until       INTEGER NOT NULL
+    ) STRICT;
+    CREATE TABLE refresh_families (
+        id          TEXT PRIMARY KEY,
+        user_id     TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        token_hash  BLOB NOT NULL UNIQUE,
+        parent_hash BLOB,
+        revoked     INTEGER NOT NULL DEFAULT 0,
+        expires_at  INTEGER NOT NULL
+    ) STRICT;
+    "#,
+    // 2: failure counters per subject with a window, refresh families that keep
+    // only the current token hash plus a table of every token ever issued (for
+    // reuse detection), and log indexes for the console's queries.
+    r#"
+    DROP TABLE failed_attempts;
+    CREATE TABLE failed_attempts (
+        subject      TEXT PRIMARY KEY,
+        count        INTEGER NOT NULL,
+        window_start INTEGER NOT NULL,
+        expires_at   INTEGER NOT NULL
+    ) STRICT;
+    DROP TABLE refresh_families;
+    CREATE TABLE refresh_families (
+        id           TEXT PRIMARY KEY,
+        user_id      TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        current_hash BLOB NOT NULL,
+        revoked      INTEGER NOT NULL DEFAULT 0,
+        created_at   INTEGER NOT NULL,
+        expires_at   INTEGER NOT NULL
+    ) STRICT;
+    CREATE INDEX refresh_families_user ON refresh_families(user_id);
+    CREATE INDEX refresh_families_expires ON refresh_families(expires_at);
+    CREATE TABLE refresh_tokens (
+        hash         BLOB PRIMARY KEY,
+        family_id    TEXT NOT NULL REFERENCES refresh_families(id) ON DELETE CASCADE
+    ) STRICT;
+    CREATE INDEX refresh_tokens_family ON refresh_tokens(family_id);
+    CREATE INDEX auth_logs_at ON auth_logs(at DESC);
+    CREATE INDEX auth_logs_ip_at ON auth_logs(client_ip, at DESC);
+    "#,
+    // 3: liveness challenges (the id only as a hash), single use.
+    r#"
+    CREATE TABLE challenges (
+        id_hash      BLOB PRIMARY KEY,
+        subject      TEXT NOT NULL,
+        client_ip    TEXT,
+        steps        TEXT NOT NULL,
+        expires_at   INTEGER NOT NULL
+    ) STRICT;
+    CREATE INDEX challenges_expires ON challenges(expires_at);
+    "#,
+    // 4: attempts are reserved before the face work: `count` is failures plus
+    // attempts still running (the gate), `failed` the failures (the lock).
+    r#"
+    ALTER TABLE failed_attempts ADD COLUMN failed INTEGER NOT NULL DEFAULT 0;
+    UPDATE failed_attempts SET failed = count;
+    "#,
+    // 5: one account per look-alike address (`Email::skeleton`); existing
+    // rows are filled in by `backfill_skeletons` after the migration.
+    r#"
+    ALTER TABLE users ADD COLUMN skeleton TEXT;
+    CREATE UNIQUE INDEX users_skeleton ON users(skeleton);
+    "#,
+    // 6: enrolment invitations (the code only as a hash), single use.
+    r#"
+    CREATE TABLE invites (
+        code_hash    BLOB PRIMARY KEY,
+        email        TEXT,
+        created_at   INTEGER NOT NULL,
+        expires_at   INTEGER NOT NULL
+    ) STRICT;
+    "#,
+    // 7: the audit trail (`super::audit`): a hash chain of operator and
+    // security events, and HSM seals over its heads.
+    r#"
+    CREATE TABLE audit_chain (
+        seq          INTEGER PRIMARY KEY,
+        at           INTEGER NOT NULL,
+        kind         TEXT NOT NULL,
+        actor        TEXT NOT NULL,
+        subject      TEXT,
+        detail       TEXT NOT NULL,
+        hash         BLOB NOT NULL
+    ) STRICT;
+    CREATE TABLE audit_seals (
+        seq          INTEGER PRIMARY KEY,
+        hash         BLOB NOT NULL,
+        at           INTEGER NOT NULL,
+        kid          TEXT NOT NULL,
+        signature    BLOB NOT NULL
+    ) STRICT;
+    "#,
+    // 8: instance heartbeats (several daemons on one database).
+    r#"
+    CREATE TABLE instances (
+        id           TEXT PRIMARY KEY,
+        host         TEXT NOT NULL,
+        pid          INTEGER NOT NULL,
+        version      TEXT NOT NULL,
+        started_at   INTEGER NOT NULL,
+        seen_at      INTEGER NOT NULL
+    ) STRICT;
+    "#,
+    // 9: what a wrapped key's GCM tag covers (`arclock_hsm::Binding`): 1 =
+    // its owner only (every blob before this), 2 = the whole record.
+    r#"
+    ALTER TABLE wrapped_keys ADD COLUMN binding INTEGER NOT NULL DEFAULT 1;
+    "#,
+];
+
+const AUDIT_COLUMNS: &str = "seq, at, kind, actor, subject, detail, hash";
+
+fn audit_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, AuditEvent, Vec<u8>)> {
+    Ok((
+        r.get(0)?,
+        AuditEvent {
+            at: r.get(1)?,
+            kind: r.get(2)?,
+            actor: r.get(3)?,
+            subject: r.get(4)?,
+            detail: r.get(5)?,
+        },
+        r.get(6)?,
+    ))
+}
+
+fn to_audit((seq, event, hash): (i64, AuditEvent, Vec<u8>)) -> Result<AuditEntry, StoreError> {
+    Ok(AuditEntry {
+        seq: stored_seq(seq)?,
+        event,
+        hash: stored_hash(hash)?,
+    })
+}
+
+fn audit_head(conn: &Connection, path: &Path) -> Result<Option<AuditEntry>, StoreError> {
+    conn.query_row(
+        &format!("SELECT {AUDIT_COLUMNS} FROM audit_chain ORDER BY seq DESC LIMIT 1"),
+        [],
+        audit_from_row,
+    )
+    .optional()
+    .map_err(unavailable(path))?
+    .map(to_audit)
+    .transpose()
+}
+
+/// Who copies the write-ahead log into the database file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Checkpoints {
+    /// A thread of its own (`checkpoint`): commits never wait for it.
+    Background,
+    /// SQLite's default: the commit that takes the log past 1000 pages does
+    /// it, and its caller waits (kept to measure the difference).
+    Inline,
+}
+
+/// The embedded database. One connection behind a mutex: SQLite serialises
+/// writers anyway, and every call runs on the blocking pool.
+#[derive(Clone)]
+pub struct EmbeddedStore {
+    path: PathBuf,
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl std::fmt::Debug for EmbeddedStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddedStore")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+fn unavailable(path: &Path) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
+    move |e| StoreError::Unavailable(format!("{}: {e}", path.display()))
+}
+
+impl EmbeddedStore {
+    /// Opens (creating if needed, mode 0600 via the process umask) and
+    /// migrates; checkpoints run on their own thread.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        Self::open_with(path, Checkpoints::Background)
+    }
+
+    /// [`EmbeddedStore::open`] with a choice of checkpointing (the bench
+    /// compares both).
+    pub fn open_with(path: &Path, checkpoints: Checkpoints) -> Result<Self, StoreError> {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| StoreError::Unavailable(format!("{}: {e}", parent.display())))?;
+        }
+        let err = unavailable(path);
+        let mut conn = Connection::open(path).map_err(&err)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(&err)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(&err)?;
+        conn.pragma_update(None, "foreign_keys", true)
+            .map_err(&err)?;
+        conn.pragma_update(None, "secure_delete", true)
+            .map_err(&err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(&err)?;
+        migrate(&mut conn, path)?;
+        if checkpoints == Checkpoints::Background {
+            conn.pragma_update(None, "wal_autocheckpoint", 0)
+                .map_err(&err)?;
+            // After a burst, the log file goes back to at most this size
+            // when it rewinds.
+            conn.pragma_update(None, "journal_size_limit", 64 << 20)
+                .map_err(&err)?;
+        }
+        let conn = Arc::new(Mutex::new(conn));
+        if checkpoints == Checkpoints::Background {
+            checkpoint::start(path, Arc::downgrade(&conn))
+                .map_err(|e| StoreError::Unavailable(format!("{}: {e}", path.display())))?;
+        }
+        Ok(EmbeddedStore {
+            path: path.to_path_buf(),
+            conn,
+        })
+    }
+
+    /// Schema version in the file.
+    pub fn schema_version(&self) -> Result<i64, StoreError> {
+        let conn = self
+            .conn
+            .lock()
+            .map_err(|_| StoreError::Unavailable("connection lock poisoned".into()))?;
+        conn.query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(unavailable(&self.path))
+    }
+
+    /// The database file, for tests that scan what was written.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `f` on the connection on the blocking pool.
+    async fn with<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection, &Path) -> Result<R, StoreError> + Send + 'static,
+    ) -> Result<R, StoreError> {
+        let store = self.clone();
+        let asked = Instant::now();
+        let (out, waited, ran) = tokio::task::spawn_blocking(move || {
+            let mut conn = store
+                .conn
+                .lock()
+                .map_err(|_| StoreError::Unavailable("connection lock poisoned".into()))?;
+            let waited = asked.elapsed();
+            let out = f(&mut conn, &store.path);
+            Ok((out, waited, asked.elapsed() - waited))
+        })
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("store worker failed: {e}")))??;
+        timing::record(Step::StoreWait, waited);
+        timing::record(Step::Store, ran);
+        out
+    }
+
+    /// The user whose unique `column` (`id` or `email`) equals `value`.
+    async fn user_where(
+        &self,
+        column: &'static str,
+        value: &str,
+    ) -> Result<Option<User>, StoreError> {
+        let value = value.to_string();
+        self.with(move |conn, path| {
+            conn.query_row(
+                &format!("SELECT {USER_COLUMNS} FROM users WHERE {column} = ?1"),
+                [value],
+                user_from_row,
+            )
+            .optional()
+            .map_err(unavailable(path))?
+            .map(to_user)
+            .transpose()
+        })
+        .await
+    }
+
+    /// A real round trip to the database file: a read of the schema and a
+    /// quick integrity check, on the blocking pool.
+    async fn check(&self) -> Result<(), StoreError> {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = store
+                .conn
+                .lock()
+                .map_err(|_| StoreError::Unavailable("connection lock poisoned".into()))?;
+            let err = unavailable(&store.path);
+            if !store.path.exists() {
+                return Err(StoreError::Unavailable(format!(
+                    "{} has been removed",
+                    store.path.display()
+                )));
+            }
+            conn.query_row("SELECT count(*) FROM users", [], |r| r.get::<_, i64>(0))
+                .map_err(&err)?;
+            let check: String = conn
+                .query_row("PRAGMA quick_check(1)", [], |r| r.get(0))
+                .map_err(&err)?;
+            if check != "ok" {
+                return Err(StoreError::Unavailable(format!("integrity check: {check}")));
+            }
+            free_space(&store.path)
+        })
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("store worker failed: {e}")))?
+    }
+}
+
+/// Below this much free space beside the database, writes (registration,
+/// lockout counters, refresh tokens) are about to fail, so health says so
+/// before a user finds out.
+const MIN_FREE_BYTES: u64 = 1 << 20;
+
+/// Refuses when the file system holding the database is (nearly) full.
+fn free_space(path: &Path) -> Result<(), StoreError> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let st = nix::sys::statvfs::statvfs(dir)
+        .map_err(|e| StoreError::Unavailable(format!("{}: {e}", dir.display())))?;
+    let free = st.blocks_available() as u64 * st.fragment_size() as u64;
+    if free < MIN_FREE_BYTES {
+        return Err(StoreError::Unavailable(format!(
+            "no space left on the file system of {}: {} KiB free",
+            dir.display(),
+            free / 1024
+        )));
+    }
+    Ok(())
+}
+
+fn user_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(String, String, String, String, i64)> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+}
+
+fn to_user(row: (String, String, String, String, i64)) -> Result<User, StoreError> {
+    let (id, name, email, status, created_at) = row;
+    Ok(User {
+        id: UserId::stored(id),
+        name: Name::stored(name),
+        email: Email::stored(email),
+        status: UserStatus::parse(&status)?,
+        created_at,
+    })
+}
+
+const USER_COLUMNS: &str = "id, name, email, status, created_at";
+
+fn log_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<[Value; 9]> {
+    Ok([
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+        r.get(6)?,
+        r.get(7)?,
+        r.get(8)?,
+    ])
+}
+
+fn to_log(v: [Value; 9]) -> Result<AuthLog, StoreError> {
+    let text = |v: &Value| match v {
+        Value::Text(s) => Some(s.clone()),
+        _ => None,
+    };
+    let int = |v: &Value| match v {
+        Value::Integer(i) => Some(*i),
+        _ => None,
+    };
+    let bad = || StoreError::Corrupt("auth log row".into());
+    Ok(AuthLog {
+        id: int(&v[0]).ok_or_else(bad)?.to_string(),
+        at: int(&v[1]).ok_or_else(bad)?,
+        user_id: text(&v[2]).map(UserId::stored),
+        action: Action::parse(&text(&v[3]).ok_or_else(bad)?)?,
+        outcome: Outcome::parse(&text(&v[4]).ok_or_else(bad)?)?,
+        reason: text(&v[5]),
+        similarity_bucket: int(&v[6]).and_then(|b| u8::try_from(b).ok()),
+        client_ip: text(&v[7]),
+        user_agent: text(&v[8]),
+    })
+}
+
+/// Until when `key` is locked at `now`, if it is.
+fn locked(conn: &Connection, key: &str, now: Millis) -> rusqlite::Result<Option<Millis>> {
+    conn.query_row(
+        "SELECT until FROM lockouts WHERE subject = ?1 AND until > ?2",
+        params![key, now],
+        |r| r.get(0),
+    )
+    .optional()
+}
+
+/// Forgets `key`'s failures (a success, a lockout that replaces them, an
+/// operator's unlock).
+fn forget_failures(conn: &Connection, key: &str) -> rusqlite::Result<usize> {
+    conn.execute("DELETE FROM failed_attempts WHERE subject = ?1", [key])
+}
+
+/// Gives back one place `key` reserved and did not fail.
+fn give_back(conn: &Connection, key: &str) -> rusqlite::Result<usize> {
+    conn.execute(
+        "UPDATE failed_attempts SET count = count - 1 WHERE subject = ?1 AND count > failed",
+        [key],
+    )
+}
+
+fn insert_log(conn: &Connection, log: &AuthLog) -> rusqlite::Result<usize> {
+    conn.execute(
+        "INSERT INTO auth_logs (at, user_id, action, outcome, reason, similarity_bucket, client_ip, user_agent)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        params![
+            log.at,
+            log.user_id.as_ref().map(UserId::as_str),
+            log.action.as_str(),
+            log.outcome.as_str(),
+            log.reason,
+            log.similarity_bucket,
+            log.client_ip,
+            log.user_agent
+        ],
+    )
+}
+
+fn is_unique_violation(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _)
+        if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+            || f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY)
+}
+
+#[async_trait::async_trait]
+impl Store for EmbeddedStore {
+    fn backend(&self) -> &'static str {
+        "embedded"
+    }
+
+    async fn health(&self) -> Result<(), StoreError> {
+        self.check().await
+    }
+
+    async fn purge_expired(&self, now: Millis) -> Result<u64, StoreError> {
+        self.with(move |conn, path| {
+            let err = unavailable(path);
+            let tx = conn.transaction().map_err(&err)?;
+            let mut n = 0;
+            for sql in [
+                "DELETE FROM refresh_families WHERE expires_at <= ?1",
+                "DELETE FROM failed_attempts WHERE expires_at <= ?1",
+                "DELETE FROM lockouts WHERE until <= ?1",
+                "DELETE FROM challenges WHERE expires_at <= ?1",
+                "DELETE FROM invites WHERE expires_at <= ?1",
+            ] {
+                n += tx.execute(sql, [now]).map_err(&err)? as u64;
+            }
+            tx.commit().map_err(&err)?;
+            Ok(n)
+        })
+        .await
+    }
+}
+
+fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
+    let err = unavailable(path);
+    let supported = MIGRATIONS.len() as i64;
+    let found: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(&err)?;
+    if found > supported {
+        return Err(StoreError::TooNew { found, supported });
+    }
+    let tx = conn.transaction().map_err(&err)?;
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+        tx.execute_batch(sql).map_err(&err)?;
+        tx.pragma_update(None, "user_version", i as i64 + 1)
+            .map_err(&err)?;
+        tracing::info!(version = i + 1, "applied store migration");
+    }
+    tx.commit().map_err(&err)?;
+    backfill_skeletons(conn).map_err(&err)
+}
+
+/// Fills in the skeleton of accounts made before migration 5. Two existing
+/// accounts that look alike keep working (the second keeps no skeleton and
+/// is named in the log for an operator to look at).
+fn backfill_skeletons(conn: &mut Connection) -> rusqlite::Result<()> {
+    let rows: Vec<(String, String)> = {
+        let mut q = conn.prepare("SELECT id, email FROM users WHERE skeleton IS NULL")?;
+        q.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?
+    };
+    for (id, email) in rows {
+        let skeleton = Email::stored(email).skeleton();
+        match conn.execute(
+            "UPDATE users SET skeleton = ?1 WHERE id = ?2",
+            params![skeleton, id],
+        ) {
+            Ok(_) => {}
+            Err(e) if is_unique_violation(&e) => {
+                tracing::warn!(user = %id, "account's address looks like another account's");
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// The subject's attempts (failed plus running), failures and window start
+/// at `now` (0, 0 and `now` when there is none or its window ran out).
+fn window(
+    tx: &rusqlite::Transaction<'_>,
+    key: &str,
+    now: Millis,
+    p: &LockPolicy,
+) -> rusqlite::Result<(i64, i64, Millis)> {
+    let current: Option<(i64, i64, i64)> = tx
+        .query_row(
+            "SELECT count, failed, window_start FROM failed_attempts WHERE subject = ?1",
+            [key],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .optional()?;
+    Ok(match current {
+        Some((c, f, s)) if s + p.window > now => (c, f, s),
+        _ => (0, 0, now),
+    })
+}
+
+fn put_count(
+    tx: &rusqlite::Transaction<'_>,
+    key: &str,
+    (count, failed): (i64, i64),
+    start: Millis,
+    p: &LockPolicy,
+) -> rusqlite::Result<()> {
+    tx.execute(
+        "INSERT INTO failed_attempts (subject, count, failed, window_start, expires_at)
+         VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT(subject) DO UPDATE SET count = excluded.count, failed = excluded.failed,
+            window_start = excluded.window_start, expires_at = excluded.expires_at",
+        params![key, count, failed, start, start + p.window],
+    )?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn opens_migrates_once_and_reports_health() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.db");
+        let s = EmbeddedStore::open(&path).unwrap();
+        assert_eq!(s.schema_version().unwrap(), MIGRATIONS.len() as i64);
+        s.check().await.unwrap();
+        drop(s);
+        let s = EmbeddedStore::open(&path).unwrap();
+        assert_eq!(s.schema_version().unwrap(), MIGRATIONS.len() as i64);
+        std::fs::remove_file(&path).unwrap();
+        assert!(matches!(s.check().await, Err(StoreError::Unavailable(_))));
+    }
+
+    /// Issue 22: with checkpoints on their own thread, a steady stream of
+    /// commits still sees the write-ahead log rewind (its header's salt
+    /// changes) instead of growing for as long as the stream lasts.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_log_rewinds_under_a_steady_stream_of_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.db");
+        let store = EmbeddedStore::open(&path).unwrap();
+        let wal = dir.path().join("c.db-wal");
+        let log = AuthLog {
+            id: String::new(),
+            at: 1,
+            user_id: None,
+            action: Action::Login,
+            outcome: Outcome::Failure,
+            reason: Some("no match".into()),
+            similarity_bucket: Some(3),
+            client_ip: Some("192.0.2.1".into()),
+            user_agent: None,
+        };
+        let started = std::time::Instant::now();
+        let mut salts = std::collections::BTreeSet::new();
+        let mut commits = 0;
+        while started.elapsed() < std::time::Duration::from_secs(3) {
+            store.append_log(&log).await.unwrap();
+            commits += 1;
+            // Salt-1 and salt-2 of the WAL header: new ones on every rewind.
+            let mut header = [0u8; 24];
+            if let Ok(mut f) = std::fs::File::open(&wal)
+                && std::io::Read::read_exact(&mut f, &mut header).is_ok()
+            {
+                salts.insert(header[16..24].to_vec());
+            }
+        }
+        assert!(
+            salts.len() >= 3,
+            "{commits} commits in 3 s, the log rewound {} time(s)",
+            salts.len().saturating_sub(1)
+        );
+    }
+
+    #[test]
+    fn refuses_a_newer_schema() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b.db");
+        Connection::open(&path)
+            .unwrap()
+            .pragma_update(None, "user_version", 99)
+            .unwrap();
+        assert!(matches!(
+            EmbeddedStore::open(&path),
+            Err(StoreError::TooNew { found: 99, .. })
+        ));
+    }
+}

@@ -1,0 +1,130 @@
+//! [`Sessions`] on SQLite.
+
+use super::*;
+
+#[async_trait::async_trait]
+impl Sessions for EmbeddedStore {
+    async fn create_family(&self, family: &NewFamily) -> Result<(), StoreError> {
+        let f = family.clone();
+        self.with(move |conn, path| {
+            let err = unavailable(path);
+            let tx = conn.transaction().map_err(&err)?;
+            tx.execute(
+                "INSERT INTO refresh_families (id, user_id, current_hash, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![f.id, f.user_id.as_str(), f.token_hash.as_slice(), f.created_at, f.expires_at],
+            )
+            .map_err(&err)?;
+            tx.execute(
+                "INSERT INTO refresh_tokens (hash, family_id) VALUES (?1, ?2)",
+                params![f.token_hash.as_slice(), f.id],
+            )
+            .map_err(&err)?;
+            tx.commit().map_err(&err)
+        })
+        .await
+    }
+
+    async fn rotate_refresh(
+        &self,
+        presented: &[u8; 32],
+        next: &[u8; 32],
+        now: Millis,
+    ) -> Result<Rotation, StoreError> {
+        let (presented, next) = (*presented, *next);
+        self.with(move |conn, path| {
+            let err = unavailable(path);
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(&err)?;
+            let row: Option<(String, String, Vec<u8>, bool, i64)> = tx
+                .query_row(
+                    "SELECT f.id, f.user_id, f.current_hash, f.revoked, f.expires_at
+                     FROM refresh_tokens t JOIN refresh_families f ON f.id = t.family_id
+                     WHERE t.hash = ?1",
+                    [presented.as_slice()],
+                    |r| {
+                        Ok((
+                            r.get(0)?,
+                            r.get(1)?,
+                            r.get(2)?,
+                            r.get::<_, i64>(3)? != 0,
+                            r.get(4)?,
+                        ))
+                    },
+                )
+                .optional()
+                .map_err(&err)?;
+            let Some((family_id, user, current, revoked, expires_at)) = row else {
+                return Ok(Rotation::Invalid);
+            };
+            if revoked || expires_at <= now {
+                return Ok(Rotation::Invalid);
+            }
+            let user_id = UserId::stored(user);
+            if current != presented {
+                tx.execute(
+                    "UPDATE refresh_families SET revoked = 1 WHERE id = ?1",
+                    [&family_id],
+                )
+                .map_err(&err)?;
+                tx.commit().map_err(&err)?;
+                return Ok(Rotation::Reused { user_id, family_id });
+            }
+            tx.execute(
+                "UPDATE refresh_families SET current_hash = ?1 WHERE id = ?2",
+                params![next.as_slice(), family_id],
+            )
+            .map_err(&err)?;
+            tx.execute(
+                "INSERT INTO refresh_tokens (hash, family_id) VALUES (?1, ?2)",
+                params![next.as_slice(), family_id],
+            )
+            .map_err(&err)?;
+            tx.commit().map_err(&err)?;
+            Ok(Rotation::Rotated { user_id, family_id })
+        })
+        .await
+    }
+
+    async fn revoke_family_of(&self, token_hash: &[u8; 32]) -> Result<bool, StoreError> {
+        let hash = *token_hash;
+        self.with(move |conn, path| {
+            conn.execute(
+                "UPDATE refresh_families SET revoked = 1
+                 WHERE revoked = 0 AND id = (SELECT family_id FROM refresh_tokens WHERE hash = ?1)",
+                [hash.as_slice()],
+            )
+            .map(|n| n > 0)
+            .map_err(unavailable(path))
+        })
+        .await
+    }
+
+    async fn revoke_family(&self, family_id: &str) -> Result<bool, StoreError> {
+        let id = family_id.to_string();
+        self.with(move |conn, path| {
+            conn.execute(
+                "UPDATE refresh_families SET revoked = 1 WHERE revoked = 0 AND id = ?1",
+                [&id],
+            )
+            .map(|n| n > 0)
+            .map_err(unavailable(path))
+        })
+        .await
+    }
+
+    async fn family_live(&self, family_id: &str, now: Millis) -> Result<bool, StoreError> {
+        let id = family_id.to_string();
+        self.with(move |conn, path| {
+            conn.query_row(
+                "SELECT 1 FROM refresh_families WHERE id = ?1 AND revoked = 0 AND expires_at > ?2",
+                params![id, now],
+                |_| Ok(()),
+            )
+            .optional()
+            .map(|r| r.is_some())
+            .map_err(unavailable(path))
+        })
+        .await
+    }
+}
