@@ -108,33 +108,13 @@ pub async fn seal(app: &App) -> Result<Option<AuditSeal>, AuditError> {
     Ok(Some(seal))
 }
 
-/// The outcome of checking the whole trail.
-#[derive(Debug, Clone, serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Verdict {
-    /// Entries read.
-    pub entries: u64,
-    /// Seals whose signature and hash were checked and hold.
-    pub seals_verified: usize,
-    /// Seals made by a key no longer in the token (rotated out): their hash
-    /// is checked, their signature cannot be.
-    pub seals_unverifiable: usize,
-    /// The last entry a verified seal covers (0: none).
-    pub sealed_through: u64,
-    /// The first place the trail does not hold, if any.
-    pub broken: Option<Break>,
-}
-
-/// Where and why the chain breaks.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct Break {
-    pub seq: u64,
-    pub reason: String,
-}
+/// The outcome of checking the whole trail, and where it breaks: the admin
+/// API's own types (`GET /v1/audit/verify` answers them as they are).
+pub use arclock_proto::{AuditBreak, AuditVerdict};
 
 /// Walks the chain from its start, recomputing every hash and checking every
 /// seal against the token's public keys.
-pub async fn verify(app: &App) -> Result<Verdict, AuditError> {
+pub async fn verify(app: &App) -> Result<AuditVerdict, AuditError> {
     let keys: BTreeMap<String, (Algorithm, DecodingKey)> = app
         .hsm
         .jwks()
@@ -150,7 +130,7 @@ pub async fn verify(app: &App) -> Result<Verdict, AuditError> {
         .into_iter()
         .map(|s| (s.seq, s))
         .collect();
-    let mut v = Verdict {
+    let mut v = AuditVerdict {
         entries: 0,
         seals_verified: 0,
         seals_unverifiable: 0,
@@ -166,7 +146,7 @@ pub async fn verify(app: &App) -> Result<Verdict, AuditError> {
         for e in page {
             let hash = chain_hash(&prev, e.seq, &e.event);
             if let Err(reason) = check(&e, expected, &hash, seals.get(&e.seq), &keys, &mut v) {
-                v.broken = Some(Break {
+                v.broken = Some(AuditBreak {
                     seq: expected,
                     reason,
                 });
@@ -180,7 +160,7 @@ pub async fn verify(app: &App) -> Result<Verdict, AuditError> {
     if v.broken.is_none()
         && let Some((&seq, _)) = seals.range(expected..).next()
     {
-        v.broken = Some(Break {
+        v.broken = Some(AuditBreak {
             seq: expected,
             reason: format!("entries {expected} to {seq} were sealed but are gone"),
         });
@@ -196,7 +176,7 @@ fn check(
     hash: &[u8; 32],
     seal: Option<&AuditSeal>,
     keys: &BTreeMap<String, (Algorithm, DecodingKey)>,
-    v: &mut Verdict,
+    v: &mut AuditVerdict,
 ) -> Result<(), String> {
     if e.seq != expected {
         return Err(format!(

@@ -79,6 +79,17 @@ pub enum LivenessMode {
     Active,
 }
 
+impl LivenessMode {
+    /// The spelling in the config file and in health answers.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LivenessMode::Off => "off",
+            LivenessMode::Passive => "passive",
+            LivenessMode::Active => "active",
+        }
+    }
+}
+
 /// What happens when passive PAD is wanted but its models are not installed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]

@@ -17,7 +17,6 @@
 use std::sync::Mutex;
 
 use arclock_hsm::KekVersion;
-use serde::Serialize;
 
 use crate::App;
 use crate::identity::UserId;
@@ -33,50 +32,26 @@ pub enum CustodyError {
     Store(#[from] StoreError),
     /// Another job is running in this process.
     #[error("a key job is already running ({0})")]
-    Busy(&'static str),
+    Busy(String),
     /// Some records could not be re-wrapped, so no KEK was destroyed (their
     /// owners would lose their accounts): fix them and retire again.
     #[error("{failed} wrapped keys could not be re-wrapped; no KEK was destroyed")]
     Incomplete { failed: u64, tally: Tally },
 }
 
-/// What one pass over the store did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Tally {
-    /// Re-wrapped under the newest KEK (or bound for the first time).
-    pub rewrapped: u64,
-    /// Already under the newest KEK and bound.
-    pub already_current: u64,
-    /// Not re-wrapped (logged one by one): the record did not open.
-    pub failed: u64,
-}
-
-/// A job as the console sees it.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Progress {
-    pub kind: &'static str,
-    pub phase: &'static str,
-    pub started_at: Millis,
-    pub finished_at: Option<Millis>,
-    pub tally: Tally,
-    /// The KEK version everything moves to, once made.
-    pub version: Option<KekVersion>,
-    /// Versions destroyed by a retirement.
-    pub destroyed: Vec<KekVersion>,
-    pub error: Option<String>,
-}
+/// What one pass over the store did, and a job as the console sees it:
+/// the admin API's own types, so that the console reads what is kept here.
+pub use arclock_proto::{KeyJob, Retirement, Tally};
 
 /// The running (or last) job of this process.
 #[derive(Debug, Default)]
 pub struct Jobs {
-    state: Mutex<Option<Progress>>,
+    state: Mutex<Option<KeyJob>>,
 }
 
 impl Jobs {
     /// The running job, or the last one with how it ended.
-    pub fn snapshot(&self) -> Option<Progress> {
+    pub fn snapshot(&self) -> Option<KeyJob> {
         self.state.lock().ok().and_then(|s| s.clone())
     }
 
@@ -84,15 +59,15 @@ impl Jobs {
         let mut s = self
             .state
             .lock()
-            .map_err(|_| CustodyError::Busy("state poisoned"))?;
+            .map_err(|_| CustodyError::Busy("state poisoned".into()))?;
         if let Some(p) = s.as_ref()
             && p.finished_at.is_none()
         {
-            return Err(CustodyError::Busy(p.kind));
+            return Err(CustodyError::Busy(p.kind.clone()));
         }
-        *s = Some(Progress {
-            kind,
-            phase: "starting",
+        *s = Some(KeyJob {
+            kind: kind.into(),
+            phase: "starting".into(),
             started_at: at,
             finished_at: None,
             tally: Tally::default(),
@@ -103,7 +78,7 @@ impl Jobs {
         Ok(Guard { jobs: self })
     }
 
-    fn update(&self, f: impl FnOnce(&mut Progress)) {
+    fn update(&self, f: impl FnOnce(&mut KeyJob)) {
         if let Ok(mut s) = self.state.lock()
             && let Some(p) = s.as_mut()
         {
@@ -119,12 +94,12 @@ struct Guard<'a> {
 
 impl Guard<'_> {
     fn phase(&self, phase: &'static str) {
-        self.jobs.update(|p| p.phase = phase);
+        self.jobs.update(|p| p.phase = phase.into());
     }
 
     fn finish(self, at: Millis, error: Option<String>) {
         self.jobs.update(|p| {
-            p.phase = if error.is_some() { "failed" } else { "done" };
+            p.phase = if error.is_some() { "failed" } else { "done" }.into();
             p.finished_at = Some(at);
             p.error = error;
         });
@@ -135,7 +110,7 @@ impl Drop for Guard<'_> {
     fn drop(&mut self) {
         self.jobs.update(|p| {
             if p.finished_at.is_none() {
-                p.phase = "interrupted";
+                p.phase = "interrupted".into();
                 p.finished_at = Some(p.started_at);
             }
         });
@@ -206,20 +181,11 @@ pub async fn rotate(app: &App) -> Result<(KekVersion, Tally), CustodyError> {
     result
 }
 
-/// What a retirement did.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Retired {
-    pub version: KekVersion,
-    pub tally: Tally,
-    pub destroyed: Vec<KekVersion>,
-}
-
 /// Crypto-shredding: a new KEK, every live key re-wrapped under it, then
 /// every older KEK destroyed in the token, so that no copy of the store
 /// taken before (a backup, a replica, a deleted account's rows) opens again.
 /// Nothing is destroyed if a key failed to move.
-pub async fn retire(app: &App) -> Result<Retired, CustodyError> {
+pub async fn retire(app: &App) -> Result<Retirement, CustodyError> {
     let job = app.custody.start("retire", app.clock.now())?;
     let result = async {
         job.phase("creating the new KEK");
@@ -248,7 +214,7 @@ pub async fn retire(app: &App) -> Result<Retired, CustodyError> {
                 app.custody.update(|p| p.destroyed = destroyed.clone());
             }
         }
-        Ok(Retired {
+        Ok(Retirement {
             version,
             tally,
             destroyed,

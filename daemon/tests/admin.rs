@@ -52,7 +52,7 @@ async fn only_operators_are_answered() {
     let mode = std::fs::metadata(&socket).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o660, "socket mode {mode:o}");
     let client = Client::new(&socket);
-    assert_eq!(client.health().await.unwrap().status, "ok");
+    assert_eq!(client.health().await.unwrap().public.status, "ok");
 
     if nix_uid() != 0 {
         eprintln!("not root: cannot run a client as another uid; peer-uid refusal untested here");
@@ -90,7 +90,7 @@ async fn only_operators_are_answered() {
     );
     assert!(body.get("data").is_none(), "a refusal leaks data: {body}");
     // And the operator still is.
-    assert_eq!(client.health().await.unwrap().status, "ok");
+    assert_eq!(client.health().await.unwrap().public.status, "ok");
     let log = std::fs::read_to_string(inst.path("daemon.log")).unwrap();
     assert!(log.contains("not an operator"), "refusal not logged");
 }
@@ -312,11 +312,14 @@ async fn lockouts_users_keys_logs_and_metrics() {
 
     // KEK rotation re-wraps the key; the face still opens its template.
     let rot = admin.rotate_kek().await.unwrap();
-    assert_eq!((rot.version, rot.rewrapped, rot.failed), (2, 1, 0));
+    assert_eq!(
+        (rot.version, rot.tally.rewrapped, rot.tally.failed),
+        (2, 1, 0)
+    );
     assert_eq!(admin.health().await.unwrap().keys.kek_versions, vec![1, 2]);
     assert_eq!(login(&d, email, ("Aaron_Peirsol", 2)).await.0, 200);
     let again = admin.rotate_kek().await.unwrap();
-    assert_eq!((again.version, again.rewrapped), (3, 1));
+    assert_eq!((again.version, again.tally.rewrapped), (3, 1));
 
     // Metrics count what happened, by route, outcome and lockout kind.
     let m = admin.metrics().await.unwrap();

@@ -278,7 +278,7 @@ async fn a_full_disk_gives_503_and_recovers_without_half_users() {
     // Operators see why, on the admin socket.
     let admin = arclock_console::Client::new(inst.path("admin.sock"));
     let health = admin.health().await.unwrap();
-    let why = health.dependencies["store"]
+    let why = health.public.dependencies["store"]
         .reason
         .clone()
         .unwrap_or_default();

@@ -274,7 +274,7 @@ async fn challenges_sign_in_live_heads_and_refuse_attacks() {
         assert!(m.contains(want), "missing {want} in\n{m}");
     }
     let health = admin.health().await.unwrap();
-    let l = &health.dependencies["liveness"];
+    let l = &health.public.dependencies["liveness"];
     assert_eq!(
         (l.signin.as_deref(), l.pad.as_deref()),
         (Some("passive"), Some("ready"))

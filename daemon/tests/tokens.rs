@@ -93,7 +93,7 @@ async fn the_daemon_lives_on_the_token_named_by_the_environment() {
     let (s, body) = d.post("/api/auth/login", &sign_in).await;
     assert_eq!(s, 200, "sign-in after retirement: {body}");
     let health = admin.health().await.unwrap();
-    assert_eq!(health.dependencies["hsm"].status, "ok", "{health:?}");
+    assert_eq!(health.public.dependencies["hsm"].status, "ok", "{health:?}");
     assert_eq!(
         health.keys.kek_versions,
         vec![older.last().unwrap() + 1],

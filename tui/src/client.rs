@@ -5,15 +5,16 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use arclock_proto as proto;
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::model::{
-    AuditVerdict, Health, InstanceInfo, Invite, Lockout, LogEntry, Retirement, Rotation,
+    AdminHealth, AuditVerdict, InstanceInfo, Invite, Lockout, LogEntry, Retirement, Rotation,
     StreamEvent, User,
 };
 
@@ -200,7 +201,7 @@ impl Client {
         let (status, bytes) = self.fetch_within(limit, method, path, body).await?;
         let v: Value = serde_json::from_slice(&bytes)
             .map_err(|e| ClientError::Protocol(format!("HTTP {status}: {e}")))?;
-        if status.is_success() && v["success"] == json!(true) {
+        if status.is_success() && v["success"] == Value::Bool(true) {
             Ok(v["data"].clone())
         } else {
             // The envelope's message is for people, its error says what exactly.
@@ -218,21 +219,13 @@ impl Client {
         }
     }
 
-    async fn get<T: DeserializeOwned>(
-        &self,
-        path: &str,
-        field: Option<&str>,
-    ) -> Result<T, ClientError> {
+    async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
         let data = self.call(Method::GET, path, None).await?;
-        let v = match field {
-            Some(f) => data[f].clone(),
-            None => data,
-        };
-        serde_json::from_value(v).map_err(|e| ClientError::Protocol(format!("{path}: {e}")))
+        read(path, data)
     }
 
-    pub async fn health(&self) -> Result<Health, ClientError> {
-        self.get("/v1/health", None).await
+    pub async fn health(&self) -> Result<AdminHealth, ClientError> {
+        self.get("/v1/health").await
     }
 
     /// The Prometheus text exposition.
@@ -249,29 +242,30 @@ impl Client {
     }
 
     pub async fn lockouts(&self) -> Result<Vec<Lockout>, ClientError> {
-        self.get("/v1/lockouts", Some("lockouts")).await
+        let page: proto::Lockouts = self.get("/v1/lockouts").await?;
+        Ok(page.lockouts)
     }
 
     /// The first `limit` accounts in id order.
     pub async fn users(&self, limit: usize) -> Result<Vec<User>, ClientError> {
-        self.get(&format!("/v1/users?limit={limit}"), Some("users"))
-            .await
+        let page: proto::UserPage = self.get(&format!("/v1/users?limit={limit}")).await?;
+        Ok(page.users)
     }
 
     /// Newest first.
     pub async fn logs(&self, q: &LogQuery) -> Result<Vec<LogEntry>, ClientError> {
-        self.get(&format!("/v1/logs{}", q.encode(true)), Some("logs"))
-            .await
+        let page: proto::LogPage = self.get(&format!("/v1/logs{}", q.encode(true))).await?;
+        Ok(page.logs)
     }
 
     pub async fn unlock(&self, kind: &str, key: &str) -> Result<(), ClientError> {
-        self.call(
-            Method::POST,
-            "/v1/lockouts/unlock",
-            Some(json!({"kind": kind, "key": key})),
-        )
-        .await
-        .map(drop)
+        let body = proto::Unlock {
+            kind: kind.to_string(),
+            key: key.to_string(),
+        };
+        self.call(Method::POST, "/v1/lockouts/unlock", Some(json(&body)))
+            .await
+            .map(drop)
     }
 
     pub async fn set_enabled(&self, user_id: &str, enabled: bool) -> Result<(), ClientError> {
@@ -303,63 +297,56 @@ impl Client {
         email: Option<&str>,
         ttl_secs: Option<u64>,
     ) -> Result<Invite, ClientError> {
+        let body = proto::InviteRequest {
+            email: email.map(str::to_string),
+            ttl_secs,
+        };
         let data = self
-            .call(
-                Method::POST,
-                "/v1/invites",
-                Some(json!({"email": email, "ttlSecs": ttl_secs})),
-            )
+            .call(Method::POST, "/v1/invites", Some(json(&body)))
             .await?;
-        serde_json::from_value(data).map_err(|e| ClientError::Protocol(e.to_string()))
+        read("/v1/invites", data)
     }
 
     /// Enrols a new account from the daemon's camera.
     pub async fn camera_enrol(&self, name: &str, email: &str) -> Result<User, ClientError> {
+        let body = proto::EnrolRequest {
+            name: name.to_string(),
+            email: email.to_string(),
+        };
         let data = self
-            .call(
-                Method::POST,
-                "/v1/camera/enrol",
-                Some(json!({"name": name, "email": email})),
-            )
+            .call(Method::POST, "/v1/camera/enrol", Some(json(&body)))
             .await?;
-        serde_json::from_value(data["user"].clone())
-            .map_err(|e| ClientError::Protocol(e.to_string()))
+        read::<proto::Enrolment>("/v1/camera/enrol", data).map(|e| e.user)
     }
 
     /// Verifies the person at the camera against `email`; the similarity in
     /// tenths on a match.
     pub async fn camera_verify(&self, email: &str) -> Result<u8, ClientError> {
+        let body = proto::VerifyRequest {
+            email: email.to_string(),
+        };
         let data = self
-            .call(
-                Method::POST,
-                "/v1/camera/verify",
-                Some(json!({"email": email})),
-            )
+            .call(Method::POST, "/v1/camera/verify", Some(json(&body)))
             .await?;
-        data["similarityBucket"]
-            .as_u64()
-            .and_then(|b| u8::try_from(b).ok())
-            .ok_or_else(|| ClientError::Protocol("no similarity in the answer".into()))
+        read::<proto::CameraMatch>("/v1/camera/verify", data).map(|m| m.similarity_bucket)
     }
 
     /// The audit trail recomputed and its seals checked by the daemon.
     pub async fn audit_verify(&self) -> Result<AuditVerdict, ClientError> {
-        let data = self.call(Method::GET, "/v1/audit/verify", None).await?;
-        serde_json::from_value(data).map_err(|e| ClientError::Protocol(e.to_string()))
+        self.get("/v1/audit/verify").await
     }
 
     /// Seals the audit trail's head in the HSM now; the entry sealed, if
     /// there was anything new to seal.
     pub async fn audit_seal(&self) -> Result<Option<u64>, ClientError> {
         let data = self.call(Method::POST, "/v1/audit/seal", None).await?;
-        Ok(data["sealedThrough"].as_u64())
+        read::<proto::Sealed>("/v1/audit/seal", data).map(|s| s.sealed_through)
     }
 
     /// Every daemon sharing the store, as their heartbeats tell it.
     pub async fn instances(&self) -> Result<Vec<InstanceInfo>, ClientError> {
-        let data = self.call(Method::GET, "/v1/instances", None).await?;
-        serde_json::from_value(data["instances"].clone())
-            .map_err(|e| ClientError::Protocol(e.to_string()))
+        let list: proto::Instances = self.get("/v1/instances").await?;
+        Ok(list.instances)
     }
 
     /// A new KEK version, every wrapped key re-wrapped under it.
@@ -367,16 +354,16 @@ impl Client {
         let data = self
             .call_within(KEY_JOB_TIMEOUT, Method::POST, "/v1/keys/rotate", None)
             .await?;
-        serde_json::from_value(data).map_err(|e| ClientError::Protocol(e.to_string()))
+        read("/v1/keys/rotate", data)
     }
 
     /// Crypto-shredding: rotate, then destroy every older KEK (progress is in
-    /// [`Health::key_job`] meanwhile).
+    /// [`AdminHealth::key_job`] meanwhile).
     pub async fn retire_keks(&self) -> Result<Retirement, ClientError> {
         let data = self
             .call_within(KEY_JOB_TIMEOUT, Method::POST, "/v1/keys/retire", None)
             .await?;
-        serde_json::from_value(data).map_err(|e| ClientError::Protocol(e.to_string()))
+        read("/v1/keys/retire", data)
     }
 
     /// Opens the live log; read it with [`LogStream::next`].
@@ -436,6 +423,16 @@ impl LogStream {
             }
         }
     }
+}
+
+/// An answer's `data` as the admin API's type for it.
+fn read<T: DeserializeOwned>(path: &str, data: Value) -> Result<T, ClientError> {
+    serde_json::from_value(data).map_err(|e| ClientError::Protocol(format!("{path}: {e}")))
+}
+
+/// A request body.
+fn json<T: serde::Serialize>(body: &T) -> Value {
+    serde_json::to_value(body).unwrap_or(Value::Null)
 }
 
 #[cfg(test)]

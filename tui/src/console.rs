@@ -8,7 +8,7 @@ use std::time::Instant;
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
 use crate::client::{Client, ClientError, LogQuery};
-use crate::model::{Health, InstanceInfo, Lockout, LogEntry, StreamEvent, User};
+use crate::model::{AdminHealth, InstanceInfo, Lockout, LogEntry, StreamEvent, User};
 use crate::stats::{History, Sample};
 
 /// The five screens, in tab order.
@@ -153,7 +153,7 @@ const USERS_SHOWN: usize = 500;
 pub struct Console {
     pub view: View,
     pub link: Link,
-    pub health: Option<Health>,
+    pub health: Option<AdminHealth>,
     pub history: History,
     /// Newest first.
     pub logs: VecDeque<LogEntry>,
@@ -291,7 +291,9 @@ impl Console {
 
     /// The log entries the filter lets through, newest first.
     pub fn visible_logs(&self) -> impl Iterator<Item = &LogEntry> {
-        self.logs.iter().filter(|l| l.matches(&self.filter))
+        self.logs
+            .iter()
+            .filter(|l| crate::model::matches(l, &self.filter))
     }
 
     fn rows(&self) -> usize {
@@ -422,7 +424,7 @@ impl Console {
                     self.confirm = Some(Command::Unlock {
                         kind: l.kind.clone(),
                         key: l.key.clone(),
-                        who: l.who(),
+                        who: crate::model::who(l),
                     });
                 }
             }
@@ -502,7 +504,7 @@ impl Console {
             _ => client.rotate_kek().await.map(|r| {
                 format!(
                     "KEK v{}: {} re-wrapped, {} failed",
-                    r.version, r.rewrapped, r.failed
+                    r.version, r.tally.rewrapped, r.tally.failed
                 )
             }),
         }
@@ -522,6 +524,7 @@ mod tests {
             kind: "ip".into(),
             key: "10.0.0.9".into(),
             email: None,
+            user_id: None,
             until: "2026-11-25T10:00:00Z".into(),
             seconds_left: 60,
         }

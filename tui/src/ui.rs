@@ -269,8 +269,8 @@ fn dashboard(f: &mut Frame, c: &Console, area: Rect) {
     match &c.health {
         None => rows.push(Row::new(vec![Cell::from("no report yet")])),
         Some(h) => {
-            for (name, d) in &h.dependencies {
-                let detail = d.detail();
+            for (name, d) in &h.public.dependencies {
+                let detail = crate::model::detail(d);
                 rows.push(Row::new(vec![
                     Cell::from(name.clone()),
                     Cell::from(d.status.clone()).style(ok_style(&d.status)),
@@ -314,8 +314,12 @@ fn dashboard(f: &mut Frame, c: &Console, area: Rect) {
             ]));
             rows.push(Row::new(vec![
                 Cell::from("arclockd"),
-                Cell::from(h.status.clone()).style(ok_style(&h.status)),
-                Cell::from(format!("v{} · up {}", h.version, uptime(h.uptime_secs))),
+                Cell::from(h.public.status.clone()).style(ok_style(&h.public.status)),
+                Cell::from(format!(
+                    "v{} · up {}",
+                    h.public.version,
+                    uptime(h.uptime_secs)
+                )),
             ]));
         }
     }
@@ -430,7 +434,7 @@ fn lockouts(f: &mut Frame, c: &Console, area: Rect) {
     let rows = c.lockouts.iter().map(|l| {
         Row::new(vec![
             Cell::from(l.kind.clone()),
-            Cell::from(l.who()),
+            Cell::from(crate::model::who(l)),
             Cell::from(l.until.get(..19).unwrap_or(&l.until).replace('T', " ")),
             Cell::from(format!("{}s", l.seconds_left)),
         ])

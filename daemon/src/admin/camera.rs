@@ -5,13 +5,13 @@
 
 use std::sync::Arc;
 
+use arclock_proto as proto;
 use http::Request;
 use hyper::body::Incoming;
-use serde_json::json;
 
+use super::users::user_wire;
 use super::{Answer, Operator, json_body, ok};
 use crate::App;
-use crate::api::auth::user_json;
 use crate::api::intake::ClientInfo;
 use crate::http::{ApiError, Code};
 use crate::identity::{Email, Name};
@@ -54,16 +54,9 @@ async fn capture(app: &App, kiosk: &Arc<Kiosk>) -> Result<arclock_face::Face, Ap
     }
 }
 
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct EnrolBody {
-    name: String,
-    email: String,
-}
-
 pub async fn enrol_new(app: &App, req: Request<Incoming>, op: Operator) -> Answer {
     let kiosk = kiosk(app)?;
-    let body: EnrolBody = json_body(req).await?;
+    let body: proto::EnrolRequest = json_body(req).await?;
     let name = Name::parse(&body.name).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let email = Email::parse(&body.email).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let mode = app.config.liveness.registration;
@@ -79,21 +72,17 @@ pub async fn enrol_new(app: &App, req: Request<Incoming>, op: Operator) -> Answe
     let user = enrol(app, name, email, face.embedding, &client).await?;
     Ok(ok(
         "enrolled from the camera",
-        json!({"user": user_json(&user)}),
+        proto::Enrolment {
+            user: user_wire(&user),
+        },
     ))
-}
-
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct VerifyBody {
-    email: String,
 }
 
 /// 200 with the similarity bucket on a match; 401 `VERIFICATION_FAILED` or
 /// 429 `ACCOUNT_LOCKED` exactly as a mobile login would get.
 pub async fn verify(app: &App, req: Request<Incoming>, op: Operator) -> Answer {
     let kiosk = kiosk(app)?;
-    let body: VerifyBody = json_body(req).await?;
+    let body: proto::VerifyRequest = json_body(req).await?;
     let email = Email::parse(&body.email).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let client = client(kiosk, op);
     let at = app.clock.now();
@@ -105,9 +94,9 @@ pub async fn verify(app: &App, req: Request<Incoming>, op: Operator) -> Answer {
     let (user, similarity) = compare(app, attempt, &email, face.embedding, &client, attack).await?;
     Ok(ok(
         "face verified",
-        json!({
-            "user": user_json(&user),
-            "similarityBucket": similarity_bucket(similarity),
-        }),
+        proto::CameraMatch {
+            user: user_wire(&user),
+            similarity_bucket: similarity_bucket(similarity),
+        },
     ))
 }

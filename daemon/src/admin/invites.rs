@@ -14,17 +14,8 @@ use crate::identity::Email;
 use crate::signin::invite;
 use crate::store::Outcome;
 
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct InviteBody {
-    #[serde(default)]
-    email: Option<String>,
-    #[serde(default, rename = "ttlSecs")]
-    ttl_secs: Option<u64>,
-}
-
 pub async fn create(app: &App, req: Request<Incoming>, op: Operator) -> Answer {
-    let body: InviteBody = json_body(req).await?;
+    let body: arclock_proto::InviteRequest = json_body(req).await?;
     let email = body
         .email
         .as_deref()

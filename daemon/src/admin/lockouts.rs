@@ -8,9 +8,9 @@
 
 use std::collections::HashMap;
 
+use arclock_proto as proto;
 use http::Request;
 use hyper::body::Incoming;
-use serde_json::json;
 
 use super::{Answer, Operator, audit, json_body, ok};
 use crate::App;
@@ -65,28 +65,21 @@ pub async fn list(app: &App) -> Answer {
                 Subject::Account(h) => ("account", h.to_string(), owners.get(h)),
                 Subject::Ip(ip) => ("ip", ip.clone(), None),
             };
-            json!({
-                "kind": kind,
-                "key": key,
-                "email": user.map(|u| u.email.as_str()),
-                "userId": user.map(|u| u.id.as_str()),
-                "until": timestamp(*until),
-                "secondsLeft": ((until - now).max(0) + 999) / 1000,
-            })
+            proto::Lockout {
+                kind: kind.to_string(),
+                key,
+                email: user.map(|u| u.email.as_str().to_string()),
+                user_id: user.map(|u| u.id.to_string()),
+                until: timestamp(*until),
+                seconds_left: (((until - now).max(0) + 999) / 1000) as u64,
+            }
         })
         .collect();
-    Ok(ok("lockouts in force", json!({"lockouts": rows})))
-}
-
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Unlock {
-    kind: String,
-    key: String,
+    Ok(ok("lockouts in force", proto::Lockouts { lockouts: rows }))
 }
 
 pub async fn unlock(app: &App, req: Request<Incoming>, op: Operator) -> Answer {
-    let body: Unlock = json_body(req).await?;
+    let body: proto::Unlock = json_body(req).await?;
     let subject = match body.kind.as_str() {
         "account" => Subject::Account(
             EmailKey::parse(&body.key)
@@ -117,8 +110,5 @@ pub async fn unlock(app: &App, req: Request<Incoming>, op: Operator) -> Answer {
         Subject::Ip(ip) => format!("unlock ip {ip}"),
     };
     audit(app, op, owner.as_ref(), &what, Outcome::Success).await;
-    Ok(ok(
-        "lockout lifted",
-        json!({"kind": body.kind, "key": body.key}),
-    ))
+    Ok(ok("lockout lifted", body))
 }

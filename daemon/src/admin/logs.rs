@@ -9,10 +9,10 @@
 
 use std::time::Duration;
 
+use arclock_proto::{self as proto, StreamEvent};
 use http::{HeaderValue, Request, Response, header};
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::{Bytes, Frame, Incoming};
-use serde_json::json;
 use tokio::sync::broadcast::error::RecvError;
 
 use super::{Answer, ok};
@@ -25,19 +25,19 @@ use crate::store::{Action, AuthLog, LogCursor, LogFilter, Outcome};
 
 /// An entry for operators: everything the store keeps (which is never more
 /// than a similarity bucket, an address and a device string).
-pub(super) fn entry_json(l: &AuthLog) -> serde_json::Value {
-    json!({
-        "id": l.id,
-        "at": timestamp(l.at),
-        "atMs": l.at,
-        "userId": l.user_id,
-        "action": l.action.as_str(),
-        "outcome": l.outcome.as_str(),
-        "reason": l.reason,
-        "similarityBucket": l.similarity_bucket,
-        "ip": l.client_ip,
-        "device": l.user_agent,
-    })
+pub(super) fn entry_wire(l: &AuthLog) -> proto::LogEntry {
+    proto::LogEntry {
+        id: l.id.clone(),
+        at: timestamp(l.at),
+        at_ms: l.at,
+        user_id: l.user_id.as_ref().map(ToString::to_string),
+        action: l.action.as_str().to_string(),
+        outcome: l.outcome.as_str().to_string(),
+        reason: l.reason.clone(),
+        similarity_bucket: l.similarity_bucket,
+        ip: l.client_ip.clone(),
+        device: l.user_agent.clone(),
+    }
 }
 
 /// The query, strictly: unknown or repeated parameters are 400. `paged`
@@ -92,10 +92,12 @@ async fn user(app: &App, v: &str) -> Result<UserId, ApiError> {
 pub async fn search(app: &App, req: &Request<Incoming>) -> Answer {
     let f = filter(app, req, true).await?;
     let page = app.store.logs(&f).await?;
-    let logs: Vec<_> = page.entries.iter().map(entry_json).collect();
     Ok(ok(
         "log entries",
-        json!({"logs": logs, "nextCursor": page.next.map(|c| c.encode())}),
+        proto::LogPage {
+            logs: page.entries.iter().map(entry_wire).collect(),
+            next_cursor: page.next.map(|c| c.encode()),
+        },
     ))
 }
 
@@ -112,8 +114,8 @@ fn matches(f: &LogFilter, l: &AuthLog) -> bool {
         && f.until.is_none_or(|t| l.at < t)
 }
 
-fn line(v: serde_json::Value) -> Bytes {
-    let mut b = serde_json::to_vec(&v).unwrap_or_default();
+fn line(event: &StreamEvent) -> Bytes {
+    let mut b = serde_json::to_vec(event).unwrap_or_default();
     b.push(b'\n');
     Bytes::from(b)
 }
@@ -129,12 +131,12 @@ pub async fn stream(app: &App, req: &Request<Incoming>) -> Answer {
         loop {
             let out = tokio::select! {
                 got = feed.recv() => match got {
-                    Ok(l) if matches(&f, &l) => line(json!({"type": "log", "entry": entry_json(&l)})),
+                    Ok(l) if matches(&f, &l) => line(&StreamEvent::Log { entry: entry_wire(&l) }),
                     Ok(_) => continue,
-                    Err(RecvError::Lagged(n)) => line(json!({"type": "lagged", "skipped": n})),
+                    Err(RecvError::Lagged(skipped)) => line(&StreamEvent::Lagged { skipped }),
                     Err(RecvError::Closed) => break,
                 },
-                _ = beat.tick() => line(json!({"type": "heartbeat", "at": timestamp(clock.now())})),
+                _ = beat.tick() => line(&StreamEvent::Heartbeat { at: timestamp(clock.now()) }),
             };
             if tx.send(out).await.is_err() {
                 break;

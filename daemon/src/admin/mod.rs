@@ -255,7 +255,7 @@ fn whole(r: Response<response::Body>) -> Response<AdminBody> {
     r.map(|b| b.map_err(|never| match never {}).boxed_unsync())
 }
 
-fn ok(message: &str, data: serde_json::Value) -> Response<AdminBody> {
+fn ok<T: serde::Serialize>(message: &str, data: T) -> Response<AdminBody> {
     whole(response::ok(StatusCode::OK, message, data))
 }
 

@@ -1,6 +1,7 @@
 //! The daemon itself: dependency health with key versions, metrics, and KEK
 //! rotation.
 
+use arclock_proto as proto;
 use http::{HeaderValue, Response, header};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
@@ -15,38 +16,37 @@ use crate::{App, custody};
 /// see: the token's key versions, the signing key ids and algorithm, and the
 /// key job.
 pub async fn health(app: &App) -> Response<AdminBody> {
-    let (down, mut data) = crate::api::health::report(app).await;
+    let (down, public) = crate::api::health::report(app).await;
     let keys = match app.hsm.status().await {
-        Ok(s) => json!({
-            "token": s.token_label,
-            "manufacturer": s.manufacturer,
-            "model": s.model,
-            "kekVersions": s.kek_versions,
-            "jwtKids": s.jwt_kids,
+        Ok(s) => proto::Keys {
+            token: Some(s.token_label),
+            manufacturer: Some(s.manufacturer),
+            model: Some(s.model),
+            kek_versions: s.kek_versions,
+            jwt_kids: s.jwt_kids,
             // The configured algorithm; the kids are of both kinds after a switch.
-            "signing": app.hsm.signing().alg(),
-        }),
-        Err(e) => json!({"error": e.to_string()}),
+            signing: Some(app.hsm.signing().alg().to_string()),
+            error: None,
+        },
+        Err(e) => proto::Keys {
+            error: Some(e.to_string()),
+            ..Default::default()
+        },
     };
-    if let Some(obj) = data.as_object_mut() {
-        obj.insert("keys".into(), keys);
-        obj.insert(
-            "uptimeSecs".into(),
-            json!((app.clock.now() - app.started).max(0) / 1000),
-        );
-        obj.insert("down".into(), json!(down));
+    let report = proto::AdminHealth {
+        public,
+        uptime_secs: ((app.clock.now() - app.started).max(0) / 1000) as u64,
+        down: down.into_iter().map(String::from).collect(),
+        keys,
         // What a rotation or retirement has done so far (the console polls it).
-        obj.insert("keyJob".into(), json!(app.custody.snapshot()));
-        obj.insert(
-            "camera".into(),
-            match &app.kiosk {
-                Some(k) => json!({"enabled": true, "device": k.device()}),
-                None => json!({"enabled": false}),
-            },
-        );
-    }
+        key_job: app.custody.snapshot(),
+        camera: proto::CameraState {
+            enabled: app.kiosk.is_some(),
+            device: app.kiosk.as_ref().map(|k| k.device().to_string()),
+        },
+    };
     // Always 200: the answer is the report, whatever it says.
-    ok("health report", data)
+    ok("health report", report)
 }
 
 /// Every instance that announced itself in the last day, this one marked;
@@ -55,22 +55,20 @@ pub async fn instances(app: &App) -> Answer {
     let now = app.clock.now();
     let beats = app.store.instances(now - 24 * 3600 * 1000).await?;
     let alive_ms = 3 * crate::HEARTBEAT_EVERY.as_millis() as i64;
-    let list: Vec<_> = beats
-        .iter()
-        .map(|b| {
-            json!({
-                "id": b.id,
-                "host": b.host,
-                "pid": b.pid,
-                "version": b.version,
-                "startedAt": b.started_at,
-                "seenAt": b.seen_at,
-                "alive": now - b.seen_at <= alive_ms,
-                "this": b.id == app.instance,
-            })
+    let instances = beats
+        .into_iter()
+        .map(|b| proto::InstanceInfo {
+            alive: now - b.seen_at <= alive_ms,
+            this: b.id == app.instance,
+            id: b.id,
+            host: b.host,
+            pid: b.pid,
+            version: b.version,
+            started_at: b.started_at,
+            seen_at: b.seen_at,
         })
         .collect();
-    Ok(ok("instances", json!({"instances": list})))
+    Ok(ok("instances", proto::Instances { instances }))
 }
 
 /// Prometheus text, with the lockouts in force read from the store.
@@ -117,12 +115,7 @@ pub async fn rotate(app: &App, op: Operator) -> Answer {
         outcome,
     )
     .await;
-    let data = json!({
-        "version": version,
-        "rewrapped": tally.rewrapped,
-        "alreadyCurrent": tally.already_current,
-        "failed": tally.failed,
-    });
+    let data = proto::Rotation { version, tally };
     Ok(ok(
         if tally.failed == 0 {
             "KEK rotated"
@@ -152,10 +145,7 @@ pub async fn retire(app: &App, op: Operator) -> Answer {
         Outcome::Success,
     )
     .await;
-    Ok(ok(
-        "old KEKs destroyed",
-        serde_json::to_value(&retired).unwrap_or_default(),
-    ))
+    Ok(ok("old KEKs destroyed", retired))
 }
 
 async fn custody_failed(app: &App, op: Operator, what: &str, e: custody::CustodyError) -> ApiError {

@@ -1,8 +1,6 @@
 //! The tamper-evident audit trail (`crate::audit`) from the console: check
 //! it end to end, or seal its head now (before a backup, a hand-over).
 
-use serde_json::json;
-
 use super::{Answer, Operator, ok, operator_event};
 use crate::App;
 use crate::audit;
@@ -17,7 +15,7 @@ pub async fn verify(app: &App) -> Answer {
     } else {
         "audit trail intact"
     };
-    Ok(ok(message, json!(verdict)))
+    Ok(ok(message, verdict))
 }
 
 /// `POST /v1/audit/seal`: signs the current head in the HSM now.
@@ -26,6 +24,8 @@ pub async fn seal(app: &App, op: Operator) -> Answer {
     let sealed = audit::seal(app).await?;
     Ok(ok(
         "audit trail sealed",
-        json!({"sealedThrough": sealed.map(|s| s.seq)}),
+        arclock_proto::Sealed {
+            sealed_through: sealed.map(|s| s.seq),
+        },
     ))
 }

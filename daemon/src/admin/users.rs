@@ -1,9 +1,9 @@
 //! Accounts for operators: listed without any biometric data (the store
 //! returns none here), disabled, enabled or deleted.
 
+use arclock_proto as proto;
 use http::Request;
 use hyper::body::Incoming;
-use serde_json::json;
 
 use super::{Answer, Operator, audit, ok, user_id};
 use crate::App;
@@ -13,14 +13,15 @@ use crate::http::response::timestamp;
 use crate::identity::UserId;
 use crate::store::{Action, AuthLog, Outcome, User, UserStatus};
 
-fn user_json(u: &User) -> serde_json::Value {
-    json!({
-        "id": u.id,
-        "name": u.name.as_str(),
-        "email": u.email.as_str(),
-        "status": u.status,
-        "createdAt": timestamp(u.created_at),
-    })
+/// An account as operators see it (the console reads the same type).
+pub(super) fn user_wire(u: &User) -> proto::User {
+    proto::User {
+        id: u.id.to_string(),
+        name: u.name.as_str().to_string(),
+        email: u.email.as_str().to_string(),
+        status: u.status.as_str().to_string(),
+        created_at: timestamp(u.created_at),
+    }
 }
 
 /// `?after=<id>&limit=1..=500` (default 100), in id order.
@@ -45,7 +46,10 @@ pub async fn list(app: &App, req: &Request<Incoming>) -> Answer {
     let next = more.then(|| page.last().map(|u| u.id.clone())).flatten();
     Ok(ok(
         "users",
-        json!({"users": page.iter().map(user_json).collect::<Vec<_>>(), "next": next}),
+        proto::UserPage {
+            users: page.iter().map(user_wire).collect(),
+            next: next.map(|id| id.to_string()),
+        },
     ))
 }
 
@@ -68,7 +72,13 @@ pub async fn set_status(app: &App, id: &str, enable: bool, op: Operator) -> Answ
         "disable account"
     };
     audit(app, op, Some(&id), what, Outcome::Success).await;
-    Ok(ok(what, json!({"id": id, "status": status})))
+    Ok(ok(
+        what,
+        proto::StatusChange {
+            id: id.to_string(),
+            status: status.as_str().to_string(),
+        },
+    ))
 }
 
 /// The same crypto-shredding as the user's own deletion; the log keeps an
@@ -93,5 +103,5 @@ pub async fn delete(app: &App, id: &str, op: Operator) -> Answer {
     }
     super::operator_event(app, op, Some(&id), "delete account", None).await;
     let _ = app.feed.send(entry);
-    Ok(ok("account deleted", json!({"id": id})))
+    Ok(ok("account deleted", proto::UserRef { id: id.to_string() }))
 }

@@ -7,10 +7,11 @@
 //! and checks run one at a time: a flood of `/health` (it needs no account)
 //! costs at most one store and HSM check per interval, never one per request.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use arclock_proto::{Dependency, Health};
 use http::{Response, StatusCode};
-use serde_json::json;
 
 use crate::App;
 use crate::http::response::{self, Body};
@@ -18,7 +19,7 @@ use crate::http::{ApiError, Code};
 
 /// The last public answer: when it was made, what was down, the report.
 #[derive(Default)]
-pub struct Cache(tokio::sync::Mutex<Option<(Instant, Vec<&'static str>, serde_json::Value)>>);
+pub struct Cache(tokio::sync::Mutex<Option<(Instant, Vec<&'static str>, Health)>>);
 
 pub async fn get(app: &App) -> Response<Body> {
     let ttl = Duration::from_millis(app.config.server.health_cache_ms);
@@ -37,12 +38,8 @@ pub async fn get(app: &App) -> Response<Body> {
     drop(cached);
     // Why a dependency is down (file paths, free space, token errors) is for
     // operators: the admin socket's health has it, the public port does not.
-    if let Some(deps) = data["dependencies"].as_object_mut() {
-        for dep in deps.values_mut() {
-            if let Some(d) = dep.as_object_mut() {
-                d.remove("reason");
-            }
-        }
+    for dep in data.dependencies.values_mut() {
+        dep.reason = None;
     }
     if down.is_empty() {
         response::ok(StatusCode::OK, "ArcLock is healthy", data)
@@ -52,75 +49,79 @@ pub async fn get(app: &App) -> Response<Body> {
             "A dependency is unavailable",
             format!("down: {}", down.join(", ")),
         )
-        .with_data(data)
+        .with_data(serde_json::to_value(&data).unwrap_or_default())
         .into()
     }
 }
 
 /// Each dependency's state, checked now, and the names of those that are down
 /// (also the operator console's dependency view).
-pub(crate) async fn report(app: &App) -> (Vec<&'static str>, serde_json::Value) {
+pub(crate) async fn report(app: &App) -> (Vec<&'static str>, Health) {
     let (hsm, store) = tokio::join!(app.hsm.status(), app.store.health());
     let hsm = match hsm {
-        Ok(s) if s.kek_versions.is_empty() => {
-            json!({"status": "error", "reason": "token holds no key-encryption key"})
-        }
-        Ok(s) if s.jwt_kids.is_empty() => {
-            json!({"status": "error", "reason": "token holds no JWT signing key"})
-        }
-        Ok(_) => json!({"status": "ok"}),
-        Err(e) => json!({"status": "error", "reason": e.to_string()}),
+        Ok(s) if s.kek_versions.is_empty() => Dependency::down("token holds no key-encryption key"),
+        Ok(s) if s.jwt_kids.is_empty() => Dependency::down("token holds no JWT signing key"),
+        Ok(_) => Dependency::ok(),
+        Err(e) => Dependency::down(e.to_string()),
     };
-    let store = match store {
-        Ok(()) => json!({"status": "ok", "backend": app.store.backend()}),
-        Err(e) => {
-            json!({"status": "error", "backend": app.store.backend(), "reason": e.to_string()})
+    let store = Dependency {
+        backend: Some(app.store.backend().to_string()),
+        ..match store {
+            Ok(()) => Dependency::ok(),
+            Err(e) => Dependency::down(e.to_string()),
         }
     };
     let m = app.face.models().status();
-    let models = json!({
-        "status": "ok",
-        "detector": m.detector,
-        "recognizer": m.recognizer,
-        "embeddingDim": m.embedding_dim,
-    });
-    let deps = json!({
-        "hsm": hsm,
-        "store": store,
-        "models": models,
-        "liveness": liveness(app),
-    });
+    let models = Dependency {
+        detector: Some(m.detector.to_string()),
+        recognizer: Some(m.recognizer.to_string()),
+        embedding_dim: Some(m.embedding_dim),
+        ..Dependency::ok()
+    };
+    let dependencies = BTreeMap::from([
+        ("hsm".to_string(), hsm),
+        ("store".to_string(), store),
+        ("models".to_string(), models),
+        ("liveness".to_string(), liveness(app)),
+    ]);
     let down: Vec<&'static str> = ["hsm", "store", "models", "liveness"]
         .into_iter()
-        .filter(|k| deps[*k]["status"] != "ok")
+        .filter(|k| !dependencies[*k].is_ok())
         .collect();
-    let data = json!({
-        "status": if down.is_empty() { "ok" } else { "degraded" },
-        "version": env!("CARGO_PKG_VERSION"),
-        "dependencies": deps,
-    });
-    (down, data)
+    let health = Health {
+        status: if down.is_empty() { "ok" } else { "degraded" }.to_string(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        dependencies,
+    };
+    (down, health)
 }
 
 /// The liveness policy and whether passive PAD can run: down when PAD is
 /// wanted, not installed, and the policy refuses to go on without it.
-fn liveness(app: &App) -> serde_json::Value {
+fn liveness(app: &App) -> Dependency {
     use crate::config::PadUnavailable;
     let l = &app.config.liveness;
     let pad = app.face.models().pad_status();
-    let mut v = json!({
-        "status": "ok",
-        "signin": l.signin,
-        "registration": l.registration,
-        "pad": if pad.is_ready() { "ready" } else { "unavailable" },
-    });
+    let mut d = Dependency {
+        signin: Some(l.signin.as_str().to_string()),
+        registration: Some(l.registration.as_str().to_string()),
+        pad: Some(
+            if pad.is_ready() {
+                "ready"
+            } else {
+                "unavailable"
+            }
+            .to_string(),
+        ),
+        ..Dependency::ok()
+    };
     if let arclock_face::PadStatus::Unavailable { reason } = pad
         && l.wants_pad()
     {
-        v["reason"] = json!(reason);
+        d.reason = Some(reason.to_string());
         if l.pad_unavailable == PadUnavailable::Refuse {
-            v["status"] = json!("error");
+            d.status = "error".into();
         }
     }
-    v
+    d
 }

@@ -8,18 +8,11 @@ use base64::Engine;
 use sha2::{Digest, Sha256};
 
 use super::Refused;
+use arclock_proto::Invite;
+
 use crate::App;
 use crate::identity::Email;
 use crate::store::{Millis, StoredInvite};
-
-/// A new invitation, as the operator receives it (the code is shown once).
-#[derive(Debug, Clone, serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Issued {
-    pub code: String,
-    pub email: Option<String>,
-    pub expires_at: String,
-}
 
 /// Longest code accepted (ours are 22 characters).
 const MAX_CODE: usize = 64;
@@ -34,7 +27,7 @@ pub async fn issue(
     app: &App,
     email: Option<Email>,
     ttl_secs: Option<u64>,
-) -> Result<Issued, Refused> {
+) -> Result<Invite, Refused> {
     let random: [u8; 16] = rand::random();
     let code = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random);
     let now = app.clock.now();
@@ -46,7 +39,7 @@ pub async fn issue(
         expires_at: now + ttl as Millis * 1000,
     };
     app.store.put_invite(&stored).await?;
-    Ok(Issued {
+    Ok(Invite {
         code,
         email: stored.email,
         expires_at: crate::http::response::timestamp(stored.expires_at),

@@ -12,7 +12,8 @@ pub enum UserStatus {
 }
 
 impl UserStatus {
-    pub(super) fn as_str(self) -> &'static str {
+    /// The spelling in the store and on the wire.
+    pub fn as_str(self) -> &'static str {
         match self {
             UserStatus::Active => "active",
             UserStatus::Disabled => "disabled",
