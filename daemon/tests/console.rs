@@ -121,7 +121,7 @@ async fn views_show_the_daemon_and_actions_take_effect() {
     let text = render_text(&c, 120, 32);
     assert!(text.contains("Enrol from the camera"), "{text}");
     c.on_key(press(KeyCode::Esc));
-    assert!(c.form.is_none());
+    assert_eq!(c.mode, arclock_console::Mode::Browse);
 
     // Instances: this daemon, from its heartbeat in the store.
     c.on_key(key('5'));

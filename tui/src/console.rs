@@ -143,6 +143,22 @@ pub struct EnrolForm {
     pub field: usize,
 }
 
+/// What keys go to: the views, or the one thing open on top of them.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// Keys switch views and act on the selected row.
+    #[default]
+    Browse,
+    /// Typing the log view's filter (Enter keeps it, Esc clears it).
+    Filter,
+    /// The camera enrol form is open.
+    Enrol(EnrolForm),
+    /// A command waits for `y`; any other key cancels it.
+    Confirm(Command),
+    /// The help overlay; any key closes it.
+    Help,
+}
+
 /// Entries kept in the live log view.
 const LOG_CAPACITY: usize = 2000;
 /// Accounts the users view loads.
@@ -157,9 +173,8 @@ pub struct Console {
     pub history: History,
     /// Newest first.
     pub logs: VecDeque<LogEntry>,
-    /// The free-text filter of the log view, and whether it is being typed.
+    /// The free-text filter of the log view.
     pub filter: String,
-    pub editing_filter: bool,
     /// Log view: rows scrolled down from the newest (0 = following).
     pub scroll: usize,
     pub lockouts: Vec<Lockout>,
@@ -168,9 +183,7 @@ pub struct Console {
     pub instances: Vec<InstanceInfo>,
     /// Selected row in the lockouts and users views.
     pub selected: usize,
-    pub confirm: Option<Command>,
-    pub form: Option<EnrolForm>,
-    pub help: bool,
+    pub mode: Mode,
     /// A message for the operator and when it was set (shown a few seconds).
     pub notice: Option<(String, Instant)>,
     pub quit: bool,
@@ -193,15 +206,12 @@ impl Console {
             history: History::default(),
             logs: VecDeque::new(),
             filter: String::new(),
-            editing_filter: false,
             scroll: 0,
             lockouts: Vec::new(),
             users: Vec::new(),
             instances: Vec::new(),
             selected: 0,
-            confirm: None,
-            form: None,
-            help: false,
+            mode: Mode::Browse,
             notice: None,
             quit: false,
             logs_loaded: false,
@@ -319,69 +329,78 @@ impl Console {
             self.quit = true;
             return None;
         }
-        if let Some(cmd) = self.confirm.take() {
-            return match key.code {
-                KeyCode::Char('y') | KeyCode::Char('Y') => Some(cmd),
-                _ => {
-                    self.notify("Cancelled");
-                    None
+        match std::mem::take(&mut self.mode) {
+            Mode::Confirm(cmd) => {
+                if matches!(key.code, KeyCode::Char('y' | 'Y')) {
+                    return Some(cmd);
                 }
-            };
-        }
-        if self.help {
-            self.help = false;
-            return None;
-        }
-        if let Some(mut form) = self.form.take() {
-            let field = if form.field == 0 {
-                &mut form.name
-            } else {
-                &mut form.email
-            };
-            match key.code {
-                KeyCode::Esc => {
-                    self.notify("Cancelled");
-                    return None;
-                }
-                KeyCode::Tab | KeyCode::BackTab | KeyCode::Up | KeyCode::Down => {
-                    form.field = 1 - form.field
-                }
-                KeyCode::Enter if form.field == 0 => form.field = 1,
-                KeyCode::Enter => {
-                    self.confirm = Some(Command::CameraEnrol {
-                        name: form.name.trim().to_string(),
-                        email: form.email.trim().to_string(),
-                    });
-                    return None;
-                }
-                KeyCode::Backspace => {
-                    field.pop();
-                }
-                KeyCode::Char(c) if field.chars().count() < 100 => field.push(c),
-                _ => {}
+                self.notify("Cancelled");
             }
-            self.form = Some(form);
-            return None;
+            Mode::Help => {}
+            Mode::Enrol(form) => self.on_form_key(form, key.code),
+            Mode::Filter => self.on_filter_key(key.code),
+            Mode::Browse => self.on_browse_key(key.code),
         }
-        if self.editing_filter {
-            match key.code {
-                KeyCode::Enter => self.editing_filter = false,
-                KeyCode::Esc => {
-                    self.editing_filter = false;
-                    self.filter.clear();
-                }
-                KeyCode::Backspace => {
-                    self.filter.pop();
-                }
-                KeyCode::Char(c) if self.filter.len() < 80 => self.filter.push(c),
-                _ => {}
+        None
+    }
+
+    /// The enrol form: two fields, then the confirmation.
+    fn on_form_key(&mut self, mut form: EnrolForm, code: KeyCode) {
+        let field = if form.field == 0 {
+            &mut form.name
+        } else {
+            &mut form.email
+        };
+        match code {
+            KeyCode::Esc => {
+                self.notify("Cancelled");
+                return;
             }
-            self.scroll = 0;
-            return None;
+            KeyCode::Tab | KeyCode::BackTab | KeyCode::Up | KeyCode::Down => {
+                form.field = 1 - form.field
+            }
+            KeyCode::Enter if form.field == 0 => form.field = 1,
+            KeyCode::Enter => {
+                self.mode = Mode::Confirm(Command::CameraEnrol {
+                    name: form.name.trim().to_string(),
+                    email: form.email.trim().to_string(),
+                });
+                return;
+            }
+            KeyCode::Backspace => {
+                field.pop();
+            }
+            KeyCode::Char(c) if field.chars().count() < 100 => field.push(c),
+            _ => {}
         }
-        match key.code {
+        self.mode = Mode::Enrol(form);
+    }
+
+    /// Typing the log filter.
+    fn on_filter_key(&mut self, code: KeyCode) {
+        match code {
+            KeyCode::Enter => {}
+            KeyCode::Esc => self.filter.clear(),
+            KeyCode::Backspace => {
+                self.filter.pop();
+                self.mode = Mode::Filter;
+            }
+            KeyCode::Char(c) => {
+                if self.filter.len() < 80 {
+                    self.filter.push(c);
+                }
+                self.mode = Mode::Filter;
+            }
+            _ => self.mode = Mode::Filter,
+        }
+        self.scroll = 0;
+    }
+
+    /// Views, selection and the actions on the selected row.
+    fn on_browse_key(&mut self, code: KeyCode) {
+        match code {
             KeyCode::Char('q') => self.quit = true,
-            KeyCode::Char('?') => self.help = true,
+            KeyCode::Char('?') => self.mode = Mode::Help,
             KeyCode::Char('1') => self.switch(View::Dashboard),
             KeyCode::Char('2') => self.switch(View::Logs),
             KeyCode::Char('3') => self.switch(View::Lockouts),
@@ -390,7 +409,7 @@ impl Console {
             KeyCode::Tab | KeyCode::BackTab => {
                 let i = View::ALL.iter().position(|v| *v == self.view).unwrap_or(0);
                 let n = View::ALL.len();
-                let next = if key.code == KeyCode::Tab {
+                let next = if code == KeyCode::Tab {
                     i + 1
                 } else {
                     i + n - 1
@@ -412,16 +431,14 @@ impl Console {
                 self.scroll = 0;
                 self.selected = 0;
             }
-            KeyCode::Char('/') if self.view == View::Logs => {
-                self.editing_filter = true;
-            }
+            KeyCode::Char('/') if self.view == View::Logs => self.mode = Mode::Filter,
             KeyCode::Esc if self.view == View::Logs => {
                 self.filter.clear();
                 self.scroll = 0;
             }
             KeyCode::Char('u') if self.view == View::Lockouts => {
                 if let Some(l) = self.lockouts.get(self.selected) {
-                    self.confirm = Some(Command::Unlock {
+                    self.mode = Mode::Confirm(Command::Unlock {
                         kind: l.kind.clone(),
                         key: l.key.clone(),
                         who: crate::model::who(l),
@@ -431,7 +448,7 @@ impl Console {
             KeyCode::Char(c @ ('d' | 'a' | 'x' | 'v')) if self.view == View::Users => {
                 if let Some(u) = self.users.get(self.selected) {
                     let (id, email) = (u.id.clone(), u.email.clone());
-                    self.confirm = Some(match c {
+                    self.mode = Mode::Confirm(match c {
                         'd' => Command::Disable { id, email },
                         'a' => Command::Enable { id, email },
                         'v' => Command::CameraVerify { email },
@@ -440,17 +457,16 @@ impl Console {
                 }
             }
             KeyCode::Char('e') if self.view == View::Users => {
-                self.form = Some(EnrolForm::default());
+                self.mode = Mode::Enrol(EnrolForm::default());
             }
             KeyCode::Char('R') if self.view == View::Dashboard => {
-                self.confirm = Some(Command::RotateKek);
+                self.mode = Mode::Confirm(Command::RotateKek);
             }
             KeyCode::Char('X') if self.view == View::Dashboard => {
-                self.confirm = Some(Command::RetireKeks);
+                self.mode = Mode::Confirm(Command::RetireKeks);
             }
             _ => {}
         }
-        None
     }
 
     /// Sends a confirmed command and shows how it went.
@@ -537,9 +553,9 @@ mod tests {
         assert_eq!(c.view, View::Lockouts);
         c.lockouts = vec![lockout()];
         assert_eq!(c.on_key(key(KeyCode::Char('u'))), None);
-        assert!(c.confirm.is_some());
+        assert!(matches!(c.mode, Mode::Confirm(_)));
         assert_eq!(c.on_key(key(KeyCode::Char('n'))), None);
-        assert!(c.confirm.is_none());
+        assert_eq!(c.mode, Mode::Browse);
         c.on_key(key(KeyCode::Char('u')));
         let cmd = c.on_key(key(KeyCode::Char('y')));
         assert!(matches!(cmd, Some(Command::Unlock { ref key, .. }) if key == "10.0.0.9"));
