@@ -22,7 +22,7 @@ pub struct App {
     pub store: Arc<dyn Store>,
     pub face: Arc<Pipeline>,
     pub tokens: token::Tokens,
-    pub limits: api::limits::Limits,
+    pub limits: api::limits::Quotas,
     pub clock: Arc<dyn Clock>,
     pub metrics: metrics::Metrics,
     /// Every auth-log entry this daemon writes, as it writes it, for the
@@ -116,7 +116,7 @@ impl App {
             &config.auth.audience,
             std::time::Duration::from_secs(config.auth.access_ttl_secs),
         );
-        let limits = api::limits::Limits::new(&config.limits);
+        let limits = api::limits::Quotas::new(&config.limits);
         let kiosk = config
             .camera
             .enabled

@@ -768,26 +768,45 @@ impl Config {
 /// SIGHUP applies live (`log.level`; the certificate files are re-read, not
 /// re-named).
 pub fn restart_needed(running: &Config, fresh: &Config) -> Vec<&'static str> {
-    let sections = [
-        ("server", running.server == fresh.server),
-        ("hsm", running.hsm == fresh.hsm),
-        ("store", running.store == fresh.store),
-        ("models", running.models == fresh.models),
-        ("auth", running.auth == fresh.auth),
-        ("limits", running.limits == fresh.limits),
-        ("admin", running.admin == fresh.admin),
-        ("camera", running.camera == fresh.camera),
-        ("liveness", running.liveness == fresh.liveness),
-        ("app", running.app == fresh.app),
-        ("registration", running.registration == fresh.registration),
-        ("log.format", running.log.format == fresh.log.format),
-    ];
-    sections
-        .into_iter()
-        .filter(|(_, same)| !same)
-        .map(|(name, _)| name)
-        .collect()
+    let mut changed = sections_differing(running, fresh);
+    if running.log.format != fresh.log.format {
+        changed.push("log.format");
+    }
+    changed
 }
+
+/// Every section of [`Config`] but `[log]` (the one a SIGHUP applies in
+/// part), named once: the section names `ARCLOCK_<SECTION>_<KEY>` accepts
+/// and the comparison [`restart_needed`] makes both come from this list.
+macro_rules! sections {
+    ($($name:ident),* $(,)?) => {
+        const SECTIONS: &[&str] = &["log", $(stringify!($name)),*];
+
+        fn sections_differing(running: &Config, fresh: &Config) -> Vec<&'static str> {
+            let mut changed = Vec::new();
+            $(
+                if running.$name != fresh.$name {
+                    changed.push(stringify!($name));
+                }
+            )*
+            changed
+        }
+    };
+}
+
+sections!(
+    server,
+    hsm,
+    store,
+    models,
+    auth,
+    limits,
+    admin,
+    camera,
+    liveness,
+    app,
+    registration,
+);
 
 /// Applies one `ARCLOCK_SECTION_KEY=value` override to the raw table and
 /// returns the key it set (`None` for variables that are not overrides).
@@ -810,22 +829,7 @@ fn apply_override(
     let (section, key) = lower
         .split_once('_')
         .ok_or_else(|| err("expected ARCLOCK_<SECTION>_<KEY>".into()))?;
-    if ![
-        "server",
-        "hsm",
-        "store",
-        "models",
-        "auth",
-        "limits",
-        "log",
-        "admin",
-        "camera",
-        "liveness",
-        "app",
-        "registration",
-    ]
-    .contains(&section)
-    {
+    if !SECTIONS.contains(&section) {
         return Err(err(format!("unknown section {section:?}")));
     }
     let parsed = format!("v = {value}")
@@ -857,6 +861,18 @@ mod tests {
             Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/arclockd.toml"),
         )
         .unwrap()
+    }
+
+    /// The documented config has exactly the sections the override and
+    /// reload code knows (they come from one list, `sections!`).
+    #[test]
+    fn the_section_list_is_the_documented_one() {
+        let table: toml::Table = example().parse().unwrap();
+        let mut documented: Vec<&str> = table.keys().map(String::as_str).collect();
+        let mut known = SECTIONS.to_vec();
+        documented.sort_unstable();
+        known.sort_unstable();
+        assert_eq!(documented, known);
     }
 
     fn load(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {

@@ -89,24 +89,25 @@ impl Bucket {
     }
 }
 
-/// Both quotas, keyed by client address.
-pub struct Limits {
+/// The quotas of `[limits]`, keyed by client address (the running limiter;
+/// `config::Limits` is its configuration).
+pub struct Quotas {
     general: Option<Bucket>,
     auth: Option<Bucket>,
     health: Option<Bucket>,
 }
 
-impl std::fmt::Debug for Limits {
+impl std::fmt::Debug for Quotas {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Limits").finish_non_exhaustive()
+        f.debug_struct("Quotas").finish_non_exhaustive()
     }
 }
 
-impl Limits {
+impl Quotas {
     /// A quota of 0 switches that limit off.
     pub fn new(c: &config::Limits) -> Self {
         let window = Duration::from_secs(c.window_secs);
-        Limits {
+        Quotas {
             general: Bucket::new(c.general, window, Code::RateLimited),
             auth: Bucket::new(c.auth, window, Code::AuthRateLimited),
             health: Bucket::new(c.health, window, Code::RateLimited),
@@ -180,7 +181,7 @@ mod tests {
 
     #[test]
     fn counts_down_then_refuses_with_retry_after() {
-        let l = Limits::new(&config::Limits {
+        let l = Quotas::new(&config::Limits {
             window_secs: 900,
             general: 100,
             auth: 3,
@@ -213,7 +214,7 @@ mod tests {
 
     #[test]
     fn ipv6_hosts_share_their_64() {
-        let l = Limits::new(&config::Limits {
+        let l = Quotas::new(&config::Limits {
             window_secs: 60,
             general: 1,
             auth: 1,

@@ -334,12 +334,25 @@ impl From<crate::template::TemplateError> for ApiError {
 }
 
 impl From<arclock_face::Error> for ApiError {
-    /// The photo's fault (422 `FACE_ERROR`, its kind as `error`) or ours (503).
+    /// The photo's fault (422 `FACE_ERROR`) or ours (503).
     fn from(e: arclock_face::Error) -> Self {
         if e.is_photo_problem() {
-            ApiError::new(Code::Face, e.to_string(), e.kind())
+            ApiError::face(&e, None)
         } else {
             ApiError::unavailable("the face pipeline", &e)
+        }
+    }
+}
+
+impl ApiError {
+    /// 422 `FACE_ERROR`: what is wrong with the photo (or with frame
+    /// `frame` of a challenge answer, which `data.frame` names), its kind
+    /// (`no_face`, `low_quality`, ...) as `error`.
+    pub fn face(e: &arclock_face::Error, frame: Option<usize>) -> Self {
+        match frame {
+            Some(i) => ApiError::new(Code::Face, format!("frame {}: {e}", i + 1), e.kind())
+                .with_data(serde_json::json!({"frame": i})),
+            None => ApiError::new(Code::Face, e.to_string(), e.kind()),
         }
     }
 }

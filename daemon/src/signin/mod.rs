@@ -106,15 +106,7 @@ impl From<Refused> for ApiError {
                 "Face verification failed",
                 "the face does not match this account",
             ),
-            Refused::Face { error, frame } => match frame {
-                Some(i) => ApiError::new(
-                    Code::Face,
-                    format!("frame {}: {error}", i + 1),
-                    error.kind(),
-                )
-                .with_data(serde_json::json!({"frame": i})),
-                None => ApiError::new(Code::Face, error.to_string(), error.kind()),
-            },
+            Refused::Face { error, frame } => ApiError::face(&error, frame),
             Refused::Pose { frame, hint } => ApiError::new(
                 Code::LivenessPose,
                 format!("frame {}: {hint}", frame + 1),
