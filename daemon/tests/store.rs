@@ -19,7 +19,7 @@ use arclockd::store::{
     LogFilter, MongoStore, NewFamily, NewUser, Outcome, Reservation, Rotation, Store, StoreError,
     StoredChallenge, StoredInvite, StoredKey, Subject, Template, User, UserStatus,
 };
-use common::mongo_uri;
+use common::{contains_window, mongo_uri};
 
 const NOW: i64 = 1_800_000_000_000;
 const MIN: i64 = 60_000;
@@ -1082,13 +1082,4 @@ async fn dump(b: &Backend, s: &Arc<dyn Store>) -> Vec<u8> {
             .flat_map(|(_, bytes)| bytes)
             .collect(),
     }
-}
-
-/// Whether any `w`-byte window of `needle` occurs in `hay`.
-fn contains_window(hay: &[u8], needle: &[u8], w: usize) -> bool {
-    let w = w.min(needle.len());
-    needle
-        .windows(w)
-        .step_by((w / 2).max(1))
-        .any(|win| memchr::memmem::find(hay, win).is_some())
 }

@@ -387,3 +387,14 @@ pub fn tokens(body: &serde_json::Value) -> Pair {
         refresh: field("refreshToken"),
     }
 }
+
+/// Whether any `w`-byte window of `needle` (taken every `w / 2` bytes)
+/// occurs in `hay`: a secret leaked whole, or in large pieces, is found.
+/// For many needles at once over large dumps, `privacy::Needles`.
+pub fn contains_window(hay: &[u8], needle: &[u8], w: usize) -> bool {
+    let w = w.min(needle.len());
+    needle
+        .windows(w)
+        .step_by((w / 2).max(1))
+        .any(|win| memchr::memmem::find(hay, win).is_some())
+}
