@@ -6,8 +6,11 @@
 //! - [`server`]: [`run`]: listeners, upkeep, heartbeat, SIGHUP, graceful stop.
 //! - [`config`]: the TOML schema, `ARCLOCK_*` overrides, validation.
 //! - [`http`]: the rustls + hyper listener (certificate reload, connection,
-//!   header, body and idle limits), the response envelope, security headers.
-//! - [`signin`]: the sign-in service shared by the API and the kiosk:
+//!   header, body and idle limits), the response envelope, security headers,
+//!   and [`http::ApiError`]: every refusal as a value (a [`http::Code`] with
+//!   its status), converted from the domain errors with `From`.
+//! - [`signin`]: the sign-in service shared by the API and the kiosk (which
+//!   only parse, call it and render):
 //!   lockouts, liveness (passive PAD, active challenges), comparison with a
 //!   decoy for unknown accounts, failure accounting, enrolment.
 //! - [`api`]: the route table and one file per concern: face sign-in
@@ -16,7 +19,8 @@
 //! - [`webapp`]: the browser reference client at `/app/`, built into the
 //!   binary, with its own narrow CSP and the only camera permission.
 //! - [`admin`]: the operator API on a Unix socket (peer uid checked): live
-//!   auth log, search, lockouts, users, health, key rotation, metrics.
+//!   auth log, search, lockouts, users, health, key rotation, metrics; its
+//!   bodies are `arclock-proto`'s types, which the console reads.
 //! - [`audit`]: the tamper-evident trail of operator actions and security
 //!   events: a hash chain in the store, its head sealed in the HSM, verified
 //!   from the console.
@@ -30,9 +34,11 @@
 //!   each wrapped key bound to its whole record (a swapped template fails).
 //! - [`custody`]: jobs over every wrapped key: KEK rotation, retirement of
 //!   old KEKs (crypto-shredding that reaches backups), binding old records.
-//! - [`token`]: RS256 access tokens signed in the HSM; refresh token hashes.
-//! - [`store`]: users, encrypted templates, wrapped keys, logs, lockouts and
-//!   sessions, on SQLite or MongoDB.
+//! - [`token`]: RS256 or ES256 access tokens signed in the HSM; refresh
+//!   token MACs.
+//! - [`store`]: one trait per concern (users and credentials, logs,
+//!   lockouts, sessions, challenges, the audit chain, instances), each
+//!   backend (SQLite, MongoDB) a folder with one file per concern.
 //! - [`timing`]: where one request's time went, step by step (slow-request
 //!   log lines, opt-in `Server-Timing`).
 //! - [`clock`]: the one source of wall-clock time (movable in tests).
