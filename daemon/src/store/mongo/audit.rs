@@ -46,16 +46,14 @@ impl AuditTrail for MongoStore {
     }
 
     async fn audit_entries(&self, after: u64, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
-        let docs: Vec<Document> = self
-            .coll("audit_chain")
-            .find(doc! {"seq": {"$gt": after as i64}})
-            .sort(doc! {"seq": 1})
-            .limit(limit as i64)
-            .await
-            .map_err(down)?
-            .try_collect()
-            .await
-            .map_err(down)?;
+        let docs = self
+            .all(
+                "audit_chain",
+                doc! {"seq": {"$gt": after as i64}},
+                doc! {"seq": 1},
+                Some(limit),
+            )
+            .await?;
         docs.iter().map(audit_entry).collect()
     }
 
@@ -90,7 +88,9 @@ impl AuditTrail for MongoStore {
     }
 
     async fn audit_seals(&self) -> Result<Vec<AuditSeal>, StoreError> {
-        let docs = self.all("audit_seals", doc! {}, doc! {"seq": 1}).await?;
+        let docs = self
+            .all("audit_seals", doc! {}, doc! {"seq": 1}, None)
+            .await?;
         docs.iter()
             .map(|d| {
                 Ok(AuditSeal {

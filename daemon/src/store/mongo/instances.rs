@@ -35,6 +35,7 @@ impl Instances for MongoStore {
                 "instances",
                 doc! {"seen_at": {"$gte": since}},
                 doc! {"started_at": 1, "_id": 1},
+                None,
             )
             .await?;
         docs.iter()

@@ -134,7 +134,12 @@ impl Lockouts for MongoStore {
 
     async fn lockouts(&self, now: Millis) -> Result<Vec<(Subject, Millis)>, StoreError> {
         let docs = self
-            .all("lockouts", doc! {"until": {"$gt": now}}, doc! {"until": 1})
+            .all(
+                "lockouts",
+                doc! {"until": {"$gt": now}},
+                doc! {"until": 1},
+                None,
+            )
             .await?;
         docs.iter()
             .map(|d| {

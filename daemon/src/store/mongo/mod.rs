@@ -172,21 +172,21 @@ impl MongoStore {
         self.db.collection(name)
     }
 
-    /// Every document of `name` matching `filter`, in `sort` order.
+    /// Every document of `name` matching `filter`, in `sort` order (the
+    /// first `limit` of them, if given).
     async fn all(
         &self,
         name: &str,
         filter: Document,
         sort: Document,
+        limit: Option<usize>,
     ) -> Result<Vec<Document>, StoreError> {
-        self.coll(name)
-            .find(filter)
-            .sort(sort)
-            .await
-            .map_err(down)?
-            .try_collect()
-            .await
-            .map_err(down)
+        let coll = self.coll(name);
+        let mut find = coll.find(filter).sort(sort);
+        if let Some(n) = limit {
+            find = find.limit(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+        find.await.map_err(down)?.try_collect().await.map_err(down)
     }
 
     /// The subject's failure counter with a window open at `now`: one that

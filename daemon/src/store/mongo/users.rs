@@ -151,16 +151,9 @@ impl Users for MongoStore {
             Some(a) => doc! {"_id": {"$gt": a.as_str()}},
             None => doc! {},
         };
-        let docs: Vec<Document> = self
-            .coll("users")
-            .find(filter)
-            .sort(doc! {"_id": 1})
-            .limit(limit as i64)
-            .await
-            .map_err(down)?
-            .try_collect()
-            .await
-            .map_err(down)?;
+        let docs = self
+            .all("users", filter, doc! {"_id": 1}, Some(limit))
+            .await?;
         docs.iter().map(Self::to_user).collect()
     }
 
