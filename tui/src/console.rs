@@ -379,19 +379,16 @@ impl Console {
     /// Typing the log filter.
     fn on_filter_key(&mut self, code: KeyCode) {
         match code {
-            KeyCode::Enter => {}
             KeyCode::Esc => self.filter.clear(),
             KeyCode::Backspace => {
                 self.filter.pop();
-                self.mode = Mode::Filter;
             }
-            KeyCode::Char(c) => {
-                if self.filter.len() < 80 {
-                    self.filter.push(c);
-                }
-                self.mode = Mode::Filter;
-            }
-            _ => self.mode = Mode::Filter,
+            KeyCode::Char(c) if self.filter.len() < 80 => self.filter.push(c),
+            _ => {}
+        }
+        // Enter keeps the filter, Esc drops it; both end the typing.
+        if !matches!(code, KeyCode::Enter | KeyCode::Esc) {
+            self.mode = Mode::Filter;
         }
         self.scroll = 0;
     }
