@@ -110,12 +110,17 @@ fn main() -> Result<()> {
     let mut report = Report::new("ArcLock benchmarks", &facts());
     let dur = Duration::from_secs_f64(args.seconds);
     let mut guard = Vec::new();
+    let mut signers = None;
     rt.block_on(async {
         for s in &sections {
             match s {
-                Section::Hsm => hsm::run(&mut report, dir.path(), dur, args.jwt_bits)
-                    .await
-                    .context("HSM benchmark")?,
+                Section::Hsm => {
+                    signers = Some(
+                        hsm::run(&mut report, dir.path(), dur, args.jwt_bits)
+                            .await
+                            .context("HSM benchmark")?,
+                    )
+                }
                 Section::Face => face::run(&mut report, &args.root, &args.faces, args.iterations)
                     .context("face pipeline benchmark")?,
                 Section::Store => store::run(&mut report, dir.path(), args.log_rows)
@@ -127,6 +132,7 @@ fn main() -> Result<()> {
                         &args.root,
                         &args.faces,
                         Duration::from_secs_f64(args.tail_seconds),
+                        signers,
                     )
                     .await
                     .context("daemon benchmark")?,

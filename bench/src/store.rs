@@ -237,6 +237,7 @@ async fn signin_sequence(store: &EmbeddedStore, user: &NewUser, i: usize) -> Res
                 similarity_bucket: Some(8),
                 client_ip: Some("10.0.0.1".into()),
                 user_agent: Some("ArcLockApp/1.0".into()),
+                instance: None,
             },
         )
         .await?;

@@ -101,6 +101,10 @@ pub struct Metrics {
     active: Family<KindLabel, Gauge>,
     liveness: Family<LivenessLabel, Counter>,
     health_checks: Counter,
+    /// Every request, and those answered 5xx, without labels: what the
+    /// heartbeat reports ([`Metrics::load`]) without walking the families.
+    served: Counter,
+    server_errors: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -194,6 +198,34 @@ impl Metrics {
             active,
             liveness,
             health_checks,
+            served: Counter::default(),
+            server_errors: Counter::default(),
+        }
+    }
+
+    /// The counters an instance's heartbeat carries, for the console's view
+    /// across every daemon on one database.
+    pub fn load(&self) -> crate::store::Load {
+        let verdict = |v: Verdict| {
+            self.verdicts
+                .get_or_create(&VerdictLabel { outcome: v.label() })
+                .get()
+        };
+        let lockouts = [LockKind::Account, LockKind::Ip]
+            .into_iter()
+            .map(|k| {
+                self.lockouts
+                    .get_or_create(&KindLabel { subject: k.label() })
+                    .get()
+            })
+            .sum();
+        crate::store::Load {
+            requests: self.served.get(),
+            server_errors: self.server_errors.get(),
+            accepts: verdict(Verdict::Accept),
+            rejects: verdict(Verdict::Reject),
+            locked: verdict(Verdict::Locked),
+            lockouts,
         }
     }
 
@@ -212,6 +244,10 @@ impl Metrics {
 
     /// One public API request answered.
     pub fn request(&self, route: &'static str, status: u16, took: Duration) {
+        self.served.inc();
+        if status >= 500 {
+            self.server_errors.inc();
+        }
         self.requests
             .get_or_create(&RouteStatus { route, status })
             .inc();
@@ -284,5 +320,29 @@ mod tests {
         assert!(text.contains(r#"arclock_lockouts_total{subject="ip"} 1"#));
         assert!(text.contains(r#"arclock_lockouts_active{subject="account"} 2"#));
         assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn load_counts_what_the_families_count() {
+        let m = Metrics::new();
+        m.request("/api/auth/login", 200, Duration::from_millis(40));
+        m.request("/health", 503, Duration::from_millis(1));
+        m.request("/health", 200, Duration::from_millis(1));
+        m.verdict(Verdict::Accept);
+        m.verdict(Verdict::Reject);
+        m.verdict(Verdict::Reject);
+        m.lockout(LockKind::Ip);
+        m.lockout(LockKind::Account);
+        assert_eq!(
+            m.load(),
+            crate::store::Load {
+                requests: 3,
+                server_errors: 1,
+                accepts: 1,
+                rejects: 2,
+                locked: 0,
+                lockouts: 2,
+            }
+        );
     }
 }

@@ -117,6 +117,7 @@ async fn heartbeat(app: Arc<App>) {
             version: env!("CARGO_PKG_VERSION").to_string(),
             started_at: app.started,
             seen_at: app.clock.now(),
+            load: app.metrics.load(),
         };
         if let Err(e) = app.store.heartbeat(&beat).await {
             tracing::warn!(error = %e, "heartbeat not written");

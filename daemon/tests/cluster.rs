@@ -3,8 +3,9 @@
 //! database (the nx-27017 stand-in that `make test` starts). What one of
 //! them decides the others hold to: a lockout, a refresh family revoked on
 //! reuse, every account and session acknowledged before one of them is
-//! SIGKILLed, a KEK rotated on one of them; and each lists all three from
-//! their heartbeats. Rate limits are per instance by design (`daemon/README.md`,
+//! SIGKILLed, a KEK rotated on one of them; each lists all three from
+//! their heartbeats, and one console follows the log and the counters of
+//! all three. Rate limits are per instance by design (`daemon/README.md`,
 //! "Several daemons"): the test states the division it checks.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests report by panicking
 
@@ -218,6 +219,103 @@ fn nix_kill(pid: u32) {
         .status()
         .unwrap();
     assert!(out.success());
+}
+
+/// The console on one instance sees the whole service: the live log follows
+/// what every daemon writes (each entry once, naming its writer), and the
+/// instance list carries each daemon's counters, which the console sums.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_console_follows_the_log_and_the_counters_of_every_instance() {
+    use std::time::{Duration, Instant};
+    let Some((inst, env)) = cluster("cluster_console") else {
+        return;
+    };
+    let [a, b, c] = ["a", "b", "c"].map(|n| start(&inst, &env, n, &[]));
+    let admin = arclock_console::Client::new(inst.path("admin-a.sock"));
+    // Which instance id each daemon is, from the list (the first heartbeat is
+    // written at start).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let ids = loop {
+        let list = admin.instances().await.unwrap();
+        let id_of = |d: &Daemon| {
+            list.iter()
+                .find(|i| i.pid == d.child.id())
+                .map(|i| i.id.clone())
+        };
+        if let [Some(ia), Some(ib), Some(ic)] = [&a, &b, &c].map(id_of) {
+            break [ia, ib, ic];
+        }
+        assert!(Instant::now() < deadline, "not all three listed: {list:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+
+    let mut live = admin
+        .stream(&arclock_console::LogQuery::default())
+        .await
+        .unwrap();
+    let (s, body) = register(&b, "eve@example.org", "Al_Pacino").await;
+    assert_eq!(s, 201, "{body}");
+    let (s, _) = sign_in(&c, "eve@example.org", "Adam_Sandler", 1).await;
+    assert_eq!(s, 401);
+    let (s, body) = sign_in(&a, "eve@example.org", "Al_Pacino", 2).await;
+    assert_eq!(s, 200, "{body}");
+
+    // What A's stream shows within a few seconds: A's own entry at once, B's
+    // and C's from the store.
+    let want = [
+        ("register", "success", &ids[1]),
+        ("login", "failure", &ids[2]),
+        ("login", "success", &ids[0]),
+    ];
+    let mut seen = Vec::new();
+    let until = Instant::now() + Duration::from_secs(8);
+    while Instant::now() < until {
+        let Ok(Some(ev)) = tokio::time::timeout(Duration::from_millis(500), live.next()).await
+        else {
+            continue;
+        };
+        if let arclock_console::model::StreamEvent::Log { entry } = ev.unwrap() {
+            seen.push((
+                entry.action.clone(),
+                entry.outcome.clone(),
+                entry.instance.clone().unwrap_or_default(),
+                entry.id.clone(),
+            ));
+        }
+    }
+    for (action, outcome, instance) in want {
+        let n = seen
+            .iter()
+            .filter(|(a, o, i, _)| a == action && o == outcome && i == instance)
+            .count();
+        assert_eq!(n, 1, "{action} {outcome} by {instance}: {seen:?}");
+    }
+    assert_eq!(seen.len(), 3, "nothing else, nothing twice: {seen:?}");
+
+    // The counters: B's and C's from their heartbeats (every 5 s), A's own
+    // now; the console's sum is over the three.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let list = admin.instances().await.unwrap();
+        let load = |id: &str| {
+            list.iter()
+                .find(|i| i.id == id)
+                .map(|i| i.load)
+                .unwrap_or_default()
+        };
+        let (la, lb, lc) = (load(&ids[0]), load(&ids[1]), load(&ids[2]));
+        if la.accepts == 1 && lc.rejects == 1 && lb.requests >= 1 {
+            assert_eq!((la.rejects, lb.accepts + lb.rejects, lc.accepts), (0, 0, 0));
+            let total: u64 = list.iter().map(|i| i.load.accepts + i.load.rejects).sum();
+            assert_eq!(total, 2, "{list:?}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "counters not carried by the heartbeats: {list:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -82,6 +82,7 @@ contract!(
     reservations_hold_the_limit_under_concurrency,
     a_sign_in_reserves_and_settles_its_subjects_at_once,
     instances_announce_themselves_and_age_out,
+    logs_name_their_instance_and_leave_one_out,
     refresh_rotation_race_revokes_the_family,
     deletion_shreds_everything_but_an_anonymous_log,
     logs_page_newest_first_and_filter,
@@ -251,6 +252,7 @@ fn log(user: Option<&UserId>, at: i64, outcome: Outcome) -> AuthLog {
         similarity_bucket: Some(3),
         client_ip: Some("192.0.2.7".into()),
         user_agent: Some("ArcLockApp/1.0".into()),
+        instance: None,
     }
 }
 
@@ -483,8 +485,9 @@ async fn a_sign_in_reserves_and_settles_its_subjects_at_once(_: &Backend, s: Arc
     assert_eq!(page.entries[0].outcome, Outcome::Success);
 }
 
-/// Heartbeats: a second beat moves `seen_at` (not the start), a listing
-/// keeps only instances seen since its bound, and a week-old one is gone.
+/// Heartbeats: a second beat moves `seen_at` (not the start) and carries
+/// the instance's newest counters, a listing keeps only instances seen since
+/// its bound, and a week-old one is gone.
 async fn instances_announce_themselves_and_age_out(_: &Backend, s: Arc<dyn Store>) {
     let beat = |id: &str, started_at, seen_at| arclockd::store::InstanceBeat {
         id: id.into(),
@@ -493,6 +496,14 @@ async fn instances_announce_themselves_and_age_out(_: &Backend, s: Arc<dyn Store
         version: "0.1.0".into(),
         started_at,
         seen_at,
+        load: arclockd::store::Load {
+            requests: u64::try_from(seen_at - started_at).unwrap_or(0),
+            server_errors: 1,
+            accepts: 2,
+            rejects: 3,
+            locked: 4,
+            lockouts: 5,
+        },
     };
     s.heartbeat(&beat(
         "old",
@@ -510,10 +521,60 @@ async fn instances_announce_themselves_and_age_out(_: &Backend, s: Arc<dyn Store
         ["a", "b"],
         "the week-old instance is forgotten"
     );
-    assert_eq!(all[0], beat("a", NOW, NOW + 5000));
+    assert_eq!(all[0], beat("a", NOW, NOW + 5000), "the newest counters");
+    assert_eq!(all[0].load.requests, 5000);
     let recent = s.instances(NOW + 2).await.unwrap();
     assert_eq!(recent.len(), 1);
     assert_eq!(recent[0].id, "a");
+}
+
+/// Each entry keeps the instance that wrote it, and a listing can leave one
+/// instance out (the live log's look at what the others wrote); entries
+/// from before instances were recorded are never left out.
+async fn logs_name_their_instance_and_leave_one_out(_: &Backend, s: Arc<dyn Store>) {
+    let by = |instance: Option<&str>, at| AuthLog {
+        instance: instance.map(str::to_string),
+        ..log(None, at, Outcome::Failure)
+    };
+    for (i, instance) in [Some("aaaa"), Some("bbbb"), None, Some("aaaa")]
+        .into_iter()
+        .enumerate()
+    {
+        s.append_log(&by(instance, NOW + i as i64)).await.unwrap();
+    }
+    let all = s
+        .logs(&LogFilter {
+            since: Some(NOW),
+            limit: 10,
+            ..LogFilter::default()
+        })
+        .await
+        .unwrap();
+    let writers = |p: &arclockd::store::LogPage| {
+        p.entries
+            .iter()
+            .map(|l| l.instance.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        writers(&all),
+        [
+            Some("aaaa".into()),
+            None,
+            Some("bbbb".into()),
+            Some("aaaa".into())
+        ]
+    );
+    let others = s
+        .logs(&LogFilter {
+            since: Some(NOW),
+            exclude_instance: Some("aaaa".into()),
+            limit: 10,
+            ..LogFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(writers(&others), [None, Some("bbbb".into())]);
 }
 
 async fn lockout_counts_locks_and_expires(_: &Backend, s: Arc<dyn Store>) {

@@ -18,6 +18,26 @@ pub struct InstanceInfo {
     pub alive: bool,
     /// The daemon that answered.
     pub this: bool,
+    /// Its counters at its last heartbeat (the answering daemon's: now).
+    #[serde(default)]
+    pub load: Load,
+}
+
+/// What one daemon has served since its start. Counters, not rates: the
+/// console derives rates from two readings, and sums them across instances.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct Load {
+    /// Public API requests answered.
+    pub requests: u64,
+    /// ... of them with a 5xx status.
+    pub server_errors: u64,
+    /// Face verifications (login and verify-face) by outcome.
+    pub accepts: u64,
+    pub rejects: u64,
+    pub locked: u64,
+    /// Lockouts it started.
+    pub lockouts: u64,
 }
 
 /// The list.

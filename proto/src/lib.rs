@@ -29,7 +29,7 @@ pub use accounts::{
 };
 pub use audit::{AuditBreak, AuditVerdict, Sealed};
 pub use health::{AdminHealth, CameraState, Dependency, Health, Keys};
-pub use instances::{InstanceInfo, Instances};
+pub use instances::{InstanceInfo, Instances, Load};
 pub use keys::{KeyJob, Retirement, Rotation, Tally};
 pub use logs::{LogEntry, LogPage, StreamEvent};
 

@@ -26,6 +26,10 @@ pub struct LogEntry {
     pub ip: Option<String>,
     #[serde(default)]
     pub device: Option<String>,
+    /// The daemon that wrote it (absent for entries from before instances
+    /// were recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
 }
 
 /// One page of a search, newest first; `next_cursor` continues it.
@@ -42,7 +46,7 @@ pub struct LogPage {
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum StreamEvent {
     Log {
-        entry: LogEntry,
+        entry: Box<LogEntry>,
     },
     /// Every 5 s, so a quiet stream is told from a dead one.
     Heartbeat {

@@ -286,9 +286,20 @@ impl Console {
     pub fn on_stream(&mut self, ev: StreamEvent) {
         match ev {
             StreamEvent::Log { entry } => {
-                self.logs.push_front(entry);
+                // Other instances' entries come from the store up to a
+                // second late, and may also be on the first page loaded:
+                // keep newest first and each (stored) entry once.
+                if !entry.id.is_empty() && self.logs.iter().take(1000).any(|l| l.id == entry.id) {
+                    return;
+                }
+                let at = self
+                    .logs
+                    .iter()
+                    .position(|l| l.at_ms <= entry.at_ms)
+                    .unwrap_or(self.logs.len());
+                self.logs.insert(at, *entry);
                 self.logs.truncate(LOG_CAPACITY);
-                if self.scroll > 0 {
+                if self.scroll > 0 && at < self.scroll {
                     self.scroll += 1;
                 }
             }
@@ -581,6 +592,43 @@ mod tests {
                 email: "ada@example.org".into()
             })
         );
+    }
+
+    fn entry(id: &str, at_ms: i64) -> StreamEvent {
+        StreamEvent::Log {
+            entry: Box::new(LogEntry {
+                id: id.into(),
+                at: String::new(),
+                at_ms,
+                user_id: None,
+                action: "login".into(),
+                outcome: "success".into(),
+                reason: None,
+                similarity_bucket: None,
+                ip: None,
+                device: None,
+                instance: None,
+            }),
+        }
+    }
+
+    /// Another instance's entry comes from the store up to a second late,
+    /// and possibly twice (also on the first page): it takes its place in
+    /// time, once; this daemon's own entries carry no id and are all kept.
+    #[test]
+    fn late_entries_take_their_place_in_time_once() {
+        let mut c = Console::new();
+        for ev in [
+            entry("", 100),
+            entry("", 300),
+            entry("7", 200),
+            entry("7", 200),
+            entry("", 300),
+        ] {
+            c.on_stream(ev);
+        }
+        let order: Vec<_> = c.logs.iter().map(|l| (l.id.as_str(), l.at_ms)).collect();
+        assert_eq!(order, [("", 300), ("", 300), ("7", 200), ("", 100)]);
     }
 
     #[test]

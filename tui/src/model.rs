@@ -4,7 +4,7 @@
 
 pub use arclock_proto::{
     AdminHealth, AuditBreak, AuditVerdict, CameraState, Dependency, InstanceInfo, Invite, KeyJob,
-    Keys, Lockout, LogEntry, Retirement, Rotation, StreamEvent, Tally, User,
+    Keys, Load, Lockout, LogEntry, Retirement, Rotation, StreamEvent, Tally, User,
 };
 
 /// One line on what it is or why it is down.

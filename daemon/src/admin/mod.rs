@@ -311,6 +311,7 @@ async fn audit(app: &App, op: Operator, user: Option<&UserId>, what: &str, outco
         similarity_bucket: None,
         client_ip: None,
         user_agent: Some(format!("admin-socket uid={}", op.uid)),
+        instance: Some(app.instance.clone()),
     };
     if let Err(e) = app.journal(entry).await {
         tracing::error!(error = %e, uid = op.uid, action = what, "audit entry not written");

@@ -60,6 +60,11 @@ pub async fn instances(app: &App) -> Answer {
         .map(|b| proto::InstanceInfo {
             alive: now - b.seen_at <= alive_ms,
             this: b.id == app.instance,
+            load: if b.id == app.instance {
+                app.metrics.load()
+            } else {
+                b.load
+            },
             id: b.id,
             host: b.host,
             pid: b.pid,

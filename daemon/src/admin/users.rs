@@ -96,6 +96,7 @@ pub async fn delete(app: &App, id: &str, op: Operator) -> Answer {
         similarity_bucket: None,
         client_ip: None,
         user_agent: Some(format!("admin-socket uid={}", op.uid)),
+        instance: Some(app.instance.clone()),
     };
     let deleted = app.store.delete_user(&id, &entry).await?;
     if !deleted {

@@ -90,7 +90,7 @@ pub async fn delete(app: &App, req: Request<Incoming>) -> Answer {
     let caller = authenticate(app, &req).await?;
     let client = ClientInfo::from(&req);
     let at = app.clock.now();
-    let entry = journal::entry(&client, &Event::ok(at, None, Action::DeleteAccount));
+    let entry = journal::entry(app, &client, &Event::ok(at, None, Action::DeleteAccount));
     let deleted = app.store.delete_user(&caller.user.id, &entry).await?;
     if !deleted {
         return Err(ApiError::unauthorized());

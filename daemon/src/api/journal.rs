@@ -39,8 +39,8 @@ impl<'a> Event<'a> {
     }
 }
 
-/// The entry as the store keeps it.
-pub fn entry(client: &ClientInfo, e: &Event<'_>) -> AuthLog {
+/// The entry as the store keeps it, naming this instance as its writer.
+pub fn entry(app: &App, client: &ClientInfo, e: &Event<'_>) -> AuthLog {
     AuthLog {
         id: String::new(),
         at: e.at,
@@ -51,11 +51,12 @@ pub fn entry(client: &ClientInfo, e: &Event<'_>) -> AuthLog {
         similarity_bucket: e.bucket,
         client_ip: client.ip.clone(),
         user_agent: client.user_agent.clone(),
+        instance: Some(app.instance.clone()),
     }
 }
 
 pub async fn record(app: &App, client: &ClientInfo, e: Event<'_>) {
-    if let Err(err) = app.journal(entry(client, &e)).await {
+    if let Err(err) = app.journal(entry(app, client, &e)).await {
         tracing::warn!(error = %err, action = e.action.as_str(), "auth log not written");
     }
 }

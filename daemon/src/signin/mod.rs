@@ -594,6 +594,7 @@ pub async fn compare_deferred<'a>(
         // not wipe failures a neighbour (or an attacker) made on other accounts.
         // With the log entry, one commit.
         let entry = journal::entry(
+            app,
             client,
             &Event {
                 bucket,

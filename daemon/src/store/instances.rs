@@ -14,7 +14,14 @@ pub struct InstanceBeat {
     pub version: String,
     pub started_at: Millis,
     pub seen_at: Millis,
+    /// What it had served by then.
+    pub load: Load,
 }
+
+/// An instance's counters since its start, carried by its heartbeat (the
+/// wire type itself: the console sums them across the daemons on one
+/// database, which no single daemon's `/metrics` can).
+pub use arclock_proto::Load;
 
 /// How long an instance's entry outlives its last heartbeat.
 pub const INSTANCE_RETENTION_MS: Millis = 7 * 24 * 3600 * 1000;

@@ -75,6 +75,10 @@ pub struct AuthLog {
     pub similarity_bucket: Option<u8>,
     pub client_ip: Option<String>,
     pub user_agent: Option<String>,
+    /// The daemon that wrote it (`App::instance`): several share one
+    /// database, and the live log follows them all. `None` for entries
+    /// written before instances were recorded.
+    pub instance: Option<String>,
 }
 
 /// Opaque position in a log listing ("entries older than this one").
@@ -119,6 +123,8 @@ pub struct LogFilter {
     /// Exclusive upper bound.
     pub until: Option<Millis>,
     pub before: Option<LogCursor>,
+    /// Leaves out what this instance wrote (the live log has those already).
+    pub exclude_instance: Option<String>,
     pub limit: usize,
 }
 

@@ -10,7 +10,7 @@
 //! | `sessions` | [`Sessions`], [`NewFamily`], [`Rotation`] | refresh-token families |
 //! | `challenges` | [`Challenges`], [`StoredChallenge`], [`StoredInvite`] | single-use challenges and invitations |
 //! | [`audit`] | [`AuditTrail`], [`AuditEntry`], [`AuditSeal`] | the hash-chained trail and its HSM seals |
-//! | `instances` | [`Instances`], [`InstanceBeat`] | heartbeats of the daemons sharing the store |
+//! | `instances` | [`Instances`], [`InstanceBeat`], [`Load`] | heartbeats of the daemons sharing the store, with their counters |
 //!
 //! [`Store`] is all of them plus health and purging; a `dyn Store` reaches
 //! every method, a concrete backend needs [`prelude`] in scope.
@@ -41,7 +41,7 @@ use arclock_hsm::WrappedKey;
 pub use audit::{AuditEntry, AuditEvent, AuditSeal, AuditTrail};
 pub use challenges::{Challenges, StoredChallenge, StoredInvite};
 pub use embedded::{Checkpoints, EmbeddedStore};
-pub use instances::{INSTANCE_RETENTION_MS, InstanceBeat, Instances};
+pub use instances::{INSTANCE_RETENTION_MS, InstanceBeat, Instances, Load};
 pub use lockouts::{EmailKey, FailureOutcome, LockPolicy, Lockouts, Reservation, Subject};
 pub use logs::{Action, AuthLog, LogCursor, LogFilter, LogPage, Logs, Outcome, similarity_bucket};
 pub use mongo::MongoStore;

@@ -1,20 +1,34 @@
 //! Every daemon sharing the store, from their heartbeats.
 
 use super::*;
+use crate::model::Load;
 
-/// Every daemon on the store: which one this console speaks to, and when
-/// each was last heard from (a heartbeat every 5 s; "no" after three missed).
+/// Every daemon on the store: which one this console speaks to, when each
+/// was last heard from (a heartbeat every 5 s; "no" after three missed),
+/// and what each has served since its start, with the sum over all of them
+/// (each daemon's `/metrics` only knows itself).
 pub(super) fn draw(f: &mut Frame, c: &Console, area: Rect) {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64);
+    let counters = |l: &Load| {
+        [
+            l.requests,
+            l.server_errors,
+            l.accepts,
+            l.rejects,
+            l.locked,
+            l.lockouts,
+        ]
+        .map(|n| Cell::from(n.to_string()))
+    };
     let rows = c.instances.iter().map(|i| {
         let alive = Cell::from(if i.alive { "yes" } else { "no" }).style(if i.alive {
             Style::new().fg(Color::Green)
         } else {
             Style::new().fg(Color::Red)
         });
-        Row::new(vec![
+        let mut cells = vec![
             Cell::from(format!("{}{}", i.id, if i.this { " (this)" } else { "" })),
             Cell::from(i.host.clone()),
             Cell::from(i.pid.to_string()),
@@ -22,18 +36,38 @@ pub(super) fn draw(f: &mut Frame, c: &Console, area: Rect) {
             alive,
             Cell::from(format!("{} s ago", (now - i.seen_at).max(0) / 1000)),
             Cell::from(format!("{} min", (now - i.started_at).max(0) / 60_000)),
-        ])
+        ];
+        cells.extend(counters(&i.load));
+        Row::new(cells)
     });
+    let total = c.instances.iter().fold(Load::default(), |t, i| Load {
+        requests: t.requests + i.load.requests,
+        server_errors: t.server_errors + i.load.server_errors,
+        accepts: t.accepts + i.load.accepts,
+        rejects: t.rejects + i.load.rejects,
+        locked: t.locked + i.load.locked,
+        lockouts: t.lockouts + i.load.lockouts,
+    });
+    let mut sum = vec![Cell::from(format!("all {}", c.instances.len()))];
+    sum.extend(std::iter::repeat_n(Cell::from(""), 6));
+    sum.extend(counters(&total));
+    let rows = rows.chain(std::iter::once(Row::new(sum).bold()));
     let table = Table::new(
         rows,
         [
-            Constraint::Min(24),
-            Constraint::Length(20),
+            Constraint::Length(24),
+            Constraint::Length(16),
             Constraint::Length(8),
             Constraint::Length(8),
             Constraint::Length(5),
             Constraint::Length(10),
-            Constraint::Length(10),
+            Constraint::Length(8),
+            Constraint::Length(9),
+            Constraint::Length(6),
+            Constraint::Length(8),
+            Constraint::Length(8),
+            Constraint::Length(7),
+            Constraint::Min(9),
         ],
     )
     .header(
@@ -45,6 +79,12 @@ pub(super) fn draw(f: &mut Frame, c: &Console, area: Rect) {
             "alive",
             "last seen",
             "up",
+            "requests",
+            "5xx",
+            "accepts",
+            "rejects",
+            "locked",
+            "lockouts",
         ])
         .bold(),
     );

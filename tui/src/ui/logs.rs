@@ -37,6 +37,11 @@ pub(super) fn draw(f: &mut Frame, c: &Console, area: Rect) {
                     .map(|u| u.get(..8).unwrap_or(u).to_string())
                     .unwrap_or_else(|| "-".into()),
             ),
+            Cell::from(
+                l.instance
+                    .as_deref()
+                    .map_or("-", |i| i.get(..6).unwrap_or(i)),
+            ),
             Cell::from(l.reason.clone().unwrap_or_default()),
         ])
     });
@@ -49,10 +54,22 @@ pub(super) fn draw(f: &mut Frame, c: &Console, area: Rect) {
                 Constraint::Length(8),
                 Constraint::Length(15),
                 Constraint::Length(8),
+                Constraint::Length(8),
                 Constraint::Min(10),
             ],
         )
-        .header(Row::new(["time (UTC)", "action", "outcome", "ip", "user", "reason"]).bold())
+        .header(
+            Row::new([
+                "time (UTC)",
+                "action",
+                "outcome",
+                "ip",
+                "user",
+                "instance",
+                "reason",
+            ])
+            .bold(),
+        )
         .block(Block::new().borders(Borders::TOP)),
         table,
     );

@@ -244,6 +244,44 @@ mod tests {
         }
     }
 
+    /// The Instances view adds up what every daemon reported.
+    #[test]
+    fn instances_are_summed() {
+        let mut c = Console::new();
+        c.view = View::Instances;
+        c.instances = ["aa11", "bb22"]
+            .iter()
+            .enumerate()
+            .map(|(n, id)| crate::model::InstanceInfo {
+                id: (*id).into(),
+                host: "node".into(),
+                pid: 10 + n as u32,
+                version: "0.1.0".into(),
+                started_at: 0,
+                seen_at: 0,
+                alive: true,
+                this: n == 0,
+                load: crate::model::Load {
+                    requests: 100 + n as u64,
+                    accepts: 3,
+                    rejects: 4,
+                    ..Default::default()
+                },
+            })
+            .collect();
+        let text = render_text(&c, 200, 12);
+        let sum = text
+            .lines()
+            .find(|l| l.contains("all 2"))
+            .unwrap_or_else(|| panic!("no sum row: {text}"));
+        let numbers: Vec<&str> = sum
+            .trim_matches(|c: char| c == '│' || c.is_whitespace())
+            .split_whitespace()
+            .skip(2)
+            .collect();
+        assert_eq!(numbers, ["201", "0", "6", "8", "0", "0"], "{sum}");
+    }
+
     #[test]
     fn a_lost_daemon_is_said_on_screen() {
         let mut c = Console::new();

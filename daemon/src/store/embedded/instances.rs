@@ -6,14 +6,24 @@ use super::*;
 impl Instances for EmbeddedStore {
     async fn heartbeat(&self, beat: &InstanceBeat) -> Result<(), StoreError> {
         let b = beat.clone();
+        let load = serde_json::to_string(&b.load)
+            .map_err(|e| StoreError::Unavailable(format!("instance load: {e}")))?;
         self.with(move |conn, path| {
             let err = unavailable(path);
             let tx = conn.transaction().map_err(&err)?;
             tx.execute(
-                "INSERT INTO instances (id, host, pid, version, started_at, seen_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-                 ON CONFLICT(id) DO UPDATE SET seen_at = excluded.seen_at",
-                params![b.id, b.host, b.pid, b.version, b.started_at, b.seen_at],
+                "INSERT INTO instances (id, host, pid, version, started_at, seen_at, load)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT(id) DO UPDATE SET seen_at = excluded.seen_at, load = excluded.load",
+                params![
+                    b.id,
+                    b.host,
+                    b.pid,
+                    b.version,
+                    b.started_at,
+                    b.seen_at,
+                    load
+                ],
             )
             .map_err(&err)?;
             tx.execute(
@@ -31,7 +41,7 @@ impl Instances for EmbeddedStore {
             let err = unavailable(path);
             let mut st = conn
                 .prepare(
-                    "SELECT id, host, pid, version, started_at, seen_at FROM instances
+                    "SELECT id, host, pid, version, started_at, seen_at, load FROM instances
                      WHERE seen_at >= ?1 ORDER BY started_at, id",
                 )
                 .map_err(&err)?;
@@ -43,6 +53,11 @@ impl Instances for EmbeddedStore {
                     version: r.get(3)?,
                     started_at: r.get(4)?,
                     seen_at: r.get(5)?,
+                    // Absent before migration 10; unreadable is shown as none.
+                    load: r
+                        .get::<_, Option<String>>(6)?
+                        .and_then(|j| serde_json::from_str(&j).ok())
+                        .unwrap_or_default(),
                 })
             })
             .map_err(&err)?

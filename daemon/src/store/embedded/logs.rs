@@ -18,10 +18,7 @@ impl Logs for EmbeddedStore {
         let f = filter.clone();
         self.with(move |conn, path| {
             let err = unavailable(path);
-            let mut sql = String::from(
-                "SELECT id, at, user_id, action, outcome, reason, similarity_bucket, client_ip, user_agent
-                 FROM auth_logs WHERE 1 = 1",
-            );
+            let mut sql = format!("SELECT {LOG_COLUMNS} FROM auth_logs WHERE 1 = 1");
             let mut args: Vec<Value> = Vec::new();
             let mut arg = |sql: &mut String, clause: &str, v: Value| {
                 args.push(v);
@@ -38,6 +35,13 @@ impl Logs for EmbeddedStore {
             }
             if let Some(ip) = &f.client_ip {
                 arg(&mut sql, " AND client_ip = ?", Value::Text(ip.clone()));
+            }
+            if let Some(i) = &f.exclude_instance {
+                arg(
+                    &mut sql,
+                    " AND (instance IS NULL OR instance != ?)",
+                    Value::Text(i.clone()),
+                );
             }
             if let Some(t) = f.since {
                 arg(&mut sql, " AND at >= ?", Value::Integer(t));
@@ -61,8 +65,11 @@ impl Logs for EmbeddedStore {
                 .map_err(&err)?
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(&err)?;
-            let entries = rows.into_iter().map(to_log).collect::<Result<Vec<_>, _>>()?;
-        Ok(LogPage::from_overfetch(entries, limit))
+            let entries = rows
+                .into_iter()
+                .map(to_log)
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(LogPage::from_overfetch(entries, limit))
         })
         .await
     }

@@ -187,6 +187,13 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE wrapped_keys ADD COLUMN binding INTEGER NOT NULL DEFAULT 1;
     "#,
+    // 10: which daemon wrote each log entry (several share one database:
+    // the console's live log follows them all), and what each instance
+    // last reported of its load (JSON, `Load`).
+    r#"
+    ALTER TABLE auth_logs ADD COLUMN instance TEXT;
+    ALTER TABLE instances ADD COLUMN load TEXT;
+    "#,
 ];
 
 const AUDIT_COLUMNS: &str = "seq, at, kind, actor, subject, detail, hash";
@@ -432,7 +439,11 @@ fn to_user(row: (String, String, String, String, i64)) -> Result<User, StoreErro
 
 const USER_COLUMNS: &str = "id, name, email, status, created_at";
 
-fn log_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<[Value; 9]> {
+/// The auth log's columns in the order `log_from_row` reads them.
+const LOG_COLUMNS: &str =
+    "id, at, user_id, action, outcome, reason, similarity_bucket, client_ip, user_agent, instance";
+
+fn log_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<[Value; 10]> {
     Ok([
         r.get(0)?,
         r.get(1)?,
@@ -443,10 +454,11 @@ fn log_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<[Value; 9]> {
         r.get(6)?,
         r.get(7)?,
         r.get(8)?,
+        r.get(9)?,
     ])
 }
 
-fn to_log(v: [Value; 9]) -> Result<AuthLog, StoreError> {
+fn to_log(v: [Value; 10]) -> Result<AuthLog, StoreError> {
     let text = |v: &Value| match v {
         Value::Text(s) => Some(s.clone()),
         _ => None,
@@ -466,6 +478,7 @@ fn to_log(v: [Value; 9]) -> Result<AuthLog, StoreError> {
         similarity_bucket: int(&v[6]).and_then(|b| u8::try_from(b).ok()),
         client_ip: text(&v[7]),
         user_agent: text(&v[8]),
+        instance: text(&v[9]),
     })
 }
 
@@ -495,8 +508,8 @@ fn give_back(conn: &Connection, key: &str) -> rusqlite::Result<usize> {
 
 fn insert_log(conn: &Connection, log: &AuthLog) -> rusqlite::Result<usize> {
     conn.execute(
-        "INSERT INTO auth_logs (at, user_id, action, outcome, reason, similarity_bucket, client_ip, user_agent)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        "INSERT INTO auth_logs (at, user_id, action, outcome, reason, similarity_bucket, client_ip, user_agent, instance)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         params![
             log.at,
             log.user_id.as_ref().map(UserId::as_str),
@@ -505,7 +518,8 @@ fn insert_log(conn: &Connection, log: &AuthLog) -> rusqlite::Result<usize> {
             log.reason,
             log.similarity_bucket,
             log.client_ip,
-            log.user_agent
+            log.user_agent,
+            log.instance
         ],
     )
 }
@@ -667,6 +681,7 @@ mod tests {
             similarity_bucket: Some(3),
             client_ip: Some("192.0.2.1".into()),
             user_agent: None,
+            instance: None,
         };
         let started = std::time::Instant::now();
         let mut salts = std::collections::BTreeSet::new();

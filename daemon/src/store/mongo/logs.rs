@@ -26,6 +26,10 @@ impl Logs for MongoStore {
         if let Some(ip) = &f.client_ip {
             filter.insert("client_ip", ip.as_str());
         }
+        if let Some(i) = &f.exclude_instance {
+            // `$ne` also matches entries without the field (older daemons).
+            filter.insert("instance", doc! {"$ne": i.as_str()});
+        }
         let mut at = doc! {};
         if let Some(t) = f.since {
             at.insert("$gte", t);

@@ -381,6 +381,7 @@ impl MongoStore {
             "similarity_bucket": l.similarity_bucket.map_or(Bson::Null, |b| Bson::Int32(i32::from(b))),
             "client_ip": opt(&l.client_ip),
             "user_agent": opt(&l.user_agent),
+            "instance": opt(&l.instance),
         }
     }
 
@@ -397,6 +398,7 @@ impl MongoStore {
                 .and_then(|b| u8::try_from(b).ok()),
             client_ip: opt_str(d, "client_ip"),
             user_agent: opt_str(d, "user_agent"),
+            instance: opt_str(d, "instance"),
         })
     }
 
