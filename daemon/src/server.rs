@@ -118,6 +118,7 @@ async fn heartbeat(app: Arc<App>) {
             started_at: app.started,
             seen_at: app.clock.now(),
             load: app.metrics.load(),
+            kek: app.hsm.wrapping_version().await.ok(),
         };
         if let Err(e) = app.store.heartbeat(&beat).await {
             tracing::warn!(error = %e, "heartbeat not written");

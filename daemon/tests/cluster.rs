@@ -413,6 +413,21 @@ async fn a_key_rotation_on_one_instance_reaches_the_others_within_the_cache_time
         "B and C wrap with v2 {:?} after the rotation",
         rotated.elapsed()
     );
+    // The console on A sees it too: each heartbeat (every 5 s) names the
+    // version its instance wraps with.
+    let seen_by_all = std::time::Instant::now();
+    loop {
+        let list = admin.instances().await.unwrap();
+        let keks: Vec<Option<u32>> = list.iter().filter(|i| i.alive).map(|i| i.kek).collect();
+        if keks == [Some(2); 3] {
+            break;
+        }
+        assert!(
+            seen_by_all.elapsed() < std::time::Duration::from_secs(12),
+            "the instance list does not show v2 everywhere: {list:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
 
     // Retirement on A: it waits out the other instances' cache, moves
     // every key (whoever wrapped it) to v3 and destroys v1 and v2; every

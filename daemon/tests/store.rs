@@ -504,6 +504,7 @@ async fn instances_announce_themselves_and_age_out(_: &Backend, s: Arc<dyn Store
             locked: 4,
             lockouts: 5,
         },
+        kek: (id == "a").then_some(7),
     };
     s.heartbeat(&beat(
         "old",

@@ -573,6 +573,13 @@ impl Hsm {
         .await
     }
 
+    /// The KEK version a wrap uses now: the newest, as this process last
+    /// read it (renewed at most 10 s after a rotation elsewhere). What an
+    /// instance reports, so operators see a rotation reach every daemon.
+    pub async fn wrapping_version(&self) -> Result<KekVersion, Error> {
+        self.run(current).await
+    }
+
     /// Decrypts a blob for `user_id` into locked, zeroize-on-drop memory.
     /// A blob of another user, another version, other credentials or with
     /// any bit changed is `IntegrityFailure`, as is an `AKW1` blob once the

@@ -21,6 +21,10 @@ pub struct InstanceInfo {
     /// Its counters at its last heartbeat (the answering daemon's: now).
     #[serde(default)]
     pub load: Load,
+    /// The KEK version it wrapped with at its last heartbeat (absent: its
+    /// token did not answer, or an older daemon).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kek: Option<u32>,
 }
 
 /// What one daemon has served since its start. Counters, not rates: the

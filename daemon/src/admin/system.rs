@@ -65,6 +65,7 @@ pub async fn instances(app: &App) -> Answer {
             } else {
                 b.load
             },
+            kek: b.kek,
             id: b.id,
             host: b.host,
             pid: b.pid,

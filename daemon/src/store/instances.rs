@@ -16,6 +16,9 @@ pub struct InstanceBeat {
     pub seen_at: Millis,
     /// What it had served by then.
     pub load: Load,
+    /// The KEK version it wrapped with then (`None`: the token did not
+    /// answer): a rotation has reached every instance when all show it.
+    pub kek: Option<u32>,
 }
 
 /// An instance's counters since its start, carried by its heartbeat (the

@@ -5,8 +5,9 @@ use crate::model::Load;
 
 /// Every daemon on the store: which one this console speaks to, when each
 /// was last heard from (a heartbeat every 5 s; "no" after three missed),
-/// and what each has served since its start, with the sum over all of them
-/// (each daemon's `/metrics` only knows itself).
+/// the KEK version each wraps with (a rotation has reached them all when
+/// every row shows it), and what each has served since its start, with the
+/// sum over all of them (each daemon's `/metrics` only knows itself).
 pub(super) fn draw(f: &mut Frame, c: &Console, area: Rect) {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -36,6 +37,7 @@ pub(super) fn draw(f: &mut Frame, c: &Console, area: Rect) {
             alive,
             Cell::from(format!("{} s ago", (now - i.seen_at).max(0) / 1000)),
             Cell::from(format!("{} min", (now - i.started_at).max(0) / 60_000)),
+            Cell::from(i.kek.map_or("?".into(), |v| format!("v{v}"))),
         ];
         cells.extend(counters(&i.load));
         Row::new(cells)
@@ -49,7 +51,7 @@ pub(super) fn draw(f: &mut Frame, c: &Console, area: Rect) {
         lockouts: t.lockouts + i.load.lockouts,
     });
     let mut sum = vec![Cell::from(format!("all {}", c.instances.len()))];
-    sum.extend(std::iter::repeat_n(Cell::from(""), 6));
+    sum.extend(std::iter::repeat_n(Cell::from(""), 7));
     sum.extend(counters(&total));
     let rows = rows.chain(std::iter::once(Row::new(sum).bold()));
     let table = Table::new(
@@ -62,6 +64,7 @@ pub(super) fn draw(f: &mut Frame, c: &Console, area: Rect) {
             Constraint::Length(5),
             Constraint::Length(10),
             Constraint::Length(8),
+            Constraint::Length(5),
             Constraint::Length(9),
             Constraint::Length(6),
             Constraint::Length(8),
@@ -79,6 +82,7 @@ pub(super) fn draw(f: &mut Frame, c: &Console, area: Rect) {
             "alive",
             "last seen",
             "up",
+            "KEK",
             "requests",
             "5xx",
             "accepts",

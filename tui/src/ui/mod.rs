@@ -267,6 +267,7 @@ mod tests {
                     rejects: 4,
                     ..Default::default()
                 },
+                kek: Some(2),
             })
             .collect();
         let text = render_text(&c, 200, 12);

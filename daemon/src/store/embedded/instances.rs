@@ -12,9 +12,10 @@ impl Instances for EmbeddedStore {
             let err = unavailable(path);
             let tx = conn.transaction().map_err(&err)?;
             tx.execute(
-                "INSERT INTO instances (id, host, pid, version, started_at, seen_at, load)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-                 ON CONFLICT(id) DO UPDATE SET seen_at = excluded.seen_at, load = excluded.load",
+                "INSERT INTO instances (id, host, pid, version, started_at, seen_at, load, kek)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                 ON CONFLICT(id) DO UPDATE SET
+                    seen_at = excluded.seen_at, load = excluded.load, kek = excluded.kek",
                 params![
                     b.id,
                     b.host,
@@ -22,7 +23,8 @@ impl Instances for EmbeddedStore {
                     b.version,
                     b.started_at,
                     b.seen_at,
-                    load
+                    load,
+                    b.kek
                 ],
             )
             .map_err(&err)?;
@@ -41,7 +43,7 @@ impl Instances for EmbeddedStore {
             let err = unavailable(path);
             let mut st = conn
                 .prepare(
-                    "SELECT id, host, pid, version, started_at, seen_at, load FROM instances
+                    "SELECT id, host, pid, version, started_at, seen_at, load, kek FROM instances
                      WHERE seen_at >= ?1 ORDER BY started_at, id",
                 )
                 .map_err(&err)?;
@@ -58,6 +60,7 @@ impl Instances for EmbeddedStore {
                         .get::<_, Option<String>>(6)?
                         .and_then(|j| serde_json::from_str(&j).ok())
                         .unwrap_or_default(),
+                    kek: r.get(7)?,
                 })
             })
             .map_err(&err)?

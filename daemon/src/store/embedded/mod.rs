@@ -189,10 +189,11 @@ const MIGRATIONS: &[&str] = &[
     "#,
     // 10: which daemon wrote each log entry (several share one database:
     // the console's live log follows them all), and what each instance
-    // last reported of its load (JSON, `Load`).
+    // last reported of its load (JSON, `Load`) and of its KEK version.
     r#"
     ALTER TABLE auth_logs ADD COLUMN instance TEXT;
     ALTER TABLE instances ADD COLUMN load TEXT;
+    ALTER TABLE instances ADD COLUMN kek INTEGER;
     "#,
 ];
 

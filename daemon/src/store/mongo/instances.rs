@@ -19,6 +19,7 @@ impl Instances for MongoStore {
                     "started_at": b.started_at,
                     "seen_at": b.seen_at,
                     "load": load_doc(&b.load),
+                    "kek": b.kek.map_or(Bson::Null, |v| Bson::Int64(i64::from(v))),
                 }},
             )
             .upsert(true)
@@ -50,6 +51,7 @@ impl Instances for MongoStore {
                     started_at: get_i64(d, "started_at")?,
                     seen_at: get_i64(d, "seen_at")?,
                     load: d.get_document("load").map(to_load).unwrap_or_default(),
+                    kek: get_i64(d, "kek").ok().and_then(|v| u32::try_from(v).ok()),
                 })
             })
             .collect()
