@@ -94,6 +94,10 @@ struct Conn {
     current_signer: Option<(Instant, u32, crate::signer::SigningKey)>,
     /// How the token signs RS256, from its mechanism list.
     rs256: Option<crate::signer::Rs256>,
+    /// P-256 public keys (version, point) whose private key made a signature
+    /// they verify, and when: proven again after [`PROOF_TTL`], so a health
+    /// check or a JWKS read does not sign each time.
+    proven: HashMap<(u32, [u8; 65]), Instant>,
 }
 
 impl Drop for Inner {
@@ -127,6 +131,10 @@ impl Drop for Inner {
 /// clears it at once; a rotation by another process (a second daemon on the
 /// same HSM) is picked up within this time, while old versions keep working.
 pub const CURRENT_KEY_TTL: Duration = Duration::from_secs(10);
+
+/// How long a P-256 key pair, once proven by a signature, is taken as
+/// proven by this connection (a re-inserted token starts afresh).
+pub const PROOF_TTL: Duration = Duration::from_secs(600);
 
 /// Why one attempt failed, and so what the retry loop does next.
 enum Failure {
@@ -213,7 +221,7 @@ impl Hsm {
                 manufacturer,
                 model,
                 kek_versions: crate::kek::versions(session)?,
-                jwt_kids: crate::signer::public_keys(session)?
+                jwt_kids: crate::signer::public_keys(inner, session)?
                     .into_iter()
                     .map(|(_, jwk)| jwk.kid)
                     .collect(),
@@ -399,6 +407,24 @@ impl Inner {
         let v = load()?;
         self.conn()?.current_kek = Some((Instant::now(), v));
         Ok(v)
+    }
+
+    /// Whether public point `point` of signing key `version` was proven
+    /// to belong to its private key within [`PROOF_TTL`].
+    pub(crate) fn proven(&self, version: u32, point: &[u8; 65]) -> Result<bool, Error> {
+        Ok(self
+            .conn()?
+            .proven
+            .get(&(version, *point))
+            .is_some_and(|at| at.elapsed() < PROOF_TTL))
+    }
+
+    /// Records that `point` verified a signature of `version`'s private key.
+    pub(crate) fn prove(&self, version: u32, point: &[u8; 65]) -> Result<(), Error> {
+        let mut conn = self.conn()?;
+        conn.proven.retain(|_, at| at.elapsed() < PROOF_TTL);
+        conn.proven.insert((version, *point), Instant::now());
+        Ok(())
     }
 
     /// The newest signing key's version and kid, cached like [`Self::current_kek`].

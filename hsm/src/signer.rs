@@ -185,7 +185,7 @@ fn strip_zeros(b: &[u8]) -> &[u8] {
 /// private key that the public one verifies): a public object needs no PIN
 /// to create, and one planted under our label would otherwise be published
 /// and trusted to verify tokens its planter signed.
-pub(crate) fn public_keys(session: &Session) -> Result<Vec<(u32, Jwk)>, Error> {
+pub(crate) fn public_keys(inner: &Inner, session: &Session) -> Result<Vec<(u32, Jwk)>, Error> {
     let handles = session
         .find_objects(&[Attribute::Class(ObjectClass::PUBLIC_KEY)])
         .map_err(from_ck)?;
@@ -210,7 +210,7 @@ pub(crate) fn public_keys(session: &Session) -> Result<Vec<(u32, Jwk)>, Error> {
         let Some(v) = version else { continue };
         let jwk = match key_type {
             Some(KeyType::RSA) => rsa_public(session, h, v)?,
-            Some(KeyType::EC) => ec_public(session, h, v)?,
+            Some(KeyType::EC) => ec_public(inner, session, h, v)?,
             _ => Err(format!("public key of type {key_type:?}")),
         };
         match jwk {
@@ -252,7 +252,12 @@ fn rsa_public(session: &Session, h: ObjectHandle, v: u32) -> Result<Result<Jwk, 
 /// The JWK of EC public key `h` of version `v`, or why it is not trusted.
 /// A private EC key need not report its point, so the pair is proven by
 /// use: the private key signs, the public point must verify it.
-fn ec_public(session: &Session, h: ObjectHandle, v: u32) -> Result<Result<Jwk, String>, Error> {
+fn ec_public(
+    inner: &Inner,
+    session: &Session,
+    h: ObjectHandle,
+    v: u32,
+) -> Result<Result<Jwk, String>, Error> {
     let (mut params, mut point) = (None, None);
     for a in session
         .get_attributes(h, &[AttributeType::EcParams, AttributeType::EcPoint])
@@ -277,6 +282,9 @@ fn ec_public(session: &Session, h: ObjectHandle, v: u32) -> Result<Result<Jwk, S
             "public key without a private key made in the token".into()
         ));
     };
+    if inner.proven(v, &point)? {
+        return Ok(Ok(Jwk::p256(&point)));
+    }
     let probe = [b"arclock/signing-key-pair/v1\0".as_slice(), &point].concat();
     let signature = es256(session, private, &probe)?;
     let verifies = ring::signature::UnparsedPublicKey::new(
@@ -286,6 +294,7 @@ fn ec_public(session: &Session, h: ObjectHandle, v: u32) -> Result<Result<Jwk, S
     .verify(&probe, &signature)
     .is_ok();
     Ok(if verifies {
+        inner.prove(v, &point)?;
         Ok(Jwk::p256(&point))
     } else {
         Err("public key that does not verify the private key's signature".into())
@@ -404,9 +413,9 @@ impl Hsm {
     /// The public keys to publish at `/.well-known/jwks.json`, of both
     /// algorithms, ascending by version.
     pub async fn jwks(&self) -> Result<Jwks, Error> {
-        self.run(|_, s| {
+        self.run(|inner, s| {
             Ok(Jwks {
-                keys: public_keys(s)?.into_iter().map(|(_, k)| k).collect(),
+                keys: public_keys(inner, s)?.into_iter().map(|(_, k)| k).collect(),
             })
         })
         .await
@@ -424,14 +433,14 @@ impl Hsm {
             });
         }
         self.run(move |inner, s| {
-            let next = public_keys(s)?.last().map(|(v, _)| *v).unwrap_or(0) + 1;
+            let next = public_keys(inner, s)?.last().map(|(v, _)| *v).unwrap_or(0) + 1;
             match signing {
                 Signing::Rs256 { bits } => rsa_pair(s, next, bits)?,
                 Signing::Es256 => p256_pair(s, next)?,
             }
             inner.forget_current();
             // Read back as verifiers will see it: checked like any other.
-            match public_keys(s)?.into_iter().find(|(v, _)| *v == next) {
+            match public_keys(inner, s)?.into_iter().find(|(v, _)| *v == next) {
                 Some((_, jwk)) => Ok(jwk),
                 None => Err(Error::KeyNotFound(format!(
                     "{} (made, then not trusted: see the log)",
@@ -447,7 +456,7 @@ impl Hsm {
 fn current(inner: &Inner, s: &Session) -> Result<(u32, SigningKey), Error> {
     let alg = inner.config.signing.alg();
     inner.current_signer(|| {
-        public_keys(s)?
+        public_keys(inner, s)?
             .into_iter()
             .rev()
             .find(|(_, jwk)| jwk.alg == alg)

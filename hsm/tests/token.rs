@@ -903,9 +903,10 @@ async fn planted_p256_keys_are_never_published() {
     };
     let ec = Hsm::new(ec_config(), Pin::from_file(&pin).unwrap());
     ensure_keys(&ec).await.unwrap();
+    // This instance has proven its key pair (and remembers the proof):
+    // what it publishes after the planting must not change either.
     let before = ec.jwks().await.unwrap().keys;
     let signer = ec.signing_key().await.unwrap();
-    drop(ec);
 
     let rng = ring::rand::SystemRandom::new();
     let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
@@ -953,6 +954,13 @@ async fn planted_p256_keys_are_never_published() {
     .await
     .unwrap();
 
+    assert_eq!(
+        ec.jwks().await.unwrap().keys,
+        before,
+        "with proofs remembered"
+    );
+    assert_eq!(ec.status().await.unwrap().jwt_kids.len(), before.len());
+    drop(ec);
     let ec = Hsm::new(ec_config(), Pin::from_file(&pin).unwrap());
     assert_eq!(ec.jwks().await.unwrap().keys, before);
     assert_eq!(ec.signing_key().await.unwrap(), signer);
