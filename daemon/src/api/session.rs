@@ -150,13 +150,10 @@ pub async fn refresh(app: &App, req: Request<Incoming>) -> Answer {
     let at = app.clock.now();
     let next = RefreshToken::generate(presented.family_id(), presented.user());
     let hashes = stored_forms(app, &[&presented, &next]).await?;
-    // The account is read beside the rotation (the token names it; a row
-    // naming another is refused below): one round trip less on MongoDB.
-    let (rotation, account) = tokio::join!(
-        app.store.rotate_refresh(&hashes[0], &hashes[1], at),
-        app.store.user_by_id(presented.user()),
-    );
-    let rotation = rotation?;
+    // The account is read after the rotation, not beside it: on SQLite's one
+    // connection two store calls in flight per request slowed ES256
+    // rotations at 4 clients by a fifth (bench/results/issue20-refresh-ab.md).
+    let rotation = app.store.rotate_refresh(&hashes[0], &hashes[1], at).await?;
     match &rotation {
         Rotation::Rotated { user_id, family_id } | Rotation::Reused { user_id, family_id }
             if user_id != presented.user() || family_id != presented.family_id() =>
@@ -180,7 +177,11 @@ pub async fn refresh(app: &App, req: Request<Incoming>) -> Answer {
     }
     match rotation {
         Rotation::Rotated { user_id, family_id } => {
-            let active = account?.is_some_and(|u| u.status == UserStatus::Active);
+            let active = app
+                .store
+                .user_by_id(&user_id)
+                .await?
+                .is_some_and(|u| u.status == UserStatus::Active);
             if !active {
                 let _ = app.store.revoke_family(&family_id).await;
                 return Err(invalid_refresh());

@@ -1,0 +1,97 @@
+#!/usr/bin/env python3
+"""An interleaved A/B of `arclock-bench` runs as one markdown table.
+
+Usage: scripts/ab-table.py LABEL=DIR [LABEL=DIR ...]
+
+Each DIR holds the `latest.md` of one run (`arclock-bench hsm api --out DIR`),
+in the order the runs were made; a LABEL is the side (`before`, `after`, ...)
+and may repeat. Prints one column per run and the mean of each side, so that
+a difference can be held against the spread within one side: these shared
+2-core hosts move by a third between minutes.
+"""
+
+import re
+import statistics
+import sys
+
+
+def section(text, title):
+    """The lines of the section whose heading is exactly `title`."""
+    out, inside = [], False
+    for line in text.splitlines():
+        if line.startswith("## "):
+            inside = line[3:].strip() == title
+            continue
+        if inside:
+            out.append(line)
+    return out
+
+
+def row(lines, first):
+    """The cells of the table row whose first cell is `first`."""
+    for line in lines:
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if cells and cells[0] == first:
+            return cells
+    return None
+
+
+def number(cell):
+    m = re.match(r"[-\d.]+", cell or "")
+    return float(m.group(0)) if m else None
+
+
+# (figure, section, first cell, column)
+FIGURES = [
+    ("signer RS256, 2 workers /s", "HSM (SoftHSM2 2.6, PKCS#11 via cryptoki)", ("sign RS256", "2"), 2),
+    ("signer ES256, 2 workers /s", "HSM (SoftHSM2 2.6, PKCS#11 via cryptoki)", ("sign ES256", "2"), 2),
+    ("verify 1 client p50 ms", "Daemon end to end (verify-face over TLS on loopback, release arclockd)", "1", 2),
+    ("verify 4 clients /s", "Daemon end to end (verify-face over TLS on loopback, release arclockd)", "4", 1),
+    ("refresh RS256, 1 client p50 ms", "Refresh-token rotation", "1", 2),
+    ("refresh RS256, 1 client /s", "Refresh-token rotation", "1", 1),
+    ("refresh RS256, 4 clients /s", "Refresh-token rotation", "4", 1),
+    ("refresh ES256, 1 client p50 ms", "Refresh-token rotation with ES256", "1", 2),
+    ("refresh ES256, 1 client /s", "Refresh-token rotation with ES256", "1", 1),
+    ("refresh ES256, 4 clients /s", "Refresh-token rotation with ES256", "4", 1),
+]
+
+
+def figure(text, sec, first, col):
+    lines = section(text, sec)
+    if isinstance(first, tuple):
+        for line in lines:
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            if tuple(cells[: len(first)]) == first:
+                return number(cells[col])
+        return None
+    cells = row(lines, first)
+    return number(cells[col]) if cells else None
+
+
+def fmt(v):
+    return "-" if v is None else f"{v:.3g}"
+
+
+def main(args):
+    runs = []
+    for a in args:
+        label, _, d = a.partition("=")
+        with open(f"{d}/latest.md") as f:
+            runs.append((label, f.read()))
+    sides = list(dict.fromkeys(label for label, _ in runs))
+    head = [f"{label}{i + 1}" for i, (label, _) in enumerate(runs)]
+    print("| figure | " + " | ".join(head) + " | " + " | ".join(f"mean {s}" for s in sides) + " |")
+    print("|---" * (1 + len(runs) + len(sides)) + "|")
+    for name, sec, first, col in FIGURES:
+        vals = [figure(text, sec, first, col) for _, text in runs]
+        means = []
+        for s in sides:
+            mine = [v for (label, _), v in zip(runs, vals) if label == s and v is not None]
+            means.append(statistics.mean(mine) if mine else None)
+        print(f"| {name} | " + " | ".join(fmt(v) for v in vals) + " | " + " | ".join(fmt(m) for m in means) + " |")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) < 2:
+        sys.exit(__doc__)
+    main(sys.argv[1:])
