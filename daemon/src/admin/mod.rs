@@ -8,9 +8,9 @@
 //! |---|---|
 //! | `GET /v1/health` | dependencies, key versions, the key job running or last run (phase, keys moved so far), uptime |
 //! | `GET /v1/metrics` | Prometheus text exposition |
-//! | `GET /v1/instances` | every daemon sharing the store, from their heartbeats (`alive` if seen in the last 15 s) |
+//! | `GET /v1/instances` | every daemon sharing the store, from their heartbeats (`alive` if seen in the last 15 s), with its counters and KEK version |
 //! | `GET /v1/logs` | log search: `since`, `until`, `user` (id or e-mail), `outcome`, `action`, `ip`, `limit`, `cursor` |
-//! | `GET /v1/logs/stream` | the live log as JSON lines (same filters, no paging), heartbeats every 5 s |
+//! | `GET /v1/logs/stream` | the live log of every instance on the store as JSON lines (same filters, no paging), heartbeats every 5 s |
 //! | `GET /v1/lockouts` | lockouts in force (accounts resolved to e-mails where an account exists) |
 //! | `POST /v1/lockouts/unlock` | `{"kind": "account"\|"ip", "key": ..}` |
 //! | `GET /v1/users` | accounts without biometric data: `after`, `limit` |
