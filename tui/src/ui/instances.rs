@@ -30,13 +30,19 @@ pub(super) fn draw(f: &mut Frame, c: &Console, area: Rect) {
             Style::new().fg(Color::Red)
         });
         let mut cells = vec![
-            Cell::from(format!("{}{}", i.id, if i.this { " (this)" } else { "" })),
+            // 12 of the id's 16 hex digits tell instances apart and leave
+            // room for the counters at 120 columns.
+            Cell::from(format!(
+                "{}{}",
+                i.id.get(..12).unwrap_or(&i.id),
+                if i.this { " (this)" } else { "" }
+            )),
             Cell::from(i.host.clone()),
             Cell::from(i.pid.to_string()),
             Cell::from(i.version.clone()),
             alive,
-            Cell::from(format!("{} s ago", (now - i.seen_at).max(0) / 1000)),
-            Cell::from(format!("{} min", (now - i.started_at).max(0) / 60_000)),
+            Cell::from(span(now - i.seen_at)),
+            Cell::from(span(now - i.started_at)),
             Cell::from(i.kek.map_or("?".into(), |v| format!("v{v}"))),
         ];
         cells.extend(counters(&i.load));
@@ -57,12 +63,12 @@ pub(super) fn draw(f: &mut Frame, c: &Console, area: Rect) {
     let table = Table::new(
         rows,
         [
-            Constraint::Length(23),
-            Constraint::Length(12),
+            Constraint::Length(19),
+            Constraint::Length(9),
             Constraint::Length(7),
             Constraint::Length(7),
             Constraint::Length(5),
-            Constraint::Length(9),
+            Constraint::Length(8),
             Constraint::Length(6),
             Constraint::Length(4),
             Constraint::Length(8),
@@ -75,20 +81,8 @@ pub(super) fn draw(f: &mut Frame, c: &Console, area: Rect) {
     )
     .header(
         Row::new([
-            "instance",
-            "host",
-            "pid",
-            "version",
-            "alive",
-            "last seen",
-            "up",
-            "KEK",
-            "requests",
-            "5xx",
-            "accepts",
-            "rejects",
-            "locked",
-            "lockouts",
+            "instance", "host", "pid", "version", "alive", "seen ago", "up", "KEK", "requests",
+            "5xx", "accepts", "rejects", "locked", "lockouts",
         ])
         .bold(),
     );
@@ -101,5 +95,16 @@ pub(super) fn draw(f: &mut Frame, c: &Console, area: Rect) {
         );
     } else {
         f.render_widget(table.block(Block::bordered()), area);
+    }
+}
+
+/// A time span in its largest whole unit, short enough for a narrow column.
+fn span(ms: i64) -> String {
+    let s = ms.max(0) / 1000;
+    match s {
+        0..120 => format!("{s} s"),
+        120..7200 => format!("{} min", s / 60),
+        7200..172_800 => format!("{} h", s / 3600),
+        _ => format!("{} d", s / 86_400),
     }
 }

@@ -270,6 +270,13 @@ mod tests {
                 kek: Some(2),
             })
             .collect();
+        let narrow = render_text(&c, 120, 12);
+        for whole in ["aa11 (this)", "requests", "lockouts", "KEK", "v2"] {
+            assert!(
+                narrow.contains(whole),
+                "{whole} cut at 120 columns: {narrow}"
+            );
+        }
         let text = render_text(&c, 200, 12);
         let sum = text
             .lines()
