@@ -1,12 +1,14 @@
 //! [`Instances`] on MongoDB.
 
 use super::*;
-use crate::store::Load;
 
 #[async_trait::async_trait]
 impl Instances for MongoStore {
     async fn heartbeat(&self, beat: &InstanceBeat) -> Result<(), StoreError> {
         let b = beat;
+        // The wire type's own spelling, as the embedded store keeps it (JSON).
+        let load = mongodb::bson::to_document(&b.load)
+            .map_err(|e| StoreError::Unavailable(format!("instance load: {e}")))?;
         self.coll("instances")
             .update_one(
                 doc! {"_id": &b.id},
@@ -18,7 +20,7 @@ impl Instances for MongoStore {
                     "version": &b.version,
                     "started_at": b.started_at,
                     "seen_at": b.seen_at,
-                    "load": load_doc(&b.load),
+                    "load": load,
                     "kek": b.kek.map_or(Bson::Null, |v| Bson::Int64(i64::from(v))),
                 }},
             )
@@ -50,42 +52,15 @@ impl Instances for MongoStore {
                     version: get_str(d, "version")?,
                     started_at: get_i64(d, "started_at")?,
                     seen_at: get_i64(d, "seen_at")?,
-                    load: d.get_document("load").map(to_load).unwrap_or_default(),
+                    // Absent from older daemons; unreadable is shown as none.
+                    load: d
+                        .get_document("load")
+                        .ok()
+                        .and_then(|l| mongodb::bson::from_document(l.clone()).ok())
+                        .unwrap_or_default(),
                     kek: get_i64(d, "kek").ok().and_then(|v| u32::try_from(v).ok()),
                 })
             })
             .collect()
-    }
-}
-
-/// Counters as BSON integers (`Int64`: a daemon that runs for years counts
-/// past `i32`).
-fn load_doc(l: &Load) -> Document {
-    let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
-    doc! {
-        "requests": n(l.requests),
-        "server_errors": n(l.server_errors),
-        "accepts": n(l.accepts),
-        "rejects": n(l.rejects),
-        "locked": n(l.locked),
-        "lockouts": n(l.lockouts),
-    }
-}
-
-/// A stored load; a missing or negative counter reads as 0.
-fn to_load(d: &Document) -> Load {
-    let n = |k: &str| {
-        get_i64(d, k)
-            .ok()
-            .and_then(|v| u64::try_from(v).ok())
-            .unwrap_or(0)
-    };
-    Load {
-        requests: n("requests"),
-        server_errors: n("server_errors"),
-        accepts: n("accepts"),
-        rejects: n("rejects"),
-        locked: n("locked"),
-        lockouts: n("lockouts"),
     }
 }
