@@ -12,7 +12,8 @@ pub(super) fn draw(f: &mut Frame, c: &Console, area: Rect) {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64);
-    let counters = |l: &Load| {
+    // The counters in column order: the rows show them, the sum adds them.
+    let counts = |l: &Load| {
         [
             l.requests,
             l.server_errors,
@@ -21,8 +22,8 @@ pub(super) fn draw(f: &mut Frame, c: &Console, area: Rect) {
             l.locked,
             l.lockouts,
         ]
-        .map(|n| Cell::from(n.to_string()))
     };
+    let counters = |n: [u64; 6]| n.map(|v| Cell::from(v.to_string()));
     let rows = c.instances.iter().map(|i| {
         let alive = Cell::from(if i.alive { "yes" } else { "no" }).style(if i.alive {
             Style::new().fg(Color::Green)
@@ -45,20 +46,18 @@ pub(super) fn draw(f: &mut Frame, c: &Console, area: Rect) {
             Cell::from(span(now - i.started_at)),
             Cell::from(i.kek.map_or("?".into(), |v| format!("v{v}"))),
         ];
-        cells.extend(counters(&i.load));
+        cells.extend(counters(counts(&i.load)));
         Row::new(cells)
     });
-    let total = c.instances.iter().fold(Load::default(), |t, i| Load {
-        requests: t.requests + i.load.requests,
-        server_errors: t.server_errors + i.load.server_errors,
-        accepts: t.accepts + i.load.accepts,
-        rejects: t.rejects + i.load.rejects,
-        locked: t.locked + i.load.locked,
-        lockouts: t.lockouts + i.load.lockouts,
+    let total = c.instances.iter().fold([0; 6], |mut t, i| {
+        for (sum, n) in t.iter_mut().zip(counts(&i.load)) {
+            *sum += n;
+        }
+        t
     });
     let mut sum = vec![Cell::from(format!("all {}", c.instances.len()))];
     sum.extend(std::iter::repeat_n(Cell::from(""), 7));
-    sum.extend(counters(&total));
+    sum.extend(counters(total));
     let rows = rows.chain(std::iter::once(Row::new(sum).bold()));
     let table = Table::new(
         rows,
