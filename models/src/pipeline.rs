@@ -1,5 +1,6 @@
 //! The whole path from photo bytes to embedding, and the bounded pool it runs on.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -89,6 +90,9 @@ pub struct Timings {
     pub embed_model: Duration,
     /// Passive PAD (crops and both models), when it runs.
     pub pad: Duration,
+    /// Whether PAD ran on a second thread beside the recognizer (a core was
+    /// idle), so `pad` overlapped `embed` instead of adding to it.
+    pub pad_beside: bool,
     pub total: Duration,
 }
 
@@ -104,6 +108,51 @@ pub struct Pipeline {
     pad: bool,
     permits: tokio::sync::Semaphore,
     workspaces: Mutex<Vec<Workspace>>,
+    /// Threads computing for runs, against one per worker.
+    cores: Cores,
+}
+
+/// How many threads are computing for runs, out of one per worker: a run
+/// takes a second thread only while another worker's would be idle, so the
+/// pipeline never runs more model threads than it has workers for long.
+#[derive(Debug)]
+struct Cores {
+    busy: AtomicUsize,
+    of: usize,
+}
+
+/// One thread counted in [`Cores`] until dropped.
+struct Core<'a>(&'a AtomicUsize);
+
+impl Cores {
+    fn new(of: usize) -> Self {
+        Cores {
+            busy: AtomicUsize::new(0),
+            of,
+        }
+    }
+
+    /// A run's own thread (always granted: the permits bound the runs).
+    fn occupy(&self) -> Core<'_> {
+        self.busy.fetch_add(1, Ordering::SeqCst);
+        Core(&self.busy)
+    }
+
+    /// A second thread for a run, if one of the workers' cores is idle.
+    fn spare(&self) -> Option<Core<'_>> {
+        self.busy
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < self.of).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Core(&self.busy))
+    }
+}
+
+impl Drop for Core<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Pipeline {
@@ -116,6 +165,7 @@ impl Pipeline {
             pad: false,
             permits: tokio::sync::Semaphore::new(workers.max(1)),
             workspaces: Mutex::new(Vec::new()),
+            cores: Cores::new(workers.max(1)),
         }
     }
 
@@ -254,6 +304,7 @@ impl Pipeline {
         input: Input<'_>,
         timings: Option<&mut Timings>,
     ) -> Result<Face, Error> {
+        let _core = self.cores.occupy();
         let mut t = Timings::default();
         let start = Instant::now();
         let full = self.models.detector.spec.input_size;
@@ -373,22 +424,49 @@ impl Pipeline {
         quality::assess(&measures, &self.policy)?;
         t.align = mark.elapsed();
 
-        let pad = if self.pad {
-            let mark = Instant::now();
-            let score = self
-                .models
-                .pad_score(img.pixels(&ws.rgb), &local, &mut ws.pad_input)?;
-            t.pad = mark.elapsed();
-            score
+        // PAD reads its own crops of the photo, the recognizer the aligned
+        // face: with a core to spare (fewer runs in progress than workers)
+        // PAD runs beside the recognizer on a second thread, so a lone
+        // request waits for the slower of the two, not for both. Under load
+        // every core is taken and they run one after the other.
+        let pixels = img.pixels(&ws.rgb);
+        let pad_input = &mut ws.pad_input;
+        let rec_input = &ws.rec_input;
+        let spare = if self.runs_pad() {
+            self.cores.spare()
         } else {
             None
         };
+        t.pad_beside = spare.is_some();
+        let (pad, embedded) = match spare {
+            Some(core) => std::thread::scope(|s| {
+                let beside = std::thread::Builder::new()
+                    .name("arclock-pad".into())
+                    .spawn_scoped(s, move || {
+                        let _core = core;
+                        self.pad_timed(pixels, &local, pad_input)
+                    });
+                let embedded = self.embed_timed(rec_input);
+                let pad = match beside {
+                    Ok(beside) => beside.join().unwrap_or_else(|_| {
+                        Err(Error::Unavailable("the PAD thread failed".into()))
+                    }),
+                    Err(e) => Err(Error::Unavailable(format!("no PAD thread: {e}"))),
+                };
+                (pad, embedded)
+            }),
+            None if self.pad => {
+                let pad = self.pad_timed(pixels, &local, pad_input)?;
+                (Ok(pad), self.embed_timed(rec_input))
+            }
+            None => (Ok((None, Duration::ZERO)), self.embed_timed(rec_input)),
+        };
         ws.rgb.clear();
-
-        let mark = Instant::now();
-        let (embedding, rec_model) = self.models.embed(&ws.rec_input)?;
         ws.rec_input.clear();
-        t.embed = mark.elapsed();
+        let (pad, pad_took) = pad?;
+        let (embedding, rec_model, embed_took) = embedded?;
+        t.pad = pad_took;
+        t.embed = embed_took;
         t.embed_model = rec_model;
         t.total = start.elapsed();
         if let Some(out) = timings {
@@ -401,6 +479,26 @@ impl Pipeline {
             pad,
             timings: t,
         })
+    }
+
+    /// Passive PAD's score of `face` and the time it took.
+    fn pad_timed(
+        &self,
+        pixels: crate::photo::Rgb<'_>,
+        face: &Detection,
+        input: &mut arclock_secmem::LockedVec<f32>,
+    ) -> Result<(Option<f32>, Duration), Error> {
+        let mark = Instant::now();
+        let score = self.models.pad_score(pixels, face, input)?;
+        Ok((score, mark.elapsed()))
+    }
+
+    /// The recognizer on an aligned face: the embedding, the time inside
+    /// ONNX Runtime and the whole step's.
+    fn embed_timed(&self, input: &[f32]) -> Result<(Embedding, Duration, Duration), Error> {
+        let mark = Instant::now();
+        let (embedding, model) = self.models.embed(input)?;
+        Ok((embedding, model, mark.elapsed()))
     }
 
     /// Runs the detector on `region` of the decoded photo in `ws.rgb`,
@@ -463,5 +561,30 @@ impl Pipeline {
             .lock()
             .map(|p| p.iter().all(Workspace::is_wiped))
             .unwrap_or(false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A second thread only while fewer threads compute than there are
+    /// workers, and each thread's claim ends with it.
+    #[test]
+    fn a_run_borrows_a_core_only_when_one_is_idle() {
+        let cores = Cores::new(2);
+        let first = cores.occupy();
+        let beside = cores.spare().expect("one of two cores is idle");
+        assert!(cores.spare().is_none(), "both cores compute");
+        drop(beside);
+        let second = cores.occupy();
+        assert!(cores.spare().is_none(), "two runs take both cores");
+        drop(first);
+        assert!(cores.spare().is_some(), "a core came free");
+        drop(second);
+        assert_eq!(cores.busy.load(Ordering::SeqCst), 0);
+        let one = Cores::new(1);
+        let _run = one.occupy();
+        assert!(one.spare().is_none(), "one worker never borrows");
     }
 }

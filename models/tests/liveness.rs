@@ -10,6 +10,11 @@ use arclock_face::{FaceModels, Manifest, PadStatus, Pipeline, Policy, Threads, W
 
 /// The default detector and recognizer, and the PAD models found in `dir`.
 fn load(dir: &std::path::Path) -> Result<FaceModels, arclock_face::Error> {
+    load_for(dir, 1)
+}
+
+/// [`load`] with `workers` sessions per model.
+fn load_for(dir: &std::path::Path, workers: usize) -> Result<FaceModels, arclock_face::Error> {
     let manifest = Manifest::load(&common::manifest_path()).unwrap();
     FaceModels::load(
         &common::runtime(),
@@ -17,10 +22,7 @@ fn load(dir: &std::path::Path) -> Result<FaceModels, arclock_face::Error> {
         dir,
         "scrfd_2.5g_bnkps",
         "arcface_mobileface_128",
-        Threads {
-            workers: 1,
-            intra: 1,
-        },
+        Threads { workers, intra: 1 },
     )
 }
 
@@ -74,6 +76,38 @@ fn upstream_pad_samples_are_classed_as_upstream_says() {
             score >= min,
             live,
             "{name}: live score {score}, threshold {min}"
+        );
+    }
+}
+
+/// With a second worker's core idle, a lone run scores PAD on another thread
+/// beside the recognizer; the scores and embeddings are exactly those of the
+/// one-worker pipeline, which runs them one after the other, and the
+/// workspace is wiped all the same.
+#[test]
+fn pad_beside_the_recognizer_gives_the_same_answer() {
+    let sequential = pipeline();
+    let two = Pipeline::new(
+        load_for(&common::state().join("models"), 2).unwrap(),
+        Policy::default(),
+        Default::default(),
+        2,
+    )
+    .with_pad(true);
+    let mut ws = Workspace::new().unwrap();
+    for name in ["image_F1.jpg", "image_T1.jpg"] {
+        let bytes = std::fs::read(common::faces().join("pad-samples").join(name)).unwrap();
+        let one = sequential.run(&mut ws, &bytes, None).unwrap();
+        assert!(!one.timings.pad_beside, "one worker has no core to lend");
+        let beside = two.run(&mut ws, &bytes, None).unwrap();
+        assert!(ws.is_wiped(), "workspace not wiped after {name}");
+        assert!(beside.timings.pad_beside, "{name}: PAD did not run beside");
+        assert!(beside.pad.is_some());
+        assert_eq!(beside.pad, one.pad, "{name}: PAD score differs");
+        assert_eq!(
+            beside.embedding.values(),
+            one.embedding.values(),
+            "{name}: embedding differs"
         );
     }
 }
