@@ -16,8 +16,8 @@ use arclockd::identity::{Email, Name, UserId};
 use arclockd::store::prelude::*;
 use arclockd::store::{
     Action, AuthLog, Credentials, EmailKey, EmbeddedStore, FailureOutcome, LockPolicy, LogCursor,
-    LogFilter, MongoStore, NewFamily, NewUser, Outcome, Reservation, Rotation, Store, StoreError,
-    StoredChallenge, StoredInvite, StoredKey, Subject, Template, User, UserStatus,
+    LogFilter, MongoStore, NewFamily, NewUser, Outcome, Reservation, Rotate, Rotation, Store,
+    StoreError, StoredChallenge, StoredInvite, StoredKey, Subject, Template, User, UserStatus,
 };
 use common::{contains_window, mongo_uri};
 
@@ -84,6 +84,7 @@ contract!(
     instances_announce_themselves_and_age_out,
     logs_name_their_instance_and_leave_one_out,
     refresh_rotation_race_revokes_the_family,
+    a_rotation_checks_its_claims_and_logs_in_the_same_call,
     deletion_shreds_everything_but_an_anonymous_log,
     logs_page_newest_first_and_filter,
     nothing_plaintext_reaches_the_store,
@@ -680,26 +681,38 @@ async fn refresh_rotation_race_revokes_the_family(_: &Backend, s: Arc<dyn Store>
         .await
         .unwrap();
     assert!(matches!(
-        s.rotate_refresh(&[0; 32], &[1; 32], NOW).await.unwrap(),
+        s.rotate_refresh(Rotate::new(&[0; 32], &[1; 32], NOW))
+            .await
+            .unwrap(),
         Rotation::Rotated { .. }
     ));
     assert!(matches!(
-        s.rotate_refresh(&[1; 32], &[2; 32], NOW).await.unwrap(),
+        s.rotate_refresh(Rotate::new(&[1; 32], &[2; 32], NOW))
+            .await
+            .unwrap(),
         Rotation::Rotated { .. }
     ));
     // Replaying h0 is reuse: the family dies, h2 with it.
-    match s.rotate_refresh(&[0; 32], &[3; 32], NOW).await.unwrap() {
+    match s
+        .rotate_refresh(Rotate::new(&[0; 32], &[3; 32], NOW))
+        .await
+        .unwrap()
+    {
         Rotation::Reused { user_id, family_id } => {
             assert_eq!((user_id, family_id.as_str()), (u.user.id.clone(), "fam-a"));
         }
         other => panic!("replay gave {other:?}"),
     }
     assert_eq!(
-        s.rotate_refresh(&[2; 32], &[4; 32], NOW).await.unwrap(),
+        s.rotate_refresh(Rotate::new(&[2; 32], &[4; 32], NOW))
+            .await
+            .unwrap(),
         Rotation::Invalid
     );
     assert_eq!(
-        s.rotate_refresh(&[9; 32], &[5; 32], NOW).await.unwrap(),
+        s.rotate_refresh(Rotate::new(&[9; 32], &[5; 32], NOW))
+            .await
+            .unwrap(),
         Rotation::Invalid
     );
 
@@ -711,8 +724,8 @@ async fn refresh_rotation_race_revokes_the_family(_: &Backend, s: Arc<dyn Store>
             .unwrap();
         let (n1, n2) = ([100 + round; 32], [200 + round; 32]);
         let (a, b) = tokio::join!(
-            s.rotate_refresh(&h0, &n1, NOW),
-            s.rotate_refresh(&h0, &n2, NOW)
+            s.rotate_refresh(Rotate::new(&h0, &n1, NOW)),
+            s.rotate_refresh(Rotate::new(&h0, &n2, NOW))
         );
         let (a, b) = (a.unwrap(), b.unwrap());
         let rotated = [&a, &b]
@@ -726,7 +739,9 @@ async fn refresh_rotation_race_revokes_the_family(_: &Backend, s: Arc<dyn Store>
         assert_eq!((rotated, reused), (1, 1), "round {round}: {a:?} {b:?}");
         for next in [[100 + round; 32], [200 + round; 32]] {
             assert_eq!(
-                s.rotate_refresh(&next, &[250; 32], NOW).await.unwrap(),
+                s.rotate_refresh(Rotate::new(&next, &[250; 32], NOW))
+                    .await
+                    .unwrap(),
                 Rotation::Invalid,
                 "the family is revoked after reuse"
             );
@@ -746,7 +761,9 @@ async fn refresh_rotation_race_revokes_the_family(_: &Backend, s: Arc<dyn Store>
     assert!(s.set_status(&u.user.id, UserStatus::Active).await.unwrap());
     assert!(!s.family_live("fam-disabled", NOW).await.unwrap());
     assert_eq!(
-        s.rotate_refresh(&[70; 32], &[71; 32], NOW).await.unwrap(),
+        s.rotate_refresh(Rotate::new(&[70; 32], &[71; 32], NOW))
+            .await
+            .unwrap(),
         Rotation::Invalid
     );
 
@@ -755,7 +772,7 @@ async fn refresh_rotation_race_revokes_the_family(_: &Backend, s: Arc<dyn Store>
         .await
         .unwrap();
     assert_eq!(
-        s.rotate_refresh(&[30; 32], &[31; 32], NOW + MIN)
+        s.rotate_refresh(Rotate::new(&[30; 32], &[31; 32], NOW + MIN))
             .await
             .unwrap(),
         Rotation::Invalid
@@ -776,14 +793,122 @@ async fn refresh_rotation_race_revokes_the_family(_: &Backend, s: Arc<dyn Store>
     assert!(!s.family_live("fam-d", NOW).await.unwrap());
     assert!(!s.family_live("no-such-family", NOW).await.unwrap());
     assert_eq!(
-        s.rotate_refresh(&[50; 32], &[51; 32], NOW).await.unwrap(),
+        s.rotate_refresh(Rotate::new(&[50; 32], &[51; 32], NOW))
+            .await
+            .unwrap(),
         Rotation::Invalid
     );
     assert_eq!(
-        s.rotate_refresh(&[40; 32], &[41; 32], NOW).await.unwrap(),
+        s.rotate_refresh(Rotate::new(&[40; 32], &[41; 32], NOW))
+            .await
+            .unwrap(),
         Rotation::Invalid
     );
     assert!(s.purge_expired(NOW + 2 * MIN).await.unwrap() >= 1);
+}
+
+/// What the daemon's refresh asks of one store call: a row that names
+/// another user or family than the token claims rotates nothing and logs
+/// nothing; a rotation commits its log entry with it, reuse and refusals
+/// none; a family whose account is no longer active is revoked, not rotated.
+async fn a_rotation_checks_its_claims_and_logs_in_the_same_call(_: &Backend, s: Arc<dyn Store>) {
+    let u = user("claims@example.org");
+    let other = user("other@example.org");
+    s.register(&u).await.unwrap();
+    s.register(&other).await.unwrap();
+    let family = |id: &str, owner: &UserId, h: [u8; 32]| NewFamily {
+        id: id.into(),
+        user_id: owner.clone(),
+        token_hash: h,
+        created_at: NOW,
+        expires_at: NOW + MIN,
+    };
+    let mut entry = log(Some(&u.user.id), NOW, Outcome::Success);
+    entry.action = Action::Refresh;
+    let refreshes = || async {
+        s.logs(&LogFilter {
+            action: Some(Action::Refresh),
+            limit: 100,
+            ..LogFilter::default()
+        })
+        .await
+        .unwrap()
+        .entries
+        .len()
+    };
+    s.create_family(&family("fam-u", &u.user.id, [1; 32]))
+        .await
+        .unwrap();
+
+    // Claims of another user, then of another family: nothing moves.
+    for claims in [(&other.user.id, "fam-u"), (&u.user.id, "fam-elsewhere")] {
+        let r = s
+            .rotate_refresh(Rotate {
+                claims: Some(claims),
+                entry: Some(&entry),
+                ..Rotate::new(&[1; 32], &[2; 32], NOW)
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            r,
+            Rotation::Mismatch {
+                user_id: u.user.id.clone(),
+                family_id: "fam-u".into()
+            }
+        );
+    }
+    assert_eq!(refreshes().await, 0, "a mismatch logs nothing");
+    assert!(
+        s.family_live("fam-u", NOW).await.unwrap(),
+        "a mismatch revokes nothing"
+    );
+
+    // The right claims rotate, and the entry is there with the rotation.
+    let right = Some((&u.user.id, "fam-u"));
+    let r = s
+        .rotate_refresh(Rotate {
+            claims: right,
+            entry: Some(&entry),
+            ..Rotate::new(&[1; 32], &[2; 32], NOW)
+        })
+        .await
+        .unwrap();
+    assert!(matches!(r, Rotation::Rotated { .. }), "{r:?}");
+    assert_eq!(refreshes().await, 1);
+    // Reuse revokes and logs nothing of its own here (the daemon logs it).
+    let r = s
+        .rotate_refresh(Rotate {
+            claims: right,
+            entry: Some(&entry),
+            ..Rotate::new(&[1; 32], &[3; 32], NOW)
+        })
+        .await
+        .unwrap();
+    assert!(matches!(r, Rotation::Reused { .. }), "{r:?}");
+    assert_eq!(refreshes().await, 1);
+
+    // A live family of an account disabled meanwhile: revoked, not rotated.
+    assert!(
+        s.set_status(&u.user.id, UserStatus::Disabled)
+            .await
+            .unwrap()
+    );
+    s.create_family(&family("fam-late", &u.user.id, [5; 32]))
+        .await
+        .unwrap();
+    assert!(s.family_live("fam-late", NOW).await.unwrap());
+    let r = s
+        .rotate_refresh(Rotate {
+            claims: Some((&u.user.id, "fam-late")),
+            entry: Some(&entry),
+            ..Rotate::new(&[5; 32], &[6; 32], NOW)
+        })
+        .await
+        .unwrap();
+    assert_eq!(r, Rotation::Invalid);
+    assert!(!s.family_live("fam-late", NOW).await.unwrap(), "revoked");
+    assert_eq!(refreshes().await, 1, "a refusal logs nothing");
 }
 
 async fn deletion_shreds_everything_but_an_anonymous_log(b: &Backend, s: Arc<dyn Store>) {
@@ -816,7 +941,9 @@ async fn deletion_shreds_everything_but_an_anonymous_log(b: &Backend, s: Arc<dyn
     assert_eq!(s.user_by_email(&u.user.email).await.unwrap(), None);
     assert_eq!(s.credentials(&u.user.id).await.unwrap(), None);
     assert_eq!(
-        s.rotate_refresh(&[7; 32], &[8; 32], NOW).await.unwrap(),
+        s.rotate_refresh(Rotate::new(&[7; 32], &[8; 32], NOW))
+            .await
+            .unwrap(),
         Rotation::Invalid
     );
     assert!(!s.family_live("fam-gone", NOW).await.unwrap());

@@ -21,7 +21,7 @@ use crate::App;
 use crate::http::response;
 use crate::http::{ApiError, Code};
 use crate::identity::UserId;
-use crate::store::{Action, Millis, NewFamily, Rotation, User, UserStatus};
+use crate::store::{Action, Millis, NewFamily, Rotate, Rotation, User, UserStatus};
 use crate::token::{self, Claims, RefreshToken};
 
 /// `{accessToken, refreshToken, expiresIn}` for `user` in family `sid`.
@@ -150,17 +150,27 @@ pub async fn refresh(app: &App, req: Request<Incoming>) -> Answer {
     let at = app.clock.now();
     let next = RefreshToken::generate(presented.family_id(), presented.user());
     let hashes = stored_forms(app, &[&presented, &next]).await?;
-    // The account is read after the rotation, not beside it: on SQLite's one
-    // connection two store calls in flight per request slowed ES256
-    // rotations at 4 clients by a fifth (bench/results/issue20-refresh-ab.md).
-    let rotation = app.store.rotate_refresh(&hashes[0], &hashes[1], at).await?;
-    match &rotation {
-        Rotation::Rotated { user_id, family_id } | Rotation::Reused { user_id, family_id }
-            if user_id != presented.user() || family_id != presented.family_id() =>
-        {
+    // The swap, the account's status and the success's log entry in one
+    // store call (one commit on SQLite): a second call per rotation on
+    // SQLite's one connection bounded ES256 refreshes at 4 clients.
+    let entry = journal::entry(
+        app,
+        &client,
+        &Event::ok(at, Some(presented.user()), Action::Refresh),
+    );
+    let rotation = app
+        .store
+        .rotate_refresh(Rotate {
+            claims: Some((presented.user(), presented.family_id())),
+            entry: Some(&entry),
+            ..Rotate::new(&hashes[0], &hashes[1], at)
+        })
+        .await?;
+    match rotation {
+        Rotation::Mismatch { user_id, family_id } => {
             // The row is not the one this token was issued for: moved to
             // another user (or family) by someone writing to the store.
-            let _ = app.store.revoke_family(family_id).await;
+            let _ = app.store.revoke_family(&family_id).await;
             tracing::error!(family = %family_id, "refresh family does not match its token: revoked");
             crate::audit::record(
                 app,
@@ -171,30 +181,12 @@ pub async fn refresh(app: &App, req: Request<Incoming>) -> Answer {
                     .into(),
             )
             .await;
-            return Err(invalid_refresh());
+            Err(invalid_refresh())
         }
-        _ => {}
-    }
-    match rotation {
         Rotation::Rotated { user_id, family_id } => {
-            let active = app
-                .store
-                .user_by_id(&user_id)
-                .await?
-                .is_some_and(|u| u.status == UserStatus::Active);
-            if !active {
-                let _ = app.store.revoke_family(&family_id).await;
-                return Err(invalid_refresh());
-            }
-            // The signature and the log entry's commit at once (the HSM and
-            // the disk). The entry records the rotation, which has happened
-            // whether or not the signature then succeeds.
+            app.announce(entry);
             let next = next.encode();
-            let (tokens, ()) = tokio::join!(
-                pair(app, &user_id, &family_id, &next, at),
-                journal::record(app, &client, Event::ok(at, Some(&user_id), Action::Refresh)),
-            );
-            let tokens = tokens?;
+            let tokens = pair(app, &user_id, &family_id, &next, at).await?;
             Ok(response::ok(
                 StatusCode::OK,
                 "Token refreshed successfully",

@@ -45,7 +45,7 @@ pub use instances::{INSTANCE_RETENTION_MS, InstanceBeat, Instances, Load};
 pub use lockouts::{EmailKey, FailureOutcome, LockPolicy, Lockouts, Reservation, Subject};
 pub use logs::{Action, AuthLog, LogCursor, LogFilter, LogPage, Logs, Outcome, similarity_bucket};
 pub use mongo::MongoStore;
-pub use sessions::{NewFamily, Rotation, Sessions};
+pub use sessions::{NewFamily, Rotate, Rotation, Sessions};
 pub use users::{Credentials, NewUser, StoredKey, Template, User, UserStatus, Users};
 
 use crate::identity::{Email, Name, UserId};

@@ -1,6 +1,7 @@
 //! [`Sessions`] on SQLite.
 
 use super::*;
+use crate::store::Rotate;
 
 #[async_trait::async_trait]
 impl Sessions for EmbeddedStore {
@@ -24,24 +25,23 @@ impl Sessions for EmbeddedStore {
         .await
     }
 
-    async fn rotate_refresh(
-        &self,
-        presented: &[u8; 32],
-        next: &[u8; 32],
-        now: Millis,
-    ) -> Result<Rotation, StoreError> {
-        let (presented, next) = (*presented, *next);
+    async fn rotate_refresh(&self, ask: Rotate<'_>) -> Result<Rotation, StoreError> {
+        let (presented, next, now) = (*ask.presented, *ask.next, ask.now);
+        let claims = ask.claims.map(|(u, f)| (u.clone(), f.to_string()));
+        let entry = ask.entry.cloned();
         self.with(move |conn, path| {
             let err = unavailable(path);
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(&err)?;
-            let row: Option<(String, String, Vec<u8>, bool, i64)> = tx
+            let row: Option<(String, String, Vec<u8>, bool, i64, bool)> = tx
                 .query_row(
-                    "SELECT f.id, f.user_id, f.current_hash, f.revoked, f.expires_at
+                    "SELECT f.id, f.user_id, f.current_hash, f.revoked, f.expires_at,
+                            COALESCE(u.status = ?2, 0)
                      FROM refresh_tokens t JOIN refresh_families f ON f.id = t.family_id
+                     LEFT JOIN users u ON u.id = f.user_id
                      WHERE t.hash = ?1",
-                    [presented.as_slice()],
+                    params![presented.as_slice(), UserStatus::Active.as_str()],
                     |r| {
                         Ok((
                             r.get(0)?,
@@ -49,26 +49,40 @@ impl Sessions for EmbeddedStore {
                             r.get(2)?,
                             r.get::<_, i64>(3)? != 0,
                             r.get(4)?,
+                            r.get::<_, i64>(5)? != 0,
                         ))
                     },
                 )
                 .optional()
                 .map_err(&err)?;
-            let Some((family_id, user, current, revoked, expires_at)) = row else {
+            let Some((family_id, user, current, revoked, expires_at, active)) = row else {
                 return Ok(Rotation::Invalid);
             };
+            let user_id = UserId::stored(user);
+            if claims
+                .as_ref()
+                .is_some_and(|(u, f)| *u != user_id || *f != family_id)
+            {
+                return Ok(Rotation::Mismatch { user_id, family_id });
+            }
             if revoked || expires_at <= now {
                 return Ok(Rotation::Invalid);
             }
-            let user_id = UserId::stored(user);
-            if current != presented {
+            let revoke = |tx: rusqlite::Transaction<'_>| {
                 tx.execute(
                     "UPDATE refresh_families SET revoked = 1 WHERE id = ?1",
                     [&family_id],
                 )
                 .map_err(&err)?;
-                tx.commit().map_err(&err)?;
+                tx.commit().map_err(&err)
+            };
+            if current != presented {
+                revoke(tx)?;
                 return Ok(Rotation::Reused { user_id, family_id });
+            }
+            if !active {
+                revoke(tx)?;
+                return Ok(Rotation::Invalid);
             }
             tx.execute(
                 "UPDATE refresh_families SET current_hash = ?1 WHERE id = ?2",
@@ -80,6 +94,9 @@ impl Sessions for EmbeddedStore {
                 params![next.as_slice(), family_id],
             )
             .map_err(&err)?;
+            if let Some(entry) = &entry {
+                insert_log(&tx, entry).map_err(&err)?;
+            }
             tx.commit().map_err(&err)?;
             Ok(Rotation::Rotated { user_id, family_id })
         })

@@ -1,6 +1,7 @@
 //! [`Sessions`] on MongoDB.
 
 use super::*;
+use crate::store::Rotate;
 
 #[async_trait::async_trait]
 impl Sessions for MongoStore {
@@ -25,13 +26,8 @@ impl Sessions for MongoStore {
         Ok(())
     }
 
-    async fn rotate_refresh(
-        &self,
-        presented: &[u8; 32],
-        next: &[u8; 32],
-        now: Millis,
-    ) -> Result<Rotation, StoreError> {
-        let (presented, next) = (hex::encode(presented), hex::encode(next));
+    async fn rotate_refresh(&self, ask: Rotate<'_>) -> Result<Rotation, StoreError> {
+        let (presented, next) = (hex::encode(ask.presented), hex::encode(ask.next));
         let Some(token) = self
             .coll("refresh_tokens")
             .find_one(doc! {"_id": &presented})
@@ -50,25 +46,47 @@ impl Sessions for MongoStore {
             return Ok(Rotation::Invalid);
         };
         let user_id = UserId::stored(get_str(&family, "user_id")?);
+        if ask
+            .claims
+            .is_some_and(|(u, f)| *u != user_id || f != family_id)
+        {
+            return Ok(Rotation::Mismatch { user_id, family_id });
+        }
         let expires = get_i64(&family, "expires_ms")?;
-        if family.get_bool("revoked").unwrap_or(true) || expires <= now {
+        if family.get_bool("revoked").unwrap_or(true) || expires <= ask.now {
             return Ok(Rotation::Invalid);
         }
         // Register the next token before the swap (an unused row if we lose),
-        // then compare-and-swap the family's current hash.
-        self.coll("refresh_tokens")
-            .insert_one(doc! {"_id": &next, "family_id": &family_id, "expires_at": date(expires)})
-            .await
-            .map_err(down)?;
-        let swapped = self
-            .coll("refresh_families")
-            .update_one(
-                doc! {"_id": &family_id, "current_hash": &presented, "revoked": false},
-                doc! {"$set": {"current_hash": &next}},
-            )
-            .await
-            .map_err(down)?;
-        if swapped.modified_count == 1 {
+        // then compare-and-swap the family's current hash. The account is
+        // read meanwhile: a family whose account is not active is revoked.
+        let tokens = self.coll("refresh_tokens");
+        let (inserted, account) = tokio::join!(
+            tokens.insert_one(
+                doc! {"_id": &next, "family_id": &family_id, "expires_at": date(expires)}
+            ),
+            self.user_by_id(&user_id),
+        );
+        inserted.map_err(down)?;
+        let active = account?.is_some_and(|u| u.status == UserStatus::Active);
+        let swapped = if active {
+            self.coll("refresh_families")
+                .update_one(
+                    doc! {"_id": &family_id, "current_hash": &presented, "revoked": false},
+                    doc! {"$set": {"current_hash": &next}},
+                )
+                .await
+                .map_err(down)?
+                .modified_count
+                == 1
+        } else {
+            false
+        };
+        if swapped {
+            // No transaction spans the swap and the entry here: a daemon
+            // killed between them rotates without a log entry.
+            if let Some(entry) = ask.entry {
+                self.append_log(entry).await?;
+            }
             return Ok(Rotation::Rotated { user_id, family_id });
         }
         self.coll("refresh_tokens")
@@ -79,6 +97,9 @@ impl Sessions for MongoStore {
             .update_one(doc! {"_id": &family_id}, doc! {"$set": {"revoked": true}})
             .await
             .map_err(down)?;
+        if !active {
+            return Ok(Rotation::Invalid);
+        }
         Ok(Rotation::Reused { user_id, family_id })
     }
 
