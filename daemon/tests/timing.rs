@@ -87,11 +87,11 @@ async fn a_sign_in_reports_where_its_time_went() {
         "{header}"
     );
     let total = got.last().unwrap().1;
-    let face: f64 = got
-        .iter()
-        .filter(|(n, _)| ["decode", "detect", "align", "pad", "embed"].contains(&n.as_str()))
-        .map(|(_, d)| d)
-        .sum();
+    let step = |name: &str| got.iter().find(|(n, _)| n == name).unwrap().1;
+    // PAD runs beside the recognizer when a worker's core is idle, so only
+    // the longer of the two is sure to have been waited for.
+    let face: f64 = ["decode", "detect", "align"].map(step).iter().sum::<f64>()
+        + step("pad").max(step("embed"));
     assert!(
         face > 0.0 && face <= total,
         "face steps {face} ms, total {total} ms"
