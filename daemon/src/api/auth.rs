@@ -10,7 +10,6 @@
 //! the HSM) and get the same 401; lockouts are kept per e-mail (known or not)
 //! and per client address, in the store.
 
-use futures_util::future::Either;
 use http::{Request, StatusCode};
 use hyper::body::Incoming;
 use serde_json::json;
@@ -135,20 +134,8 @@ async fn sign_in<'a>(
     if matches!(proof, Proof::Photo(_)) && mode == crate::config::LivenessMode::Active {
         return Err(Refused::ChallengeRequired);
     }
-    // The reservation's commit and the face work at once: the face is only
-    // compared (and its result only told) once the reservation holds. A
-    // refused reservation (a lockout) answers at once and drops the face
-    // work (a run already on a worker finishes and wipes its photo).
-    let reserve = std::pin::pin!(signin::reserve(app, email, client, at, action));
-    let face = std::pin::pin!(signin::proven_face(app, mode, email, proof, client, at));
-    let (attempt, proven) = match futures_util::future::select(reserve, face).await {
-        Either::Left((attempt, face)) => {
-            let attempt = attempt?;
-            (attempt, face.await)
-        }
-        Either::Right((proven, reserve)) => (reserve.await?, proven),
-    };
-    let (probe, attack) = match proven {
+    let attempt = signin::reserve(app, email, client, at, action).await?;
+    let (probe, attack) = match signin::proven_face(app, mode, email, proof, client, at).await {
         Ok(proven) => proven,
         // A photo problem, a refused challenge: not a failed comparison.
         Err(refused) => {
