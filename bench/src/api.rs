@@ -684,7 +684,8 @@ pub async fn run(
         "Refresh-token rotation",
         &format!(
             "Each client holds its own session and rotates its refresh token for {:.0} s \
-             (CAS in SQLite + an RS256 signature in SoftHSM2 per request).",
+             (one SQLite commit: CAS, account check and log entry, + an RS256 signature in \
+             SoftHSM2 per request).",
             tail.as_secs_f64()
         ),
         REFRESH_COLUMNS,
@@ -820,8 +821,8 @@ pub async fn run(
              ES256 {}/s of {}/s = **{} %**. The signer's rate is the floor's mirror: no \
              rotation can be faster than its signature. Besides the signature, a rotation \
              costs {} core-ms with RS256 and {} with ES256 (TLS, HTTP and JSON on both \
-             sides, the client sharing the same 2 cores, the HSM's HMAC, one SQLite commit \
-             for the rotation and one for its log entry).",
+             sides, the client sharing the same 2 cores, the HSM's HMAC, and one SQLite \
+             commit holding the swap and its log entry).",
             num(refresh_rs256),
             num(sig.rs256),
             num(100.0 * refresh_rs256 / sig.rs256),

@@ -836,20 +836,27 @@ async fn a_rotation_checks_its_claims_and_logs_in_the_same_call(_: &Backend, s: 
         .entries
         .len()
     };
+    // A presentation of `presented` claiming `claims`, logging `entry`.
+    let rotate = |presented: [u8; 32], next: [u8; 32], claims: (&UserId, &str)| {
+        let (s, entry) = (&s, &entry);
+        let claims = (claims.0.clone(), claims.1.to_string());
+        async move {
+            s.rotate_refresh(Rotate {
+                claims: Some((&claims.0, &claims.1)),
+                entry: Some(entry),
+                ..Rotate::new(&presented, &next, NOW)
+            })
+            .await
+            .unwrap()
+        }
+    };
     s.create_family(&family("fam-u", &u.user.id, [1; 32]))
         .await
         .unwrap();
 
     // Claims of another user, then of another family: nothing moves.
     for claims in [(&other.user.id, "fam-u"), (&u.user.id, "fam-elsewhere")] {
-        let r = s
-            .rotate_refresh(Rotate {
-                claims: Some(claims),
-                entry: Some(&entry),
-                ..Rotate::new(&[1; 32], &[2; 32], NOW)
-            })
-            .await
-            .unwrap();
+        let r = rotate([1; 32], [2; 32], claims).await;
         assert_eq!(
             r,
             Rotation::Mismatch {
@@ -865,26 +872,12 @@ async fn a_rotation_checks_its_claims_and_logs_in_the_same_call(_: &Backend, s: 
     );
 
     // The right claims rotate, and the entry is there with the rotation.
-    let right = Some((&u.user.id, "fam-u"));
-    let r = s
-        .rotate_refresh(Rotate {
-            claims: right,
-            entry: Some(&entry),
-            ..Rotate::new(&[1; 32], &[2; 32], NOW)
-        })
-        .await
-        .unwrap();
+    let right = (&u.user.id, "fam-u");
+    let r = rotate([1; 32], [2; 32], right).await;
     assert!(matches!(r, Rotation::Rotated { .. }), "{r:?}");
     assert_eq!(refreshes().await, 1);
     // Reuse revokes and logs nothing of its own here (the daemon logs it).
-    let r = s
-        .rotate_refresh(Rotate {
-            claims: right,
-            entry: Some(&entry),
-            ..Rotate::new(&[1; 32], &[3; 32], NOW)
-        })
-        .await
-        .unwrap();
+    let r = rotate([1; 32], [3; 32], right).await;
     assert!(matches!(r, Rotation::Reused { .. }), "{r:?}");
     assert_eq!(refreshes().await, 1);
 
@@ -898,14 +891,7 @@ async fn a_rotation_checks_its_claims_and_logs_in_the_same_call(_: &Backend, s: 
         .await
         .unwrap();
     assert!(s.family_live("fam-late", NOW).await.unwrap());
-    let r = s
-        .rotate_refresh(Rotate {
-            claims: Some((&u.user.id, "fam-late")),
-            entry: Some(&entry),
-            ..Rotate::new(&[5; 32], &[6; 32], NOW)
-        })
-        .await
-        .unwrap();
+    let r = rotate([5; 32], [6; 32], (&u.user.id, "fam-late")).await;
     assert_eq!(r, Rotation::Invalid);
     assert!(!s.family_live("fam-late", NOW).await.unwrap(), "revoked");
     assert_eq!(refreshes().await, 1, "a refusal logs nothing");
