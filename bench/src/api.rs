@@ -523,17 +523,15 @@ pub async fn run(
             "errors",
         ],
     );
-    let mut cells = vec!["raw pipeline".into(), num(1e3 / raw.median_ms())];
-    cells.extend(tail_cells(&raw));
-    cells.push("0".into());
-    report.row(&cells);
-    let mut cells = vec![
-        "raw pipeline, sequential".into(),
-        num(1e3 / sequential.median_ms()),
-    ];
-    cells.extend(tail_cells(&sequential));
-    cells.push("0".into());
-    report.row(&cells);
+    // A raw pipeline's row: one caller, so its rate is one over its median.
+    let raw_row = |report: &mut Report, label: &str, s: &Samples| {
+        let mut cells = vec![label.to_string(), num(1e3 / s.median_ms())];
+        cells.extend(tail_cells(s));
+        cells.push("0".into());
+        report.row(&cells);
+    };
+    raw_row(report, "raw pipeline", &raw);
+    raw_row(report, "raw pipeline, sequential", &sequential);
     let mut cells = vec!["raw pipeline, 2 workers".into(), num(raw_rate2)];
     cells.extend(std::iter::repeat_n("".to_string(), 5));
     cells.push("0".into());
@@ -625,13 +623,7 @@ pub async fn run(
     cells.push(active_bad.to_string());
     report.row(&cells);
     // The phone photo: its raw pipeline, then the daemon at 1 client.
-    let mut cells = vec![
-        "raw pipeline, 12 MP phone JPEG".into(),
-        num(1e3 / raw_phone.median_ms()),
-    ];
-    cells.extend(tail_cells(&raw_phone));
-    cells.push("0".into());
-    report.row(&cells);
+    raw_row(report, "raw pipeline, 12 MP phone JPEG", &raw_phone);
     let phone_verify = Arc::new(json!({"email": "bench@example.org", "imageBase64": b64(&phone)}));
     let r = load(&d, 1, tail / 2, "/api/auth/verify-face", phone_verify, 200).await?;
     let phone_p50 = r.samples().median_ms();
