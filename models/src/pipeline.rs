@@ -1,6 +1,5 @@
 //! The whole path from photo bytes to embedding, and the bounded pool it runs on.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -79,7 +78,7 @@ pub struct Face {
 /// Where the time of one run went; `*_model` is the time inside ONNX Runtime.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Timings {
-    /// Waiting for a worker: its permit, a blocking-pool thread and a
+    /// Waiting for a worker: its permit, a crew thread and a
     /// workspace (set by the pooled entry points, zero for [`Pipeline::run`]).
     pub queue: Duration,
     pub decode: Duration,
@@ -108,51 +107,24 @@ pub struct Pipeline {
     pad: bool,
     permits: tokio::sync::Semaphore,
     workspaces: Mutex<Vec<Workspace>>,
-    /// Threads computing for runs, against one per worker.
-    cores: Cores,
+    /// One long-lived thread per worker, on which every run computes (or
+    /// why there are none).
+    crew: Result<rayon::ThreadPool, String>,
 }
 
-/// How many threads are computing for runs, out of one per worker: a run
-/// takes a second thread only while another worker's would be idle, so the
-/// pipeline never runs more model threads than it has workers for long.
-#[derive(Debug)]
-struct Cores {
-    busy: AtomicUsize,
-    of: usize,
-}
-
-/// One thread counted in [`Cores`] until dropped.
-struct Core<'a>(&'a AtomicUsize);
-
-impl Cores {
-    fn new(of: usize) -> Self {
-        Cores {
-            busy: AtomicUsize::new(0),
-            of,
-        }
-    }
-
-    /// A run's own thread (always granted: the permits bound the runs).
-    fn occupy(&self) -> Core<'_> {
-        self.busy.fetch_add(1, Ordering::SeqCst);
-        Core(&self.busy)
-    }
-
-    /// A second thread for a run, if one of the workers' cores is idle.
-    fn spare(&self) -> Option<Core<'_>> {
-        self.busy
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
-                (n < self.of).then_some(n + 1)
-            })
-            .ok()
-            .map(|_| Core(&self.busy))
-    }
-}
-
-impl Drop for Core<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
-    }
+/// `workers` long-lived face threads. A run's second task (PAD beside the
+/// recognizer) is taken by a thread that would otherwise be idle, and by
+/// the run's own thread if none is, so the pipeline never computes on more
+/// threads than it has workers, and never spawns one per request.
+fn crew(workers: usize) -> Result<rayon::ThreadPool, String> {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(workers)
+        .thread_name(|i| format!("arclock-face-{i}"))
+        // The panic hook has reported it; the run's caller sees its answer
+        // dropped (503) instead of the process aborting.
+        .panic_handler(|_| {})
+        .build()
+        .map_err(|e| e.to_string())
 }
 
 impl Pipeline {
@@ -165,7 +137,7 @@ impl Pipeline {
             pad: false,
             permits: tokio::sync::Semaphore::new(workers.max(1)),
             workspaces: Mutex::new(Vec::new()),
-            cores: Cores::new(workers.max(1)),
+            crew: crew(workers.max(1)),
         }
     }
 
@@ -194,7 +166,7 @@ impl Pipeline {
         self.models.recognizer.spec.threshold
     }
 
-    /// Embeds a photo on the blocking pool, at most `workers` at a time. The
+    /// Embeds a photo on the crew, at most `workers` at a time. The
     /// photo buffer is consumed: it is wiped when the run ends.
     pub async fn embed(self: &Arc<Self>, photo: LockedBytes) -> Result<Face, Error> {
         self.pooled(move |me, ws| {
@@ -206,7 +178,7 @@ impl Pipeline {
     }
 
     /// Embeds several photos (the frames of a liveness challenge) at once on
-    /// the pool: with two workers, three frames take two runs' time, not
+    /// the crew: with two workers, three frames take two runs' time, not
     /// three. Each frame is wiped when its run ends; results keep their order.
     pub async fn embed_all(self: &Arc<Self>, photos: Vec<LockedBytes>) -> Vec<Result<Face, Error>> {
         let runs = photos.into_iter().map(|photo| {
@@ -219,8 +191,8 @@ impl Pipeline {
         futures_util::future::join_all(runs).await
     }
 
-    /// Runs `job` with a workspace on the blocking pool, at most `workers`
-    /// at a time; the workspace goes back to the pool (wiped by `job`).
+    /// Runs `job` with a workspace on the crew, at most `workers` at a time;
+    /// the workspace goes back to the pool (wiped by `job`).
     async fn pooled<F>(self: &Arc<Self>, job: F) -> Result<Face, Error>
     where
         F: FnOnce(&Pipeline, &mut Workspace) -> Result<Face, Error> + Send + 'static,
@@ -232,18 +204,31 @@ impl Pipeline {
             .await
             .map_err(|_| Error::Unavailable("pool closed".into()))?;
         let me = Arc::clone(self);
-        tokio::task::spawn_blocking(move || {
-            let mut ws = me.take_workspace()?;
-            let queue = asked.elapsed();
-            let mut out = job(&me, &mut ws);
-            me.give_back(ws);
-            if let Ok(face) = &mut out {
-                face.timings.queue = queue;
-            }
-            out
-        })
-        .await
-        .map_err(|e| Error::Unavailable(format!("face worker failed: {e}")))?
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        self.crew()?.spawn(move || {
+            let out = me.take_workspace().and_then(|mut ws| {
+                let queue = asked.elapsed();
+                let mut out = job(&me, &mut ws);
+                me.give_back(ws);
+                if let Ok(face) = &mut out {
+                    face.timings.queue = queue;
+                }
+                out
+            });
+            // The caller may have gone (a client that hung up): the face is
+            // dropped here, its embedding wiped.
+            let _ = answer.send(out);
+        });
+        answered
+            .await
+            .map_err(|_| Error::Unavailable("a face worker failed".into()))?
+    }
+
+    /// The face threads, or 503 if they could not be started.
+    fn crew(&self) -> Result<&rayon::ThreadPool, Error> {
+        self.crew
+            .as_ref()
+            .map_err(|e| Error::Unavailable(format!("no face workers: {e}")))
     }
 
     /// Embeds camera frames (a burst), one after the other on the pool, and
@@ -280,7 +265,7 @@ impl Pipeline {
 
     /// One synchronous run on a camera frame, wiped like [`Pipeline::run`].
     pub fn run_frame(&self, ws: &mut Workspace, frame: &Frame) -> Result<Face, Error> {
-        let out = self.run_inner(ws, Input::Frame(frame), None);
+        let out = self.on_crew(ws, Input::Frame(frame), None);
         ws.wipe();
         out
     }
@@ -293,9 +278,20 @@ impl Pipeline {
         bytes: &[u8],
         timings: Option<&mut Timings>,
     ) -> Result<Face, Error> {
-        let out = self.run_inner(ws, Input::Encoded(bytes), timings);
+        let out = self.on_crew(ws, Input::Encoded(bytes), timings);
         ws.wipe();
         out
+    }
+
+    /// [`Pipeline::run_inner`] on one of the crew's threads (this one, if it
+    /// is one), so that PAD finds the crew's other threads to run beside.
+    fn on_crew(
+        &self,
+        ws: &mut Workspace,
+        input: Input<'_>,
+        timings: Option<&mut Timings>,
+    ) -> Result<Face, Error> {
+        self.crew()?.install(|| self.run_inner(ws, input, timings))
     }
 
     fn run_inner(
@@ -304,7 +300,6 @@ impl Pipeline {
         input: Input<'_>,
         timings: Option<&mut Timings>,
     ) -> Result<Face, Error> {
-        let _core = self.cores.occupy();
         let mut t = Timings::default();
         let start = Instant::now();
         let full = self.models.detector.spec.input_size;
@@ -425,42 +420,34 @@ impl Pipeline {
         t.align = mark.elapsed();
 
         // PAD reads its own crops of the photo, the recognizer the aligned
-        // face: with a core to spare (fewer runs in progress than workers)
-        // PAD runs beside the recognizer on a second thread, so a lone
-        // request waits for the slower of the two, not for both. Under load
-        // every core is taken and they run one after the other.
+        // face. With a worker idle (a permit free: fewer runs than workers),
+        // PAD is offered to the crew while this thread embeds and the idle
+        // thread takes it, so a lone request waits for the slower of the two,
+        // not for both. The permit it holds keeps a new run from being queued
+        // meanwhile, which this thread, waiting for PAD, would pick up and
+        // make this request wait for. Under load no permit is free and PAD
+        // runs after the recognizer.
         let pixels = img.pixels(&ws.rgb);
         let pad_input = &mut ws.pad_input;
         let rec_input = &ws.rec_input;
-        let spare = if self.runs_pad() {
-            self.cores.spare()
-        } else {
-            None
-        };
-        t.pad_beside = spare.is_some();
-        let (pad, embedded) = match spare {
-            Some(core) => std::thread::scope(|s| {
-                let beside = std::thread::Builder::new()
-                    .name("arclock-pad".into())
-                    .spawn_scoped(s, move || {
-                        let _core = core;
-                        self.pad_timed(pixels, &local, pad_input)
-                    });
-                let embedded = self.embed_timed(rec_input);
-                let pad = match beside {
-                    Ok(beside) => beside.join().unwrap_or_else(|_| {
-                        Err(Error::Unavailable("the PAD thread failed".into()))
-                    }),
-                    Err(e) => Err(Error::Unavailable(format!("no PAD thread: {e}"))),
-                };
-                (pad, embedded)
-            }),
-            None if self.pad => {
-                let pad = self.pad_timed(pixels, &local, pad_input)?;
-                (Ok(pad), self.embed_timed(rec_input))
+        let (embedded, (pad, beside)) = match self.pad.then(|| self.permits.try_acquire().ok()) {
+            Some(Some(idle)) => rayon::join_context(
+                |_| self.embed_timed(rec_input),
+                |ctx| {
+                    let _idle = idle;
+                    (self.pad_timed(pixels, &local, pad_input), ctx.migrated())
+                },
+            ),
+            Some(None) => {
+                let pad = self.pad_timed(pixels, &local, pad_input);
+                (self.embed_timed(rec_input), (pad, false))
             }
-            None => (Ok((None, Duration::ZERO)), self.embed_timed(rec_input)),
+            None => (
+                self.embed_timed(rec_input),
+                (Ok((None, Duration::ZERO)), false),
+            ),
         };
+        t.pad_beside = beside;
         ws.rgb.clear();
         ws.rec_input.clear();
         let (pad, pad_took) = pad?;
@@ -561,30 +548,5 @@ impl Pipeline {
             .lock()
             .map(|p| p.iter().all(Workspace::is_wiped))
             .unwrap_or(false)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A second thread only while fewer threads compute than there are
-    /// workers, and each thread's claim ends with it.
-    #[test]
-    fn a_run_borrows_a_core_only_when_one_is_idle() {
-        let cores = Cores::new(2);
-        let first = cores.occupy();
-        let beside = cores.spare().expect("one of two cores is idle");
-        assert!(cores.spare().is_none(), "both cores compute");
-        drop(beside);
-        let second = cores.occupy();
-        assert!(cores.spare().is_none(), "two runs take both cores");
-        drop(first);
-        assert!(cores.spare().is_some(), "a core came free");
-        drop(second);
-        assert_eq!(cores.busy.load(Ordering::SeqCst), 0);
-        let one = Cores::new(1);
-        let _run = one.occupy();
-        assert!(one.spare().is_none(), "one worker never borrows");
     }
 }

@@ -80,8 +80,8 @@ fn upstream_pad_samples_are_classed_as_upstream_says() {
     }
 }
 
-/// With a second worker's core idle, a lone run scores PAD on another thread
-/// beside the recognizer; the scores and embeddings are exactly those of the
+/// With a second worker idle, a lone run scores PAD on its thread beside the
+/// recognizer; the scores and embeddings are exactly those of the
 /// one-worker pipeline, which runs them one after the other, and the
 /// workspace is wiped all the same.
 #[test]
@@ -99,17 +99,60 @@ fn pad_beside_the_recognizer_gives_the_same_answer() {
         let bytes = std::fs::read(common::faces().join("pad-samples").join(name)).unwrap();
         let one = sequential.run(&mut ws, &bytes, None).unwrap();
         assert!(!one.timings.pad_beside, "one worker has no core to lend");
-        let beside = two.run(&mut ws, &bytes, None).unwrap();
-        assert!(ws.is_wiped(), "workspace not wiped after {name}");
-        assert!(beside.timings.pad_beside, "{name}: PAD did not run beside");
-        assert!(beside.pad.is_some());
-        assert_eq!(beside.pad, one.pad, "{name}: PAD score differs");
-        assert_eq!(
-            beside.embedding.values(),
-            one.embedding.values(),
-            "{name}: embedding differs"
-        );
+        // The idle worker takes PAD unless this thread finishes the
+        // recognizer first (a host too loaded to wake it in ~15 ms): then it
+        // runs PAD itself, which must give the same answer too.
+        let mut went_beside = false;
+        for _ in 0..5 {
+            let beside = two.run(&mut ws, &bytes, None).unwrap();
+            assert!(ws.is_wiped(), "workspace not wiped after {name}");
+            assert!(beside.pad.is_some());
+            assert_eq!(beside.pad, one.pad, "{name}: PAD score differs");
+            assert_eq!(
+                beside.embedding.values(),
+                one.embedding.values(),
+                "{name}: embedding differs"
+            );
+            went_beside |= beside.timings.pad_beside;
+            if went_beside {
+                break;
+            }
+        }
+        assert!(went_beside, "{name}: PAD never ran beside in 5 runs");
     }
+}
+
+/// Two runs at once take both workers: neither borrows a thread for PAD (the
+/// pipeline never computes on more threads than it has workers, and no run
+/// waits behind another's PAD), and both answer as the sequential run does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_runs_at_once_run_pad_after_the_recognizer() {
+    let sequential = pipeline();
+    let two = Arc::new(
+        Pipeline::new(
+            load_for(&common::state().join("models"), 2).unwrap(),
+            Policy::default(),
+            Default::default(),
+            2,
+        )
+        .with_pad(true),
+    );
+    let bytes = std::fs::read(common::faces().join("pad-samples/image_T1.jpg")).unwrap();
+    let one = sequential
+        .run(&mut Workspace::new().unwrap(), &bytes, None)
+        .unwrap();
+    for _ in 0..3 {
+        // Both take their permits in the first poll, long before either
+        // reaches PAD (decoding and detection come first).
+        let photo = || arclock_secmem::LockedBytes::from_slice(&bytes).unwrap();
+        let (a, b) = tokio::join!(two.embed(photo()), two.embed(photo()));
+        for face in [a.unwrap(), b.unwrap()] {
+            assert!(!face.timings.pad_beside, "a third thread computed");
+            assert_eq!(face.pad, one.pad);
+            assert_eq!(face.embedding.values(), one.embedding.values());
+        }
+    }
+    assert!(two.workspaces_wiped());
 }
 
 /// Without the PAD files, the models still load and PAD says why it is off.
