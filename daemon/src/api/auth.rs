@@ -135,7 +135,13 @@ async fn sign_in<'a>(
         return Err(Refused::ChallengeRequired);
     }
     let attempt = signin::reserve(app, email, client, at, action).await?;
-    let (probe, attack) = match signin::proven_face(app, mode, email, proof, client, at).await {
+    // The template needs no probe: it is read and opened while the face is
+    // embedded (the same work for an unknown account, against the decoy).
+    let (proven, reference) = tokio::join!(
+        signin::proven_face(app, mode, email, proof, client, at),
+        signin::reference(app, email)
+    );
+    let (probe, attack) = match proven {
         Ok(proven) => proven,
         // A photo problem, a refused challenge: not a failed comparison.
         Err(refused) => {
@@ -143,5 +149,5 @@ async fn sign_in<'a>(
             return Err(refused);
         }
     };
-    signin::compare_deferred(app, attempt, email, probe, client, attack).await
+    signin::compare_deferred(app, attempt, reference?, probe, client, attack).await
 }

@@ -7,8 +7,9 @@
 //! - liveness: passive PAD on every face, and active challenges
 //!   ([`challenge`]: drawn, stored, answered once), judged by
 //!   `arclock_face::liveness`;
-//! - comparison with the template, or with a decoy at the same cost for an
-//!   unknown account ([`compare`]), and the failure accounting: an attack
+//! - the template, or a decoy at the same cost for an unknown account, read
+//!   and opened beside the face work ([`reference`]);
+//! - comparison with it ([`compare`]), and the failure accounting: an attack
 //!   verdict costs the same work, counts and reads the same as a wrong face;
 //! - enrolment ([`enrol`]).
 //!
@@ -427,17 +428,74 @@ static DECOY: OnceCell<Decoy> = OnceCell::const_new();
 /// The decoy's owner, the address it is bound to, and its record.
 type Decoy = (UserId, Email, Credentials);
 
-async fn decoy(app: &App, probe: &Embedding) -> Result<&'static Decoy, Refused> {
+/// The decoy, sealed on first use over a random unit vector of the
+/// recognizer's model and length (so that opening and comparing it costs
+/// what a real template does), made before any probe exists: the reference
+/// is opened beside the face work.
+async fn decoy(app: &App) -> Result<&'static Decoy, Refused> {
     DECOY
         .get_or_try_init(|| async {
+            let crypto = |e: &dyn std::fmt::Display| template::TemplateError::Crypto(e.to_string());
+            let spec = &app.face.models().recognizer.spec;
+            let raw: Vec<f32> = (0..spec.embedding_dim.unwrap_or(128))
+                .map(|_| rand::random::<f32>() - 0.5)
+                .collect();
+            let stand_in = Embedding::from_raw(&spec.id, &raw).map_err(|e| crypto(&e))?;
             let id = UserId::generate();
-            let email = Email::parse("decoy@arclock.invalid")
-                .map_err(|e| template::TemplateError::Crypto(e.to_string()))?;
-            let creds = template::seal(&app.hsm, &id, &email, probe).await?;
+            let email = Email::parse("decoy@arclock.invalid").map_err(|e| crypto(&e))?;
+            let creds = template::seal(&app.hsm, &id, &email, &stand_in).await?;
             Ok::<_, template::TemplateError>((id, email, creds))
         })
         .await
         .map_err(|e| Refused::unavailable("the HSM", &e))
+}
+
+/// What a probe is compared with: the account (if it exists and is active)
+/// and its opened template, or the decoy's for any other e-mail. It needs no
+/// probe, so a sign-in opens it while the face is still being embedded.
+pub struct Reference {
+    user: Option<User>,
+    template: Embedding,
+}
+
+/// The [`Reference`] for `email`: the same store reads, unwrap in the HSM and
+/// decryption whether or not the account exists.
+pub async fn reference(app: &App, email: &Email) -> Result<Reference, Refused> {
+    let down = |e: &dyn std::fmt::Display| Refused::unavailable("the store", e);
+    let user = app
+        .store
+        .user_by_email(email)
+        .await
+        .map_err(|e| down(&e))?
+        .filter(|u| u.status == UserStatus::Active);
+    let (owner, bound_to, creds) = match &user {
+        Some(u) => (
+            u.id.clone(),
+            u.email.clone(),
+            app.store
+                .credentials(&u.id)
+                .await
+                .map_err(|e| down(&e))?
+                .ok_or_else(|| down(&"credentials missing"))?,
+        ),
+        None => {
+            let (id, email, c) = decoy(app).await?;
+            // The same store round trip a known account costs (on MongoDB a
+            // missing one is measurable): a read for the decoy's id, which no
+            // account has.
+            app.store.credentials(id).await.map_err(|e| down(&e))?;
+            (id.clone(), email.clone(), c.clone())
+        }
+    };
+    let template = match template::open(&app.hsm, &owner, &bound_to, &creds).await {
+        Ok(r) => r,
+        Err(
+            e @ template::TemplateError::Hsm(arclock_hsm::Error::IntegrityFailure)
+            | e @ template::TemplateError::Crypto(_),
+        ) => return Err(forged(app, &owner, &e).await),
+        Err(e) => return Err(Refused::unavailable("the HSM", &e)),
+    };
+    Ok(Reference { user, template })
 }
 
 /// A stored record failed the token's integrity check: someone wrote to
@@ -470,61 +528,33 @@ pub async fn compare(
     client: &ClientInfo,
     attack: Option<&'static str>,
 ) -> Result<(User, f32), Refused> {
+    let reference = reference(app, email).await?;
     let (user, similarity, settle) =
-        compare_deferred(app, attempt, email, probe, client, attack).await?;
+        compare_deferred(app, attempt, reference, probe, client, attack).await?;
     settle.await;
     Ok((user, similarity))
 }
 
-/// [`compare`], with a success's bookkeeping (the account's failures
-/// cleared, the address's place given back, the log entry) handed back as a
-/// future instead of awaited, so that the caller runs it alongside the new
-/// session's commit and signature (~1 ms off a sign-in). The caller awaits
-/// it before answering: a success is on record before the client hears of it.
+/// [`compare`] against a [`Reference`] opened beforehand, with a success's
+/// bookkeeping (the account's failures cleared, the address's place given
+/// back, the log entry) handed back as a future instead of awaited, so that
+/// the caller runs it alongside the new session's commit and signature
+/// (~1 ms off a sign-in). The caller awaits it before answering: a success
+/// is on record before the client hears of it.
 pub async fn compare_deferred<'a>(
     app: &'a App,
     mut attempt: Attempt,
-    email: &Email,
+    reference: Reference,
     probe: Embedding,
     client: &'a ClientInfo,
     attack: Option<&'static str>,
 ) -> Result<(User, f32, impl Future<Output = ()> + 'a), Refused> {
     let (at, action) = (attempt.at, attempt.action);
     let down = |e: &dyn std::fmt::Display| Refused::unavailable("the store", e);
-    let user = app
-        .store
-        .user_by_email(email)
-        .await
-        .map_err(|e| down(&e))?
-        .filter(|u| u.status == UserStatus::Active);
-    // Same work either way: unwrap in the HSM, decrypt, compare.
-    let (template_owner, bound_to, creds) = match &user {
-        Some(u) => (
-            u.id.clone(),
-            u.email.clone(),
-            app.store
-                .credentials(&u.id)
-                .await
-                .map_err(|e| down(&e))?
-                .ok_or_else(|| down(&"credentials missing"))?,
-        ),
-        None => {
-            let (id, email, c) = decoy(app, &probe).await?;
-            // The same store round trip a known account costs (on MongoDB a
-            // missing one is measurable): a read for the decoy's id, which no
-            // account has.
-            app.store.credentials(id).await.map_err(|e| down(&e))?;
-            (id.clone(), email.clone(), c.clone())
-        }
-    };
-    let reference = match template::open(&app.hsm, &template_owner, &bound_to, &creds).await {
-        Ok(r) => r,
-        Err(
-            e @ template::TemplateError::Hsm(arclock_hsm::Error::IntegrityFailure)
-            | e @ template::TemplateError::Crypto(_),
-        ) => return Err(forged(app, &template_owner, &e).await),
-        Err(e) => return Err(Refused::unavailable("the HSM", &e)),
-    };
+    let Reference {
+        user,
+        template: reference,
+    } = reference;
     let similarity = reference.cosine(&probe).unwrap_or(-1.0);
     drop((reference, probe));
     let threshold = app.face.threshold().unwrap_or(1.0);
