@@ -265,9 +265,7 @@ impl Pipeline {
 
     /// One synchronous run on a camera frame, wiped like [`Pipeline::run`].
     pub fn run_frame(&self, ws: &mut Workspace, frame: &Frame) -> Result<Face, Error> {
-        let out = self.on_crew(ws, Input::Frame(frame), None);
-        ws.wipe();
-        out
+        self.run_wiped(ws, Input::Frame(frame), None)
     }
 
     /// One synchronous run in `ws`, which is wiped before returning (also on
@@ -278,20 +276,23 @@ impl Pipeline {
         bytes: &[u8],
         timings: Option<&mut Timings>,
     ) -> Result<Face, Error> {
-        let out = self.on_crew(ws, Input::Encoded(bytes), timings);
-        ws.wipe();
-        out
+        self.run_wiped(ws, Input::Encoded(bytes), timings)
     }
 
     /// [`Pipeline::run_inner`] on one of the crew's threads (this one, if it
-    /// is one), so that PAD finds the crew's other threads to run beside.
-    fn on_crew(
+    /// is one), so that PAD finds the crew's other threads to run beside;
+    /// `ws` is wiped afterwards, also on error.
+    fn run_wiped(
         &self,
         ws: &mut Workspace,
         input: Input<'_>,
         timings: Option<&mut Timings>,
     ) -> Result<Face, Error> {
-        self.crew()?.install(|| self.run_inner(ws, input, timings))
+        let out = self
+            .crew()
+            .and_then(|crew| crew.install(|| self.run_inner(ws, input, timings)));
+        ws.wipe();
+        out
     }
 
     fn run_inner(
@@ -430,22 +431,27 @@ impl Pipeline {
         let pixels = img.pixels(&ws.rgb);
         let pad_input = &mut ws.pad_input;
         let rec_input = &ws.rec_input;
-        let (embedded, (pad, beside)) = match self.pad.then(|| self.permits.try_acquire().ok()) {
-            Some(Some(idle)) => rayon::join_context(
+        let idle = if self.runs_pad() {
+            self.permits.try_acquire().ok()
+        } else {
+            None
+        };
+        let (embedded, (pad, beside)) = match idle {
+            Some(idle) => rayon::join_context(
                 |_| self.embed_timed(rec_input),
                 |ctx| {
                     let _idle = idle;
                     (self.pad_timed(pixels, &local, pad_input), ctx.migrated())
                 },
             ),
-            Some(None) => {
-                let pad = self.pad_timed(pixels, &local, pad_input);
+            None => {
+                let pad = if self.pad {
+                    self.pad_timed(pixels, &local, pad_input)
+                } else {
+                    Ok((None, Duration::ZERO))
+                };
                 (self.embed_timed(rec_input), (pad, false))
             }
-            None => (
-                self.embed_timed(rec_input),
-                (Ok((None, Duration::ZERO)), false),
-            ),
         };
         t.pad_beside = beside;
         ws.rgb.clear();

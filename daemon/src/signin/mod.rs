@@ -436,11 +436,12 @@ async fn decoy(app: &App) -> Result<&'static Decoy, Refused> {
     DECOY
         .get_or_try_init(|| async {
             let crypto = |e: &dyn std::fmt::Display| template::TemplateError::Crypto(e.to_string());
-            let spec = &app.face.models().recognizer.spec;
-            let raw: Vec<f32> = (0..spec.embedding_dim.unwrap_or(128))
+            // The recognizer as loaded (its output length checked at load).
+            let loaded = app.face.models().status();
+            let raw: Vec<f32> = (0..loaded.embedding_dim)
                 .map(|_| rand::random::<f32>() - 0.5)
                 .collect();
-            let stand_in = Embedding::from_raw(&spec.id, &raw).map_err(|e| crypto(&e))?;
+            let stand_in = Embedding::from_raw(&loaded.recognizer, &raw).map_err(|e| crypto(&e))?;
             let id = UserId::generate();
             let email = Email::parse("decoy@arclock.invalid").map_err(|e| crypto(&e))?;
             let creds = template::seal(&app.hsm, &id, &email, &stand_in).await?;
