@@ -99,6 +99,14 @@ impl App {
             config.models.workers,
         )
         .with_pad(config.liveness.wants_pad());
+        for (model, graph) in face.models().graphs() {
+            match graph {
+                arclock_face::GraphForm::KeptAsShipped(_) => {
+                    tracing::warn!(model, %graph, "model graph")
+                }
+                _ => tracing::info!(model, %graph, "model graph"),
+            }
+        }
         match face.models().pad_status() {
             arclock_face::PadStatus::Ready { models } => {
                 tracing::info!(?models, signin = ?config.liveness.signin, registration = ?config.liveness.registration, "passive PAD ready")

@@ -8,6 +8,8 @@
 //!   `libonnxruntime.so` (`ort` with `load-dynamic`).
 //! - [`FaceModels`] (in `models`): detector and recognizer sessions, built once
 //!   from sha256-verified bytes, one per worker; loading fails closed.
+//! - [`graph`]: the verified graph's `PRelu`s rewritten into operators ONNX
+//!   Runtime vectorises, bit for bit the same outputs (checked at load).
 //! - [`photo`]: bytes to upright RGB under size limits, into locked memory.
 //! - [`detect`]: SCRFD and YuNet decoders; [`quality`]: which face, and is it
 //!   good enough; [`align`]: Umeyama similarity onto the ArcFace template.
@@ -36,6 +38,7 @@ pub mod eval;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod graph;
 pub mod liveness;
 pub mod manifest;
 mod models;
@@ -49,7 +52,7 @@ mod workspace;
 pub use embedding::Embedding;
 pub use error::Error;
 pub use manifest::{Manifest, ModelSpec, Role};
-pub use models::{FaceModels, ModelsStatus, Threads};
+pub use models::{FaceModels, GraphForm, ModelsStatus, Threads};
 pub use pad::PadStatus;
 pub use pipeline::{Face, Pipeline, Timings};
 pub use quality::{Policy, Quality};

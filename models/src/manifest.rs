@@ -65,6 +65,15 @@ pub struct ModelSpec {
     /// upstream URL has it; the pipeline then reports the model unavailable.
     #[serde(default)]
     pub optional: bool,
+    /// Run the model's constant-slope `PRelu`s in vectorised form
+    /// (`graph::fast_prelu`, same outputs bit for bit, checked at load);
+    /// `false` hands ONNX Runtime the file exactly as shipped.
+    #[serde(default = "yes")]
+    pub fast_prelu: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// All models known to this installation.

@@ -16,7 +16,7 @@ use crate::embedding::Embedding;
 use crate::manifest::{Manifest, ModelSpec, Role};
 use crate::pad::{self, PadStatus};
 use crate::photo::Rgb;
-use crate::{Error, runtime};
+use crate::{Error, graph, runtime};
 
 /// How inference uses the cores: `workers` photos at once, each model run
 /// using `intra` threads. Each model keeps one session per worker, because
@@ -44,6 +44,32 @@ pub struct LoadedModel {
     pub spec: ModelSpec,
     sessions: Vec<Mutex<Session>>,
     next: AtomicUsize,
+    /// Which graph the sessions run.
+    pub graph: GraphForm,
+}
+
+/// The graph a model's sessions run: ONNX Runtime sees the verified bytes, or
+/// their rewrite (`graph`), never anything else.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GraphForm {
+    /// Nothing to rewrite.
+    AsShipped,
+    /// This many `PRelu`s in vectorised form; same outputs on the probe.
+    FastPrelu(usize),
+    /// A rewrite was possible but is not used, and why.
+    KeptAsShipped(String),
+}
+
+impl std::fmt::Display for GraphForm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            GraphForm::AsShipped => write!(f, "as shipped"),
+            GraphForm::FastPrelu(n) => write!(f, "{n} PRelu vectorised, same outputs on the probe"),
+            GraphForm::KeptAsShipped(why) => {
+                write!(f, "as shipped: the rewrite was refused ({why})")
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for LoadedModel {
@@ -142,6 +168,15 @@ impl FaceModels {
             embedding_dim: self.recognizer.spec.embedding_dim.unwrap_or(0),
             pad: self.pad_status.clone(),
         }
+    }
+
+    /// Each loaded model's id and the graph its sessions run (for the start log).
+    pub fn graphs(&self) -> Vec<(&str, &GraphForm)> {
+        [&self.detector, &self.recognizer]
+            .into_iter()
+            .chain(&self.pad)
+            .map(|m| (m.spec.id.as_str(), &m.graph))
+            .collect()
     }
 
     /// Whether passive PAD can run.
@@ -297,25 +332,26 @@ impl LoadedModel {
     }
 }
 
-/// One model's sessions, one per worker, from sha256-verified bytes.
+/// One model's sessions, one per worker, from sha256-verified bytes: the
+/// bytes as shipped, or their `graph::fast_prelu` rewrite once it has given
+/// the very same outputs as the original on a probe.
 fn load_model(
     env: &ort::environment::Environment,
     spec: &ModelSpec,
     dir: &Path,
     threads: Threads,
 ) -> Result<LoadedModel, Error> {
-    let bytes = read_verified(spec, dir)?;
+    let verified = read_verified(spec, dir)?;
     let model_err = |e: ort::Error| Error::Model {
         id: spec.id.clone(),
         reason: e.to_string(),
     };
-    let mut sessions = Vec::new();
-    for _ in 0..threads.workers.max(1) {
+    let session = |bytes: &[u8]| -> Result<Session, Error> {
         let session = Session::builder(env)
             .map_err(model_err)?
             .with_intra_threads(threads.intra.max(1))
             .map_err(|e| model_err(e.into()))?
-            .commit_from_memory(&bytes)
+            .commit_from_memory(bytes)
             .map_err(model_err)?;
         if !session.inputs().iter().any(|i| i.name() == spec.input) {
             let names: Vec<&str> = session.inputs().iter().map(|i| i.name()).collect();
@@ -328,13 +364,72 @@ fn load_model(
                 ),
             });
         }
-        sessions.push(Mutex::new(session));
+        Ok(session)
+    };
+    let mut first = session(&verified)?;
+    let rewrite = if spec.fast_prelu {
+        graph::fast_prelu(&verified)
+    } else {
+        Ok(None)
+    };
+    let (bytes, graph) = match rewrite {
+        Ok(None) => (verified, GraphForm::AsShipped),
+        Ok(Some(fast)) => {
+            let mut rewritten = session(&fast.bytes)?;
+            match same_outputs(spec, &mut first, &mut rewritten) {
+                Ok(()) => {
+                    first = rewritten;
+                    (fast.bytes, GraphForm::FastPrelu(fast.prelus))
+                }
+                Err(why) => (verified, GraphForm::KeptAsShipped(why)),
+            }
+        }
+        Err(e) => (verified, GraphForm::KeptAsShipped(e.to_string())),
+    };
+    let mut sessions = vec![Mutex::new(first)];
+    for _ in 1..threads.workers.max(1) {
+        sessions.push(Mutex::new(session(&bytes)?));
     }
     Ok(LoadedModel {
         spec: spec.clone(),
         sessions,
         next: AtomicUsize::new(0),
+        graph,
     })
+}
+
+/// Runs both sessions on one probe (a fixed pattern of both signs, no
+/// biometric data) and wants every output equal, bit for bit.
+fn same_outputs(spec: &ModelSpec, a: &mut Session, b: &mut Session) -> Result<(), String> {
+    let [w, h] = spec.input_size;
+    let shape = [1, 3, h as usize, w as usize];
+    let mut x = 0x9e37_79b9_u32;
+    let probe: Vec<f32> = (0..3 * w as usize * h as usize)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            (x >> 8) as f32 / (1u32 << 23) as f32 - 1.0
+        })
+        .collect();
+    let run = |s: &mut Session| -> Result<Vec<Vec<u32>>, String> {
+        let tensor = TensorRef::from_array_view((shape, &probe[..])).map_err(|e| e.to_string())?;
+        let outputs = s
+            .run(ort::inputs![spec.input.as_str() => tensor])
+            .map_err(|e| e.to_string())?;
+        outputs
+            .values()
+            .map(|v| {
+                let (_, data) = v.try_extract_tensor::<f32>().map_err(|e| e.to_string())?;
+                Ok(data.iter().map(|f| f.to_bits()).collect())
+            })
+            .collect()
+    };
+    if run(a)? == run(b)? {
+        Ok(())
+    } else {
+        Err("its outputs differ from the original's on the probe".into())
+    }
 }
 
 /// Every PAD model of the manifest, or none and why: a file that is not

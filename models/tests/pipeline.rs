@@ -355,6 +355,74 @@ fn a_512_d_recognizer_needs_only_a_manifest_entry() {
     assert!(matches!(old.cosine(&a), Err(Error::ModelMismatch { .. })));
 }
 
+#[test]
+fn vectorised_prelu_gives_the_shipped_graphs_answers_bit_for_bit() {
+    // The same models, once as shipped (`fast_prelu = false`) and once
+    // rewritten, on real photos: every embedding value and PAD score equal.
+    let text = manifest_text();
+    let mut shipped = Manifest::parse(&text).unwrap();
+    for m in &mut shipped.models {
+        m.fast_prelu = false;
+    }
+    let load = |manifest: &Manifest| {
+        FaceModels::load(
+            &runtime(),
+            manifest,
+            &state().join("models"),
+            "scrfd_2.5g_bnkps",
+            "arcface_mobileface_128",
+            Threads {
+                workers: 1,
+                intra: 1,
+            },
+        )
+        .unwrap()
+    };
+    let fast = load(&Manifest::parse(&text).unwrap());
+    let graphs: Vec<(String, arclock_face::GraphForm)> = fast
+        .graphs()
+        .into_iter()
+        .map(|(id, g)| (id.to_string(), g.clone()))
+        .collect();
+    assert!(
+        graphs.iter().any(|(id, g)| id == "arcface_mobileface_128"
+            && *g == arclock_face::GraphForm::FastPrelu(33)),
+        "{graphs:?}"
+    );
+    assert!(
+        load(&shipped)
+            .graphs()
+            .iter()
+            .all(|(_, g)| **g == arclock_face::GraphForm::AsShipped)
+    );
+    assert!(fast.pad_status().is_ready(), "the PAD models are installed");
+    let fast = Pipeline::new(fast, Policy::default(), Limits::default(), 1).with_pad(true);
+    let shipped =
+        Pipeline::new(load(&shipped), Policy::default(), Limits::default(), 1).with_pad(true);
+    let mut ws = Workspace::new().unwrap();
+    let mut people: Vec<_> = std::fs::read_dir(faces().join("lfw-dev"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    people.sort();
+    let mut compared = 0;
+    for name in people.iter().take(24) {
+        let bytes = photo(name, 1);
+        let (Ok(a), Ok(b)) = (
+            fast.run(&mut ws, &bytes, None),
+            shipped.run(&mut ws, &bytes, None),
+        ) else {
+            continue;
+        };
+        let bits = |e: &Embedding| e.values().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&a.embedding), bits(&b.embedding), "{name}");
+        assert_eq!(a.pad.map(f32::to_bits), b.pad.map(f32::to_bits), "{name}");
+        assert!(a.pad.is_some(), "{name}: PAD ran");
+        compared += 1;
+    }
+    assert!(compared >= 20, "only {compared} photos had a face");
+}
+
 // ---- synthetic inputs -------------------------------------------------------
 
 fn crc32(data: &[u8]) -> u32 {
