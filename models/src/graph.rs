@@ -2,8 +2,8 @@
 //!
 //! ONNX Runtime's CPU `PRelu` (1.32) is a scalar loop that branches on the
 //! sign of every element: on a real face about half the branches mispredict,
-//! and the recognizer (33 `PRelu`s after BatchNorm) spent a third of its time
-//! there (`perf` on the daemon under load). The same function written with the
+//! and the recognizer (33 `PRelu`s after BatchNorm) spent half of its time
+//! there (ONNX Runtime's profiler). The same function written with the
 //! element-wise operators ONNX Runtime vectorises gives the same float in
 //! every element, because each form picks `x` or computes the one product
 //! `a * x`, as `PRelu` does:
