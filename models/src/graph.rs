@@ -507,18 +507,15 @@ mod tests {
         t
     }
 
-    fn model(opset: u64, slopes: &[f32]) -> Vec<u8> {
+    /// A model of `nodes` and `initializers` importing the default opset `opset`.
+    fn model_of(opset: u64, nodes: &[Vec<u8>], initializers: &[Vec<u8>]) -> Vec<u8> {
         let mut g = Vec::new();
-        put_bytes(
-            &mut g,
-            GRAPH_NODE,
-            &encode_node(b"PRelu", &[b"x", b"a"], b"y", b"p"),
-        );
-        put_bytes(
-            &mut g,
-            GRAPH_INITIALIZER,
-            &tensor(b"a", &[slopes.len() as u64, 1, 1], slopes),
-        );
+        for n in nodes {
+            put_bytes(&mut g, GRAPH_NODE, n);
+        }
+        for t in initializers {
+            put_bytes(&mut g, GRAPH_INITIALIZER, t);
+        }
         let mut o = Vec::new();
         put_varint_field(&mut o, OPSET_VERSION, opset);
         let mut m = Vec::new();
@@ -526,6 +523,16 @@ mod tests {
         put_bytes(&mut m, MODEL_OPSET_IMPORT, &o);
         put_bytes(&mut m, MODEL_GRAPH, &g);
         m
+    }
+
+    fn prelu() -> Vec<u8> {
+        encode_node(b"PRelu", &[b"x", b"a"], b"y", b"p")
+    }
+
+    /// One `PRelu` whose slope `a` is an initializer of shape [C, 1, 1].
+    fn model(opset: u64, slopes: &[f32]) -> Vec<u8> {
+        let a = tensor(b"a", &[slopes.len() as u64, 1, 1], slopes);
+        model_of(opset, &[prelu()], &[a])
     }
 
     fn ops(model: &[u8]) -> Vec<String> {
@@ -576,41 +583,23 @@ mod tests {
         assert!(fast_prelu(&model(7, &[0.25])).unwrap().is_none(), "opset 7");
         assert!(fast_prelu(&model(13, &[f32::NAN])).unwrap().is_none());
         // A slope whose element count does not match its shape.
-        let mut g = Vec::new();
-        put_bytes(
-            &mut g,
-            GRAPH_NODE,
-            &encode_node(b"PRelu", &[b"x", b"a"], b"y", b"p"),
+        let short = tensor(b"a", &[4], &[0.1, 0.2]);
+        assert!(
+            fast_prelu(&model_of(13, &[prelu()], &[short]))
+                .unwrap()
+                .is_none()
         );
-        put_bytes(&mut g, GRAPH_INITIALIZER, &tensor(b"a", &[4], &[0.1, 0.2]));
-        let mut o = Vec::new();
-        put_varint_field(&mut o, OPSET_VERSION, 13);
-        let mut m = Vec::new();
-        put_bytes(&mut m, MODEL_OPSET_IMPORT, &o);
-        put_bytes(&mut m, MODEL_GRAPH, &g);
-        assert!(fast_prelu(&m).unwrap().is_none());
     }
 
     #[test]
     fn a_name_already_taken_is_not_reused() {
-        let mut g = Vec::new();
-        put_bytes(
-            &mut g,
-            GRAPH_NODE,
-            &encode_node(b"Relu", &[b"x"], b"y/arclock_prelu/ax", b"r"),
+        let taken = encode_node(b"Relu", &[b"x"], b"y/arclock_prelu/ax", b"r");
+        let a = tensor(b"a", &[1], &[0.1]);
+        assert!(
+            fast_prelu(&model_of(13, &[taken, prelu()], &[a]))
+                .unwrap()
+                .is_none()
         );
-        put_bytes(
-            &mut g,
-            GRAPH_NODE,
-            &encode_node(b"PRelu", &[b"x", b"a"], b"y", b"p"),
-        );
-        put_bytes(&mut g, GRAPH_INITIALIZER, &tensor(b"a", &[1], &[0.1]));
-        let mut o = Vec::new();
-        put_varint_field(&mut o, OPSET_VERSION, 13);
-        let mut m = Vec::new();
-        put_bytes(&mut m, MODEL_OPSET_IMPORT, &o);
-        put_bytes(&mut m, MODEL_GRAPH, &g);
-        assert!(fast_prelu(&m).unwrap().is_none());
     }
 
     #[test]
