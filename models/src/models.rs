@@ -342,35 +342,7 @@ fn load_model(
     threads: Threads,
 ) -> Result<LoadedModel, Error> {
     let verified = read_verified(spec, dir)?;
-    let model_err = |e: ort::Error| Error::Model {
-        id: spec.id.clone(),
-        reason: e.to_string(),
-    };
-    let session = |bytes: &[u8]| -> Result<Session, Error> {
-        let session = Session::builder(env)
-            .map_err(model_err)?
-            .with_intra_threads(threads.intra.max(1))
-            .map_err(|e| model_err(e.into()))?
-            // No arena: it grows by powers of two and keeps its peak; with the
-            // rewritten graphs' extra intermediates that was +26 MiB of RSS
-            // (two workers), for no measurable speed.
-            .with_execution_providers([ort::ep::CPU::default().with_arena_allocator(false).build()])
-            .map_err(|e| model_err(e.into()))?
-            .commit_from_memory(bytes)
-            .map_err(model_err)?;
-        if !session.inputs().iter().any(|i| i.name() == spec.input) {
-            let names: Vec<&str> = session.inputs().iter().map(|i| i.name()).collect();
-            return Err(Error::Model {
-                id: spec.id.clone(),
-                reason: format!(
-                    "has no input {:?} (inputs: {})",
-                    spec.input,
-                    names.join(", ")
-                ),
-            });
-        }
-        Ok(session)
-    };
+    let session = |bytes: &[u8]| session(env, spec, bytes, threads.intra);
     let mut first = session(&verified)?;
     let rewrite = if spec.fast_prelu {
         graph::fast_prelu(&verified)
@@ -401,6 +373,42 @@ fn load_model(
         next: AtomicUsize::new(0),
         graph,
     })
+}
+
+/// One ONNX Runtime session of `bytes`, which must take `spec.input`.
+fn session(
+    env: &ort::environment::Environment,
+    spec: &ModelSpec,
+    bytes: &[u8],
+    intra: usize,
+) -> Result<Session, Error> {
+    let model_err = |e: ort::Error| Error::Model {
+        id: spec.id.clone(),
+        reason: e.to_string(),
+    };
+    let session = Session::builder(env)
+        .map_err(model_err)?
+        .with_intra_threads(intra.max(1))
+        .map_err(|e| model_err(e.into()))?
+        // No arena: it grows by powers of two and keeps its peak; with the
+        // rewritten graphs' extra intermediates that was +26 MiB of RSS
+        // (two workers), for no measurable speed.
+        .with_execution_providers([ort::ep::CPU::default().with_arena_allocator(false).build()])
+        .map_err(|e| model_err(e.into()))?
+        .commit_from_memory(bytes)
+        .map_err(model_err)?;
+    if !session.inputs().iter().any(|i| i.name() == spec.input) {
+        let names: Vec<&str> = session.inputs().iter().map(|i| i.name()).collect();
+        return Err(Error::Model {
+            id: spec.id.clone(),
+            reason: format!(
+                "has no input {:?} (inputs: {})",
+                spec.input,
+                names.join(", ")
+            ),
+        });
+    }
+    Ok(session)
 }
 
 /// Runs both sessions on one probe (a fixed pattern of both signs, no
@@ -483,4 +491,42 @@ pub(crate) fn read_verified(spec: &ModelSpec, dir: &Path) -> Result<Vec<u8>, Err
         });
     }
     Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+
+    /// `make setup`'s state directory (ONNX Runtime and the models).
+    fn state() -> PathBuf {
+        std::env::var_os("ARCLOCK_STATE_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../var"))
+    }
+
+    #[test]
+    fn the_probe_refuses_a_rewrite_that_changes_an_output() {
+        let manifest =
+            Manifest::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("manifest.toml")).unwrap();
+        let spec = manifest
+            .get("arcface_mobileface_128", Role::Recognizer)
+            .unwrap();
+        let env =
+            runtime::environment(&state().join("opt/onnxruntime-1.32.0/libonnxruntime.so.1.32.0"))
+                .unwrap();
+        let verified = read_verified(spec, &state().join("models")).unwrap();
+        let fast = graph::fast_prelu(&verified).unwrap().unwrap();
+        let mut shipped = session(env, spec, &verified, 1).unwrap();
+        let mut right = session(env, spec, &fast.bytes, 1).unwrap();
+        assert_eq!(same_outputs(spec, &mut shipped, &mut right), Ok(()));
+        // The same rewrite with one `Max` turned into a `Min` (op_type is
+        // field 4: key 0x22, length 3): a wrong rewrite must not slip through.
+        let mut wrong = fast.bytes.clone();
+        let at = wrong.windows(5).position(|w| w == b"\x22\x03Max").unwrap();
+        wrong[at + 2..at + 5].copy_from_slice(b"Min");
+        let mut wrong = session(env, spec, &wrong, 1).unwrap();
+        assert!(same_outputs(spec, &mut shipped, &mut wrong).is_err());
+    }
 }
