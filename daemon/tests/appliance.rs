@@ -250,7 +250,13 @@ fn speaks_the_service_manager_protocol() {
 
     let mut buf = [0u8; 512];
     let mut recv = || {
-        let n = sock.recv(&mut buf).expect("a notification");
+        // A signal (a child of the test harness exiting) may interrupt the wait.
+        let n = loop {
+            match sock.recv(&mut buf) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                other => break other.expect("a notification"),
+            }
+        };
         String::from_utf8_lossy(&buf[..n]).into_owned()
     };
     let first = recv();

@@ -384,10 +384,23 @@ mod tests {
         let v = LockedBytes::from_slice(&[7u8; 5000]).unwrap();
         let (start, _) = v.mapping();
         let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
-        let header = format!("{start:x}-");
+        // The kernel merges neighbouring mappings with the same flags (other
+        // tests' buffers, made at the same time): find the one that holds ours.
+        let holds = |l: &str| {
+            let Some((range, _)) = l.split_once(' ') else {
+                return false;
+            };
+            let Some((a, b)) = range.split_once('-') else {
+                return false;
+            };
+            match (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16)) {
+                (Ok(a), Ok(b)) => (a..b).contains(&start),
+                _ => false,
+            }
+        };
         let section: String = smaps
             .split_inclusive('\n')
-            .skip_while(|l| !l.starts_with(&header))
+            .skip_while(|l| !holds(l))
             .take_while({
                 let mut first = true;
                 move |l| std::mem::take(&mut first) || !l.contains('-') || l.starts_with("VmFlags")
