@@ -204,12 +204,6 @@ fn prelu_replacement(
         name.extend_from_slice(tag.as_bytes());
         names.insert(name.clone()).then_some(name)
     };
-    let label = |tag: &str| {
-        let mut l = node.name.to_vec();
-        l.push(b'/');
-        l.extend_from_slice(tag.as_bytes());
-        l
-    };
     let ax = fresh("ax")?;
     let pick: Option<&[u8]> = if slope.iter().all(|&s| s <= 1.0) {
         Some(b"Max")
@@ -220,16 +214,16 @@ fn prelu_replacement(
     };
     if let Some(pick) = pick {
         return Some(vec![
-            encode_node(b"Mul", &[x, a], &ax, &label("mul")),
-            encode_node(pick, &[x, &ax], y, &label("pick")),
+            encode_node(b"Mul", &[x, a], &ax),
+            encode_node(pick, &[x, &ax], y),
         ]);
     }
     let (pos, neg, aneg) = (fresh("pos")?, fresh("neg")?, ax);
     Some(vec![
-        encode_node(b"Relu", &[x], &pos, &label("relu")),
-        encode_node(b"Sub", &[x, &pos], &neg, &label("sub")),
-        encode_node(b"Mul", &[&neg, a], &aneg, &label("mul")),
-        encode_node(b"Add", &[&pos, &aneg], y, &label("add")),
+        encode_node(b"Relu", &[x], &pos),
+        encode_node(b"Sub", &[x, &pos], &neg),
+        encode_node(b"Mul", &[&neg, a], &aneg),
+        encode_node(b"Add", &[&pos, &aneg], y),
     ])
 }
 
@@ -237,7 +231,6 @@ fn prelu_replacement(
 struct Node<'a> {
     inputs: Vec<&'a [u8]>,
     outputs: Vec<&'a [u8]>,
-    name: &'a [u8],
     op_type: &'a [u8],
     domain: &'a [u8],
     attributes: Vec<&'a [u8]>,
@@ -248,7 +241,6 @@ impl<'a> Node<'a> {
         let mut node = Node {
             inputs: Vec::new(),
             outputs: Vec::new(),
-            name: b"",
             op_type: b"",
             domain: b"",
             attributes: Vec::new(),
@@ -261,7 +253,6 @@ impl<'a> Node<'a> {
             match f.number {
                 NODE_INPUT => node.inputs.push(v),
                 NODE_OUTPUT => node.outputs.push(v),
-                NODE_NAME => node.name = v,
                 NODE_OP_TYPE => node.op_type = v,
                 NODE_DOMAIN => node.domain = v,
                 NODE_ATTRIBUTE => node.attributes.push(v),
@@ -353,14 +344,15 @@ fn named_floats(tensor: &[u8]) -> Result<(&[u8], Option<Vec<f32>>), GraphError> 
     Ok((name, (count == Some(values.len() as u64)).then_some(values)))
 }
 
-/// A `NodeProto` of the default domain with one output.
-fn encode_node(op: &[u8], inputs: &[&[u8]], output: &[u8], name: &[u8]) -> Vec<u8> {
+/// A `NodeProto` of the default domain with one output, named after it (an
+/// output has one producer, so the node's name is unique too).
+fn encode_node(op: &[u8], inputs: &[&[u8]], output: &[u8]) -> Vec<u8> {
     let mut b = Vec::new();
     for i in inputs {
         put_bytes(&mut b, NODE_INPUT, i);
     }
     put_bytes(&mut b, NODE_OUTPUT, output);
-    put_bytes(&mut b, NODE_NAME, name);
+    put_bytes(&mut b, NODE_NAME, output);
     put_bytes(&mut b, NODE_OP_TYPE, op);
     b
 }
@@ -526,7 +518,7 @@ mod tests {
     }
 
     fn prelu() -> Vec<u8> {
-        encode_node(b"PRelu", &[b"x", b"a"], b"y", b"p")
+        encode_node(b"PRelu", &[b"x", b"a"], b"y")
     }
 
     /// One `PRelu` whose slope `a` is an initializer of shape [C, 1, 1].
@@ -593,7 +585,7 @@ mod tests {
 
     #[test]
     fn a_name_already_taken_is_not_reused() {
-        let taken = encode_node(b"Relu", &[b"x"], b"y/arclock_prelu/ax", b"r");
+        let taken = encode_node(b"Relu", &[b"x"], b"y/arclock_prelu/ax");
         let a = tensor(b"a", &[1], &[0.1]);
         assert!(
             fast_prelu(&model_of(13, &[taken, prelu()], &[a]))
