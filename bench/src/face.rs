@@ -129,8 +129,8 @@ pub fn run(report: &mut Report, root: &Path, faces: &Path, iterations: usize) ->
     report.end_table();
     report.para(&format!(
         "Sizes: {}. A JPEG is decoded at the coarsest DCT scale (1/8, 1/4, 1/2) \
-         whose long side is still >= 288 px (libjpeg-turbo), the detector runs first \
-         at <= 192 px a side and larger only when the face is small; what is left of \
+         whose long side is still >= 240 px (libjpeg-turbo), the detector runs first \
+         at <= 160 px a side and larger only when the face is small; what is left of \
          the decode is entropy decoding, which grows with the file, not the pixels.",
         photos
             .iter()
