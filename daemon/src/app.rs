@@ -43,6 +43,9 @@ pub struct App {
     /// Set once the token is known to hold the pseudonym key (made on first
     /// use if an older provisioning lacks it; `signin::email_subject`).
     pub pseudonym_key: tokio::sync::OnceCell<()>,
+    /// E-mails and addresses this process has seen locked: a sign-in for
+    /// one of them reserves before any face work (`signin::LocksSeen`).
+    pub locks_seen: crate::signin::LocksSeen,
     /// The last audit entry this process sealed (`audit::seal`).
     pub audit_sealed: std::sync::atomic::AtomicU64,
     /// The key job running (or last run) here: rotation, retirement, binding.
@@ -151,6 +154,7 @@ impl App {
             health: Default::default(),
             bodies,
             pseudonym_key: tokio::sync::OnceCell::new(),
+            locks_seen: crate::signin::LocksSeen::default(),
             audit_sealed: Default::default(),
             custody: Default::default(),
         })

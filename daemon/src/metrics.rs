@@ -101,6 +101,9 @@ pub struct Metrics {
     active: Family<KindLabel, Gauge>,
     liveness: Family<LivenessLabel, Counter>,
     health_checks: Counter,
+    /// Face runs begun, brought up to the pipeline's count at each scrape
+    /// (under the lock, so two scrapes at once do not both add the same runs).
+    face_runs: std::sync::Mutex<Counter>,
     /// Every request, and those answered 5xx, without labels: what the
     /// heartbeat reports ([`Metrics::load`]) without walking the families.
     served: Counter,
@@ -135,6 +138,12 @@ impl Metrics {
         let active = Family::<KindLabel, Gauge>::default();
         let liveness = Family::<LivenessLabel, Counter>::default();
         let health_checks = Counter::default();
+        let face_runs = Counter::default();
+        registry.register(
+            "face_runs",
+            "Face pipeline runs begun (a decode, the detector, the recognizer, PAD): against verifications and registrations, the face work spent on requests refused without it",
+            face_runs.clone(),
+        );
         registry.register(
             "health_checks",
             "Dependency checks actually run for the public /health (the rest were served from its cache)",
@@ -198,6 +207,7 @@ impl Metrics {
             active,
             liveness,
             health_checks,
+            face_runs: std::sync::Mutex::new(face_runs),
             served: Counter::default(),
             server_errors: Counter::default(),
         }
@@ -273,8 +283,15 @@ impl Metrics {
     }
 
     /// The text exposition format, with the lockouts in force counted by the
-    /// caller (they live in the store, shared by every daemon on it).
-    pub fn render(&self, active_accounts: usize, active_ips: usize) -> String {
+    /// caller (they live in the store, shared by every daemon on it) and the
+    /// face runs begun (the pipeline counts them).
+    pub fn render(&self, active_accounts: usize, active_ips: usize, face_runs: u64) -> String {
+        if let Ok(counter) = self.face_runs.lock() {
+            let shown = counter.get();
+            if face_runs > shown {
+                counter.inc_by(face_runs - shown);
+            }
+        }
         for (subject, n) in [
             (LockKind::Account, active_accounts),
             (LockKind::Ip, active_ips),
@@ -305,7 +322,7 @@ mod tests {
         m.request("/api/auth/login", 200, Duration::from_millis(42));
         m.verdict(Verdict::Reject);
         m.lockout(LockKind::Ip);
-        let text = m.render(2, 1);
+        let text = m.render(2, 1, 3);
         assert!(
             text.contains(r#"arclock_http_requests_total{route="/api/auth/login",status="401"} 1"#),
             "{text}"
@@ -316,6 +333,7 @@ mod tests {
             )
         );
         assert!(text.contains(r#"arclock_verifications_total{outcome="reject"} 1"#));
+        assert!(text.contains("arclock_face_runs_total 3"), "{text}");
         assert!(text.contains(r#"arclock_verifications_total{outcome="accept"} 0"#));
         assert!(text.contains(r#"arclock_lockouts_total{subject="ip"} 1"#));
         assert!(text.contains(r#"arclock_lockouts_active{subject="account"} 2"#));

@@ -227,6 +227,48 @@ async fn concurrent_guesses_are_evaluated_at_most_max_failures_times() {
     );
 }
 
+/// An attacker who keeps sending faces to a locked account must not keep the
+/// face workers busy: the daemon remembers the lockout and reserves before
+/// any face work (`signin::LocksSeen`), so a refused attempt costs a store
+/// call, not a face run. Counted by the daemon's own `face_runs` metric.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_locked_account_under_attack_costs_no_face_work() {
+    let inst = Instance::new();
+    inst.provision();
+    let d = inst.start();
+    let admin = Client::new(inst.path("admin.sock"));
+    let runs = || async {
+        let m = admin.metrics().await.unwrap();
+        m.lines()
+            .find_map(|l| l.strip_prefix("arclock_face_runs_total "))
+            .unwrap()
+            .trim()
+            .parse::<u64>()
+            .unwrap()
+    };
+    register(&d, VICTIM).await;
+    assert_eq!(runs().await, 1, "one run per registration photo");
+
+    // Five wrong faces lock the account, each after a face run.
+    for _ in 0..5 {
+        let (s, body) = login(&d, VICTIM.0, STRANGER, None).await;
+        assert_eq!(s, 401, "{body}");
+    }
+    assert_eq!(runs().await, 6);
+    // The attack goes on, the right face among the wrong ones: refused, and
+    // not one face run more.
+    for i in 0..24 {
+        let face = if i % 2 == 0 {
+            STRANGER
+        } else {
+            (VICTIM.1, VICTIM.2)
+        };
+        let (s, body) = login(&d, VICTIM.0, face, None).await;
+        assert_eq!((s, body["code"].as_str()), (429, Some("ACCOUNT_LOCKED")));
+    }
+    assert_eq!(runs().await, 6, "a refused attempt ran the face pipeline");
+}
+
 /// `[registration] mode = "invite"`: no code, a wrong address, a used code:
 /// 403 `INVITE_INVALID`; an operator's code (from the console binary) works
 /// once, and a registration that fails for another reason gives it back.

@@ -110,6 +110,8 @@ pub struct Pipeline {
     /// One long-lived thread per worker, on which every run computes (or
     /// why there are none).
     crew: Result<rayon::ThreadPool, String>,
+    /// Runs begun on the crew ([`Pipeline::runs_begun`]).
+    runs: std::sync::atomic::AtomicU64,
 }
 
 /// `workers` long-lived face threads. A run's second task (PAD beside the
@@ -138,6 +140,7 @@ impl Pipeline {
             permits: tokio::sync::Semaphore::new(workers.max(1)),
             workspaces: Mutex::new(Vec::new()),
             crew: crew(workers.max(1)),
+            runs: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -206,6 +209,12 @@ impl Pipeline {
         let me = Arc::clone(self);
         let (answer, answered) = tokio::sync::oneshot::channel();
         self.crew()?.spawn(move || {
+            // The caller went while this waited for a thread (a client that
+            // hung up, a sign-in refused by its lockout meanwhile): not run.
+            if answer.is_closed() {
+                return;
+            }
+            me.runs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let out = me.take_workspace().and_then(|mut ws| {
                 let queue = asked.elapsed();
                 let mut out = job(&me, &mut ws);
@@ -222,6 +231,13 @@ impl Pipeline {
         answered
             .await
             .map_err(|_| Error::Unavailable("a face worker failed".into()))?
+    }
+
+    /// How many runs (one photo or frame each) have begun on the face
+    /// workers since start: set against the answers given, the face work
+    /// spent on requests that were refused without it.
+    pub fn runs_begun(&self) -> u64 {
+        self.runs.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The face threads, or 503 if they could not be started.

@@ -84,7 +84,9 @@ pub async fn metrics(app: &App) -> Answer {
         .iter()
         .filter(|(s, _)| matches!(s, Subject::Account(_)))
         .count();
-    let text = app.metrics.render(accounts, lockouts.len() - accounts);
+    let text = app
+        .metrics
+        .render(accounts, lockouts.len() - accounts, app.face.runs_begun());
     let mut r = Response::new(
         Full::new(Bytes::from(text))
             .map_err(|never| match never {})

@@ -134,13 +134,27 @@ async fn sign_in<'a>(
     if matches!(proof, Proof::Photo(_)) && mode == crate::config::LivenessMode::Active {
         return Err(Refused::ChallengeRequired);
     }
-    let attempt = signin::reserve(app, email, client, at, action).await?;
+    let budgets = signin::budgets(app, email, client).await?;
     // The template needs no probe: it is read and opened while the face is
     // embedded (the same work for an unknown account, against the decoy).
-    let (proven, reference) = tokio::join!(
-        signin::proven_face(app, mode, email, proof, client, at),
-        signin::reference(app, email)
-    );
+    let face_work = async {
+        tokio::join!(
+            signin::proven_face(app, mode, email, proof, client, at),
+            signin::reference(app, email)
+        )
+    };
+    let (attempt, (proven, reference)) = if budgets.seen_locked(app, at) {
+        // Seen locked here: the store's answer first, and no face work on a
+        // refusal.
+        let attempt = signin::reserve_budgets(app, budgets, client, at, action).await?;
+        (attempt, face_work.await)
+    } else {
+        // The reservation's commit runs beside the face work: nothing is
+        // compared, let alone accepted, before it is granted, and a refusal
+        // answers at once (a face run not yet started is dropped unrun).
+        let reserved = signin::reserve_budgets(app, budgets, client, at, action);
+        tokio::try_join!(reserved, async { Ok(face_work.await) })?
+    };
     let (probe, attack) = match proven {
         Ok(proven) => proven,
         // A photo problem, a refused challenge: not a failed comparison.

@@ -3,7 +3,9 @@
 //! and the kiosk camera (`admin::camera`), which only parse and render.
 //!
 //! - an attempt reserved against the e-mail's and the address's budgets
-//!   before any face work ([`reserve`]), so lockouts hold under concurrency;
+//!   before any comparison ([`reserve`]; its commit beside the face work
+//!   unless [`LocksSeen`] has seen one of them locked), so lockouts hold
+//!   under concurrency;
 //! - liveness: passive PAD on every face, and active challenges
 //!   ([`challenge`]: drawn, stored, answered once), judged by
 //!   `arclock_face::liveness`;
@@ -216,7 +218,7 @@ fn policy(app: &App, subject: &Subject) -> LockPolicy {
 }
 
 /// One sign-in attempt, reserved against the e-mail's and the address's
-/// budgets before any face work ([`reserve`]) and settled by [`compare`].
+/// budgets before any comparison ([`reserve`]) and settled by [`compare`].
 /// Dropped unsettled (a photo problem, a challenge refused, a dependency
 /// down), it gives its places back: only a comparison that fails counts.
 #[must_use = "an attempt is settled by compare() or released on drop"]
@@ -268,24 +270,57 @@ pub async fn reserve(
     at: Millis,
     action: Action,
 ) -> Result<Attempt, Refused> {
+    let asks = budgets(app, email, client).await?;
+    reserve_budgets(app, asks, client, at, action).await
+}
+
+/// The budgets an attempt for `email` from `client` is counted against:
+/// the e-mail's (its pseudonym, an HMAC in the HSM) and the address's.
+pub async fn budgets(app: &App, email: &Email, client: &ClientInfo) -> Result<Budgets, Refused> {
+    let account = email_subject(app, email).await?;
+    Ok(Budgets(
+        std::iter::once(account)
+            .chain(address_subject(client))
+            .map(|s| {
+                let p = policy(app, &s);
+                (s, p)
+            })
+            .collect(),
+    ))
+}
+
+/// The subjects of one attempt with their policies ([`budgets`]).
+pub struct Budgets(Vec<(Subject, LockPolicy)>);
+
+impl Budgets {
+    /// Whether this process has seen one of them refused, and the lockout
+    /// has not run out: a sign-in then reserves before it starts the face
+    /// work, so that a locked account under attack costs no face work.
+    pub fn seen_locked(&self, app: &App, at: Millis) -> bool {
+        self.0.iter().any(|(s, _)| app.locks_seen.holds(s, at))
+    }
+}
+
+/// [`reserve`] with the budgets already known.
+pub async fn reserve_budgets(
+    app: &App,
+    Budgets(asks): Budgets,
+    client: &ClientInfo,
+    at: Millis,
+    action: Action,
+) -> Result<Attempt, Refused> {
     let mut attempt = Attempt {
         store: app.store.clone(),
         reserved: Vec::new(),
         at,
         action,
     };
-    let account = email_subject(app, email).await?;
-    let asks: Vec<(Subject, LockPolicy)> = std::iter::once(account)
-        .chain(address_subject(client))
-        .map(|s| {
-            let p = policy(app, &s);
-            (s, p)
-        })
-        .collect();
-    let r = app.store.reserve_attempts(&asks, at).await?;
-    match r {
+    match app.store.reserve_attempts(&asks, at).await? {
         Reservation::Granted => attempt.reserved = asks.into_iter().map(|(s, _)| s).collect(),
         Reservation::Refused { until } => {
+            for (s, _) in asks {
+                app.locks_seen.note(s, until, at);
+            }
             let e = Event {
                 outcome: Outcome::Locked,
                 reason: Some("locked"),
@@ -297,6 +332,43 @@ pub async fn reserve(
         }
     }
     Ok(attempt)
+}
+
+/// Subjects this process has seen refused, with when that refusal runs out:
+/// a hint, never a verdict. The store decides every attempt; this only
+/// decides whether a sign-in may start its face work while its reservation
+/// is being committed (saving the commit's time) or must wait for it (a
+/// subject seen locked: a locked account under attack then costs a store
+/// call per request, not a face run). An operator's unlock, or another
+/// instance's lockout, is at worst a slower (or one wasted) face run here.
+#[derive(Default)]
+pub struct LocksSeen(std::sync::Mutex<std::collections::HashMap<Subject, Millis>>);
+
+/// How many subjects [`LocksSeen`] keeps; past it, the expired go, and if
+/// none has, all (it is a hint: forgetting costs one face run per subject).
+const LOCKS_SEEN_MAX: usize = 4096;
+
+impl LocksSeen {
+    /// Remembers that `subject` is refused until `until`: a lockout this
+    /// process started, or a refused reservation (then all of its subjects:
+    /// which of them was full the store does not say).
+    fn note(&self, subject: Subject, until: Millis, at: Millis) {
+        let Ok(mut seen) = self.0.lock() else { return };
+        if seen.len() >= LOCKS_SEEN_MAX {
+            seen.retain(|_, u| *u > at);
+            if seen.len() >= LOCKS_SEEN_MAX {
+                seen.clear();
+            }
+        }
+        seen.insert(subject, until);
+    }
+
+    fn holds(&self, subject: &Subject, at: Millis) -> bool {
+        self.0
+            .lock()
+            .map(|seen| seen.get(subject).is_some_and(|until| *until > at))
+            .unwrap_or(false)
+    }
 }
 
 /// Embeds one photo; photo problems are the client's (422).
@@ -571,6 +643,7 @@ pub async fn compare_deferred<'a>(
                 .await
                 .map_err(|e| down(&e))?;
             if let FailureOutcome::LockedUntil(until) = out {
+                app.locks_seen.note(s.clone(), until, at);
                 tracing::info!(action = action.as_str(), "lockout started");
                 app.metrics.lockout(match s {
                     Subject::Account(_) => LockKind::Account,

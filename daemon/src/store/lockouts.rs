@@ -1,5 +1,5 @@
 //! Failure accounting and lockouts, keyed by [`Subject`]: attempts are
-//! reserved before any face work, so the limit holds under concurrency
+//! reserved before any comparison, so the limit holds under concurrency
 //! and across daemons sharing one database.
 
 use super::*;
@@ -97,7 +97,7 @@ pub enum FailureOutcome {
 /// What every backend offers for this concern (part of [`Store`]).
 #[async_trait::async_trait]
 pub trait Lockouts: Logs + Send + Sync {
-    /// Reserves one attempt for `subject` before any face work, atomically:
+    /// Reserves one attempt for `subject` before any comparison, atomically:
     /// refused while locked, or when `max_failures` attempts (failed, or
     /// reserved and still running) already count in the window. Of any
     /// number of concurrent attempts at most `max_failures` are evaluated.
