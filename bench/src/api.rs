@@ -843,15 +843,31 @@ pub async fn run(
         200,
     )
     .await?;
+    // A lone sign-in there: the signature is on its critical path (after
+    // the match, beside the settlement's commits).
+    let es_lone = load(
+        &es,
+        1,
+        tail,
+        "/api/auth/verify-face",
+        Arc::clone(&verify),
+        200,
+    )
+    .await?;
+    let es_p50 = es_lone.samples().median_ms();
     report.para(&format!(
         "Verify-face at 4 clients with ES256: {}/s = **{} %** of the raw pipeline's \
          2-worker rate ({}/s, measured above); with RS256 it was {} %. An RSA-2048 \
          signature is ~2.4 core-ms (the HSM table's 2-worker rate), about 5 % of a \
-         sign-in's CPU on these 2 cores.",
+         sign-in's CPU on these 2 cores. At 1 client with ES256 the p50 is {} ms = \
+         **{}x** the raw pipeline median (RS256: {}x).",
         num(es_verify.rate()),
         num(100.0 * es_verify.rate() / raw_rate2),
         num(raw_rate2),
         num(100.0 * rates.get(1).copied().unwrap_or(f64::NAN) / raw_rate2),
+        num(es_p50),
+        num(es_p50 / raw.median_ms()),
+        num(p50_at_1 / raw.median_ms()),
     ));
     if let Some(sig) = signers {
         // Two cores: what a rotation costs besides its signature, in core
