@@ -50,6 +50,8 @@ FIGURES = [
     ("verify 16 clients /s", "Daemon end to end (verify-face over TLS on loopback, release arclockd)", "16", 1),
     ("raw pipeline p50 ms", "Daemon end to end (verify-face over TLS on loopback, release arclockd)", "raw pipeline", 2),
     ("raw pipeline, 2 workers /s", "Daemon end to end (verify-face over TLS on loopback, release arclockd)", "raw pipeline, 2 workers", 1),
+    ("12 MP: raw pipeline p50 ms", "Daemon end to end (verify-face over TLS on loopback, release arclockd)", "raw pipeline, 12 MP phone JPEG", 2),
+    ("12 MP: verify 1 client p50 ms", "Daemon end to end (verify-face over TLS on loopback, release arclockd)", "1, 12 MP phone JPEG", 2),
     ("verify 1 client: embed step ms", "Where the time goes: typical against slowest requests", "embed", 1),
     ("verify 1 client: pad step ms", "Where the time goes: typical against slowest requests", "pad", 1),
     ("refresh RS256, 1 client p50 ms", "Refresh-token rotation", "1", 2),
@@ -58,6 +60,12 @@ FIGURES = [
     ("refresh ES256, 1 client p50 ms", "Refresh-token rotation with ES256", "1", 2),
     ("refresh ES256, 1 client /s", "Refresh-token rotation with ES256", "1", 1),
     ("refresh ES256, 4 clients /s", "Refresh-token rotation with ES256", "4", 1),
+]
+
+
+# (figure, numerator, denominator): a ratio of two FIGURES taken in one run.
+RATIOS = [
+    ("verify 1 client p50 / raw p50", "verify 1 client p50 ms", "raw pipeline p50 ms"),
 ]
 
 
@@ -87,8 +95,15 @@ def main(args):
     head = [f"{label}{i + 1}" for i, (label, _) in enumerate(runs)]
     print("| figure | " + " | ".join(head) + " | " + " | ".join(f"mean {s}" for s in sides) + " |")
     print("|---" * (1 + len(runs) + len(sides)) + "|")
+    taken = {}
     for name, sec, first, col in FIGURES:
-        vals = [figure(text, sec, first, col) for _, text in runs]
+        taken[name] = [figure(text, sec, first, col) for _, text in runs]
+    for name, top, bottom in RATIOS:
+        taken[name] = [
+            None if a is None or not b else a / b for a, b in zip(taken[top], taken[bottom])
+        ]
+    for name in taken:
+        vals = taken[name]
         means = []
         for s in sides:
             mine = [v for (label, _), v in zip(runs, vals) if label == s and v is not None]

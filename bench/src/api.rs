@@ -833,27 +833,21 @@ pub async fn run(
         num(refresh_rs256)
     ));
     // Sign-ins on the same switched installation: the RSA signature is most
-    // of what the daemon adds to the pipeline's CPU time under load.
-    let es_verify = load(
-        &es,
-        4,
-        tail,
-        "/api/auth/verify-face",
-        Arc::clone(&verify),
-        200,
-    )
-    .await?;
-    // A lone sign-in there: the signature is on its critical path (after
-    // the match, beside the settlement's commits).
-    let es_lone = load(
-        &es,
-        1,
-        tail,
-        "/api/auth/verify-face",
-        Arc::clone(&verify),
-        200,
-    )
-    .await?;
+    // of what the daemon adds to the pipeline's CPU time under load, and it
+    // is on a lone sign-in's critical path (after the match, beside the
+    // settlement's commits).
+    let es_sign_ins = |clients| {
+        load(
+            &es,
+            clients,
+            tail,
+            "/api/auth/verify-face",
+            Arc::clone(&verify),
+            200,
+        )
+    };
+    let es_verify = es_sign_ins(4).await?;
+    let es_lone = es_sign_ins(1).await?;
     let es_p50 = es_lone.samples().median_ms();
     report.para(&format!(
         "Verify-face at 4 clients with ES256: {}/s = **{} %** of the raw pipeline's \

@@ -237,15 +237,7 @@ async fn a_locked_account_under_attack_costs_no_face_work() {
     inst.provision();
     let d = inst.start();
     let admin = Client::new(inst.path("admin.sock"));
-    let runs = || async {
-        let m = admin.metrics().await.unwrap();
-        m.lines()
-            .find_map(|l| l.strip_prefix("arclock_face_runs_total "))
-            .unwrap()
-            .trim()
-            .parse::<u64>()
-            .unwrap()
-    };
+    let runs = || counter(&admin, "arclock_face_runs_total");
     register(&d, VICTIM).await;
     assert_eq!(runs().await, 1, "one run per registration photo");
 
@@ -393,15 +385,7 @@ async fn health_probes_cost_one_check_per_interval() {
         ("ARCLOCK_LIMITS_HEALTH", "40"),
     ]));
     let admin = Client::new(inst.path("admin.sock"));
-    let checks = || async {
-        let m = admin.metrics().await.unwrap();
-        m.lines()
-            .find_map(|l| l.strip_prefix("arclock_health_checks_total "))
-            .unwrap()
-            .trim()
-            .parse::<u64>()
-            .unwrap()
-    };
+    let checks = || counter(&admin, "arclock_health_checks_total");
     let before = checks().await;
     let mut tasks = Vec::new();
     for _ in 0..30 {
@@ -424,6 +408,17 @@ async fn health_probes_cost_one_check_per_interval() {
         }
     }
     assert!(refused >= 5, "{refused} refused");
+}
+
+/// An unlabelled counter from the daemon's metrics.
+async fn counter(admin: &Client, name: &str) -> u64 {
+    let m = admin.metrics().await.unwrap();
+    m.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no {name} in the metrics"))
+        .trim()
+        .parse()
+        .unwrap()
 }
 
 /// A picture without a face (a grey JPEG), as base64.
