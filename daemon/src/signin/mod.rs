@@ -725,3 +725,44 @@ pub async fn refuse_enrolment(app: &App, client: &ClientInfo, reason: &'static s
     .await;
     Refused::NotLive
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(n: usize) -> Subject {
+        Subject::Ip(format!("192.0.2.{n}"))
+    }
+
+    #[test]
+    fn a_lock_seen_holds_until_it_runs_out() {
+        let seen = LocksSeen::default();
+        let account = Subject::Account(EmailKey::from_mac(&[7; 32]));
+        assert!(!seen.holds(&account, 1_000));
+        seen.note(account.clone(), 5_000, 1_000);
+        assert!(seen.holds(&account, 4_999));
+        assert!(!seen.holds(&account, 5_000), "ran out");
+        assert!(!seen.holds(&ip(1), 2_000), "only the subject noted");
+    }
+
+    #[test]
+    fn a_full_memo_drops_the_expired_first_then_everything() {
+        let seen = LocksSeen::default();
+        // Half ran out at 1 000, half hold until 10 000.
+        for n in 0..LOCKS_SEEN_MAX {
+            let until = if n % 2 == 0 { 1_000 } else { 10_000 };
+            seen.note(ip(n), until, 0);
+        }
+        seen.note(ip(LOCKS_SEEN_MAX), 10_000, 2_000);
+        assert!(seen.holds(&ip(1), 2_000), "a live entry was dropped");
+        assert!(seen.holds(&ip(LOCKS_SEEN_MAX), 2_000));
+        let len = seen.0.lock().unwrap().len();
+        assert_eq!(len, LOCKS_SEEN_MAX / 2 + 1);
+        // Full of live entries: forgotten wholesale (a hint may forget).
+        for n in 0..LOCKS_SEEN_MAX {
+            seen.note(ip(10_000 + n), 10_000, 2_000);
+        }
+        assert!(seen.0.lock().unwrap().len() <= LOCKS_SEEN_MAX);
+        assert!(seen.holds(&ip(10_000 + LOCKS_SEEN_MAX - 1), 2_000));
+    }
+}
