@@ -833,9 +833,8 @@ pub async fn run(
         num(refresh_rs256)
     ));
     // Sign-ins on the same switched installation: the RSA signature is most
-    // of what the daemon adds to the pipeline's CPU time under load, and it
-    // is on a lone sign-in's critical path (after the match, beside the
-    // settlement's commits).
+    // of what the daemon adds to the pipeline's CPU time under load (a lone
+    // sign-in makes it beside the face work, so it is off its critical path).
     let es_sign_ins = |clients| {
         load(
             &es,

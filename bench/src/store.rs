@@ -207,8 +207,8 @@ pub async fn run(report: &mut Report, dir: &Path, log_rows: usize) -> Result<()>
 
 /// The store's part of one successful sign-in, as the daemon asks for it:
 /// both reservations (e-mail, address) in one commit, the account and its
-/// credentials, the settlement of both with the log entry in one commit,
-/// and a new refresh family (three commits).
+/// credentials, then the settlement of both with the log entry and the new
+/// refresh family in one commit (two commits).
 async fn signin_sequence(store: &EmbeddedStore, user: &NewUser, i: usize) -> Result<()> {
     let policy = LockPolicy {
         max_failures: 1_000_000,
@@ -224,8 +224,10 @@ async fn signin_sequence(store: &EmbeddedStore, user: &NewUser, i: usize) -> Res
         .await?;
     store.user_by_email(&user.user.email).await?;
     store.credentials(&user.user.id).await?;
+    let mut hash = [0u8; 32];
+    hash[..8].copy_from_slice(&(i as u64).to_le_bytes());
     store
-        .settle_success(
+        .settle_sign_in(
             &[email, ip],
             &AuthLog {
                 id: String::new(),
@@ -239,18 +241,14 @@ async fn signin_sequence(store: &EmbeddedStore, user: &NewUser, i: usize) -> Res
                 user_agent: Some("ArcLockApp/1.0".into()),
                 instance: None,
             },
+            &NewFamily {
+                id: format!("fam-{i}"),
+                user_id: user.user.id.clone(),
+                token_hash: hash,
+                created_at: NOW,
+                expires_at: NOW + HOUR,
+            },
         )
-        .await?;
-    let mut hash = [0u8; 32];
-    hash[..8].copy_from_slice(&(i as u64).to_le_bytes());
-    store
-        .create_family(&NewFamily {
-            id: format!("fam-{i}"),
-            user_id: user.user.id.clone(),
-            token_hash: hash,
-            created_at: NOW,
-            expires_at: NOW + HOUR,
-        })
         .await?;
     Ok(())
 }
@@ -264,8 +262,8 @@ async fn signin_writes(report: &mut Report, dir: &Path) -> Result<()> {
         "A successful sign-in's store work (SQLite WAL, synchronous=FULL)",
         &format!(
             "{N} sequences of what one successful sign-in asks of the embedded store (both \
-             reservations in one commit, two reads, both settlements with the log entry in \
-             one, a refresh family: three fsync'd commits), one caller, a fresh database \
+             reservations in one commit, two reads, both settlements with the log entry and \
+             the new refresh family in one: two fsync'd commits), one caller, a fresh database \
              each. `inline` is SQLite's default: the commit that takes the write-ahead \
              log past 1000 pages copies it into the database and fsyncs it, and its \
              request waits. `background` is \

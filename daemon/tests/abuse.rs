@@ -261,6 +261,60 @@ async fn a_locked_account_under_attack_costs_no_face_work() {
     assert_eq!(runs().await, 6, "a refused attempt ran the face pipeline");
 }
 
+/// A sign-in prepares its session in the HSM while the face is embedded
+/// (for the decoy when the e-mail is unknown). What an attacker with wrong
+/// faces and made-up addresses would hope for: that some of it is stored
+/// or handed out. Nothing is: no family, no token in the answer; and the
+/// owner's later success is stored with its settlement in one commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_face_leaves_no_session_behind() {
+    let inst = Instance::new();
+    inst.provision();
+    let d = inst.start();
+    register(&d, VICTIM).await;
+    let db = rusqlite::Connection::open(inst.path("arclock.db")).unwrap();
+    let count = |sql: &str| db.query_row(sql, [], |r| r.get::<_, i64>(0)).unwrap();
+    let families = || count("SELECT count(*) FROM refresh_families");
+    let tokens = || count("SELECT count(*) FROM refresh_tokens");
+    assert_eq!((families(), tokens()), (1, 1), "the registration's session");
+
+    for email in [
+        VICTIM.0,
+        "nobody@example.org",
+        VICTIM.0,
+        "nobody@example.org",
+    ] {
+        let (s, body) = login(&d, email, STRANGER, None).await;
+        assert_eq!(s, 401, "{body}");
+        assert!(
+            body.get("data").is_none() && !body.to_string().contains("Token"),
+            "{body}"
+        );
+    }
+    assert_eq!(
+        (families(), tokens()),
+        (1, 1),
+        "a refused face stored a session"
+    );
+    let failures =
+        || count("SELECT count(*) FROM failed_attempts WHERE subject LIKE 'acct:%' AND failed > 0");
+    assert_eq!(failures(), 2, "the victim's and the unknown address's");
+
+    let (s, body) = login(&d, VICTIM.0, (VICTIM.1, VICTIM.2), None).await;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!((families(), tokens()), (2, 2));
+    assert_eq!(failures(), 1, "the victim's failures were not cleared");
+    let access = body["data"]["tokens"]["accessToken"].as_str().unwrap();
+    let profile = d
+        .client
+        .get(format!("{}/api/user/profile", d.url))
+        .bearer_auth(access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(profile.status(), 200);
+}
+
 /// `[registration] mode = "invite"`: no code, a wrong address, a used code:
 /// 403 `INVITE_INVALID`; an operator's code (from the console binary) works
 /// once, and a registration that fails for another reason gives it back.

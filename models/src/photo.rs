@@ -294,14 +294,14 @@ fn check_jpeg_complete(bytes: &[u8]) -> Result<(), Error> {
     let mut scans = 0usize;
     let mut last_sos = None;
     let mut eoi_after = false;
-    for (i, w) in bytes.windows(2).enumerate() {
-        match w {
-            [0xFF, 0xDA] => {
+    for i in memchr::memchr_iter(0xFF, bytes) {
+        match bytes.get(i + 1) {
+            Some(0xDA) => {
                 scans += 1;
                 last_sos = Some(i);
                 eoi_after = false;
             }
-            [0xFF, 0xD9] if last_sos.is_some() => eoi_after = true,
+            Some(0xD9) if last_sos.is_some() => eoi_after = true,
             _ => {}
         }
     }

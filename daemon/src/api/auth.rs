@@ -103,32 +103,30 @@ pub async fn login(app: &App, req: Request<Incoming>, action: Action) -> Answer 
     let (form, client) = intake::photo_form(app, req, FormKind::Login).await?;
     let email = Email::parse(&form.email).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let at = app.clock.now();
-    let (user, similarity, settle) = sign_in(app, &email, form.proof, &client, at, action).await?;
+    let (user, similarity, session) = sign_in(app, &email, form.proof, &client, at, action).await?;
     // The face work is done: the photo's share of the body budget goes back.
     drop(form.upload);
-    let (tokens, ()) = tokio::join!(session::open(app, &user.id, at), settle);
-    let tokens = tokens?;
     Ok(response::ok(
         StatusCode::OK,
         "Face verification successful",
         json!({
             "user": user_json(&user),
-            "tokens": tokens,
+            "tokens": session.tokens(app),
             "similarity": (similarity * 100.0).round() / 100.0,
         }),
     ))
 }
 
-/// Locks, liveness as `[liveness] signin` asks, then the comparison; a
-/// success's bookkeeping comes back as a future to await before answering.
-async fn sign_in<'a>(
-    app: &'a App,
+/// Locks, liveness as `[liveness] signin` asks, then the comparison; on a
+/// match, the success and the new session are on record when it returns.
+async fn sign_in(
+    app: &App,
     email: &Email,
     proof: Proof,
-    client: &'a ClientInfo,
+    client: &ClientInfo,
     at: crate::store::Millis,
     action: Action,
-) -> Result<(User, f32, impl Future<Output = ()> + 'a), Refused> {
+) -> Result<(User, f32, session::Opening), Refused> {
     let mode = app.config.liveness.signin;
     // Before the lock check: a photo can never succeed here, locked or not.
     if matches!(proof, Proof::Photo(_)) && mode == crate::config::LivenessMode::Active {
@@ -136,11 +134,18 @@ async fn sign_in<'a>(
     }
     let budgets = signin::budgets(app, email, client).await?;
     // The template needs no probe: it is read and opened while the face is
-    // embedded (the same work for an unknown account, against the decoy).
+    // embedded, and the session it would open is made in the HSM (the
+    // signature is most of a success's work after the match). The same for
+    // an unknown account, against the decoy. Nothing of it is stored or
+    // handed out unless the face matches.
     let face_work = async {
         tokio::join!(
             signin::proven_face(app, mode, email, proof, client, at),
-            signin::reference(app, email)
+            async {
+                let reference = signin::reference(app, email).await?;
+                let opening = session::prepare(app, reference.owner(), at).await?;
+                Ok::<_, Refused>((reference, opening))
+            }
         )
     };
     let (attempt, (proven, reference)) = if budgets.seen_locked(app, at) {
@@ -163,5 +168,9 @@ async fn sign_in<'a>(
             return Err(refused);
         }
     };
-    signin::compare_deferred(app, attempt, reference?, probe, client, attack).await
+    let (reference, opening) = reference?;
+    let (user, similarity, success) =
+        signin::compare_deferred(app, attempt, reference, probe, client, attack).await?;
+    success.settle_with(app, opening.family()).await?;
+    Ok((user, similarity, opening))
 }

@@ -24,22 +24,6 @@ use crate::identity::UserId;
 use crate::store::{Action, Millis, NewFamily, Rotate, Rotation, User, UserStatus};
 use crate::token::{self, Claims, RefreshToken};
 
-/// `{accessToken, refreshToken, expiresIn}` for `user` in family `sid`.
-async fn pair(
-    app: &App,
-    user: &UserId,
-    sid: &str,
-    refresh: &str,
-    at: Millis,
-) -> Result<serde_json::Value, ApiError> {
-    let access = app.tokens.issue(user, sid, at).await?;
-    Ok(json!({
-        "accessToken": access,
-        "refreshToken": refresh,
-        "expiresIn": app.tokens.access_ttl().as_secs(),
-    }))
-}
-
 /// What the store keeps of each refresh token: an HMAC under the HSM's
 /// pseudonym key ([`RefreshToken::mac_input`] has its own context), one trip
 /// to the token for all of them.
@@ -53,32 +37,71 @@ async fn stored_forms(
         .await
 }
 
-/// A new session for `user`: a refresh family (stored as an HMAC of its
-/// token) and a token pair.
-pub async fn open(app: &App, user: &UserId, at: Millis) -> Result<serde_json::Value, ApiError> {
+/// A session made in the HSM and not yet stored: its family (the refresh
+/// token's HMAC) and its signed access token. A sign-in makes it while the
+/// face is still being embedded, for whichever account the attempt names
+/// (the decoy's id for an unknown e-mail, so both cost the same); it is
+/// handed out only once [`Opening::family`] is committed, which only a
+/// match does. Until then nothing accepts it: [`authenticate`] wants the
+/// family to stand, and the tokens never leave the process. Dropped, its
+/// secrets are wiped.
+pub struct Opening {
+    family: NewFamily,
+    refresh: RefreshToken,
+    access: zeroize::Zeroizing<String>,
+}
+
+impl Opening {
+    /// The family to commit before the tokens are handed out.
+    pub fn family(&self) -> &NewFamily {
+        &self.family
+    }
+
+    /// The pair to hand out.
+    pub fn tokens(&self, app: &App) -> serde_json::Value {
+        pair(app, &self.access, &self.refresh.encode())
+    }
+}
+
+/// `{accessToken, refreshToken, expiresIn}`, the mobile app's shape.
+fn pair(app: &App, access: &str, refresh: &str) -> serde_json::Value {
+    json!({
+        "accessToken": access,
+        "refreshToken": refresh,
+        "expiresIn": app.tokens.access_ttl().as_secs(),
+    })
+}
+
+/// A new [`Opening`] for `user` at `at`: the family's MAC and the access
+/// token's signature, at once (two HSM calls, nothing stored).
+pub async fn prepare(app: &App, user: &UserId, at: Millis) -> Result<Opening, token::TokenError> {
     let sid = hex::encode(rand::random::<[u8; 16]>());
     let refresh = RefreshToken::generate(&sid, user);
-    // The family's MAC and commit, and the token's signature, at once (the
-    // disk and the HSM): a pair whose family could not be stored is never
-    // handed out.
-    let store_family = async {
-        let hash = stored_forms(app, &[&refresh]).await?[0];
-        let family = NewFamily {
-            id: sid.clone(),
-            user_id: user.clone(),
-            token_hash: hash,
-            created_at: at,
-            expires_at: at + app.config.auth.refresh_ttl_secs as i64 * 1000,
-        };
-        app.store
-            .create_family(&family)
-            .await
-            .map_err(ApiError::from)
+    let mac_inputs = [&refresh];
+    let (hash, access) = tokio::join!(
+        stored_forms(app, &mac_inputs),
+        app.tokens.issue(user, &sid, at)
+    );
+    let family = NewFamily {
+        id: sid,
+        user_id: user.clone(),
+        token_hash: hash?[0],
+        created_at: at,
+        expires_at: at + app.config.auth.refresh_ttl_secs as i64 * 1000,
     };
-    let wire = refresh.encode();
-    let (stored, tokens) = tokio::join!(store_family, pair(app, user, &sid, &wire, at));
-    stored?;
-    tokens
+    Ok(Opening {
+        family,
+        refresh,
+        access: zeroize::Zeroizing::new(access?),
+    })
+}
+
+/// A new session for `user`, stored: a pair whose family could not be
+/// committed is never handed out.
+pub async fn open(app: &App, user: &UserId, at: Millis) -> Result<serde_json::Value, ApiError> {
+    let opening = prepare(app, user, at).await?;
+    app.store.create_family(opening.family()).await?;
+    Ok(opening.tokens(app))
 }
 
 /// Who is calling: a valid RS256 access token whose session stands and whose
@@ -185,8 +208,8 @@ pub async fn refresh(app: &App, req: Request<Incoming>) -> Answer {
         }
         Rotation::Rotated { user_id, family_id } => {
             app.announce(entry);
-            let next = next.encode();
-            let tokens = pair(app, &user_id, &family_id, &next, at).await?;
+            let access = app.tokens.issue(&user_id, &family_id, at).await?;
+            let tokens = pair(app, &access, &next.encode());
             Ok(response::ok(
                 StatusCode::OK,
                 "Token refreshed successfully",

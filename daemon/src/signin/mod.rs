@@ -89,6 +89,12 @@ impl From<crate::store::StoreError> for Refused {
     }
 }
 
+impl From<crate::token::TokenError> for Refused {
+    fn from(e: crate::token::TokenError) -> Self {
+        Refused::unavailable("the HSM", &e)
+    }
+}
+
 impl From<arclock_hsm::Error> for Refused {
     fn from(e: arclock_hsm::Error) -> Self {
         Refused::unavailable("the HSM", &e)
@@ -528,7 +534,17 @@ async fn decoy(app: &App) -> Result<&'static Decoy, Refused> {
 /// probe, so a sign-in opens it while the face is still being embedded.
 pub struct Reference {
     user: Option<User>,
+    owner: UserId,
     template: Embedding,
+}
+
+impl Reference {
+    /// Whose template this is: the account's, or the decoy's (an id no
+    /// account has). A sign-in prepares its session for it before the
+    /// comparison, so an unknown e-mail costs what a wrong face does.
+    pub fn owner(&self) -> &UserId {
+        &self.owner
+    }
 }
 
 /// The [`Reference`] for `email`: the same store reads, unwrap in the HSM and
@@ -568,7 +584,11 @@ pub async fn reference(app: &App, email: &Email) -> Result<Reference, Refused> {
         ) => return Err(forged(app, &owner, &e).await),
         Err(e) => return Err(Refused::unavailable("the HSM", &e)),
     };
-    Ok(Reference { user, template })
+    Ok(Reference {
+        user,
+        owner,
+        template,
+    })
 }
 
 /// A stored record failed the token's integrity check: someone wrote to
@@ -602,31 +622,65 @@ pub async fn compare(
     attack: Option<&'static str>,
 ) -> Result<(User, f32), Refused> {
     let reference = reference(app, email).await?;
-    let (user, similarity, settle) =
+    let (user, similarity, success) =
         compare_deferred(app, attempt, reference, probe, client, attack).await?;
-    settle.await;
+    success.settle(app).await;
     Ok((user, similarity))
 }
 
+/// A match not yet on record: the account's failures to clear, the
+/// address's place to give back, and the log entry. The caller writes it
+/// before answering (a success is on record before the client hears of
+/// it), alone ([`Success::settle`]) or in one commit with the new session
+/// ([`Success::settle_with`]).
+#[must_use = "a success is on record only once settled"]
+pub struct Success {
+    reserved: Vec<Subject>,
+    entry: crate::store::AuthLog,
+}
+
+impl Success {
+    /// Writes the success alone. A store failure here is logged, not
+    /// answered: the person did match, and no session depends on it.
+    pub async fn settle(self, app: &App) {
+        match app.store.settle_success(&self.reserved, &self.entry).await {
+            Ok(()) => app.announce(self.entry),
+            Err(e) => tracing::warn!(error = %e, "could not settle a successful attempt"),
+        }
+    }
+
+    /// Writes the success and the new session's `family` in one commit
+    /// (one fsync on SQLite): the session exists only if both are stored.
+    pub async fn settle_with(
+        self,
+        app: &App,
+        family: &crate::store::NewFamily,
+    ) -> Result<(), Refused> {
+        app.store
+            .settle_sign_in(&self.reserved, &self.entry, family)
+            .await?;
+        app.announce(self.entry);
+        Ok(())
+    }
+}
+
 /// [`compare`] against a [`Reference`] opened beforehand, with a success's
-/// bookkeeping (the account's failures cleared, the address's place given
-/// back, the log entry) handed back as a future instead of awaited, so that
-/// the caller runs it alongside the new session's commit and signature
-/// (~1 ms off a sign-in). The caller awaits it before answering: a success
-/// is on record before the client hears of it.
-pub async fn compare_deferred<'a>(
-    app: &'a App,
+/// bookkeeping handed back ([`Success`]) instead of written, so that the
+/// caller can write it with the new session in one commit.
+pub async fn compare_deferred(
+    app: &App,
     mut attempt: Attempt,
     reference: Reference,
     probe: Embedding,
-    client: &'a ClientInfo,
+    client: &ClientInfo,
     attack: Option<&'static str>,
-) -> Result<(User, f32, impl Future<Output = ()> + 'a), Refused> {
+) -> Result<(User, f32, Success), Refused> {
     let (at, action) = (attempt.at, attempt.action);
     let down = |e: &dyn std::fmt::Display| Refused::unavailable("the store", e);
     let Reference {
         user,
         template: reference,
+        ..
     } = reference;
     let similarity = reference.cosine(&probe).unwrap_or(-1.0);
     drop((reference, probe));
@@ -691,26 +745,18 @@ pub async fn compare_deferred<'a>(
         return Err(down(&"user vanished"));
     };
     app.metrics.verdict(Verdict::Accept);
-    let bucket = Some(similarity_bucket(similarity));
-    let settle = async move {
-        // The account owner proved themselves: its count starts again. The
-        // address's count only gets this attempt's place back: a success must
-        // not wipe failures a neighbour (or an attacker) made on other accounts.
-        // With the log entry, one commit.
-        let entry = journal::entry(
-            app,
-            client,
-            &Event {
-                bucket,
-                ..Event::ok(at, Some(&id), action)
-            },
-        );
-        match app.store.settle_success(&reserved, &entry).await {
-            Ok(()) => app.announce(entry),
-            Err(e) => tracing::warn!(error = %e, "could not settle a successful attempt"),
-        }
-    };
-    Ok((user, similarity, settle))
+    // The account owner proved themselves: its count starts again. The
+    // address's count only gets this attempt's place back: a success must
+    // not wipe failures a neighbour (or an attacker) made on other accounts.
+    let entry = journal::entry(
+        app,
+        client,
+        &Event {
+            bucket: Some(similarity_bucket(similarity)),
+            ..Event::ok(at, Some(&id), action)
+        },
+    );
+    Ok((user, similarity, Success { reserved, entry }))
 }
 
 /// A registration refused by liveness, logged with its reason (operators

@@ -83,6 +83,24 @@ pub trait Store:
     /// A real round trip; `Err` means answer 503.
     async fn health(&self) -> Result<(), StoreError>;
 
+    /// A sign-in on record: its attempt settled
+    /// ([`Lockouts::settle_success`]) and its session's family created
+    /// ([`Sessions::create_family`]), in one commit where the backend can
+    /// (the answer waits for one fsync, not two). The default runs the two
+    /// at once.
+    async fn settle_sign_in(
+        &self,
+        subjects: &[Subject],
+        log: &AuthLog,
+        family: &NewFamily,
+    ) -> Result<(), StoreError> {
+        let (settled, created) = tokio::join!(
+            self.settle_success(subjects, log),
+            self.create_family(family)
+        );
+        settled.and(created)
+    }
+
     /// Deletes expired families, tokens, failure counters, lockouts,
     /// challenges and invitations.
     async fn purge_expired(&self, now: Millis) -> Result<u64, StoreError>;

@@ -53,15 +53,7 @@ impl Lockouts for EmbeddedStore {
         self.with(move |conn, path| {
             let err = unavailable(path);
             let tx = conn.transaction().map_err(&err)?;
-            for s in &subjects {
-                let key = s.key();
-                match s {
-                    Subject::Account(_) => forget_failures(&tx, &key),
-                    Subject::Ip(_) => give_back(&tx, &key),
-                }
-                .map_err(&err)?;
-            }
-            insert_log(&tx, &log).map_err(&err)?;
+            settle(&tx, &subjects, &log).map_err(&err)?;
             tx.commit().map_err(&err)
         })
         .await
@@ -164,4 +156,21 @@ impl Lockouts for EmbeddedStore {
         })
         .await
     }
+}
+
+/// [`Lockouts::settle_success`]'s statements, inside the caller's
+/// transaction (also a sign-in's, with its session's family).
+pub(super) fn settle(
+    conn: &Connection,
+    subjects: &[Subject],
+    log: &AuthLog,
+) -> rusqlite::Result<()> {
+    for s in subjects {
+        let key = s.key();
+        match s {
+            Subject::Account(_) => forget_failures(conn, &key),
+            Subject::Ip(_) => give_back(conn, &key),
+        }?;
+    }
+    insert_log(conn, log).map(|_| ())
 }

@@ -541,6 +541,23 @@ impl Store for EmbeddedStore {
         self.check().await
     }
 
+    async fn settle_sign_in(
+        &self,
+        subjects: &[Subject],
+        log: &AuthLog,
+        family: &NewFamily,
+    ) -> Result<(), StoreError> {
+        let (subjects, log, family) = (subjects.to_vec(), log.clone(), family.clone());
+        self.with(move |conn, path| {
+            let err = unavailable(path);
+            let tx = conn.transaction().map_err(&err)?;
+            lockouts::settle(&tx, &subjects, &log).map_err(&err)?;
+            sessions::insert_family(&tx, &family).map_err(&err)?;
+            tx.commit().map_err(&err)
+        })
+        .await
+    }
+
     async fn purge_expired(&self, now: Millis) -> Result<u64, StoreError> {
         self.with(move |conn, path| {
             let err = unavailable(path);

@@ -10,16 +10,7 @@ impl Sessions for EmbeddedStore {
         self.with(move |conn, path| {
             let err = unavailable(path);
             let tx = conn.transaction().map_err(&err)?;
-            tx.execute(
-                "INSERT INTO refresh_families (id, user_id, current_hash, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![f.id, f.user_id.as_str(), f.token_hash.as_slice(), f.created_at, f.expires_at],
-            )
-            .map_err(&err)?;
-            tx.execute(
-                "INSERT INTO refresh_tokens (hash, family_id) VALUES (?1, ?2)",
-                params![f.token_hash.as_slice(), f.id],
-            )
-            .map_err(&err)?;
+            insert_family(&tx, &f).map_err(&err)?;
             tx.commit().map_err(&err)
         })
         .await
@@ -144,4 +135,18 @@ impl Sessions for EmbeddedStore {
         })
         .await
     }
+}
+
+/// [`Sessions::create_family`]'s statements, inside the caller's
+/// transaction (also a sign-in's, with its settlement).
+pub(super) fn insert_family(conn: &Connection, f: &NewFamily) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO refresh_families (id, user_id, current_hash, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![f.id, f.user_id.as_str(), f.token_hash.as_slice(), f.created_at, f.expires_at],
+    )?;
+    conn.execute(
+        "INSERT INTO refresh_tokens (hash, family_id) VALUES (?1, ?2)",
+        params![f.token_hash.as_slice(), f.id],
+    )?;
+    Ok(())
 }
