@@ -305,14 +305,7 @@ async fn a_refused_face_leaves_no_session_behind() {
     assert_eq!((families(), tokens()), (2, 2));
     assert_eq!(failures(), 1, "the victim's failures were not cleared");
     let access = body["data"]["tokens"]["accessToken"].as_str().unwrap();
-    let profile = d
-        .client
-        .get(format!("{}/api/user/profile", d.url))
-        .bearer_auth(access)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(profile.status(), 200);
+    assert_eq!(d.profile_status(access).await, 200);
 }
 
 /// `[registration] mode = "invite"`: no code, a wrong address, a used code:

@@ -14,18 +14,6 @@ use arclock_console::{Client, ClientError, LogQuery};
 use common::{Daemon, Instance, lfw_base64 as photo};
 use serde_json::{Value, json};
 
-/// What `GET /api/user/profile` answers to this bearer token.
-async fn profile_status(d: &Daemon, token: &str) -> u16 {
-    d.client
-        .get(format!("{}/api/user/profile", d.url))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
-}
-
 async fn login(d: &Daemon, email: &str, who: (&str, u32)) -> (u16, Value) {
     d.post(
         "/api/auth/login",
@@ -284,11 +272,11 @@ async fn lockouts_users_keys_logs_and_metrics() {
         (users[0].email.as_str(), users[0].status.as_str()),
         (email, "active")
     );
-    assert_eq!(profile_status(&d, &token).await, 200);
+    assert_eq!(d.profile_status(&token).await, 200);
     admin.set_enabled(&id, false).await.unwrap();
     assert_eq!(login(&d, email, ("Aaron_Peirsol", 2)).await.0, 401);
     assert_eq!(
-        profile_status(&d, &token).await,
+        d.profile_status(&token).await,
         401,
         "a disabled user's token still works"
     );
@@ -299,7 +287,7 @@ async fn lockouts_users_keys_logs_and_metrics() {
         .post("/api/auth/refresh-token", &json!({"refreshToken": refresh}))
         .await;
     assert_eq!(s, 401, "{body}");
-    assert_eq!(profile_status(&d, &token).await, 401);
+    assert_eq!(d.profile_status(&token).await, 401);
     assert_eq!(login(&d, email, ("Aaron_Peirsol", 2)).await.0, 200);
     assert_eq!(
         refused(admin.set_enabled(&"0".repeat(32), false).await.unwrap_err()),

@@ -134,18 +134,6 @@ fn header(token: &str) -> serde_json::Value {
     .unwrap()
 }
 
-/// `GET /api/user/profile` with `access` as the bearer: its status.
-async fn profile(d: &Daemon, access: &str) -> u16 {
-    d.client
-        .get(format!("{}/api/user/profile", d.url))
-        .bearer_auth(access)
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
-}
-
 /// An operator switches a running installation from RS256 to ES256: sets
 /// `jwt_algorithm = "ES256"`, runs `arclockd provision` and restarts. Tokens
 /// and sessions from before keep working (both keys are in the JWKS), new
@@ -190,7 +178,7 @@ async fn a_switch_to_es256_keeps_sessions_and_seals() {
     assert_eq!(jwks["keys"][1]["crv"], "P-256");
 
     assert_eq!(
-        profile(&d, &before).await,
+        d.profile_status(&before).await,
         200,
         "a token from before the switch"
     );
@@ -199,7 +187,7 @@ async fn a_switch_to_es256_keeps_sessions_and_seals() {
     let after = common::tokens(&body).access;
     assert_eq!(header(&after)["alg"], "ES256");
     assert_eq!(header(&after)["kid"], jwks["keys"][1]["kid"]);
-    assert_eq!(profile(&d, &after).await, 200);
+    assert_eq!(d.profile_status(&after).await, 200);
     let (s, body) = d
         .post("/api/auth/refresh-token", &json!({"refreshToken": refresh}))
         .await;

@@ -335,6 +335,19 @@ impl Daemon {
         (r.status().as_u16(), r.json().await.unwrap())
     }
 
+    /// What `GET /api/user/profile` answers to `token` as the bearer: whether
+    /// a session's access token is accepted.
+    pub async fn profile_status(&self, token: &str) -> u16 {
+        self.client
+            .get(format!("{}/api/user/profile", self.url))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+
     pub async fn get(
         &self,
         path: &str,
