@@ -102,6 +102,9 @@ impl App {
             config.models.workers,
         )
         .with_pad(config.liveness.wants_pad());
+        // What loading freed would otherwise stay in RSS (`make bench`).
+        let released = arclock_secmem::process::release_free_heap();
+        tracing::debug!(released, "free heap after loading the models given back");
         for (model, graph) in face.models().graphs() {
             match graph {
                 arclock_face::GraphForm::KeptAsShipped(_) => {

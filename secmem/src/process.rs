@@ -92,3 +92,36 @@ pub fn write_execute_denied() -> bool {
     // SAFETY: prctl(PR_GET_MDWE, 0, 0, 0, 0) takes no pointers.
     unsafe { libc::prctl(PR_GET_MDWE, 0, 0, 0, 0) > 0 }
 }
+
+/// Gives the C heap's free pages back to the kernel (`malloc_trim`). Loading
+/// the face models parses and rewrites their graphs on the main thread, and
+/// what that frees stays in glibc's main arena, counted in RSS for the life
+/// of the process (~24 MiB of the daemon's 108 at idle). Returns whether any
+/// memory went back. Elsewhere than glibc it does nothing.
+pub fn release_free_heap() -> bool {
+    #[cfg(target_env = "gnu")]
+    {
+        // SAFETY: malloc_trim takes no pointers; it walks glibc's own free
+        // lists under their locks and madvises whole free pages away.
+        unsafe { libc::malloc_trim(0) == 1 }
+    }
+    #[cfg(not(target_env = "gnu"))]
+    {
+        false
+    }
+}
+
+#[cfg(all(test, target_env = "gnu"))]
+mod tests {
+    #[test]
+    fn freed_heap_goes_back_to_the_kernel() {
+        // Blocks under glibc's mmap threshold come from an arena. Freeing all
+        // but the last leaves whole free pages behind it, below the top, which
+        // only trimming gives back.
+        let mut blocks: Vec<Vec<u8>> = (0..64u8).map(|i| vec![i | 1; 64 * 1024]).collect();
+        let last = blocks.pop();
+        drop(blocks);
+        assert!(super::release_free_heap());
+        drop(last);
+    }
+}
