@@ -25,6 +25,16 @@ async fn post_timed(
     path: &str,
     body: serde_json::Value,
 ) -> (u16, Option<String>) {
+    let (status, header, _) = post_answered(d, path, body).await;
+    (status, header)
+}
+
+/// [`post_timed`], with the answer's body.
+async fn post_answered(
+    d: &common::Daemon,
+    path: &str,
+    body: serde_json::Value,
+) -> (u16, Option<String>, serde_json::Value) {
     let r = d
         .client
         .post(format!("{}{path}", d.url))
@@ -36,7 +46,15 @@ async fn post_timed(
         .headers()
         .get("server-timing")
         .map(|v| v.to_str().unwrap().to_string());
-    (r.status().as_u16(), header)
+    (r.status().as_u16(), header, r.json().await.unwrap())
+}
+
+/// Whether an answer's `Server-Timing` has a `sign` step: an access token
+/// was signed in the HSM while answering.
+fn signed(header: Option<String>) -> bool {
+    steps(&header.expect("Server-Timing on"))
+        .iter()
+        .any(|(n, _)| n == "sign")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -55,13 +73,17 @@ async fn a_sign_in_reports_where_its_time_went() {
     .await;
     assert_eq!(status, 201);
 
-    let (status, header) = post_timed(
+    let (status, header, answer) = post_answered(
         &d,
         "/api/auth/verify-face",
         json!({"email": "aaron@example.org", "imageBase64": lfw_base64("Aaron_Peirsol", 2)}),
     )
     .await;
     assert_eq!(status, 200);
+    let refresh_token = answer["data"]["tokens"]["refreshToken"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let header = header.expect("Server-Timing on");
     let got = steps(&header);
     let names: Vec<&str> = got.iter().map(|(n, _)| n.as_str()).collect();
@@ -137,6 +159,43 @@ async fn a_sign_in_reports_where_its_time_went() {
         seen.push(names);
     }
     assert_eq!(seen[0], seen[1]);
+
+    // A rotation's access token is signed only once the store has found
+    // the presented token current. An attacker's well-formed token (the
+    // right family and user, a secret of their own) and a replayed one must
+    // cost no signature: each would otherwise buy an RSA signature in the
+    // HSM per request (a signature made speculatively, beside the store's
+    // commit, would be that).
+    let refresh = |token: String| {
+        post_answered(
+            &d,
+            "/api/auth/refresh-token",
+            json!({"refreshToken": token}),
+        )
+    };
+    let secret_at = refresh_token.rfind('.').unwrap() + 1;
+    let mut forged = refresh_token.clone();
+    let flipped = if forged.as_bytes()[secret_at] == b'A' {
+        "B"
+    } else {
+        "A"
+    };
+    forged.replace_range(secret_at..secret_at + 1, flipped);
+    let (status, header, _) = refresh(forged).await;
+    assert_eq!(status, 401);
+    assert!(!signed(header), "a forged refresh token was signed for");
+
+    let (status, header, answer) = refresh(refresh_token.clone()).await;
+    assert_eq!(status, 200, "{answer}");
+    assert!(signed(header), "a rotation signs its access token");
+    let access = answer["data"]["tokens"]["accessToken"].as_str().unwrap();
+    assert_eq!(d.profile_status(access).await, 200);
+
+    let (status, header, _) = refresh(refresh_token).await;
+    assert_eq!(status, 401);
+    assert!(!signed(header), "a replayed refresh token was signed for");
+    // The replay revoked the family: the access token it came with is dead.
+    assert_eq!(d.profile_status(access).await, 401);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
