@@ -209,8 +209,30 @@ struct Run {
     /// CPU seconds the daemon and this process (the clients) used meanwhile.
     daemon_cpu: f64,
     client_cpu: f64,
-    /// Seconds the machine's cores sat idle meanwhile (refresh runs only).
+    /// Seconds the machine's cores sat idle meanwhile.
     idle: f64,
+}
+
+/// The CPU readings a run starts from: the daemon's, this process's (the
+/// clients') and the machine's idle time.
+struct Meter {
+    daemon: String,
+    at: (f64, f64, f64),
+}
+
+impl Meter {
+    fn start(d: &Daemon) -> Self {
+        let daemon = d.child.id().to_string();
+        let at = (cpu_seconds(&daemon), cpu_seconds("self"), idle_seconds());
+        Meter { daemon, at }
+    }
+
+    /// Charges `run` with what was used since [`Meter::start`].
+    fn charge(&self, run: &mut Run) {
+        run.daemon_cpu = cpu_seconds(&self.daemon) - self.at.0;
+        run.client_cpu = cpu_seconds("self") - self.at.1;
+        run.idle = idle_seconds() - self.at.2;
+    }
 }
 
 /// CPU seconds (user + system) process `pid` ("self" for this one) has used,
@@ -252,10 +274,10 @@ fn idle_seconds() -> f64 {
 }
 
 impl Run {
-    /// Per request, in core-milliseconds: the daemon's, the clients' and
-    /// the cores' idle time.
+    /// Per request answered (wanted or not), in core-milliseconds: the
+    /// daemon's, the clients' and the cores' idle time.
     fn core_ms(&self) -> (f64, f64, f64) {
-        let n = self.ok.len().max(1) as f64;
+        let n = (self.ok.len() + self.bad).max(1) as f64;
         (
             1000.0 * self.daemon_cpu / n,
             1000.0 * self.client_cpu / n,
@@ -331,8 +353,7 @@ async fn load(
     want: u16,
 ) -> Result<Run> {
     let start = Instant::now();
-    let daemon = d.child.id().to_string();
-    let cpu_before = (cpu_seconds(&daemon), cpu_seconds("self"));
+    let meter = Meter::start(d);
     let mut tasks = Vec::new();
     for _ in 0..clients {
         let (d, body) = (Arc::clone(d), Arc::clone(&body));
@@ -358,8 +379,7 @@ async fn load(
         all.bad += r.bad;
     }
     all.took = start.elapsed();
-    all.daemon_cpu = cpu_seconds(&daemon) - cpu_before.0;
-    all.client_cpu = cpu_seconds("self") - cpu_before.1;
+    meter.charge(&mut all);
     Ok(all)
 }
 
@@ -423,8 +443,7 @@ async fn refresh_run(
                 .to_string(),
         );
     }
-    let daemon = d.child.id().to_string();
-    let cpu_before = (cpu_seconds(&daemon), cpu_seconds("self"), idle_seconds());
+    let meter = Meter::start(d);
     let start = Instant::now();
     let mut tasks = Vec::new();
     for mut token in tokens {
@@ -456,9 +475,7 @@ async fn refresh_run(
         all.ok.extend(t.await??.ok);
     }
     all.took = start.elapsed();
-    all.daemon_cpu = cpu_seconds(&daemon) - cpu_before.0;
-    all.client_cpu = cpu_seconds("self") - cpu_before.1;
-    all.idle = idle_seconds() - cpu_before.2;
+    meter.charge(&mut all);
     Ok(all)
 }
 
@@ -627,8 +644,8 @@ pub async fn run(
             guard.extend(over_guard("verify-face", &s));
         }
         if clients == 4 {
-            let n = (r.ok.len() + r.bad).max(1) as f64;
-            cpu_at_4 = (1000.0 * r.daemon_cpu / n, 1000.0 * r.client_cpu / n);
+            let (daemon_ms, client_ms, _) = r.core_ms();
+            cpu_at_4 = (daemon_ms, client_ms);
         }
         rates.push(r.rate());
         let mut cells = vec![clients.to_string(), num(r.rate())];
