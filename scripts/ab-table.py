@@ -63,10 +63,57 @@ FIGURES = [
 ]
 
 
+# (figure, first cell, column heading): a step of the "Where the time goes"
+# table, found by its column's heading.
+STEPS = [
+    ("refresh RS256, 4 clients: store_wait ms", "store_wait", "refresh, 4 client(s): p45-p55"),
+    ("refresh RS256, 4 clients: store ms", "store", "refresh, 4 client(s): p45-p55"),
+]
+
+# (figure, signature, what): from the "Where the 2 cores went" paragraph, per
+# rotation at 4 clients.
+CORES = [
+    ("refresh RS256, 4 clients: daemon core-ms", "RS256", "daemon"),
+    ("refresh RS256, 4 clients: idle core-ms", "RS256", "idle"),
+    ("refresh ES256, 4 clients: daemon core-ms", "ES256", "daemon"),
+    ("refresh ES256, 4 clients: idle core-ms", "ES256", "idle"),
+]
+
 # (figure, numerator, denominator): a ratio of two FIGURES taken in one run.
 RATIOS = [
     ("verify 1 client p50 / raw p50", "verify 1 client p50 ms", "raw pipeline p50 ms"),
+    ("refresh RS256 4 clients / signer", "refresh RS256, 4 clients /s", "signer RS256, 2 workers /s"),
+    ("refresh ES256 4 clients / signer", "refresh ES256, 4 clients /s", "signer ES256, 2 workers /s"),
 ]
+
+
+def step(text, first, heading):
+    lines = section(text, "Where the time goes: typical against slowest requests")
+    head = next((line for line in lines if line.startswith("| step")), None)
+    if head is None:
+        return None
+    cols = [c.strip() for c in head.strip().strip("|").split("|")]
+    if heading not in cols:
+        return None
+    cells = row(lines, first)
+    return number(cells[cols.index(heading)]) if cells else None
+
+
+def cores(text, signature, what):
+    para = next(
+        (
+            line
+            for line in text.splitlines()
+            if line.startswith("Where the 2 cores went") and "per rotation" in line
+        ),
+        "",
+    )
+    at = para.find(f"{signature}: the daemon ")
+    if at < 0:
+        return None
+    pattern = r"the daemon ([\d.]+) core-ms" if what == "daemon" else r"the cores idle ([\d.]+)"
+    m = re.search(pattern, para[at:])
+    return float(m.group(1)) if m else None
 
 
 def figure(text, sec, first, col):
@@ -98,6 +145,10 @@ def main(args):
     taken = {}
     for name, sec, first, col in FIGURES:
         taken[name] = [figure(text, sec, first, col) for _, text in runs]
+    for name, first, heading in STEPS:
+        taken[name] = [step(text, first, heading) for _, text in runs]
+    for name, signature, what in CORES:
+        taken[name] = [cores(text, signature, what) for _, text in runs]
     for name, top, bottom in RATIOS:
         taken[name] = [
             None if a is None or not b else a / b for a, b in zip(taken[top], taken[bottom])
