@@ -970,7 +970,8 @@ pub async fn run(
              Besides its signature a rotation costs the daemon TLS, HTTP and JSON, the HSM's \
              HMAC over the presented token and the new one's, and one SQLite commit holding \
              the swap and its log entry; the clients' TLS runs on the same cores. Idle cores \
-             mean waiting (the commit's fsync, one SQLite connection), not computing.",
+             mean waiting, not computing; `bench/results/issue20-commit-ab.md` measures how much \
+             of it the commit's fsync is.",
             cores("RS256", refresh_rs256, sig.rs256, cores_rs256),
             cores("ES256", refresh_es256, sig.es256, cores_es256),
         ));
