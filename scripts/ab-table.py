@@ -27,12 +27,17 @@ def section(text, title):
     return out
 
 
+def cells(line):
+    """The cells of one markdown table line."""
+    return [c.strip() for c in line.strip().strip("|").split("|")]
+
+
 def row(lines, first):
     """The cells of the table row whose first cell is `first`."""
     for line in lines:
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if cells and cells[0] == first:
-            return cells
+        found = cells(line)
+        if found and found[0] == first:
+            return found
     return None
 
 
@@ -92,11 +97,11 @@ def step(text, first, heading):
     head = next((line for line in lines if line.startswith("| step")), None)
     if head is None:
         return None
-    cols = [c.strip() for c in head.strip().strip("|").split("|")]
+    cols = cells(head)
     if heading not in cols:
         return None
-    cells = row(lines, first)
-    return number(cells[cols.index(heading)]) if cells else None
+    found = row(lines, first)
+    return number(found[cols.index(heading)]) if found else None
 
 
 def cores(text, signature, what):
@@ -120,12 +125,12 @@ def figure(text, sec, first, col):
     lines = section(text, sec)
     if isinstance(first, tuple):
         for line in lines:
-            cells = [c.strip() for c in line.strip().strip("|").split("|")]
-            if tuple(cells[: len(first)]) == first:
-                return number(cells[col])
+            found = cells(line)
+            if tuple(found[: len(first)]) == first:
+                return number(found[col])
         return None
-    cells = row(lines, first)
-    return number(cells[col]) if cells else None
+    found = row(lines, first)
+    return number(found[col]) if found else None
 
 
 def fmt(v):
