@@ -65,6 +65,7 @@ pub fn run(report: &mut Report, root: &Path, faces: &Path, iterations: usize) ->
         &["photo", "step", "median ms", "p95 ms"],
     );
     let mut ratios = Vec::new();
+    let mut split = Vec::new();
     let photos = [
         ("LFW 150x150 JPEG", &small),
         ("phone 4032x3024 JPEG, flat", &phone),
@@ -102,6 +103,16 @@ pub fn run(report: &mut Report, root: &Path, faces: &Path, iterations: usize) ->
             num(before.median_ms()),
             num(before.p95_ms()),
         ]);
+        // And the decode the pipeline's own replaced for phone JPEGs: the
+        // same 1/8 scale through libjpeg-turbo alone, on one thread.
+        if let Some(eighth) = turbo_eighth(bytes, iterations.min(30))? {
+            report.row(&[
+                name.into(),
+                "baseline: libjpeg-turbo 1/8 decode, one thread".into(),
+                num(eighth.median_ms()),
+                num(eighth.p95_ms()),
+            ]);
+        }
         let rows: [(&str, Samples); 7] = [
             ("decode", col(|t| t.decode)),
             ("detect (prepare + model + decode)", col(|t| t.detect)),
@@ -118,6 +129,10 @@ pub fn run(report: &mut Report, root: &Path, faces: &Path, iterations: usize) ->
                 num(s.median_ms()),
                 num(s.p95_ms()),
             ]);
+        }
+        let halves = all.iter().filter(|t| t.decode_halves).count();
+        if halves > 0 {
+            split.push(format!("{name} {halves} of {}", all.len()));
         }
         let models = col(|t| t.detect_model + t.embed_model);
         ratios.push((
@@ -138,6 +153,15 @@ pub fn run(report: &mut Report, root: &Path, faces: &Path, iterations: usize) ->
             .collect::<Vec<_>>()
             .join(", ")
     ));
+    report.para(&format!(
+        "Runs whose JPEG was entropy-decoded in two halves on the pipeline's two \
+         threads (a lone run, the other worker idle; `models/src/jpeg.rs`): {}.",
+        if split.is_empty() {
+            "none".to_string()
+        } else {
+            split.join(", ")
+        }
+    ));
     for (name, ratio, locked) in ratios {
         report.para(&format!(
             "{name}: whole pipeline = **{}x** the raw model time (median over median; goal \
@@ -147,4 +171,32 @@ pub fn run(report: &mut Report, root: &Path, faces: &Path, iterations: usize) ->
         ));
     }
     Ok(())
+}
+
+/// `bytes` decoded `runs` times at 1/8 by libjpeg-turbo alone (`None` for a
+/// photo too small to be decoded at 1/8 by the pipeline).
+fn turbo_eighth(bytes: &[u8], runs: usize) -> Result<Option<Samples>> {
+    let mut tj = turbojpeg::Decompressor::new()?;
+    let header = tj.read_header(bytes)?;
+    if header.width.max(header.height) < 8 * 240 {
+        return Ok(None);
+    }
+    let (w, h) = (header.width.div_ceil(8), header.height.div_ceil(8));
+    let mut pixels = vec![0u8; w * h * 3];
+    let mut s = Samples::default();
+    for _ in 0..runs {
+        let t = std::time::Instant::now();
+        tj.decompress(
+            bytes,
+            turbojpeg::Image {
+                pixels: pixels.as_mut_slice(),
+                width: w,
+                pitch: w * 3,
+                height: h,
+                format: turbojpeg::PixelFormat::RGB,
+            },
+        )?;
+        s.push(t.elapsed());
+    }
+    Ok(Some(s))
 }

@@ -56,9 +56,9 @@ pub fn frame(
 fn run(spec: &ModelSpec, ws: &mut Workspace, input: Input<'_>) -> Result<(), Error> {
     let limits = limits();
     // Full size, then scaled: both decode paths a photo can take.
-    let out = to_rgb(input, &limits, 0, ws)
+    let out = to_rgb(input, &limits, 0, false, ws)
         .and_then(|d| prepared(spec, ws, d, &limits))
-        .and_then(|()| to_rgb(input, &limits, 64, ws))
+        .and_then(|()| to_rgb(input, &limits, 64, true, ws))
         .and_then(|d| prepared(spec, ws, d, &limits));
     ws.wipe();
     out

@@ -10,7 +10,8 @@
 //!   from sha256-verified bytes, one per worker; loading fails closed.
 //! - [`graph`]: the verified graph's `PRelu`s rewritten into operators ONNX
 //!   Runtime vectorises, bit for bit the same outputs (checked at load).
-//! - [`photo`]: bytes to upright RGB under size limits, into locked memory.
+//! - [`photo`]: bytes to upright RGB under size limits, into locked memory;
+//!   `jpeg`: a phone JPEG at 1/8, its entropy decoding split over two threads.
 //! - [`detect`]: SCRFD and YuNet decoders; [`quality`]: which face, and is it
 //!   good enough; [`align`]: Umeyama similarity onto the ArcFace template.
 //! - [`Embedding`]: the unit vector, tagged with its model id, zeroized.
@@ -39,6 +40,7 @@ pub mod eval;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod graph;
+mod jpeg;
 pub mod liveness;
 pub mod manifest;
 mod models;

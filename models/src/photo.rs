@@ -4,7 +4,9 @@
 //! straight into a buffer we own, and at a reduced size when the caller asks
 //! for less than the photo has: JPEG's DCT scaling (1/2, 1/4, 1/8) skips most
 //! of the inverse transform and colour work, so a 12 MP photo costs little
-//! more than its entropy decoding. PNG, WebP and the JPEGs libjpeg-turbo does
+//! more than its entropy decoding; at 1/8, what phones write goes through
+//! [`crate::jpeg`] first, which can split that entropy decoding over two
+//! threads. PNG, WebP and the JPEGs libjpeg-turbo does
 //! not take to RGB (CMYK) go through the `image` crate, which also decodes
 //! into our buffer (`ImageDecoder::read_image`). Either way the decoded
 //! pixels land in locked, non-dumpable memory; colour conversion and EXIF
@@ -19,8 +21,8 @@ use arclock_secmem::LockedBytes;
 use image::metadata::Orientation;
 use image::{ColorType, ImageDecoder, ImageError, ImageFormat, ImageReader};
 
-use crate::Error;
-use crate::workspace::sized;
+use crate::workspace::{Workspace, sized};
+use crate::{Error, jpeg};
 
 /// What a photo may cost before decoding starts: a decompression bomb is refused
 /// from its header, not after the allocation.
@@ -94,6 +96,8 @@ pub(crate) struct Decoded {
     pub(crate) width: u32,
     pub(crate) height: u32,
     pub(crate) scale: u32,
+    /// The entropy decoding ran in two halves that met (see [`jpeg`]).
+    pub(crate) halves: bool,
 }
 
 impl Decoded {
@@ -115,18 +119,23 @@ impl Decoded {
 /// JPEG's exact DCT scales, coarsest first.
 const SCALES: [u32; 3] = [8, 4, 2];
 
-/// Decodes `bytes` (JPEG, PNG or WebP) into `rgb` (`raw` is scratch), two
-/// locked buffers the caller reuses and wipes. A JPEG is decoded at the
-/// coarsest DCT scale whose long side is still at least `long_side` (0: the
-/// full size); other formats always at full size. The pixels are upright
-/// (EXIF orientation applied).
+/// Decodes `bytes` (JPEG, PNG or WebP) into `ws.rgb` (`ws.raw` and
+/// `ws.records` are scratch), locked buffers the caller reuses and wipes. A
+/// JPEG is decoded at the coarsest DCT scale whose long side is still at
+/// least `long_side` (0: the full size); other formats always at full size.
+/// `split`: a second thread of the current rayon pool is idle, and a JPEG
+/// decoded at 1/8 may use it (see [`jpeg`]). The pixels are upright (EXIF
+/// orientation applied).
 pub(crate) fn decode(
     bytes: &[u8],
     limits: &Limits,
     long_side: u32,
-    raw: &mut LockedBytes,
-    rgb: &mut LockedBytes,
+    split: bool,
+    ws: &mut Workspace,
 ) -> Result<Decoded, Error> {
+    let Workspace {
+        raw, rgb, records, ..
+    } = ws;
     if bytes.len() > limits.max_bytes {
         return Err(Error::ImageTooLarge(format!(
             "{} bytes, the limit is {}",
@@ -139,7 +148,7 @@ pub(crate) fn decode(
     match format {
         ImageFormat::Jpeg => {
             check_jpeg_complete(bytes)?;
-            if let Some(done) = turbo(bytes, limits, long_side, raw, rgb)? {
+            if let Some(done) = turbo(bytes, limits, long_side, split, raw, records, rgb)? {
                 return Ok(done);
             }
         }
@@ -176,18 +185,23 @@ pub(crate) fn decode(
         width,
         height,
         scale: 1,
+        halves: false,
     })
 }
 
 /// A JPEG through libjpeg-turbo, at the coarsest scale that keeps the long
-/// side at least `long_side`. `None` hands the photo to the `image` crate:
-/// a colour space libjpeg-turbo does not convert to RGB (CMYK, YCCK), or a
-/// header it cannot read (the other decoder then gives its own verdict).
+/// side at least `long_side`; at 1/8 first through [`jpeg::eighth`], which
+/// takes what phones write and can split it over two threads. `None` hands
+/// the photo to the `image` crate: a colour space libjpeg-turbo does not
+/// convert to RGB (CMYK, YCCK), or a header it cannot read (the other
+/// decoder then gives its own verdict).
 fn turbo(
     bytes: &[u8],
     limits: &Limits,
     long_side: u32,
+    split: bool,
     raw: &mut LockedBytes,
+    records: &mut arclock_secmem::LockedVec<i16>,
     rgb: &mut LockedBytes,
 ) -> Result<Option<Decoded>, Error> {
     let mut tj = turbojpeg::Decompressor::new()
@@ -214,6 +228,22 @@ fn turbo(
     // picks the factor 1/scale.
     let (sw, sh) = (w.div_ceil(scale) as usize, h.div_ceil(scale) as usize);
     let out = sized(rgb, sw * sh * 3)?;
+    let mine = if scale == 8 && matches!(header.colorspace, turbojpeg::Colorspace::YCbCr) {
+        jpeg::eighth(bytes, split, raw, records, out)
+    } else {
+        jpeg::Outcome::Refused
+    };
+    raw.clear();
+    records.clear();
+    if mine != jpeg::Outcome::Refused {
+        let (width, height) = upright(exif_orientation(bytes), sw as u32, sh as u32, rgb, raw)?;
+        return Ok(Some(Decoded {
+            width,
+            height,
+            scale,
+            halves: mine == jpeg::Outcome::Halves,
+        }));
+    }
     let image = turbojpeg::Image {
         pixels: out,
         width: sw,
@@ -229,6 +259,7 @@ fn turbo(
         width,
         height,
         scale,
+        halves: false,
     }))
 }
 

@@ -25,15 +25,17 @@ pub(crate) enum Input<'a> {
 
 /// The first step of every run: `input` into upright RGB in `ws.rgb` under
 /// `limits`, a JPEG at the coarsest scale whose long side is at least
-/// `long_side` (0: full size). (Also the fuzz targets' way in.)
+/// `long_side` (0: full size), on two threads when `split` (see
+/// [`photo::decode`]). (Also the fuzz targets' way in.)
 pub(crate) fn to_rgb(
     input: Input<'_>,
     limits: &Limits,
     long_side: u32,
+    split: bool,
     ws: &mut Workspace,
 ) -> Result<Decoded, Error> {
     match input {
-        Input::Encoded(bytes) => photo::decode(bytes, limits, long_side, &mut ws.raw, &mut ws.rgb),
+        Input::Encoded(bytes) => photo::decode(bytes, limits, long_side, split, ws),
         Input::Frame(frame) => match frame.format {
             PixelFormat::Yuyv => {
                 limits.admit(frame.width, frame.height)?;
@@ -42,16 +44,21 @@ pub(crate) fn to_rgb(
                     width,
                     height,
                     scale: 1,
+                    halves: false,
                 })
             }
             PixelFormat::Mjpeg => {
                 let fixed = camera::mjpeg_as_jpeg(frame)?;
                 let jpeg = fixed.as_deref().unwrap_or(&frame.data[..]);
-                photo::decode(jpeg, limits, long_side, &mut ws.raw, &mut ws.rgb)
+                photo::decode(jpeg, limits, long_side, split, ws)
             }
         },
     }
 }
+
+/// Below this an upload is never decoded in halves (it is not a 12 MP photo
+/// decoded at 1/8), so its run does not hold a second worker's permit for it.
+const SPLIT_MIN_BYTES: usize = 64 * 1024;
 
 /// How much larger than the calibration photos' a face's alignment may
 /// magnify it (their eyes are ~24 px apart, the template's 35: ~1.5x).
@@ -92,6 +99,9 @@ pub struct Timings {
     /// Whether PAD ran on a second thread beside the recognizer (a core was
     /// idle), so `pad` overlapped `embed` instead of adding to it.
     pub pad_beside: bool,
+    /// Whether the JPEG's entropy decoding ran in two halves on two threads
+    /// (a 1/8 decode with a worker idle), so `decode` took about half.
+    pub decode_halves: bool,
     pub total: Duration,
 }
 
@@ -115,9 +125,10 @@ pub struct Pipeline {
 }
 
 /// `workers` long-lived face threads. A run's second task (PAD beside the
-/// recognizer) is taken by a thread that would otherwise be idle, and by
-/// the run's own thread if none is, so the pipeline never computes on more
-/// threads than it has workers, and never spawns one per request.
+/// recognizer, the second half of a JPEG's entropy decoding) is taken by a
+/// thread that would otherwise be idle, and by the run's own thread if none
+/// is, so the pipeline never computes on more threads than it has workers,
+/// and never spawns one per request.
 fn crew(workers: usize) -> Result<rayon::ThreadPool, String> {
     rayon::ThreadPoolBuilder::new()
         .num_threads(workers)
@@ -325,9 +336,20 @@ impl Pipeline {
         let first_side = first[0].max(first[1]);
 
         // Decode no finer than the first detection pass can use (with room to
-        // spare): a 12 MP JPEG decodes at 1/8.
-        let mut img = to_rgb(input, &self.limits, first_side * 3 / 2, ws)?;
+        // spare): a 12 MP JPEG decodes at 1/8, its second half on an idle
+        // worker's thread when there is one (a permit free, as for PAD
+        // below).
+        let idle = match input {
+            Input::Encoded(bytes) if bytes.len() >= SPLIT_MIN_BYTES => {
+                self.permits.try_acquire().ok()
+            }
+            _ => None,
+        };
+        let img = to_rgb(input, &self.limits, first_side * 3 / 2, idle.is_some(), ws);
+        drop(idle);
+        let mut img = img?;
         t.decode = start.elapsed();
+        t.decode_halves = img.halves;
 
         // Detection, in photo pixels. A first pass over the whole photo at
         // `first` decides which face (and whether there is one, or two); if
@@ -541,7 +563,7 @@ impl Pipeline {
         spent: &mut Duration,
     ) -> Result<Decoded, Error> {
         let again = Instant::now();
-        let img = to_rgb(input, &self.limits, long_side, ws);
+        let img = to_rgb(input, &self.limits, long_side, false, ws);
         *spent += again.elapsed();
         img
     }

@@ -26,6 +26,8 @@ pub struct Workspace {
     pub(crate) grey: LockedVec<f32>,
     /// The PAD models' input (the enlarged face crop), NCHW f32.
     pub(crate) pad_input: LockedVec<f32>,
+    /// Coefficients of a JPEG's second half, decoded ahead (see `jpeg`).
+    pub(crate) records: LockedVec<i16>,
 }
 
 impl std::fmt::Debug for Workspace {
@@ -45,6 +47,7 @@ impl Workspace {
             rec_input: LockedVec::with_capacity(0)?,
             grey: LockedVec::with_capacity(0)?,
             pad_input: LockedVec::with_capacity(0)?,
+            records: LockedVec::with_capacity(0)?,
         })
     }
 
@@ -57,6 +60,7 @@ impl Workspace {
         self.rec_input.clear();
         self.grey.clear();
         self.pad_input.clear();
+        self.records.clear();
     }
 
     /// Whether every byte of every mapping is zero.
@@ -68,6 +72,7 @@ impl Workspace {
             && self.rec_input.is_wiped()
             && self.grey.is_wiped()
             && self.pad_input.is_wiped()
+            && self.records.is_wiped()
     }
 
     /// Bytes currently mapped and locked, for the benchmark's memory figure.
@@ -80,6 +85,7 @@ impl Workspace {
             self.rec_input.mapping(),
             self.grey.mapping(),
             self.pad_input.mapping(),
+            self.records.mapping(),
         ]
         .iter()
         .map(|(a, b)| b - a)

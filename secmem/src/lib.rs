@@ -50,10 +50,12 @@ pub enum Error {
 pub trait Plain: Copy + Default + private::Sealed + 'static {}
 impl Plain for u8 {}
 impl Plain for f32 {}
+impl Plain for i16 {}
 mod private {
     pub trait Sealed {}
     impl Sealed for u8 {}
     impl Sealed for f32 {}
+    impl Sealed for i16 {}
 }
 
 /// A fixed-capacity vector of secret data in locked, non-dumpable memory that is
