@@ -251,21 +251,7 @@ fn a_phone_photo_decoded_in_two_halves_embeds_exactly_as_decoded_whole() {
     // pipeline never splits (no worker is idle); the shared two-worker one
     // does whenever the other tests leave its second worker idle.
     let phone = arclock_face::eval::phone_variant(&photo("Aaron_Peirsol", 1)).unwrap();
-    let manifest = Manifest::parse(&std::fs::read_to_string(manifest_path()).unwrap()).unwrap();
-    let one = Threads {
-        workers: 1,
-        intra: 1,
-    };
-    let models = FaceModels::load(
-        &runtime(),
-        &manifest,
-        &state().join("models"),
-        "scrfd_2.5g_bnkps",
-        "arcface_mobileface_128",
-        one,
-    )
-    .unwrap();
-    let alone = Pipeline::new(models, Policy::default(), Limits::default(), 1);
+    let alone = common::new_pipeline(1);
     let mut ws = Workspace::new().unwrap();
     let mut t = Timings::default();
     let whole = alone.run(&mut ws, &phone, Some(&mut t)).unwrap();

@@ -26,25 +26,25 @@ pub fn faces() -> PathBuf {
 /// The default pipeline (SCRFD + the 128-d recognizer) with `workers` sessions
 /// per model, loaded once per test process.
 pub fn default_pipeline(workers: usize) -> std::sync::Arc<arclock_face::Pipeline> {
+    static P: std::sync::OnceLock<std::sync::Arc<arclock_face::Pipeline>> =
+        std::sync::OnceLock::new();
+    P.get_or_init(|| std::sync::Arc::new(new_pipeline(workers)))
+        .clone()
+}
+
+/// A pipeline of the default models with `workers` sessions per model, loaded
+/// afresh (for a test that needs a worker count of its own).
+pub fn new_pipeline(workers: usize) -> arclock_face::Pipeline {
     use arclock_face::{FaceModels, Manifest, Pipeline, Policy, Threads, photo::Limits};
-    static P: std::sync::OnceLock<std::sync::Arc<Pipeline>> = std::sync::OnceLock::new();
-    P.get_or_init(|| {
-        let manifest = Manifest::parse(&std::fs::read_to_string(manifest_path()).unwrap()).unwrap();
-        let models = FaceModels::load(
-            &runtime(),
-            &manifest,
-            &state().join("models"),
-            "scrfd_2.5g_bnkps",
-            "arcface_mobileface_128",
-            Threads { workers, intra: 1 },
-        )
-        .unwrap();
-        std::sync::Arc::new(Pipeline::new(
-            models,
-            Policy::default(),
-            Limits::default(),
-            workers,
-        ))
-    })
-    .clone()
+    let manifest = Manifest::parse(&std::fs::read_to_string(manifest_path()).unwrap()).unwrap();
+    let models = FaceModels::load(
+        &runtime(),
+        &manifest,
+        &state().join("models"),
+        "scrfd_2.5g_bnkps",
+        "arcface_mobileface_128",
+        Threads { workers, intra: 1 },
+    )
+    .unwrap();
+    Pipeline::new(models, Policy::default(), Limits::default(), workers)
 }
