@@ -6,7 +6,7 @@
 //! where a block starts is known only once every block before it is decoded.
 //! Restart markers would give safe places to cut, but phone encoders seldom
 //! write them. So the second half is decoded speculatively: a second thread
-//! starts in the middle of the data as if an MCU started there, and notes
+//! starts partway through the data as if an MCU started there, and notes
 //! where each MCU it decodes starts. Huffman codes resynchronise within a few
 //! symbols; once the first thread, decoding from the true start, reaches an
 //! MCU start the second thread also noted, everything the second thread
@@ -18,7 +18,7 @@
 //! YCbCr, 4:2:0 or 4:4:4, all components interleaved, no restart markers.
 //! Anything else, and anything wrong in the data (a code not in its table,
 //! data ending early, bytes left after the last block), makes [`eighth`]
-//! return `false` and the caller hands the photo to libjpeg-turbo, which
+//! answer [`Outcome::Refused`] and the caller hands the photo to libjpeg-turbo, which
 //! gives its own verdict: this decoder only ever takes a subset of what
 //! libjpeg-turbo takes. Its pixels are libjpeg-turbo's 1/8 output bit for bit
 //! (the 1x1 and 2x2 reduced inverse DCTs, their range limit, the YCbCr
