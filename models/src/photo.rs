@@ -5,7 +5,7 @@
 //! for less than the photo has: JPEG's DCT scaling (1/2, 1/4, 1/8) skips most
 //! of the inverse transform and colour work, so a 12 MP photo costs little
 //! more than its entropy decoding; at 1/8, what phones write goes through
-//! [`crate::jpeg`] first, which can split that entropy decoding over two
+//! `jpeg.rs` first, which can split that entropy decoding over two
 //! threads. PNG, WebP and the JPEGs libjpeg-turbo does
 //! not take to RGB (CMYK) go through the `image` crate, which also decodes
 //! into our buffer (`ImageDecoder::read_image`). Either way the decoded
