@@ -885,7 +885,7 @@ struct Second {
 }
 
 /// Where the two threads meet. The second thread may start late (an idle
-/// thread takes a while to wake), so it starts halfway between where the
+/// thread takes a while to wake), so it starts partway between where the
 /// first one is by then and the end: both halves take about as long.
 #[derive(Default)]
 struct Meeting {
@@ -950,8 +950,8 @@ impl Scan {
         Ok(First { preds, met: None })
     }
 
-    /// From halfway between the first thread's position and the end, as if
-    /// an MCU started there: records into `records` until the data or the
+    /// From 45 % of the way between the first thread's position and the
+    /// end, as if an MCU started there: records into `records` until the data or the
     /// records run out, publishing the first `WINDOW` MCU starts to
     /// `meeting`. An invalid code before the window is published starts
     /// afresh where it was found.
@@ -966,9 +966,9 @@ impl Scan {
             return out;
         }
         let mut window = Vec::with_capacity(WINDOW);
-        // The first thread also makes its half's pixels (~15 % of its
+        // The first thread also makes its half's pixels (~20 % of its
         // work), the second only stores coefficients: 55 % of what is left
-        // here evens them out on the phone photos of `make bench`.
+        // here evens them out on the textured phone photo of `make bench`.
         let mut start = done + (end - done) * 9 / 20;
         let mut published = false;
         let mut restarts = 0;
