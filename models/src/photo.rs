@@ -235,31 +235,24 @@ fn turbo(
     };
     raw.clear();
     records.clear();
-    if mine != jpeg::Outcome::Refused {
-        let (width, height) = upright(exif_orientation(bytes), sw as u32, sh as u32, rgb, raw)?;
-        return Ok(Some(Decoded {
-            width,
-            height,
-            scale,
-            halves: mine == jpeg::Outcome::Halves,
-        }));
+    if mine == jpeg::Outcome::Refused {
+        let image = turbojpeg::Image {
+            pixels: out,
+            width: sw,
+            pitch: sw * 3,
+            height: sh,
+            format: turbojpeg::PixelFormat::RGB,
+        };
+        // libjpeg-turbo's messages name markers and counts, never pixel values.
+        tj.decompress(bytes, image)
+            .map_err(|e| Error::CorruptImage(e.to_string()))?;
     }
-    let image = turbojpeg::Image {
-        pixels: out,
-        width: sw,
-        pitch: sw * 3,
-        height: sh,
-        format: turbojpeg::PixelFormat::RGB,
-    };
-    // libjpeg-turbo's messages name markers and counts, never pixel values.
-    tj.decompress(bytes, image)
-        .map_err(|e| Error::CorruptImage(e.to_string()))?;
     let (width, height) = upright(exif_orientation(bytes), sw as u32, sh as u32, rgb, raw)?;
     Ok(Some(Decoded {
         width,
         height,
         scale,
-        halves: false,
+        halves: mine == jpeg::Outcome::Halves,
     }))
 }
 
