@@ -77,6 +77,30 @@ pub(crate) const FIRST_PASS_SIDE: u32 = 160;
 /// face, to one at the manifest's full size.
 pub(crate) const FIRST_PASS_MIN_FACE: f32 = 40.0;
 
+/// The side (detector pixels) of the second, closer look at a face the
+/// first pass found too small: three stride-32 cells, so the detector runs
+/// on no padding. At 128 (twice the face, padded up to a multiple of 32)
+/// the bench's flat 12 MP photo spent 10.7-11.0 ms in the detector, at 96
+/// 7.0-9.6 ms, FNMR unmoved (`bench/results/issue20-closer-ab.md`).
+pub(crate) const CLOSER_SIDE: u32 = 96;
+
+/// The face's shorter side (detector pixels) in the closer look: a quarter
+/// above what the first pass settles for.
+pub(crate) const CLOSER_FACE: f32 = 1.25 * FIRST_PASS_MIN_FACE;
+
+/// The closer look's region around `face` (in the decoded photo's pixels,
+/// `width` x `height`): the square that [`CLOSER_SIDE`] shows the face in at
+/// [`CLOSER_FACE`], but never less than 1.5 times the face's longer side,
+/// for the context the detector needs.
+pub(crate) fn closer(face: &Detection, width: u32, height: u32) -> Region {
+    let (short, long) = (
+        face.width().min(face.height()).max(1.0),
+        face.width().max(face.height()).max(1.0),
+    );
+    let side = (CLOSER_SIDE as f32 * short / CLOSER_FACE).max(1.5 * long);
+    around(face, side / long, width, height)
+}
+
 /// The detector decoders the manifest can name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Family {
@@ -124,8 +148,8 @@ pub(crate) fn whole(width: u32, height: u32) -> Region {
 }
 
 /// The square around `face` (photo pixels) `times` its longer side, clamped
-/// to the photo: where a second, closer look at one face is taken.
-pub(crate) fn around(face: &Detection, times: f32, width: u32, height: u32) -> Region {
+/// to the photo.
+fn around(face: &Detection, times: f32, width: u32, height: u32) -> Region {
     let side = face.width().max(face.height()) * times;
     let (cx, cy) = (
         (face.bbox[0] + face.bbox[2]) / 2.0,
@@ -384,6 +408,39 @@ mod tests {
             landmarks: [[0.0; 2]; 5],
             score,
         }
+    }
+
+    #[test]
+    fn the_closer_look_shows_the_face_at_its_size_with_room_around_it() {
+        // A face 60 wide and 75 tall in a 500x400 decode.
+        let face = Detection {
+            bbox: [200.0, 100.0, 260.0, 175.0],
+            landmarks: [[0.0; 2]; 5],
+            score: 0.9,
+        };
+        let [x0, y0, x1, y1] = closer(&face, 500, 400);
+        let (w, h) = ((x1 - x0) as f32, (y1 - y0) as f32);
+        assert!((w - h).abs() <= 1.0, "{w}x{h} is not square");
+        assert!(x0 < 200 && y0 < 100 && x1 > 260 && y1 > 175);
+        // Fitted to CLOSER_SIDE, the face's shorter side is CLOSER_FACE.
+        let face_px = 60.0 * CLOSER_SIDE as f32 / w.max(h);
+        assert!((face_px - CLOSER_FACE).abs() < 1.0, "{face_px} px");
+        // An elongated box keeps half its length of room on each axis; the
+        // face is then a little smaller in the detector, never cut.
+        let long = Detection {
+            bbox: [200.0, 100.0, 240.0, 200.0],
+            ..face
+        };
+        let [x0, y0, x1, y1] = closer(&long, 500, 400);
+        assert!((x1 - x0) >= 150 && (y1 - y0) >= 150);
+        // At the photo's corner the region is cut at the photo's edges.
+        let corner = Detection {
+            bbox: [0.0, 0.0, 60.0, 75.0],
+            ..face
+        };
+        let [x0, y0, x1, y1] = closer(&corner, 500, 400);
+        assert_eq!((x0, y0), (0, 0));
+        assert!(x1 > 60 && y1 > 75 && x1 <= 500 && y1 <= 400);
     }
 
     #[test]

@@ -72,15 +72,24 @@ pub const PHONE_SIZE: (u32, u32) = (4032, 3024);
 /// heap memory: it is a tool for public test photos, never on the daemon's
 /// path.
 pub fn phone_variant(photo: &[u8]) -> Result<Vec<u8>, Error> {
+    phone_framed(photo, 1.0)
+}
+
+/// [`phone_variant`] with the photo enlarged to `height` (0..=1) of the
+/// frame's height, centred: below ~0.6 an LFW face is too small for the
+/// detector's first look at the whole frame and is seen again closer, as a
+/// selfie held at arm's length is (`eval --phone-height`).
+pub fn phone_framed(photo: &[u8], height: f32) -> Result<Vec<u8>, Error> {
     let bad = |e: &dyn std::fmt::Display| Error::CorruptImage(e.to_string());
     let img = image::load_from_memory(photo)
         .map_err(|e| bad(&e))?
         .to_rgb8();
     let (w, h) = PHONE_SIZE;
     let (sw, sh) = (img.width() as f32, img.height() as f32);
-    let left = (w - h) / 2;
+    let side = ((h as f32 * height.clamp(0.05, 1.0)).round() as u32).max(1);
+    let (left, top) = ((w - side) / 2, (h - side) / 2);
     // Bilinear taps per column and per row (pixel centres) over the square
-    // in the middle, the photo at the frame's height; `None`: the grey sides.
+    // in the middle; `None`: the grey around it.
     let taps = |pos: f32, len: u32| {
         let p = pos - 0.5;
         let p0 = p.floor();
@@ -89,31 +98,36 @@ pub fn phone_variant(photo: &[u8]) -> Result<Vec<u8>, Error> {
         let i1 = ((p0 + 1.0).max(0.0) as usize).min(last);
         (i0, i1, p - p0)
     };
-    let cols: Vec<Option<(usize, usize, f32)>> = (0..w)
-        .map(|x| {
-            (left..left + h)
-                .contains(&x)
-                .then(|| taps(((x - left) as f32 + 0.5) * sw / h as f32, img.width()))
-        })
-        .collect();
+    let along =
+        |start: u32, len: u32, src: f32, src_len: u32| -> Vec<Option<(usize, usize, f32)>> {
+            (0..len)
+                .map(|i| {
+                    (start..start + side)
+                        .contains(&i)
+                        .then(|| taps(((i - start) as f32 + 0.5) * src / side as f32, src_len))
+                })
+                .collect()
+        };
+    let cols = along(left, w, sw, img.width());
+    let rows = along(top, h, sh, img.height());
     let src = img.as_raw();
     let stride = img.width() as usize * 3;
     let mut frame = vec![0u8; w as usize * h as usize * 3];
     let mut seed = 0x2545_f491_u32;
-    for (y, row) in frame.chunks_exact_mut(w as usize * 3).enumerate() {
-        let (y0, y1, ay) = taps((y as f32 + 0.5) * sh / h as f32, img.height());
+    for (row, taps) in frame.chunks_exact_mut(w as usize * 3).zip(&rows) {
+        let (y0, y1, ay) = taps.unwrap_or((0, 0, 0.0));
         let (r0, r1) = (&src[y0 * stride..], &src[y1 * stride..]);
         for (px, col) in row.chunks_exact_mut(3).zip(&cols) {
             for (c, out) in px.iter_mut().enumerate() {
-                let v = match *col {
-                    Some((x0, x1, ax)) => {
+                let v = match (*col, taps) {
+                    (Some((x0, x1, ax)), Some(_)) => {
                         let top =
                             f32::from(r0[x0 * 3 + c]) * (1.0 - ax) + f32::from(r0[x1 * 3 + c]) * ax;
                         let bottom =
                             f32::from(r1[x0 * 3 + c]) * (1.0 - ax) + f32::from(r1[x1 * 3 + c]) * ax;
                         top * (1.0 - ay) + bottom * ay
                     }
-                    None => 120.0,
+                    _ => 120.0,
                 };
                 seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
                 let noise = ((seed >> 29) % 5) as f32 - 2.0;
@@ -135,12 +149,13 @@ pub fn phone_variant(photo: &[u8]) -> Result<Vec<u8>, Error> {
 }
 
 /// Embeds every photo on `workers` threads, then scores all pairs. With
-/// `phone`, each photo is first made a 12 MP phone photo ([`phone_variant`]).
+/// `phone`, each photo is first made a 12 MP phone photo, enlarged to that
+/// fraction of its height ([`phone_framed`]).
 pub fn run(
     pipeline: &Pipeline,
     photos: &[Photo],
     workers: usize,
-    phone: bool,
+    phone: Option<f32>,
 ) -> Result<Outcome, Error> {
     let next = AtomicUsize::new(0);
     let results: Mutex<Vec<(usize, PhotoResult)>> = Mutex::new(Vec::new());
@@ -156,12 +171,9 @@ pub fn run(
                             file: photo.path.clone(),
                             source,
                         })
-                        .and_then(|bytes| {
-                            if phone {
-                                phone_variant(&bytes)
-                            } else {
-                                Ok(bytes)
-                            }
+                        .and_then(|bytes| match phone {
+                            Some(height) => phone_framed(&bytes, height),
+                            None => Ok(bytes),
                         })
                         .and_then(|bytes| pipeline.run(&mut ws, &bytes, None))
                         .map(|f| (f.embedding, f.measures));

@@ -365,7 +365,7 @@ impl Pipeline {
         let shrunk = per_px > img.scale as f32;
         let chosen = quality::select(&faces, img.photo_size(), &self.policy).copied();
         let mut redecode = Duration::ZERO;
-        let wanted = 1.25 * detect::FIRST_PASS_MIN_FACE;
+        let wanted = detect::CLOSER_FACE;
         let face = match chosen {
             Ok(f)
                 if !shrunk || f.width().min(f.height()) / per_px >= detect::FIRST_PASS_MIN_FACE =>
@@ -379,10 +379,8 @@ impl Pipeline {
                     img = self.decode_again(input, long.ceil() as u32, ws, &mut redecode)?;
                 }
                 let local = f.scaled(1.0 / img.scale as f32);
-                let region = detect::around(&local, 2.0, img.width, img.height);
-                let side = ((region[2] - region[0]).max(region[3] - region[1]) as f32 * wanted
-                    / local.width().min(local.height()).max(1.0))
-                .ceil() as u32;
+                let region = detect::closer(&local, img.width, img.height);
+                let side = detect::CLOSER_SIDE;
                 let (near, model, _) = self.detect(ws, img, region, [side, side])?;
                 det_model += model;
                 // The same face, seen closer; the first pass's verdict on the
