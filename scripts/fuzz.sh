@@ -14,7 +14,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 STATE="${ARCLOCK_STATE_DIR:-$ROOT/var}"
 SECONDS_EACH="${FUZZ_SECONDS:-60}"
-TARGETS=(${FUZZ_TARGETS:-photo request jwt blobs})
+TARGETS=(${FUZZ_TARGETS:-photo jpeg request jwt blobs})
 CARGO_FUZZ_VERSION="0.13.2"
 TOOL_DIR="$STATE/opt/cargo-fuzz-$CARGO_FUZZ_VERSION"
 
@@ -30,7 +30,7 @@ BIN="target/fuzz/$(rustc -vV | sed -n 's/^host: //p')/release"
 
 "${FUZZ[@]}" build "${OPTS[@]}"
 
-declare -A MAX_LEN=([photo]=16384 [request]=8192 [jwt]=4096 [blobs]=4096)
+declare -A MAX_LEN=([photo]=16384 [jpeg]=65536 [request]=8192 [jwt]=4096 [blobs]=4096)
 mkdir -p fuzz/results
 out="fuzz/results/latest.md"
 {

@@ -1,6 +1,7 @@
 //! Writes the starting corpus of every target into `fuzz/corpus/<target>/`
 //! (`seed-*` files): small synthetic images in every accepted format and
-//! colour type, a rotated-EXIF JPEG, camera frames, well-formed request
+//! colour type, a rotated-EXIF JPEG, JPEGs as libjpeg-turbo writes them,
+//! camera frames, well-formed request
 //! bodies, tokens and blobs. No photo of a person is ever committed; the
 //! fuzzer grows the rest (`make fuzz` merges what it finds).
 
@@ -25,6 +26,10 @@ fn corpus(target: &str) -> PathBuf {
 fn write(target: &str, name: &str, selector: u8, body: &[u8]) {
     let mut bytes = vec![selector];
     bytes.extend_from_slice(body);
+    write_raw(target, name, &bytes);
+}
+
+fn write_raw(target: &str, name: &str, bytes: &[u8]) {
     std::fs::write(corpus(target).join(format!("seed-{name}")), bytes).unwrap();
 }
 
@@ -164,6 +169,36 @@ fn photos() {
     write(t, "frame-mjpeg-no-dht", 1, &frame(24, 32, true, &bare));
 }
 
+/// What our own 1/8 decoder takes, as libjpeg-turbo writes it (phones'
+/// encoders write the same structure): 4:2:0 and 4:4:4, large enough to be
+/// split over two threads (2,048 MCUs or more), and odd sizes with partial
+/// MCUs on both edges.
+fn jpegs() {
+    use turbojpeg::Subsamp::{None as S444, Sub2x2 as S420};
+    let t = "jpeg";
+    for (name, w, h, quality, samp) in [
+        ("420-split", 800, 672, 40, S420),
+        ("444-split", 400, 344, 40, S444),
+        ("420-odd", 201, 143, 75, S420),
+        ("444-odd", 65, 47, 95, S444),
+    ] {
+        let mut c = turbojpeg::Compressor::new().unwrap();
+        c.set_quality(quality);
+        c.set_subsamp(samp);
+        let px = pixels(w as u32, h as u32, 3);
+        let jpeg = c
+            .compress_to_vec(turbojpeg::Image {
+                pixels: px.as_slice(),
+                width: w,
+                pitch: w * 3,
+                height: h,
+                format: turbojpeg::PixelFormat::RGB,
+            })
+            .unwrap();
+        write_raw(t, name, &jpeg);
+    }
+}
+
 fn requests() {
     let t = "request";
     let photo = STANDARD.encode(jpeg(16, 16, ExtendedColorType::Rgb8, 70));
@@ -251,6 +286,7 @@ fn blobs() {
 
 fn main() {
     photos();
+    jpegs();
     requests();
     tokens();
     blobs();

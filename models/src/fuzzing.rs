@@ -1,11 +1,13 @@
 //! Entry points for the cargo-fuzz targets in `fuzz/`: everything untrusted
 //! bytes reach before ONNX Runtime does (photo decode, EXIF orientation,
 //! camera frame conversion, the detector's input tensor), through the same
-//! first step as [`crate::Pipeline`]. Built only with the `fuzzing` feature.
+//! first step as [`crate::Pipeline`], and our own JPEG entropy decoder
+//! against libjpeg-turbo's. Built only with the `fuzzing` feature.
 
-use arclock_secmem::LockedBytes;
+use arclock_secmem::{LockedBytes, LockedVec};
 
 use crate::camera::{Frame, PixelFormat};
+use crate::jpeg::{self, Outcome};
 use crate::photo::{Decoded, Limits};
 use crate::pipeline::{Input, to_rgb};
 use crate::{Error, ModelSpec, Workspace, detect};
@@ -27,6 +29,65 @@ fn limits() -> Limits {
 /// rely on.
 pub fn photo(spec: &ModelSpec, ws: &mut Workspace, bytes: &[u8]) -> Result<(), Error> {
     run(spec, ws, Input::Encoded(bytes))
+}
+
+/// JPEG bytes through our own 1/8 entropy decoder (`jpeg.rs`, the one parser
+/// of untrusted bytes we wrote ourselves), whole and split over two threads,
+/// against libjpeg-turbo's own 1/8 decode. Panics unless ours refuses, or
+/// libjpeg-turbo decodes the file without a warning to the same pixels and
+/// the halves give the whole's. Meant to run with libjpeg-turbo's SIMD code
+/// off (`JSIMD_FORCENONE=1`, which the `jpeg` target sets): ours follows its
+/// C code, which its SIMD code departs from only at coefficients no encoder
+/// writes.
+pub fn jpeg(bytes: &[u8]) -> Result<(), Error> {
+    let Ok(header) = turbojpeg::read_header(bytes) else {
+        return Ok(());
+    };
+    if !crate::photo::ours_may_take(&header) {
+        return Ok(());
+    }
+    let too_large = || Error::ImageTooLarge("does not fit".into());
+    let w = u32::try_from(header.width).map_err(|_| too_large())?;
+    let h = u32::try_from(header.height).map_err(|_| too_large())?;
+    limits().admit(w, h)?;
+    let (w, h) = (w.div_ceil(8) as usize, h.div_ceil(8) as usize);
+    let mut data = LockedBytes::with_capacity(0)?;
+    let mut records = LockedVec::with_capacity(0)?;
+    let mut decode = |split: bool| {
+        let mut out = vec![0u8; w * h * 3];
+        let how = jpeg::eighth(bytes, split, &mut data, &mut records, &mut out);
+        (how, out)
+    };
+    let (whole, pixels) = decode(false);
+    let (halves, same) = decode(true);
+    assert_eq!(
+        whole == Outcome::Refused,
+        halves == Outcome::Refused,
+        "one decode refused what the other took ({whole:?}, {halves:?})"
+    );
+    if whole == Outcome::Refused {
+        return Ok(());
+    }
+    assert!(
+        pixels == same,
+        "the halves ({halves:?}) differ from the whole"
+    );
+    let mut theirs = vec![0u8; w * h * 3];
+    let image = turbojpeg::Image {
+        pixels: theirs.as_mut_slice(),
+        width: w,
+        pitch: w * 3,
+        height: h,
+        format: turbojpeg::PixelFormat::RGB,
+    };
+    let verdict = turbojpeg::Decompressor::new().and_then(|mut tj| tj.decompress(bytes, image));
+    assert!(
+        verdict.is_ok(),
+        "taken by ours, refused by libjpeg-turbo: {verdict:?}"
+    );
+    let differ = pixels.iter().zip(&theirs).filter(|(a, b)| a != b).count();
+    assert_eq!(differ, 0, "{differ} bytes differ from libjpeg-turbo's");
+    Ok(())
 }
 
 /// A camera frame (`width`, `height`, format and bytes as the driver hands

@@ -27,7 +27,8 @@
 //! coefficients reach extremes no encoder writes can decode to other pixels
 //! than libjpeg-turbo's SIMD code gives, though not than its C code (2 of
 //! 379 corrupted scans taken, 0 with `JSIMD_FORCENONE=1`); what is taken,
-//! libjpeg-turbo also takes. Safe Rust, fuzzed through the photo target.
+//! libjpeg-turbo also takes. Safe Rust; the `jpeg` fuzz target holds it to
+//! libjpeg-turbo's C code byte for byte (`fuzzing::jpeg`).
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

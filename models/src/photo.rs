@@ -228,7 +228,7 @@ fn turbo(
     // picks the factor 1/scale.
     let (sw, sh) = (w.div_ceil(scale) as usize, h.div_ceil(scale) as usize);
     let out = sized(rgb, sw * sh * 3)?;
-    let mine = if scale == 8 && matches!(header.colorspace, turbojpeg::Colorspace::YCbCr) {
+    let mine = if scale == 8 && ours_may_take(&header) {
         jpeg::eighth(bytes, split, raw, records, out)
     } else {
         jpeg::Outcome::Refused
@@ -254,6 +254,13 @@ fn turbo(
         scale,
         halves: mine == jpeg::Outcome::Halves,
     }))
+}
+
+/// Whether [`jpeg::eighth`] may see this JPEG: libjpeg-turbo reads it as
+/// YCbCr (not as RGB by its component IDs or an Adobe marker, which ours
+/// does not look at).
+pub(crate) fn ours_may_take(header: &turbojpeg::DecompressHeader) -> bool {
+    matches!(header.colorspace, turbojpeg::Colorspace::YCbCr)
 }
 
 /// Applies `orientation` to the `w` x `h` RGB pixels in `rgb`, through `raw`
