@@ -188,7 +188,11 @@ fn facts() -> Vec<(String, String)> {
             format!(
                 "{} ({})",
                 env!("CARGO_PKG_VERSION"),
-                cmd("git", &["rev-parse", "--short", "HEAD"])
+                // `-dirty`: the run's code is not the commit alone.
+                cmd(
+                    "git",
+                    &["describe", "--always", "--dirty", "--exclude", "*"]
+                )
             ),
         ),
         (
