@@ -5,9 +5,10 @@
 //! shrunk (never enlarged) to fit a bound, placed top-left and padded with
 //! black: a 150x150 LFW photo runs at 160x160, sixteen times cheaper than a fixed
 //! 640x640 letterbox. The pipeline first bounds a large photo by
-//! [`FIRST_PASS_SIDE`] (a 12 MP selfie runs at 160x128) and goes further,
-//! up to the manifest's `input_size`, only when that finds no face of
-//! [`FIRST_PASS_MIN_FACE`] pixels: the detector's cost grows with its input
+//! `FIRST_PASS_SIDE` (a 12 MP selfie runs at 160x128). A face smaller
+//! than `FIRST_PASS_MIN_FACE` pixels there is looked at again alone
+//! (`closer`, at `CLOSER_SIDE`); no face at all sends the whole photo
+//! to the manifest's `input_size`. The detector's cost grows with its input
 //! (~6 ms at 160x160, ~70 ms at 640x480 here), and the face of a photo
 //! taken to sign in fills much of it.
 
