@@ -4,10 +4,11 @@
 //! first step as [`crate::Pipeline`], and our own JPEG entropy decoder
 //! against libjpeg-turbo's. Built only with the `fuzzing` feature.
 
-use arclock_secmem::{LockedBytes, LockedVec};
+use arclock_secmem::LockedBytes;
 
 use crate::camera::{Frame, PixelFormat};
-use crate::jpeg::{self, Outcome};
+use crate::jpeg::Outcome;
+use crate::jpeg::compare::{ours, theirs};
 use crate::photo::{Decoded, Limits};
 use crate::pipeline::{Input, to_rgb};
 use crate::{Error, ModelSpec, Workspace, detect};
@@ -46,20 +47,10 @@ pub fn jpeg(bytes: &[u8]) -> Result<(), Error> {
     if !crate::photo::ours_may_take(&header) {
         return Ok(());
     }
-    let too_large = || Error::ImageTooLarge("does not fit".into());
-    let w = u32::try_from(header.width).map_err(|_| too_large())?;
-    let h = u32::try_from(header.height).map_err(|_| too_large())?;
-    limits().admit(w, h)?;
+    let (w, h) = crate::photo::admitted(&limits(), &header)?;
     let (w, h) = (w.div_ceil(8) as usize, h.div_ceil(8) as usize);
-    let mut data = LockedBytes::with_capacity(0)?;
-    let mut records = LockedVec::with_capacity(0)?;
-    let mut decode = |split: bool| {
-        let mut out = vec![0u8; w * h * 3];
-        let how = jpeg::eighth(bytes, split, &mut data, &mut records, &mut out);
-        (how, out)
-    };
-    let (whole, pixels) = decode(false);
-    let (halves, same) = decode(true);
+    let (whole, pixels) = ours(bytes, false, w * h * 3)?;
+    let (halves, same) = ours(bytes, true, w * h * 3)?;
     assert_eq!(
         whole == Outcome::Refused,
         halves == Outcome::Refused,
@@ -72,19 +63,12 @@ pub fn jpeg(bytes: &[u8]) -> Result<(), Error> {
         pixels == same,
         "the halves ({halves:?}) differ from the whole"
     );
-    let mut theirs = vec![0u8; w * h * 3];
-    let image = turbojpeg::Image {
-        pixels: theirs.as_mut_slice(),
-        width: w,
-        pitch: w * 3,
-        height: h,
-        format: turbojpeg::PixelFormat::RGB,
-    };
-    let verdict = turbojpeg::Decompressor::new().and_then(|mut tj| tj.decompress(bytes, image));
+    let verdict = theirs(bytes, w, h);
     assert!(
         verdict.is_ok(),
         "taken by ours, refused by libjpeg-turbo: {verdict:?}"
     );
+    let theirs = verdict.unwrap_or_default();
     let differ = pixels.iter().zip(&theirs).filter(|(a, b)| a != b).count();
     assert_eq!(differ, 0, "{differ} bytes differ from libjpeg-turbo's");
     Ok(())

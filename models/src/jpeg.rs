@@ -1117,8 +1117,46 @@ pub(crate) fn eighth(
     Outcome::Halves
 }
 
+/// Ours against libjpeg-turbo, for the tests and the `jpeg` fuzz target: on
+/// the heap, for public test photos and fuzz inputs only.
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) mod compare {
+    use super::*;
+
+    /// `jpeg` decoded at 1/8 (`w` x `h`) by libjpeg-turbo, or its complaint.
+    pub(crate) fn theirs(jpeg: &[u8], w: usize, h: usize) -> Result<Vec<u8>, turbojpeg::Error> {
+        let mut px = vec![0u8; w * h * 3];
+        turbojpeg::Decompressor::new()?.decompress(
+            jpeg,
+            turbojpeg::Image {
+                pixels: px.as_mut_slice(),
+                width: w,
+                pitch: w * 3,
+                height: h,
+                format: turbojpeg::PixelFormat::RGB,
+            },
+        )?;
+        Ok(px)
+    }
+
+    /// `jpeg` through [`eighth`] into `len` bytes of RGB (`Err`: no locked
+    /// scratch).
+    pub(crate) fn ours(
+        jpeg: &[u8],
+        split: bool,
+        len: usize,
+    ) -> Result<(Outcome, Vec<u8>), arclock_secmem::Error> {
+        let mut data = LockedBytes::with_capacity(0)?;
+        let mut records = LockedVec::with_capacity(0)?;
+        let mut out = vec![0u8; len];
+        let got = eighth(jpeg, split, &mut data, &mut records, &mut out);
+        Ok((got, out))
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::compare::{ours, theirs};
     use super::*;
 
     #[test]
@@ -1222,30 +1260,6 @@ mod tests {
         (w, ht, theirs(jpeg, w, ht).unwrap())
     }
 
-    /// `jpeg` decoded at 1/8 (`w` x `h`) by libjpeg-turbo, or its complaint.
-    fn theirs(jpeg: &[u8], w: usize, h: usize) -> Result<Vec<u8>, turbojpeg::Error> {
-        let mut px = vec![0u8; w * h * 3];
-        turbojpeg::Decompressor::new()?.decompress(
-            jpeg,
-            turbojpeg::Image {
-                pixels: px.as_mut_slice(),
-                width: w,
-                pitch: w * 3,
-                height: h,
-                format: turbojpeg::PixelFormat::RGB,
-            },
-        )?;
-        Ok(px)
-    }
-
-    fn ours(jpeg: &[u8], split: bool, len: usize) -> (Outcome, Vec<u8>) {
-        let mut data = LockedBytes::with_capacity(0).unwrap();
-        let mut records = LockedVec::with_capacity(0).unwrap();
-        let mut out = vec![0u8; len];
-        let got = eighth(jpeg, split, &mut data, &mut records, &mut out);
-        (got, out)
-    }
-
     /// Phone-sized photos (4:2:0, the way `eval --phone` makes them) and
     /// odd-sized ones (partial MCUs on both edges) at several qualities and
     /// both samplings: the same pixels as libjpeg-turbo, whole or in halves,
@@ -1269,7 +1283,7 @@ mod tests {
             for jpeg in [phone, encode(odd.as_raw(), ow, oh, quality, samp)] {
                 let (w, h, want) = reference(&jpeg);
                 for split in [false, true] {
-                    let (how, got) = ours(&jpeg, split, w * h * 3);
+                    let (how, got) = ours(&jpeg, split, w * h * 3).unwrap();
                     assert_ne!(how, Outcome::Refused, "photo {i} ({w}x{h}) refused");
                     let diff = got.iter().zip(&want).filter(|(a, b)| a != b).count();
                     assert_eq!(
@@ -1302,7 +1316,7 @@ mod tests {
         for (name, jpeg) in [("cut", cut), ("long", long), ("rst", rst)] {
             for split in [false, true] {
                 assert_eq!(
-                    ours(&jpeg, split, len).0,
+                    ours(&jpeg, split, len).unwrap().0,
                     Outcome::Refused,
                     "{name}, split {split}"
                 );
@@ -1337,8 +1351,8 @@ mod tests {
                 let at = scan.start + next() as usize % scan.len();
                 bad[at] ^= 1 << (next() % 8);
             }
-            let (whole, pixels) = ours(&bad, false, w * h * 3);
-            let (halves, same) = ours(&bad, true, w * h * 3);
+            let (whole, pixels) = ours(&bad, false, w * h * 3).unwrap();
+            let (halves, same) = ours(&bad, true, w * h * 3).unwrap();
             assert_eq!(whole == Outcome::Refused, halves == Outcome::Refused);
             if whole == Outcome::Refused {
                 refused += 1;

@@ -215,10 +215,7 @@ fn turbo(
     ) {
         return Ok(None);
     }
-    let too_large = || Error::ImageTooLarge("does not fit in memory".into());
-    let w = u32::try_from(header.width).map_err(|_| too_large())?;
-    let h = u32::try_from(header.height).map_err(|_| too_large())?;
-    limits.admit(w, h)?;
+    let (w, h) = admitted(limits, &header)?;
     let long = w.max(h);
     let scale = SCALES
         .into_iter()
@@ -254,6 +251,18 @@ fn turbo(
         scale,
         halves: mine == jpeg::Outcome::Halves,
     }))
+}
+
+/// The JPEG's size from its header, if `limits` admit it.
+pub(crate) fn admitted(
+    limits: &Limits,
+    header: &turbojpeg::DecompressHeader,
+) -> Result<(u32, u32), Error> {
+    let too_large = || Error::ImageTooLarge("does not fit in memory".into());
+    let w = u32::try_from(header.width).map_err(|_| too_large())?;
+    let h = u32::try_from(header.height).map_err(|_| too_large())?;
+    limits.admit(w, h)?;
+    Ok((w, h))
 }
 
 /// Whether [`jpeg::eighth`] may see this JPEG: libjpeg-turbo reads it as
