@@ -73,6 +73,9 @@ FIGURES = [
 STEPS = [
     ("refresh RS256, 4 clients: store_wait ms", "store_wait", "refresh, 4 client(s): p45-p55"),
     ("refresh RS256, 4 clients: store ms", "store", "refresh, 4 client(s): p45-p55"),
+    ("12 MP: intake ms", "intake", "verify, 12 MP phone JPEG: p45-p55"),
+    ("12 MP: lock ms", "lock", "verify, 12 MP phone JPEG: p45-p55"),
+    ("12 MP: outside the handler ms", "outside the handler", "verify, 12 MP phone JPEG: p45-p55"),
 ]
 
 # (figure, signature, what): from the "Where the 2 cores went" paragraph, per
@@ -87,6 +90,7 @@ CORES = [
 # (figure, numerator, denominator): a ratio of two FIGURES taken in one run.
 RATIOS = [
     ("verify 1 client p50 / raw p50", "verify 1 client p50 ms", "raw pipeline p50 ms"),
+    ("12 MP: verify 1 client p50 / raw p50", "12 MP: verify 1 client p50 ms", "12 MP: raw pipeline p50 ms"),
     ("refresh RS256 4 clients / signer", "refresh RS256, 4 clients /s", "signer RS256, 2 workers /s"),
     ("refresh ES256 4 clients / signer", "refresh ES256, 4 clients /s", "signer ES256, 2 workers /s"),
 ]

@@ -2,11 +2,14 @@
 //!
 //! # Layout
 //!
-//! - [`LockedVec`]: a fixed-capacity vector in its own anonymous mapping that is
-//!   `mlock`ed (never swapped), `MADV_DONTDUMP` (never in a core dump),
-//!   `MADV_WIPEONFORK` (never inherited by a child), and zeroized before it is
-//!   unmapped. Image bytes, decoded pixels, input tensors, embeddings and
-//!   plaintext private keys live in one of these.
+//! - [`LockedVec`]: a vector in its own anonymous mapping that is `mlock`ed
+//!   (never swapped), `MADV_DONTDUMP` (never in a core dump), `MADV_WIPEONFORK`
+//!   (never inherited by a child), and zeroized before it is unmapped. It never
+//!   moves: it either has its whole capacity from the start, or grows in place
+//!   inside a reservation, locking pages before anything is written to them
+//!   (a request body, whose size is known only once it has arrived). Image
+//!   bytes, decoded pixels, input tensors, embeddings and plaintext private
+//!   keys live in one of these.
 //! - [`process`]: process-wide hardening that needs raw syscalls (core dumps off,
 //!   not ptrace-able, memlock limit checks).
 //!
@@ -58,12 +61,17 @@ mod private {
     impl Sealed for i16 {}
 }
 
-/// A fixed-capacity vector of secret data in locked, non-dumpable memory that is
-/// zeroized on drop. It never reallocates, so no stale copy is left on the heap.
+/// A vector of secret data in locked, non-dumpable memory that is zeroized on
+/// drop. It never reallocates, so no stale copy is left on the heap: its
+/// capacity is fixed, or grows in place ([`LockedVec::reserved`]).
 pub struct LockedVec<T: Plain> {
     ptr: NonNull<T>,
     len: usize,
+    /// Elements that fit in the locked part: the only part ever written.
     capacity: usize,
+    /// Bytes locked from the start of the mapping (whole pages).
+    locked: usize,
+    /// Bytes mapped: the most `locked` can grow to.
     mapped: usize,
     _owns: PhantomData<T>,
 }
@@ -88,6 +96,57 @@ fn page_size() -> usize {
 impl<T: Plain> LockedVec<T> {
     /// Maps, locks and marks non-dumpable room for `capacity` elements.
     pub fn with_capacity(capacity: usize) -> Result<Self, Error> {
+        let mut v = Self::map(capacity, 0)?;
+        v.grow_to(capacity.max(1))?;
+        Ok(v)
+    }
+
+    /// Room for up to `limit` elements as address space only: nothing is
+    /// locked (or resident) until [`LockedVec::grow_to`] locks it, so what
+    /// the buffer holds follows what was written, never a size merely
+    /// promised, and growing never copies. The whole reservation is
+    /// `MADV_DONTDUMP` and `MADV_WIPEONFORK` from the start; its unlocked
+    /// pages are never written.
+    pub fn reserved(limit: usize) -> Result<Self, Error> {
+        Self::map(limit, libc::MAP_NORESERVE)
+    }
+
+    /// Makes room for at least `capacity` elements by locking more of the
+    /// mapping (whole pages), in place. Fails past the reservation.
+    pub fn grow_to(&mut self, capacity: usize) -> Result<(), Error> {
+        if capacity <= self.capacity {
+            return Ok(());
+        }
+        let elem = std::mem::size_of::<T>().max(1);
+        let too_big = || Error::Capacity {
+            capacity: self.mapped / elem,
+            needed: capacity,
+        };
+        let bytes = capacity.checked_mul(elem).ok_or_else(too_big)?;
+        if bytes > self.mapped {
+            return Err(too_big());
+        }
+        let page = page_size();
+        let upto = bytes.div_ceil(page).saturating_mul(page).min(self.mapped);
+        let more = upto - self.locked;
+        // SAFETY: [ptr+locked, ptr+upto) lies inside our own mapping
+        // (locked <= upto <= mapped).
+        let rc =
+            unsafe { libc::mlock(self.ptr.as_ptr().cast::<u8>().add(self.locked).cast(), more) };
+        if rc != 0 {
+            return Err(Error::Lock {
+                bytes: more,
+                source: std::io::Error::last_os_error(),
+            });
+        }
+        self.locked = upto;
+        self.capacity = upto / elem;
+        Ok(())
+    }
+
+    /// An anonymous mapping for `capacity` elements, non-dumpable and wiped
+    /// on fork, with nothing locked yet.
+    fn map(capacity: usize, flags: libc::c_int) -> Result<Self, Error> {
         let elem = std::mem::size_of::<T>().max(1);
         let page = page_size();
         let wanted = capacity.saturating_mul(elem).max(1);
@@ -105,7 +164,7 @@ impl<T: Plain> LockedVec<T> {
                 std::ptr::null_mut(),
                 mapped,
                 libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | flags,
                 -1,
                 0,
             )
@@ -120,21 +179,11 @@ impl<T: Plain> LockedVec<T> {
             // SAFETY: `raw` is the mapping of `mapped` bytes created above, not yet shared.
             unsafe { libc::munmap(raw, mapped) };
         };
-        // SAFETY: [raw, raw+mapped) is our own fresh mapping.
-        if unsafe { libc::mlock(raw, mapped) } != 0 {
-            let source = std::io::Error::last_os_error();
-            unmap(raw);
-            return Err(Error::Lock {
-                bytes: mapped,
-                source,
-            });
-        }
-        // SAFETY: advice on our own mapping; failure only loses the advice, and
-        // DONTDUMP failing would be a kernel without the feature, which we report.
+        // Before any page is locked or written, so no page of it is ever
+        // dumpable. SAFETY: advice on our own mapping; DONTDUMP failing would
+        // be a kernel without the feature, which we report.
         if unsafe { libc::madvise(raw, mapped, libc::MADV_DONTDUMP) } != 0 {
             let source = std::io::Error::last_os_error();
-            // SAFETY: our mapping, locked above.
-            unsafe { libc::munlock(raw, mapped) };
             unmap(raw);
             return Err(Error::Map {
                 bytes: mapped,
@@ -144,14 +193,18 @@ impl<T: Plain> LockedVec<T> {
         // Best effort: a forked child gets zero pages instead of our secrets.
         // SAFETY: advice on our own mapping; an old kernel without it returns EINVAL.
         unsafe { libc::madvise(raw, mapped, libc::MADV_WIPEONFORK) };
-        let ptr = NonNull::new(raw.cast::<T>()).ok_or(Error::Map {
-            bytes: mapped,
-            source: std::io::Error::other("null mapping"),
-        })?;
+        let Some(ptr) = NonNull::new(raw.cast::<T>()) else {
+            unmap(raw);
+            return Err(Error::Map {
+                bytes: mapped,
+                source: std::io::Error::other("null mapping"),
+            });
+        };
         Ok(Self {
             ptr,
             len: 0,
-            capacity: mapped / elem,
+            capacity: 0,
+            locked: 0,
             mapped,
             _owns: PhantomData,
         })
@@ -220,13 +273,11 @@ impl<T: Plain> LockedVec<T> {
         Ok(())
     }
 
-    /// Whether the whole mapping (not only the elements in use) is zero: what
-    /// tests use to prove a buffer was wiped after use.
+    /// Whether the whole locked part (not only the elements in use) is zero:
+    /// what tests use to prove a buffer was wiped after use. (The rest of a
+    /// reservation is never written.)
     pub fn is_wiped(&self) -> bool {
-        // SAFETY: the whole mapping is ours and readable for `mapped` bytes.
-        let bytes =
-            unsafe { std::slice::from_raw_parts(self.ptr.as_ptr().cast::<u8>(), self.mapped) };
-        bytes.iter().all(|b| *b == 0)
+        self.locked_bytes().iter().all(|b| *b == 0)
     }
 
     /// Shortens the vector, wiping what is cut off.
@@ -247,7 +298,9 @@ impl<T: Plain> LockedVec<T> {
         self.len == 0
     }
 
-    /// Fixed capacity in elements (the mapping rounded up to whole pages).
+    /// Elements that fit in what is locked: the mapping rounded up to whole
+    /// pages, or for a reservation what [`LockedVec::grow_to`] has locked so
+    /// far (what the buffer really holds of the locked-memory budget).
     pub fn capacity(&self) -> usize {
         self.capacity
     }
@@ -270,10 +323,17 @@ impl<T: Plain> LockedVec<T> {
         (start, start + self.mapped)
     }
 
+    /// The locked part of the mapping as bytes, past `len` too.
+    fn locked_bytes(&self) -> &[u8] {
+        // SAFETY: [ptr, ptr+locked) is ours, resident and initialised (zero-filled
+        // by the kernel or written), and lives as long as `self`.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr().cast::<u8>(), self.locked) }
+    }
+
     fn wipe_all(&mut self) {
-        // SAFETY: the whole mapping is ours and valid for writes of `mapped` bytes.
+        // SAFETY: as in `locked_bytes`, and `&mut self` gives exclusive access.
         let bytes =
-            unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr().cast::<u8>(), self.mapped) };
+            unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr().cast::<u8>(), self.locked) };
         bytes.zeroize();
     }
 }
@@ -296,9 +356,10 @@ impl<T: Plain> Drop for LockedVec<T> {
     fn drop(&mut self) {
         self.wipe_all();
         let raw = self.ptr.as_ptr().cast::<libc::c_void>();
-        // SAFETY: our mapping of `mapped` bytes, wiped above and no longer referenced.
+        // SAFETY: our mapping of `mapped` bytes, its first `locked` locked and
+        // wiped above (the rest never written), no longer referenced.
         unsafe {
-            libc::munlock(raw, self.mapped);
+            libc::munlock(raw, self.locked);
             libc::munmap(raw, self.mapped);
         }
     }
@@ -358,11 +419,11 @@ mod tests {
         assert_eq!(format!("{v:?}"), "LockedVec([redacted; 6])");
     }
 
-    /// The whole mapping, past `len`, as bytes: what a core dump or a later
-    /// reader of the pages would see.
+    /// The locked part of the mapping, past `len`, as bytes: what a core
+    /// dump or a later reader of the pages would see (the rest of a
+    /// reservation is never written).
     fn raw<T: Plain>(v: &LockedVec<T>) -> &[u8] {
-        // SAFETY: the mapping is ours, initialised, and lives as long as `v`.
-        unsafe { std::slice::from_raw_parts(v.ptr.as_ptr().cast::<u8>(), v.mapped) }
+        v.locked_bytes()
     }
 
     #[test]
@@ -381,13 +442,12 @@ mod tests {
         assert!(raw(&v).iter().all(|b| *b == 0), "clear left bytes behind");
     }
 
-    #[test]
-    fn mapping_is_locked_and_not_dumped() {
-        let v = LockedBytes::from_slice(&[7u8; 5000]).unwrap();
-        let (start, _) = v.mapping();
+    /// The `VmFlags` and `Locked:` lines of the mapping (VMA) that holds
+    /// `addr`, from `/proc/self/smaps`. The kernel merges neighbouring mappings
+    /// with the same flags (other tests' buffers, made at the same time), and
+    /// splits one whose pages are locked in part.
+    fn vma_of(addr: usize) -> (String, String) {
         let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
-        // The kernel merges neighbouring mappings with the same flags (other
-        // tests' buffers, made at the same time): find the one that holds ours.
         let holds = |l: &str| {
             let Some((range, _)) = l.split_once(' ') else {
                 return false;
@@ -396,7 +456,7 @@ mod tests {
                 return false;
             };
             match (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16)) {
-                (Ok(a), Ok(b)) => (a..b).contains(&start),
+                (Ok(a), Ok(b)) => (a..b).contains(&addr),
                 _ => false,
             }
         };
@@ -408,9 +468,61 @@ mod tests {
                 move |l| std::mem::take(&mut first) || !l.contains('-') || l.starts_with("VmFlags")
             })
             .collect();
-        let flags = section.lines().find(|l| l.starts_with("VmFlags")).unwrap();
+        let line = |key: &str| {
+            section
+                .lines()
+                .find(|l| l.starts_with(key))
+                .unwrap_or_else(|| panic!("no {key} for {addr:#x}: {section}"))
+                .to_string()
+        };
+        (line("VmFlags"), line("Locked:"))
+    }
+
+    #[test]
+    fn mapping_is_locked_and_not_dumped() {
+        let v = LockedBytes::from_slice(&[7u8; 5000]).unwrap();
+        let (start, _) = v.mapping();
+        let (flags, _) = vma_of(start);
         assert!(flags.contains(" lo"), "not locked: {flags}");
         assert!(flags.contains(" dd"), "not marked dontdump: {flags}");
-        assert!(section.contains("Locked:"), "{section}");
+    }
+
+    /// A reservation locks (and holds) only what was asked for so far, grows
+    /// in place, is never dumpable, and refuses to grow past its limit.
+    #[test]
+    fn a_reservation_locks_only_what_it_grew_to() {
+        let page = page_size();
+        let mut v = LockedBytes::reserved(64 * page).unwrap();
+        let (start, end) = v.mapping();
+        assert_eq!(end - start, 64 * page);
+        assert_eq!(v.capacity(), 0);
+        assert!(
+            v.extend_from_slice(b"x").is_err(),
+            "wrote into unlocked pages"
+        );
+        let (flags, _) = vma_of(start);
+        assert!(!flags.contains(" lo"), "locked before any growth: {flags}");
+        assert!(flags.contains(" dd"), "dumpable before any growth: {flags}");
+
+        v.grow_to(2 * page + 1).unwrap();
+        assert_eq!(v.capacity(), 3 * page, "whole pages");
+        v.extend_from_slice(&vec![9u8; 2 * page + 1]).unwrap();
+        let at = v.as_ptr();
+        v.grow_to(10 * page).unwrap();
+        assert_eq!(v.as_ptr(), at, "grown in place, not moved");
+        let (flags, _) = vma_of(start);
+        assert!(flags.contains(" lo") && flags.contains(" dd"), "{flags}");
+        let (flags, locked) = vma_of(start + 10 * page);
+        assert!(!flags.contains(" lo"), "locked past the growth: {flags}");
+        assert!(flags.contains(" dd"), "the rest is dumpable: {flags}");
+        assert_eq!(locked.split_whitespace().nth(1), Some("0"), "{locked}");
+
+        let err = v.grow_to(64 * page + 1).unwrap_err();
+        assert!(matches!(err, Error::Capacity { .. }));
+        v.grow_to(64 * page).unwrap();
+        assert_eq!(v.capacity(), 64 * page);
+        assert_eq!(v.len(), 2 * page + 1);
+        v.clear();
+        assert!(v.is_wiped());
     }
 }

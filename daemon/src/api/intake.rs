@@ -140,7 +140,7 @@ impl Held {
         self.give(self.bytes.saturating_sub(bytes));
     }
 
-    /// Gives `bytes` back (a buffer that was replaced by a bigger one).
+    /// Gives `bytes` back.
     fn give(&mut self, bytes: usize) {
         let bytes = bytes.min(self.bytes);
         let (Some(budget), true) = (&self.budget, bytes > 0) else {
@@ -184,7 +184,8 @@ fn address_of<B>(req: &Request<B>) -> Option<IpAddr> {
         .or_else(|| req.extensions().get::<SocketAddr>().map(|a| a.ip()))
 }
 
-/// First size of a body buffer; it doubles as bytes arrive.
+/// The first locked part of a body buffer; more is locked ([`GROWTH`] at a
+/// time) as bytes arrive.
 const FIRST_BUFFER: usize = 64 * 1024;
 
 /// Why a body buffer could not take more bytes.
@@ -239,10 +240,16 @@ fn wipe(data: Bytes) {
     }
 }
 
-/// A locked buffer of `n` bytes' capacity, its allocation (mlock,
-/// MADV_DONTDUMP) timed as [`Step::Lock`](crate::timing::Step::Lock).
-fn locked_with_capacity(n: usize) -> Result<LockedBytes, arclock_secmem::Error> {
-    crate::timing::measured(crate::timing::Step::Lock, || LockedBytes::with_capacity(n))
+/// A buffer for up to `limit` bytes that arrive a piece at a time: address
+/// space only, its first `first` bytes locked (mlock; the whole of it
+/// MADV_DONTDUMP), timed as [`Step::Lock`](crate::timing::Step::Lock).
+/// [`grow_into`] locks more of it in place as bytes come.
+fn arriving(limit: usize, first: usize) -> Result<LockedBytes, arclock_secmem::Error> {
+    crate::timing::measured(crate::timing::Step::Lock, || {
+        let mut buf = LockedBytes::reserved(limit)?;
+        buf.grow_to(first)?;
+        Ok(buf)
+    })
 }
 
 /// [`locked_with_capacity`], zero-filled to `n` bytes.
@@ -287,13 +294,14 @@ async fn read_body_held(
     if declared.is_some_and(|n| n > limit) {
         return Err(too_large(limit));
     }
-    // Sized from what arrives, not from what the client declares.
+    // Locked as it arrives, not as the client declares. The declared length
+    // bounds only the address space reserved (HTTP holds the body to it), so
+    // that a flood of small requests does not each reserve the whole limit.
+    let room = declared.map_or(limit, |n| n.min(limit));
     let mut held = Held::new(&limits, address_of(&req));
-    let first = FIRST_BUFFER
-        .min(limit)
-        .min(declared.unwrap_or(FIRST_BUFFER).max(1));
+    let first = FIRST_BUFFER.min(room).max(1);
     held.take(first).map_err(|_| busy())?;
-    let mut buf = locked_with_capacity(first).map_err(ApiError::from)?;
+    let mut buf = arriving(room, first).map_err(ApiError::from)?;
     let mut body = req.into_body();
     let deadline = limits.timeout;
     let read = async {
@@ -301,13 +309,18 @@ async fn read_body_held(
             let frame =
                 frame.map_err(|_| ApiError::bad_request("the request body could not be read"))?;
             if let Ok(data) = frame.into_data() {
-                let fits = buf.len() + data.len() <= limit;
+                let fits = buf.len() + data.len() <= room;
                 let stored = if fits {
-                    grow_into(&mut buf, &data, &mut held, limit)
+                    grow_into(&mut buf, &data, &mut held, room)
                 } else {
                     Ok(())
                 };
                 wipe(data);
+                if !fits && room < limit {
+                    return Err(ApiError::bad_request(
+                        "the request body is longer than its Content-Length",
+                    ));
+                }
                 if !fits {
                     return Err(too_large(limit));
                 }
@@ -332,27 +345,29 @@ async fn read_body_held(
     Ok((buf, held, info))
 }
 
-/// Appends, growing the locked buffer (by doubling, up to `limit`) when it
-/// is full; the growth is taken from the budget first.
+/// How much more of an [`arriving`] buffer is locked at a time once its
+/// first part is full: a few `mlock` calls for a phone photo, and never more
+/// than this locked ahead of the bytes that came.
+const GROWTH: usize = 256 * 1024;
+
+/// Appends, first locking more of the buffer's reservation (in place, in
+/// [`GROWTH`] steps, up to `limit`) when it is full; the growth is taken
+/// from the budget first.
 fn grow_into(
     buf: &mut LockedBytes,
     data: &[u8],
     held: &mut Held,
     limit: usize,
 ) -> Result<(), Grow> {
-    if buf.len() + data.len() <= buf.capacity() {
-        return buf.extend_from_slice(data).map_err(|_| Grow::Memory);
+    let needed = buf.len() + data.len();
+    if needed > buf.capacity() {
+        let want = needed.next_multiple_of(GROWTH).min(limit).max(needed);
+        held.take(want.saturating_sub(buf.capacity()))
+            .map_err(|_| Grow::Busy)?;
+        crate::timing::measured(crate::timing::Step::Lock, || buf.grow_to(want))
+            .map_err(|_| Grow::Memory)?;
     }
-    let want = (buf.len() + data.len()).max((buf.capacity() * 2).min(limit));
-    // The old buffer is freed once copied; both are held meanwhile.
-    held.take(want).map_err(|_| Grow::Busy)?;
-    let mut bigger = locked_with_capacity(want).map_err(|_| Grow::Memory)?;
-    bigger.extend_from_slice(buf).map_err(|_| Grow::Memory)?;
-    bigger.extend_from_slice(data).map_err(|_| Grow::Memory)?;
-    let old = buf.capacity();
-    *buf = bigger;
-    held.give(old);
-    Ok(())
+    buf.extend_from_slice(data).map_err(|_| Grow::Memory)
 }
 
 /// Strict JSON: serde's message names the field, never echoes the value.
@@ -674,7 +689,7 @@ async fn multipart(
         let Some(mut field) = next else { break };
         let field_name = field.name().unwrap_or_default().to_string();
         held.take(FIRST_BUFFER).map_err(|_| busy())?;
-        let mut value = locked_with_capacity(FIRST_BUFFER).map_err(ApiError::from)?;
+        let mut value = arriving(limit, FIRST_BUFFER).map_err(ApiError::from)?;
         loop {
             let chunk = tokio::time::timeout_at(deadline, field.chunk())
                 .await
@@ -779,6 +794,79 @@ mod tests {
             assert_eq!(&got[..], &want[..]);
             assert_eq!(&got[..], &bytes[..]);
         }
+    }
+
+    /// A body in `pieces` frames, declaring `declared` as its length.
+    fn request(pieces: usize, piece: &[u8], declared: Option<usize>) -> Request<impl RequestBody> {
+        let piece = Bytes::copy_from_slice(piece);
+        let frames = (0..pieces).map(move |_| {
+            Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(piece.clone()))
+        });
+        let mut req = Request::builder().method("POST");
+        if let Some(n) = declared {
+            req = req.header(header::CONTENT_LENGTH, n);
+        }
+        req.body(http_body_util::StreamBody::new(futures_util::stream::iter(
+            frames,
+        )))
+        .unwrap()
+    }
+
+    fn limits(bytes: usize, budget: usize) -> BodyLimits {
+        BodyLimits {
+            bytes,
+            timeout: Duration::from_secs(5),
+            budget: Some(Arc::new(BodyBudget::new(budget))),
+        }
+    }
+
+    /// A body of many frames is locked as it arrives, in place: its buffer
+    /// holds what came rounded up to one growth step, never the limit.
+    #[tokio::test]
+    async fn a_body_grows_in_place_as_it_arrives() {
+        let piece = [b'A'; 16 * 1024];
+        let (limit, pieces) = (14 * 1024 * 1024, 75); // 1.2 MB, like a phone photo
+        let lim = limits(limit, 4 * limit);
+        let budget = Arc::clone(lim.budget.as_ref().unwrap());
+        for declared in [None, Some(pieces * piece.len())] {
+            let (body, held, _) = read_body_held(lim.clone(), request(pieces, &piece, declared))
+                .await
+                .ok()
+                .unwrap();
+            assert_eq!(body.len(), pieces * piece.len());
+            assert!(body.iter().all(|b| *b == b'A'));
+            let room = declared.unwrap_or(limit);
+            assert_eq!(
+                body.capacity(),
+                body.len().next_multiple_of(GROWTH).min(room)
+            );
+            assert_eq!(held.bytes, body.capacity(), "charged what is locked");
+            let (start, end) = body.mapping();
+            assert_eq!(end - start, room, "address space only");
+        }
+        assert_eq!(
+            budget.state.lock().unwrap().free,
+            4 * limit,
+            "all given back"
+        );
+    }
+
+    /// More than the declared length (which HTTP itself refuses first) or
+    /// than the limit is refused, and gives its budget back.
+    #[tokio::test]
+    async fn a_body_past_its_declared_length_or_the_limit_is_refused() {
+        let piece = [b'A'; 1000];
+        let lim = limits(10_000, 100_000);
+        let budget = Arc::clone(lim.budget.as_ref().unwrap());
+        for (declared, status) in [
+            (Some(5_000), http::StatusCode::BAD_REQUEST),
+            (None, http::StatusCode::PAYLOAD_TOO_LARGE),
+            (Some(20_000), http::StatusCode::PAYLOAD_TOO_LARGE),
+        ] {
+            let r = read_body_held(lim.clone(), request(11, &piece, declared)).await;
+            assert_eq!(r.err().map(|e| e.status()), Some(status), "{declared:?}");
+        }
+        assert_eq!(budget.state.lock().unwrap().free, 100_000);
     }
 
     #[test]
