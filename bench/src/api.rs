@@ -532,12 +532,14 @@ pub async fn run(
     // The raw pipeline's own throughput with the daemon's two face workers
     // (two threads, one session each): the ceiling the daemon's is held to.
     // Also its CPU per photo (this process does nothing else meanwhile).
-    let (raw_rate2, raw_core_ms) = {
+    // Measured first for `tail / 2`, then again for `tail / 4` beside the 4-
+    // and 16-client rows, because these hosts drift within a minute.
+    let raw_two_workers = |dur: Duration| -> Result<(f64, f64)> {
         let pipeline = &two;
         let runs = std::sync::atomic::AtomicUsize::new(0);
         let cpu = cpu_seconds("self");
         let start = Instant::now();
-        let stop = start + tail / 2;
+        let stop = start + dur;
         std::thread::scope(|s| -> Result<()> {
             let workers: Vec<_> = (0..2)
                 .map(|_| {
@@ -558,8 +560,9 @@ pub async fn run(
             Ok(())
         })?;
         let (runs, took) = (runs.into_inner() as f64, start.elapsed().as_secs_f64());
-        (runs / took, 1000.0 * (cpu_seconds("self") - cpu) / runs)
+        Ok((runs / took, 1000.0 * (cpu_seconds("self") - cpu) / runs))
     };
+    let (raw_rate2, raw_core_ms) = raw_two_workers(tail / 2)?;
 
     let d = Arc::new(Daemon::start(root, dir.path())?);
     let (idle_rss, _) = d.rss_mib();
@@ -625,10 +628,25 @@ pub async fn run(
     cells.push("0".into());
     report.row(&cells);
     let mut p50_at_1 = f64::NAN;
-    // Core-ms per sign-in at 4 clients: the daemon's, the clients'.
-    let mut cpu_at_4 = (f64::NAN, f64::NAN);
+    // Core-ms per sign-in at 4 and at 16 clients: the daemon's, the
+    // clients', the cores' idle time.
+    let mut cpu_at = [(f64::NAN, f64::NAN, f64::NAN); 2];
     let mut rates = Vec::new();
+    // The raw 2-worker rate just before the 4-client row, between it and the
+    // 16-client row, and just after that; and what the daemon, idle
+    // meanwhile, spent (core-ms a second).
+    let daemon_pid = d.child.id().to_string();
+    let mut beside: Vec<(f64, f64)> = Vec::new();
+    let raw_beside = || -> Result<(f64, f64)> {
+        let cpu = cpu_seconds(&daemon_pid);
+        let (rate, _) = raw_two_workers(tail / 4)?;
+        let idle = 1000.0 * (cpu_seconds(&daemon_pid) - cpu) / (tail / 4).as_secs_f64();
+        Ok((rate, idle))
+    };
     for clients in [1, 4, 16] {
+        if clients > 1 {
+            beside.push(raw_beside()?);
+        }
         let r = load(
             &d,
             clients,
@@ -643,9 +661,10 @@ pub async fn run(
             p50_at_1 = s.median_ms();
             guard.extend(over_guard("verify-face", &s));
         }
-        if clients == 4 {
-            let (daemon_ms, client_ms, _) = r.core_ms();
-            cpu_at_4 = (daemon_ms, client_ms);
+        match clients {
+            4 => cpu_at[0] = r.core_ms(),
+            16 => cpu_at[1] = r.core_ms(),
+            _ => {}
         }
         rates.push(r.rate());
         let mut cells = vec![clients.to_string(), num(r.rate())];
@@ -654,6 +673,9 @@ pub async fn run(
         report.row(&cells);
         runs.push((format!("verify, {clients} client(s)"), r));
     }
+    beside.push(raw_beside()?);
+    let daemon_idle_cpu = beside.iter().map(|b| b.1).sum::<f64>() / beside.len() as f64;
+    let beside: Vec<f64> = beside.iter().map(|b| b.0).collect();
     // The high-water mark so far: issue 20's RSS goal is under these loads;
     // the rows after them (3 frames at once, a 12 MP photo) may set another.
     let (_, peak_loads) = d.rss_mib();
@@ -758,7 +780,22 @@ pub async fn run(
         num(100.0 * rates[1] / raw_rate2),
         num(100.0 * rates[2] / raw_rate2)
     ));
-    let (daemon_ms, client_ms) = cpu_at_4;
+    // Each row against the mean of the raw rates measured on either side of it.
+    let around = |i: usize| (beside[i] + beside[i + 1]) / 2.0;
+    report.para(&format!(
+        "The raw 2-worker rate again, for {:.0} s each just before the 4-client row, between \
+         the two rows and just after the 16-client one: {}/s, {}/s, {}/s (the daemon, idle \
+         meanwhile, used {} core-ms a second). Against the mean of the two on either side \
+         of it: **{} %** at 4 clients, **{} %** at 16.",
+        (tail / 4).as_secs_f64(),
+        num(beside[0]),
+        num(beside[1]),
+        num(beside[2]),
+        num(daemon_idle_cpu),
+        num(100.0 * rates[1] / around(0)),
+        num(100.0 * rates[2] / around(1))
+    ));
+    let (daemon_ms, client_ms, _) = cpu_at[0];
     report.para(&format!(
         "Where the 2 cores went at 4 clients (`/proc/<pid>/stat`): the daemon used **{}** \
          core-ms per sign-in and the clients {}; the raw pipeline uses {} per photo (its \
@@ -774,6 +811,16 @@ pub async fn run(
         num(client_ms),
         num(2000.0 / (daemon_ms + client_ms)),
         num(100.0 * 2000.0 / (daemon_ms + client_ms) / raw_rate2)
+    ));
+    let (daemon16, client16, idle16) = cpu_at[1];
+    report.para(&format!(
+        "At 16 clients the daemon used **{}** core-ms per sign-in, the clients {}, and the \
+         cores sat idle {} core-ms per sign-in: {} core-ms in all, against {} at 4 clients.",
+        num(daemon16),
+        num(client16),
+        num(idle16),
+        num(daemon16 + client16 + idle16),
+        num(cpu_at[0].0 + cpu_at[0].1 + cpu_at[0].2)
     ));
     report.para(&format!(
         "Daemon p50 at 1 client = **{}x** the raw pipeline median (issue 20's goal: <= 1.15x), and \
