@@ -648,7 +648,7 @@ impl Config {
             return invalid(
                 "server.body_budget_bytes",
                 "must be at least 3 x server.body_limit_bytes (one address's half must hold a \
-                 whole body while its buffer doubles)",
+                 whole body with room to spare)",
             );
         }
         if self.server.proxy_protocol && self.server.trusted_proxies.is_empty() {

@@ -42,7 +42,7 @@ pub enum Error {
         bytes: usize,
         source: std::io::Error,
     },
-    /// A write would pass the buffer's fixed capacity; secrets never reallocate
+    /// A write would pass the buffer's capacity (what is locked); secrets never reallocate
     /// because a reallocation would leave an unwiped copy behind.
     #[error("secret buffer full: capacity {capacity}, needed {needed}")]
     Capacity { capacity: usize, needed: usize },
@@ -224,7 +224,7 @@ impl<T: Plain> LockedVec<T> {
         Ok(v)
     }
 
-    /// Appends within the fixed capacity.
+    /// Appends within the capacity (what is locked: [`LockedVec::grow_to`] adds more).
     pub fn extend_from_slice(&mut self, data: &[T]) -> Result<(), Error> {
         let needed = self.len.saturating_add(data.len());
         if needed > self.capacity {
@@ -255,7 +255,7 @@ impl<T: Plain> LockedVec<T> {
         self.len = 0;
     }
 
-    /// Sets the length to `len` within the fixed capacity: growing exposes zeroed
+    /// Sets the length to `len` within the capacity: growing exposes zeroed
     /// elements (the invariant above), shrinking wipes the cut-off part. Lets one
     /// locked buffer be reused across requests of different sizes.
     pub fn resize(&mut self, len: usize) -> Result<(), Error> {
