@@ -105,7 +105,8 @@ pub fn run(report: &mut Report, root: &Path, faces: &Path, iterations: usize) ->
         ]);
         // And the decode the pipeline's own replaced for phone JPEGs: the
         // same 1/8 scale through libjpeg-turbo alone, on one thread.
-        if let Some(eighth) = turbo_eighth(bytes, iterations.min(30))? {
+        if let Some(eighth) = turbo_eighth(bytes, iterations.min(30), pipeline.first_decode_side())?
+        {
             report.row(&[
                 name.into(),
                 "baseline: libjpeg-turbo 1/8 decode, one thread".into(),
@@ -144,14 +145,15 @@ pub fn run(report: &mut Report, root: &Path, faces: &Path, iterations: usize) ->
     report.end_table();
     report.para(&format!(
         "Sizes: {}. A JPEG is decoded at the coarsest DCT scale (1/8, 1/4, 1/2) \
-         whose long side is still >= 240 px (libjpeg-turbo), the detector runs first \
-         at <= 160 px a side and larger only when the face is small; what is left of \
-         the decode is entropy decoding, which grows with the file, not the pixels.",
+         whose long side is still >= {} px, the detector runs first at <= 160 px a \
+         side and larger only when the face is small; what is left of the decode is \
+         entropy decoding, which grows with the file, not the pixels.",
         photos
             .iter()
             .map(|(n, b)| format!("{n} {:.0} KiB", b.len() as f64 / 1024.0))
             .collect::<Vec<_>>()
-            .join(", ")
+            .join(", "),
+        pipeline.first_decode_side()
     ));
     report.para(&format!(
         "Runs whose JPEG was entropy-decoded in two halves on the pipeline's two \
@@ -174,11 +176,12 @@ pub fn run(report: &mut Report, root: &Path, faces: &Path, iterations: usize) ->
 }
 
 /// `bytes` decoded `runs` times at 1/8 by libjpeg-turbo alone (`None` for a
-/// photo too small to be decoded at 1/8 by the pipeline).
-fn turbo_eighth(bytes: &[u8], runs: usize) -> Result<Option<Samples>> {
+/// photo too small to be decoded at 1/8 by the pipeline, whose first decode
+/// is to `first_side`).
+fn turbo_eighth(bytes: &[u8], runs: usize, first_side: u32) -> Result<Option<Samples>> {
     let mut tj = turbojpeg::Decompressor::new()?;
     let header = tj.read_header(bytes)?;
-    if header.width.max(header.height) < 8 * 240 {
+    if header.width.max(header.height) < 8 * first_side as usize {
         return Ok(None);
     }
     let (w, h) = (header.width.div_ceil(8), header.height.div_ceil(8));

@@ -175,6 +175,14 @@ impl Pipeline {
         &self.policy
     }
 
+    /// The long side a photo is decoded to first: the first detection pass's
+    /// side with room to spare. A JPEG whose long side is 8 times this or
+    /// more decodes at 1/8.
+    pub fn first_decode_side(&self) -> u32 {
+        let full = self.models.detector.spec.input_size;
+        full[0].max(full[1]).min(detect::FIRST_PASS_SIDE) * 3 / 2
+    }
+
     /// The recognizer's calibrated match threshold from the manifest.
     pub fn threshold(&self) -> Option<f32> {
         self.models.recognizer.spec.threshold
@@ -333,7 +341,6 @@ impl Pipeline {
         let full = self.models.detector.spec.input_size;
         let full_side = full[0].max(full[1]);
         let first = full.map(|v| v.min(detect::FIRST_PASS_SIDE));
-        let first_side = first[0].max(first[1]);
 
         // Decode no finer than the first detection pass can use (with room to
         // spare): a 12 MP JPEG decodes at 1/8, its second half on an idle
@@ -345,7 +352,13 @@ impl Pipeline {
             }
             _ => None,
         };
-        let img = to_rgb(input, &self.limits, first_side * 3 / 2, idle.is_some(), ws);
+        let img = to_rgb(
+            input,
+            &self.limits,
+            self.first_decode_side(),
+            idle.is_some(),
+            ws,
+        );
         drop(idle);
         let mut img = img?;
         t.decode = start.elapsed();
