@@ -240,16 +240,20 @@ fn wipe(data: Bytes) {
     }
 }
 
-/// A buffer for up to `limit` bytes that arrive a piece at a time: address
-/// space only, its first `first` bytes locked (mlock; the whole of it
-/// MADV_DONTDUMP), timed as [`Step::Lock`](crate::timing::Step::Lock).
+/// A buffer for up to `room` bytes that arrive a piece at a time: address
+/// space only, its first [`FIRST_BUFFER`] bytes (never more than `room`)
+/// locked (mlock; the whole of it MADV_DONTDUMP) and charged to `held`
+/// first, the locking timed as [`Step::Lock`](crate::timing::Step::Lock).
 /// [`grow_into`] locks more of it in place as bytes come.
-fn arriving(limit: usize, first: usize) -> Result<LockedBytes, arclock_secmem::Error> {
+fn arriving(room: usize, held: &mut Held) -> Result<LockedBytes, ApiError> {
+    let first = FIRST_BUFFER.min(room).max(1);
+    held.take(first).map_err(|_| busy())?;
     crate::timing::measured(crate::timing::Step::Lock, || {
-        let mut buf = LockedBytes::reserved(limit)?;
+        let mut buf = LockedBytes::reserved(room)?;
         buf.grow_to(first)?;
-        Ok(buf)
+        Ok::<_, arclock_secmem::Error>(buf)
     })
+    .map_err(ApiError::from)
 }
 
 /// A locked buffer of `n` zeroed bytes, its allocation timed as
@@ -300,9 +304,7 @@ async fn read_body_held(
     // that a flood of small requests does not each reserve the whole limit.
     let room = declared.map_or(limit, |n| n.min(limit));
     let mut held = Held::new(&limits, address_of(&req));
-    let first = FIRST_BUFFER.min(room).max(1);
-    held.take(first).map_err(|_| busy())?;
-    let mut buf = arriving(room, first).map_err(ApiError::from)?;
+    let mut buf = arriving(room, &mut held)?;
     let mut body = req.into_body();
     let deadline = limits.timeout;
     let read = async {
@@ -689,9 +691,7 @@ async fn multipart(
             .map_err(refuse)?;
         let Some(mut field) = next else { break };
         let field_name = field.name().unwrap_or_default().to_string();
-        let first = FIRST_BUFFER.min(limit);
-        held.take(first).map_err(|_| busy())?;
-        let mut value = arriving(limit, first).map_err(ApiError::from)?;
+        let mut value = arriving(limit, &mut held)?;
         loop {
             let chunk = tokio::time::timeout_at(deadline, field.chunk())
                 .await
