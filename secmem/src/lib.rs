@@ -67,9 +67,8 @@ mod private {
 pub struct LockedVec<T: Plain> {
     ptr: NonNull<T>,
     len: usize,
-    /// Elements that fit in the locked part: the only part ever written.
-    capacity: usize,
-    /// Bytes locked from the start of the mapping (whole pages).
+    /// Bytes locked from the start of the mapping (whole pages): the only
+    /// part ever written, and what [`LockedVec::capacity`] counts.
     locked: usize,
     /// Bytes mapped: the most `locked` can grow to.
     mapped: usize,
@@ -114,7 +113,7 @@ impl<T: Plain> LockedVec<T> {
     /// Makes room for at least `capacity` elements by locking more of the
     /// mapping (whole pages), in place. Fails past the reservation.
     pub fn grow_to(&mut self, capacity: usize) -> Result<(), Error> {
-        if capacity <= self.capacity {
+        if capacity <= self.capacity() {
             return Ok(());
         }
         let elem = std::mem::size_of::<T>().max(1);
@@ -140,7 +139,6 @@ impl<T: Plain> LockedVec<T> {
             });
         }
         self.locked = upto;
-        self.capacity = upto / elem;
         Ok(())
     }
 
@@ -203,7 +201,6 @@ impl<T: Plain> LockedVec<T> {
         Ok(Self {
             ptr,
             len: 0,
-            capacity: 0,
             locked: 0,
             mapped,
             _owns: PhantomData,
@@ -227,9 +224,9 @@ impl<T: Plain> LockedVec<T> {
     /// Appends within the capacity (what is locked: [`LockedVec::grow_to`] adds more).
     pub fn extend_from_slice(&mut self, data: &[T]) -> Result<(), Error> {
         let needed = self.len.saturating_add(data.len());
-        if needed > self.capacity {
+        if needed > self.capacity() {
             return Err(Error::Capacity {
-                capacity: self.capacity,
+                capacity: self.capacity(),
                 needed,
             });
         }
@@ -259,9 +256,9 @@ impl<T: Plain> LockedVec<T> {
     /// elements (the invariant above), shrinking wipes the cut-off part. Lets one
     /// locked buffer be reused across requests of different sizes.
     pub fn resize(&mut self, len: usize) -> Result<(), Error> {
-        if len > self.capacity {
+        if len > self.capacity() {
             return Err(Error::Capacity {
-                capacity: self.capacity,
+                capacity: self.capacity(),
                 needed: len,
             });
         }
@@ -302,7 +299,7 @@ impl<T: Plain> LockedVec<T> {
     /// pages, or for a reservation what [`LockedVec::grow_to`] has locked so
     /// far (what the buffer really holds of the locked-memory budget).
     pub fn capacity(&self) -> usize {
-        self.capacity
+        self.locked / std::mem::size_of::<T>().max(1)
     }
 
     /// The elements in use.
