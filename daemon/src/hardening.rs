@@ -46,7 +46,9 @@ pub struct Report {
 
 /// Locked memory one face worker may need at the photo limits (24 MP: the RGB
 /// image and its workspace; models/README.md), and what keys and decoded
-/// requests need besides arriving bodies (`[server] body_budget_bytes`).
+/// requests need besides arriving bodies (`[server] body_budget_bytes`),
+/// including the at most 256 KiB of small buffers `arclock_secmem` keeps
+/// locked for reuse.
 const PER_WORKER_MIB: u64 = 80;
 const BASE_MIB: u64 = 32;
 

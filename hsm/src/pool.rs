@@ -442,6 +442,14 @@ impl Inner {
         Ok((v, key))
     }
 
+    /// What [`Self::current_signer`] holds, while it is fresh: read here
+    /// without a trip to the blocking pool (a token signs one per call).
+    pub(crate) fn cached_signer(&self) -> Option<crate::signer::SigningKey> {
+        let conn = self.conn().ok()?;
+        let (at, _, key) = conn.current_signer.as_ref()?;
+        (at.elapsed() < CURRENT_KEY_TTL).then(|| key.clone())
+    }
+
     /// The token's mechanism list (no login needed; asked per call, as
     /// callers cache what they derive from it).
     pub(crate) fn mechanisms(&self) -> Result<Vec<cryptoki::mechanism::MechanismType>, Error> {

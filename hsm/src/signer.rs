@@ -404,8 +404,12 @@ impl Hsm {
     }
 
     /// The key [`Hsm::sign`] would use now, for the JWS header that must be
-    /// written before signing (cached like the key itself).
+    /// written before signing: while the cache of it is fresh, read without
+    /// a trip to the blocking pool (each token signed asks).
     pub async fn signing_key(&self) -> Result<SigningKey, Error> {
+        if let Some(key) = self.inner.cached_signer() {
+            return Ok(key);
+        }
         self.run(|inner, s| current(inner, s).map(|(_, key)| key))
             .await
     }

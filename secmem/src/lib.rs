@@ -4,12 +4,15 @@
 //!
 //! - [`LockedVec`]: a vector in its own anonymous mapping that is `mlock`ed
 //!   (never swapped), `MADV_DONTDUMP` (never in a core dump), `MADV_WIPEONFORK`
-//!   (never inherited by a child), and zeroized before it is unmapped. It never
+//!   (never inherited by a child), and zeroized before it is unmapped or reused. It never
 //!   moves: it either has its whole capacity from the start, or grows in place
 //!   inside a reservation, locking pages before anything is written to them
 //!   (a request body, whose size is known only once it has arrived). Image
 //!   bytes, decoded pixels, input tensors, embeddings and plaintext private
 //!   keys live in one of these.
+//! - `spare`: small mappings, wiped but still locked and non-dumpable, kept
+//!   for the next buffer of their size instead of being unmapped, because
+//!   unmapping costs a TLB shootdown on every core the process runs on.
 //! - [`process`]: process-wide hardening that needs raw syscalls (core dumps off,
 //!   not ptrace-able, memlock limit checks).
 //!
@@ -18,6 +21,7 @@
 #![allow(unsafe_code)]
 
 pub mod process;
+mod spare;
 
 use std::fmt;
 use std::marker::PhantomData;
@@ -93,8 +97,19 @@ fn page_size() -> usize {
 }
 
 impl<T: Plain> LockedVec<T> {
-    /// Maps, locks and marks non-dumpable room for `capacity` elements.
+    /// Maps, locks and marks non-dumpable room for `capacity` elements, or
+    /// takes a spare mapping of as many pages (wiped, locked, non-dumpable).
     pub fn with_capacity(capacity: usize) -> Result<Self, Error> {
+        let mapped = Self::mapped_bytes(capacity)?;
+        if let Some(ptr) = spare::take(mapped) {
+            return Ok(Self {
+                ptr: ptr.cast(),
+                len: 0,
+                locked: mapped,
+                mapped,
+                _owns: PhantomData,
+            });
+        }
         let mut v = Self::map(capacity, 0)?;
         v.grow_to(capacity.max(1))?;
         Ok(v)
@@ -142,19 +157,24 @@ impl<T: Plain> LockedVec<T> {
         Ok(())
     }
 
-    /// An anonymous mapping for `capacity` elements, non-dumpable and wiped
-    /// on fork, with nothing locked yet.
-    fn map(capacity: usize, flags: libc::c_int) -> Result<Self, Error> {
+    /// The whole pages `capacity` elements take.
+    fn mapped_bytes(capacity: usize) -> Result<usize, Error> {
         let elem = std::mem::size_of::<T>().max(1);
         let page = page_size();
         let wanted = capacity.saturating_mul(elem).max(1);
-        let mapped = wanted
+        wanted
             .checked_add(page - 1)
             .map(|n| n / page * page)
             .ok_or(Error::Capacity {
                 capacity: usize::MAX,
                 needed: capacity,
-            })?;
+            })
+    }
+
+    /// An anonymous mapping for `capacity` elements, non-dumpable and wiped
+    /// on fork, with nothing locked yet.
+    fn map(capacity: usize, flags: libc::c_int) -> Result<Self, Error> {
+        let mapped = Self::mapped_bytes(capacity)?;
         // SAFETY: anonymous private mapping with no address hint; the result is
         // checked against MAP_FAILED before use.
         let raw = unsafe {
@@ -352,6 +372,11 @@ impl<T: Plain> ZeroizePlain for [T] {
 impl<T: Plain> Drop for LockedVec<T> {
     fn drop(&mut self) {
         self.wipe_all();
+        // Wiped and wholly locked: a small one waits for the next buffer of
+        // its size instead of being unmapped.
+        if self.locked == self.mapped && spare::keep(self.ptr.cast(), self.mapped) {
+            return;
+        }
         let raw = self.ptr.as_ptr().cast::<libc::c_void>();
         // SAFETY: our mapping of `mapped` bytes, its first `locked` locked and
         // wiped above (the rest never written), no longer referenced.
@@ -482,6 +507,43 @@ mod tests {
         let (flags, _) = vma_of(start);
         assert!(flags.contains(" lo"), "not locked: {flags}");
         assert!(flags.contains(" dd"), "not marked dontdump: {flags}");
+    }
+
+    /// A dropped small buffer's mapping is the next buffer of its size:
+    /// wiped, still locked and non-dumpable. A burst keeps no more than the
+    /// bound; the rest is unmapped. (Three pages: no other test here makes
+    /// a buffer of that size.)
+    #[test]
+    fn a_small_buffer_is_kept_wiped_and_locked_for_the_next() {
+        let page = page_size();
+        let mut v = LockedBytes::with_capacity(3 * page).unwrap();
+        v.extend_from_slice(&vec![0xA5; 3 * page]).unwrap();
+        let at = v.as_ptr() as usize;
+        drop(v);
+        let w = LockedBytes::with_capacity(3 * page - 100).unwrap();
+        assert_eq!(w.as_ptr() as usize, at, "the kept mapping is reused");
+        assert_eq!((w.len(), w.capacity()), (0, 3 * page));
+        assert!(w.is_wiped(), "reused with the last buffer's bytes in it");
+        let (flags, locked) = vma_of(at);
+        assert!(flags.contains(" lo") && flags.contains(" dd"), "{flags}");
+        assert_ne!(locked.split_whitespace().nth(1), Some("0"), "{locked}");
+        let mut w = w;
+        w.extend_from_slice(&[0x5A; 64]).unwrap();
+        drop(w);
+        let z = LockedVec::<f32>::zeroed(3 * page / 4).unwrap();
+        assert_eq!(z.as_ptr() as usize, at, "kept for any element type");
+        assert!(z.iter().all(|x| *x == 0.0), "zeroed() over a kept mapping");
+        drop(z);
+
+        let burst: Vec<_> = (0..spare::KEPT_PAGES)
+            .map(|_| LockedBytes::with_capacity(3 * page).unwrap())
+            .collect();
+        drop(burst);
+        let waiting = spare::waiting(3);
+        assert!(
+            (1..=spare::KEPT_PAGES / 3).contains(&waiting),
+            "{waiting} three-page mappings kept"
+        );
     }
 
     /// A reservation locks (and holds) only what was asked for so far, grows
