@@ -115,8 +115,16 @@ fn main() -> Result<()> {
         for s in &sections {
             match s {
                 Section::Hsm => {
+                    // The RSA size an installation signs with out of the box.
+                    let installed = arclockd::config::Config::load(
+                        &args.root.join("config/arclockd.toml"),
+                        std::iter::empty(),
+                    )
+                    .context("config/arclockd.toml")?
+                    .hsm
+                    .jwt_key_bits;
                     signers = Some(
-                        hsm::run(&mut report, dir.path(), dur, args.jwt_bits)
+                        hsm::run(&mut report, dir.path(), dur, args.jwt_bits, installed)
                             .await
                             .context("HSM benchmark")?,
                     )
