@@ -32,7 +32,7 @@ pub struct HsmConfig {
     /// Token label to attach to; slot ids change across re-insertion, labels do not.
     pub token_label: String,
     /// A slot id, for modules whose token information cannot be read (see
-    /// [`find_slot`]); `None` finds the token by label alone.
+    /// `find_slot` in the pool); `None` finds the token by label alone.
     pub slot: Option<u64>,
     /// Concurrent PKCS#11 operations (and open sessions, besides one that
     /// holds the login) at most.

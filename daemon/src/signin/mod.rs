@@ -10,7 +10,7 @@
 //!   ([`challenge`]: drawn, stored, answered once), judged by
 //!   `arclock_face::liveness`;
 //! - the template, or a decoy at the same cost for an unknown account, read
-//!   and opened beside the face work ([`reference`]);
+//!   and opened beside the face work ([`reference()`]);
 //! - comparison with it ([`compare`]), and the failure accounting: an attack
 //!   verdict costs the same work, counts and reads the same as a wrong face;
 //! - enrolment ([`enrol`]).
