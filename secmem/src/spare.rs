@@ -14,7 +14,7 @@
 //!
 //! A kept mapping stays `MADV_DONTDUMP` and `MADV_WIPEONFORK` (advice lives
 //! with the mapping). Locks are not inherited by a forked child, so a child
-//! never takes what its parent kept.
+//! neither takes what its parent kept nor keeps anything itself.
 
 use std::ptr::NonNull;
 use std::sync::Mutex;
@@ -26,12 +26,30 @@ pub(crate) const MAX_PAGES: usize = 4;
 pub(crate) const KEPT_PAGES: usize = 64;
 
 struct Kept {
-    /// The process that locked them.
+    /// The process that locked them (0: none yet).
     owner: u32,
     /// Addresses of kept mappings of `i + 1` pages.
     by_pages: [Vec<usize>; MAX_PAGES],
     /// Pages kept, over all sizes.
     pages: usize,
+}
+
+impl Kept {
+    /// Whether this process locked what is kept. The first caller claims
+    /// the list. A forked child (another pid) forgets its parent's mappings,
+    /// which are not locked in it, and keeps nothing of its own.
+    fn ours(&mut self) -> bool {
+        let me = std::process::id();
+        if self.owner == 0 {
+            self.owner = me;
+        }
+        if self.owner != me {
+            self.by_pages.iter_mut().for_each(Vec::clear);
+            self.pages = 0;
+            return false;
+        }
+        true
+    }
 }
 
 static KEPT: Mutex<Kept> = Mutex::new(Kept {
@@ -45,11 +63,7 @@ static KEPT: Mutex<Kept> = Mutex::new(Kept {
 pub(crate) fn take(bytes: usize) -> Option<NonNull<u8>> {
     let pages = pages_of(bytes)?;
     let mut kept = KEPT.lock().ok()?;
-    if kept.owner != std::process::id() {
-        // A forked child: the parent's mappings are here, but not locked.
-        // Forgotten, not unmapped (the child's copy is the child's business).
-        kept.by_pages.iter_mut().for_each(Vec::clear);
-        kept.pages = 0;
+    if !kept.ours() {
         return None;
     }
     let addr = kept.by_pages[pages - 1].pop()?;
@@ -67,13 +81,7 @@ pub(crate) fn keep(ptr: NonNull<u8>, bytes: usize) -> bool {
     let Ok(mut kept) = KEPT.lock() else {
         return false;
     };
-    let me = std::process::id();
-    if kept.owner != me {
-        kept.by_pages.iter_mut().for_each(Vec::clear);
-        kept.pages = 0;
-        kept.owner = me;
-    }
-    if kept.pages + pages > KEPT_PAGES {
+    if !kept.ours() || kept.pages + pages > KEPT_PAGES {
         return false;
     }
     kept.by_pages[pages - 1].push(ptr.as_ptr() as usize);
