@@ -1056,6 +1056,38 @@ pub async fn run(
             cores("RS256", refresh_rs256, sig.rs256, cores_rs256),
             cores("ES256", refresh_es256, sig.es256, cores_es256),
         ));
+        // The RSA size an installation ships with, when the rows above used
+        // another: a fresh installation (a key's size is fixed when the token
+        // makes it), one account, rotations at 4 clients, against that
+        // signer's own rate from the HSM section.
+        if let Some((bits, signer)) = sig.installed {
+            let fresh = tempfile::tempdir()?;
+            let shipped = Arc::new(Daemon::start_with(
+                root,
+                fresh.path(),
+                &[("ARCLOCK_HSM_JWT_KEY_BITS", bits.to_string())],
+            )?);
+            let (status, body) = shipped
+                .post(
+                    "/api/auth/register",
+                    &json!({"name": "Bench", "email": "bench@example.org", "imageBase64": b64(&enrol)}),
+                )
+                .await?;
+            if status != 201 {
+                bail!("registration failed: {status} {body}");
+            }
+            let run = refresh_run(&shipped, &verify, 4, tail).await?;
+            report.para(&format!(
+                "With the installed configuration's RSA-{bits} (a fresh installation, {:.0} s \
+                 at 4 clients): **{}/s** = **{} %** of its signer's 2-worker rate ({}/s, the \
+                 HSM section). {}.",
+                tail.as_secs_f64(),
+                num(run.rate()),
+                num(100.0 * run.rate() / signer),
+                num(signer),
+                cores(&format!("RS256-{bits}"), run.rate(), signer, run.core_ms()),
+            ));
+        }
     }
     drop(es);
     let mongo = std::env::var("ARCLOCK_TEST_MONGODB_URI")
