@@ -127,6 +127,15 @@ impl Daemon {
         Ok(Daemon { child, url, client })
     }
 
+    /// Registers the account `enrolment` describes (201, or an error).
+    async fn register(&self, enrolment: &Value) -> Result<()> {
+        let (status, body) = self.post("/api/auth/register", enrolment).await?;
+        if status != 201 {
+            bail!("registration failed: {status} {body}");
+        }
+        Ok(())
+    }
+
     async fn post(&self, path: &str, body: &Value) -> Result<(u16, Value)> {
         let (status, body, _) = self.post_timed(path, body).await?;
         Ok((status, body))
@@ -570,15 +579,10 @@ pub async fn run(
 
     let d = Arc::new(Daemon::start(root, dir.path())?);
     let (idle_rss, _) = d.rss_mib();
-    let (status, body) = d
-        .post(
-            "/api/auth/register",
-            &json!({"name": "Bench", "email": "bench@example.org", "imageBase64": b64(&enrol)}),
-        )
-        .await?;
-    if status != 201 {
-        bail!("registration failed: {status} {body}");
-    }
+    // The bench's account, on this installation and (below) on a fresh one.
+    let enrolment =
+        json!({"name": "Bench", "email": "bench@example.org", "imageBase64": b64(&enrol)});
+    d.register(&enrolment).await?;
     let verify = Arc::new(json!({"email": "bench@example.org", "imageBase64": b64(&probe)}));
     // Warm-up: every worker's sessions, the HSM pool, TLS sessions.
     load(
@@ -1067,15 +1071,7 @@ pub async fn run(
                 fresh.path(),
                 &[("ARCLOCK_HSM_JWT_KEY_BITS", bits.to_string())],
             )?);
-            let (status, body) = shipped
-                .post(
-                    "/api/auth/register",
-                    &json!({"name": "Bench", "email": "bench@example.org", "imageBase64": b64(&enrol)}),
-                )
-                .await?;
-            if status != 201 {
-                bail!("registration failed: {status} {body}");
-            }
+            shipped.register(&enrolment).await?;
             let run = refresh_run(&shipped, &verify, 4, tail).await?;
             report.para(&format!(
                 "With the installed configuration's RSA-{bits} (a fresh installation, {:.0} s \
