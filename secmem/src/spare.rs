@@ -30,8 +30,6 @@ struct Kept {
     owner: u32,
     /// Addresses of kept mappings of `i + 1` pages.
     by_pages: [Vec<usize>; MAX_PAGES],
-    /// Pages kept, over all sizes.
-    pages: usize,
 }
 
 impl Kept {
@@ -45,17 +43,23 @@ impl Kept {
         }
         if self.owner != me {
             self.by_pages.iter_mut().for_each(Vec::clear);
-            self.pages = 0;
             return false;
         }
         true
+    }
+
+    /// Pages kept, over all sizes.
+    fn pages(&self) -> usize {
+        (1..=MAX_PAGES)
+            .zip(&self.by_pages)
+            .map(|(pages, kept)| pages * kept.len())
+            .sum()
     }
 }
 
 static KEPT: Mutex<Kept> = Mutex::new(Kept {
     owner: 0,
     by_pages: [const { Vec::new() }; MAX_PAGES],
-    pages: 0,
 });
 
 /// A kept mapping of exactly `bytes` (whole pages): wiped, locked,
@@ -67,7 +71,6 @@ pub(crate) fn take(bytes: usize) -> Option<NonNull<u8>> {
         return None;
     }
     let addr = kept.by_pages[pages - 1].pop()?;
-    kept.pages -= pages;
     NonNull::new(addr as *mut u8)
 }
 
@@ -81,11 +84,10 @@ pub(crate) fn keep(ptr: NonNull<u8>, bytes: usize) -> bool {
     let Ok(mut kept) = KEPT.lock() else {
         return false;
     };
-    if !kept.ours() || kept.pages + pages > KEPT_PAGES {
+    if !kept.ours() || kept.pages() + pages > KEPT_PAGES {
         return false;
     }
     kept.by_pages[pages - 1].push(ptr.as_ptr() as usize);
-    kept.pages += pages;
     true
 }
 
