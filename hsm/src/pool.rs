@@ -432,22 +432,24 @@ impl Inner {
         &self,
         load: impl FnOnce() -> Result<(u32, crate::signer::SigningKey), Error>,
     ) -> Result<(u32, crate::signer::SigningKey), Error> {
-        if let Some((at, v, key)) = &self.conn()?.current_signer
-            && at.elapsed() < CURRENT_KEY_TTL
-        {
-            return Ok((*v, key.clone()));
+        if let Some(fresh) = self.fresh_signer()? {
+            return Ok(fresh);
         }
         let (v, key) = load()?;
         self.conn()?.current_signer = Some((Instant::now(), v, key.clone()));
         Ok((v, key))
     }
 
-    /// What [`Self::current_signer`] holds, while it is fresh: read here
-    /// without a trip to the blocking pool (a token signs one per call).
-    pub(crate) fn cached_signer(&self) -> Option<crate::signer::SigningKey> {
-        let conn = self.conn().ok()?;
-        let (at, _, key) = conn.current_signer.as_ref()?;
-        (at.elapsed() < CURRENT_KEY_TTL).then(|| key.clone())
+    /// What [`Self::current_signer`] holds, while it is fresh: readable
+    /// without a session, so without a trip to the blocking pool (each
+    /// token signed asks for its key first).
+    pub(crate) fn fresh_signer(&self) -> Result<Option<(u32, crate::signer::SigningKey)>, Error> {
+        Ok(self
+            .conn()?
+            .current_signer
+            .as_ref()
+            .filter(|(at, _, _)| at.elapsed() < CURRENT_KEY_TTL)
+            .map(|(_, v, key)| (*v, key.clone())))
     }
 
     /// The token's mechanism list (no login needed; asked per call, as

@@ -407,7 +407,7 @@ impl Hsm {
     /// written before signing: while the cache of it is fresh, read without
     /// a trip to the blocking pool (each token signed asks).
     pub async fn signing_key(&self) -> Result<SigningKey, Error> {
-        if let Some(key) = self.inner.cached_signer() {
+        if let Ok(Some((_, key))) = self.inner.fresh_signer() {
             return Ok(key);
         }
         self.run(|inner, s| current(inner, s).map(|(_, key)| key))
