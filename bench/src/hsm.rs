@@ -257,12 +257,7 @@ pub async fn run(
         let sign = signing(&hsm, workers, dur).await?;
         let sign_es = signing(&hsm_es, workers, dur).await?;
         if workers == 2 {
-            signers = Signers {
-                rs256: sign.0,
-                es256: sign_es.0,
-                rsa_bits: jwt_bits,
-                installed: None,
-            };
+            (signers.rs256, signers.es256) = (sign.0, sign_es.0);
         }
         for (i, (rate, s)) in [wrap, unwrap, sign, sign_es].into_iter().enumerate() {
             if workers == 1 {
