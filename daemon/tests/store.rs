@@ -16,8 +16,9 @@ use arclockd::identity::{Email, Name, UserId};
 use arclockd::store::prelude::*;
 use arclockd::store::{
     Action, AuthLog, Credentials, EmailKey, EmbeddedStore, FailureOutcome, LockPolicy, LogCursor,
-    LogFilter, MongoStore, NewFamily, NewUser, Outcome, Reservation, Rotate, Rotation, Store,
-    StoreError, StoredChallenge, StoredInvite, StoredKey, Subject, Template, User, UserStatus,
+    LogFilter, Millis, MongoStore, NewFamily, NewUser, Outcome, Reservation, Rotate, Rotation,
+    Store, StoreError, StoredChallenge, StoredInvite, StoredKey, Subject, Template, User,
+    UserStatus,
 };
 use common::{contains_window, mongo_uri};
 
@@ -676,22 +677,34 @@ async fn refresh_rotation_race_revokes_the_family(_: &Backend, s: Arc<dyn Store>
         created_at: NOW,
         expires_at: exp,
     };
+    // The current token of a standing family, and nothing else, names it
+    // to the read a refresh makes before it signs.
+    let current = |h: [u8; 32], at: Millis| {
+        let s = s.clone();
+        async move { s.current_family(&h, at).await.unwrap() }
+    };
+    let fam_a = Some((u.user.id.clone(), "fam-a".to_string()));
     // Normal rotation: h0 -> h1 -> h2.
     s.create_family(&family("fam-a", [0; 32], NOW + 7 * 24 * 60 * MIN))
         .await
         .unwrap();
+    assert_eq!(current([0; 32], NOW).await, fam_a);
     assert!(matches!(
         s.rotate_refresh(Rotate::new(&[0; 32], &[1; 32], NOW))
             .await
             .unwrap(),
         Rotation::Rotated { .. }
     ));
+    assert_eq!(current([0; 32], NOW).await, None, "rotated away");
+    assert_eq!(current([1; 32], NOW).await, fam_a);
     assert!(matches!(
         s.rotate_refresh(Rotate::new(&[1; 32], &[2; 32], NOW))
             .await
             .unwrap(),
         Rotation::Rotated { .. }
     ));
+    assert_eq!(current([2; 32], NOW).await, fam_a);
+    assert_eq!(current([9; 32], NOW).await, None, "never issued");
     // Replaying h0 is reuse: the family dies, h2 with it.
     match s
         .rotate_refresh(Rotate::new(&[0; 32], &[3; 32], NOW))
@@ -703,6 +716,7 @@ async fn refresh_rotation_race_revokes_the_family(_: &Backend, s: Arc<dyn Store>
         }
         other => panic!("replay gave {other:?}"),
     }
+    assert_eq!(current([2; 32], NOW).await, None, "its family is revoked");
     assert_eq!(
         s.rotate_refresh(Rotate::new(&[2; 32], &[4; 32], NOW))
             .await
@@ -781,7 +795,9 @@ async fn refresh_rotation_race_revokes_the_family(_: &Backend, s: Arc<dyn Store>
         .await
         .unwrap();
     assert!(s.family_live("fam-c", NOW).await.unwrap());
+    assert!(current([40; 32], NOW).await.is_some());
     assert!(!s.family_live("fam-c", NOW + MIN).await.unwrap(), "expired");
+    assert_eq!(current([40; 32], NOW + MIN).await, None, "expired");
     assert!(s.revoke_family_of(&[40; 32]).await.unwrap());
     assert!(!s.revoke_family_of(&[40; 32]).await.unwrap());
     assert!(!s.family_live("fam-c", NOW).await.unwrap(), "revoked");

@@ -160,12 +160,12 @@ async fn a_sign_in_reports_where_its_time_went() {
     }
     assert_eq!(seen[0], seen[1]);
 
-    // A rotation's access token is signed only once the store has found
-    // the presented token current. An attacker's well-formed token (the
-    // right family and user, a secret of their own) and a replayed one must
-    // cost no signature: each would otherwise buy an RSA signature in the
-    // HSM per request (a signature made speculatively, beside the store's
-    // commit, would be that).
+    // A rotation's access token is signed only for a token the store has
+    // found current (a read before the swap; the signature then runs beside
+    // the swap's commit). An attacker's well-formed token (the right family
+    // and user, a secret of their own), a replayed one and the current one
+    // of a family the replay revoked must cost no signature: each would
+    // otherwise buy an RSA signature in the HSM per request.
     let refresh = |token: String| {
         post_answered(
             &d,
@@ -190,12 +190,17 @@ async fn a_sign_in_reports_where_its_time_went() {
     assert!(signed(header), "a rotation signs its access token");
     let access = answer["data"]["tokens"]["accessToken"].as_str().unwrap();
     assert_eq!(d.profile_status(access).await, 200);
+    let rotated = answer["data"]["tokens"]["refreshToken"].as_str().unwrap();
 
     let (status, header, _) = refresh(refresh_token).await;
     assert_eq!(status, 401);
     assert!(!signed(header), "a replayed refresh token was signed for");
-    // The replay revoked the family: the access token it came with is dead.
+    // The replay revoked the family: the access token it came with is dead,
+    // and so is its current refresh token, at no signature.
     assert_eq!(d.profile_status(access).await, 401);
+    let (status, header, _) = refresh(rotated.to_string()).await;
+    assert_eq!(status, 401);
+    assert!(!signed(header), "a revoked family's token was signed for");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

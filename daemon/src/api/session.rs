@@ -175,20 +175,29 @@ pub async fn refresh(app: &App, req: Request<Incoming>) -> Answer {
     let hashes = stored_forms(app, &[&presented, &next]).await?;
     // The swap, the account's status and the success's log entry in one
     // store call (one commit on SQLite): a second call per rotation on
-    // SQLite's one connection bounded ES256 refreshes at 4 clients.
+    // SQLite's one writing connection bounded ES256 refreshes at 4 clients.
     let entry = journal::entry(
         app,
         &client,
         &Event::ok(at, Some(presented.user()), Action::Refresh),
     );
-    let rotation = app
-        .store
-        .rotate_refresh(Rotate {
-            claims: Some((presented.user(), presented.family_id())),
-            entry: Some(&entry),
-            ..Rotate::new(&hashes[0], &hashes[1], at)
-        })
-        .await?;
+    let claims = (presented.user(), presented.family_id());
+    let swap = app.store.rotate_refresh(Rotate {
+        claims: Some(claims),
+        entry: Some(&entry),
+        ..Rotate::new(&hashes[0], &hashes[1], at)
+    });
+    // A token that is its family's current one gets its access token signed
+    // while the swap commits (the signature and the fsync overlap); any
+    // other gets no signature at all, so an invented, stolen-and-rotated or
+    // revoked token costs the HSM nothing. The read waits for no commit.
+    let current = app.store.current_family(&hashes[0], at).await?;
+    let (rotation, early) = if current.is_some_and(|(u, f)| u == *claims.0 && f == claims.1) {
+        let (rotation, access) = tokio::join!(swap, app.tokens.issue(claims.0, claims.1, at));
+        (rotation?, Some(access))
+    } else {
+        (swap.await?, None)
+    };
     match rotation {
         Rotation::Mismatch { user_id, family_id } => {
             // The row is not the one this token was issued for: moved to
@@ -208,7 +217,12 @@ pub async fn refresh(app: &App, req: Request<Incoming>) -> Answer {
         }
         Rotation::Rotated { user_id, family_id } => {
             app.announce(entry);
-            let access = app.tokens.issue(&user_id, &family_id, at).await?;
+            // Rotated means the row named the token's own user and family
+            // (the swap checked the claims), which `early` was signed for.
+            let access = match early {
+                Some(access) => access?,
+                None => app.tokens.issue(&user_id, &family_id, at).await?,
+            };
             let tokens = pair(app, &access, &next.encode());
             Ok(response::ok(
                 StatusCode::OK,

@@ -66,6 +66,18 @@ pub trait Sessions: Send + Sync {
     /// family whose account is not active is revoked instead of rotated.
     async fn rotate_refresh(&self, ask: Rotate<'_>) -> Result<Rotation, StoreError>;
 
+    /// The user and family whose current token `presented` is, while the
+    /// family stands (not revoked, not expired). It changes nothing and, on
+    /// SQLite, waits for no commit: a refresh asks it first and signs its
+    /// next access token while the swap commits only for a token that was
+    /// current a moment ago, so a stolen, rotated or invented token never
+    /// costs a signature. The swap still decides.
+    async fn current_family(
+        &self,
+        presented: &[u8; 32],
+        now: Millis,
+    ) -> Result<Option<(UserId, String)>, StoreError>;
+
     /// Revokes the family a token belongs to (logout); `true` if it was live.
     async fn revoke_family_of(&self, token_hash: &[u8; 32]) -> Result<bool, StoreError>;
 

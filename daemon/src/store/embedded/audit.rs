@@ -38,7 +38,7 @@ impl AuditTrail for EmbeddedStore {
     }
 
     async fn audit_entries(&self, after: u64, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
-        self.with(move |conn, path| {
+        self.read(move |conn, path| {
             let err = unavailable(path);
             let mut st = conn
                 .prepare(&format!(
@@ -54,7 +54,7 @@ impl AuditTrail for EmbeddedStore {
     }
 
     async fn audit_head(&self) -> Result<Option<AuditEntry>, StoreError> {
-        self.with(|conn, path| audit_head(conn, path)).await
+        self.read(audit_head).await
     }
 
     async fn put_audit_seal(&self, seal: &AuditSeal) -> Result<(), StoreError> {
@@ -71,7 +71,7 @@ impl AuditTrail for EmbeddedStore {
     }
 
     async fn audit_seals(&self) -> Result<Vec<AuditSeal>, StoreError> {
-        self.with(|conn, path| {
+        self.read(|conn, path| {
             let err = unavailable(path);
             let mut st = conn
                 .prepare("SELECT seq, hash, at, kid, signature FROM audit_seals ORDER BY seq")

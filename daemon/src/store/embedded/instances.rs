@@ -39,7 +39,7 @@ impl Instances for EmbeddedStore {
     }
 
     async fn instances(&self, since: Millis) -> Result<Vec<InstanceBeat>, StoreError> {
-        self.with(move |conn, path| {
+        self.read(move |conn, path| {
             let err = unavailable(path);
             let mut st = conn
                 .prepare(

@@ -110,7 +110,7 @@ impl Lockouts for EmbeddedStore {
         now: Millis,
     ) -> Result<Option<Millis>, StoreError> {
         let key = subject.key();
-        self.with(move |conn, path| locked(conn, &key, now).map_err(unavailable(path)))
+        self.read(move |conn, path| locked(conn, &key, now).map_err(unavailable(path)))
             .await
     }
 
@@ -140,7 +140,7 @@ impl Lockouts for EmbeddedStore {
     }
 
     async fn lockouts(&self, now: Millis) -> Result<Vec<(Subject, Millis)>, StoreError> {
-        self.with(move |conn, path| {
+        self.read(move |conn, path| {
             let err = unavailable(path);
             let mut st = conn
                 .prepare("SELECT subject, until FROM lockouts WHERE until > ?1 ORDER BY until")

@@ -16,7 +16,7 @@ impl Logs for EmbeddedStore {
 
     async fn logs(&self, filter: &LogFilter) -> Result<LogPage, StoreError> {
         let f = filter.clone();
-        self.with(move |conn, path| {
+        self.read(move |conn, path| {
             let err = unavailable(path);
             let mut sql = format!("SELECT {LOG_COLUMNS} FROM auth_logs WHERE 1 = 1");
             let mut args: Vec<Value> = Vec::new();

@@ -16,6 +16,7 @@ mod sessions;
 mod users;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -243,12 +244,72 @@ pub enum Checkpoints {
     Inline,
 }
 
-/// The embedded database. One connection behind a mutex: SQLite serialises
-/// writers anyway, and every call runs on the blocking pool.
+/// The embedded database. One writing connection behind a mutex (SQLite
+/// serialises writers anyway) and [`READERS`] read-only ones beside it;
+/// every call runs on the blocking pool.
 #[derive(Clone)]
 pub struct EmbeddedStore {
     path: PathBuf,
     conn: Arc<Mutex<Connection>>,
+    readers: Arc<Readers>,
+}
+
+/// How many read-only connections the store keeps. WAL lets a reader see
+/// the last commit without waiting for the writer, whose commit holds the
+/// writing connection through its fsync (1-3 ms here): a sign-in's account
+/// lookup, an access token's session check and the console's log search
+/// then wait for no commit. Two, for two cores.
+const READERS: usize = 2;
+
+/// The read-only connections, and which one to wait for when all are busy.
+struct Readers {
+    conns: Vec<Mutex<Connection>>,
+    next: AtomicUsize,
+}
+
+impl Readers {
+    fn open(path: &Path) -> Result<Self, StoreError> {
+        let err = unavailable(path);
+        let conns = (0..READERS)
+            .map(|_| {
+                let conn = Connection::open(path).map_err(&err)?;
+                // A write sent here by mistake fails instead of bypassing
+                // the writer's transactions.
+                conn.pragma_update(None, "query_only", true).map_err(&err)?;
+                conn.busy_timeout(std::time::Duration::from_secs(5))
+                    .map_err(&err)?;
+                Ok(Mutex::new(conn))
+            })
+            .collect::<Result<_, StoreError>>()?;
+        Ok(Readers {
+            conns,
+            next: AtomicUsize::new(0),
+        })
+    }
+
+    /// A free connection, else the next one in turn.
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, Connection>, StoreError> {
+        for conn in &self.conns {
+            match conn.try_lock() {
+                Ok(c) => return Ok(c),
+                Err(std::sync::TryLockError::WouldBlock) => {}
+                Err(std::sync::TryLockError::Poisoned(_)) => return Err(poisoned()),
+            }
+        }
+        let turn = self.next.fetch_add(1, Ordering::Relaxed) % self.conns.len();
+        self.conns[turn].lock().map_err(|_| poisoned())
+    }
+}
+
+/// Which connection a call needs.
+#[derive(Clone, Copy)]
+enum Role {
+    Write,
+    Read,
+}
+
+fn poisoned() -> StoreError {
+    StoreError::Unavailable("connection lock poisoned".into())
 }
 
 impl std::fmt::Debug for EmbeddedStore {
@@ -299,6 +360,7 @@ impl EmbeddedStore {
                 .map_err(&err)?;
         }
         let conn = Arc::new(Mutex::new(conn));
+        let readers = Arc::new(Readers::open(path)?);
         if checkpoints == Checkpoints::Background {
             checkpoint::start(path, Arc::downgrade(&conn))
                 .map_err(|e| StoreError::Unavailable(format!("{}: {e}", path.display())))?;
@@ -306,6 +368,7 @@ impl EmbeddedStore {
         Ok(EmbeddedStore {
             path: path.to_path_buf(),
             conn,
+            readers,
         })
     }
 
@@ -324,18 +387,38 @@ impl EmbeddedStore {
         &self.path
     }
 
-    /// Runs `f` on the connection on the blocking pool.
+    /// Runs `f` on the writing connection on the blocking pool.
     async fn with<R: Send + 'static>(
         &self,
+        f: impl FnOnce(&mut Connection, &Path) -> Result<R, StoreError> + Send + 'static,
+    ) -> Result<R, StoreError> {
+        self.on_pool(Role::Write, f).await
+    }
+
+    /// Runs `f` on a read-only connection on the blocking pool: it sees
+    /// every commit made before it starts, and waits for none in progress.
+    async fn read<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection, &Path) -> Result<R, StoreError> + Send + 'static,
+    ) -> Result<R, StoreError> {
+        self.on_pool(Role::Read, move |conn, path| f(conn, path))
+            .await
+    }
+
+    /// Runs `f` on a connection of `role`, timing the wait for it
+    /// ([`Step::StoreWait`]: the pool and the lock) apart from the work.
+    async fn on_pool<R: Send + 'static>(
+        &self,
+        role: Role,
         f: impl FnOnce(&mut Connection, &Path) -> Result<R, StoreError> + Send + 'static,
     ) -> Result<R, StoreError> {
         let store = self.clone();
         let asked = Instant::now();
         let (out, waited, ran) = tokio::task::spawn_blocking(move || {
-            let mut conn = store
-                .conn
-                .lock()
-                .map_err(|_| StoreError::Unavailable("connection lock poisoned".into()))?;
+            let mut conn = match role {
+                Role::Write => store.conn.lock().map_err(|_| poisoned())?,
+                Role::Read => store.readers.lock()?,
+            };
             let waited = asked.elapsed();
             let out = f(&mut conn, &store.path);
             Ok((out, waited, asked.elapsed() - waited))
@@ -354,7 +437,7 @@ impl EmbeddedStore {
         value: &str,
     ) -> Result<Option<User>, StoreError> {
         let value = value.to_string();
-        self.with(move |conn, path| {
+        self.read(move |conn, path| {
             conn.query_row(
                 &format!("SELECT {USER_COLUMNS} FROM users WHERE {column} = ?1"),
                 [value],
@@ -678,6 +761,62 @@ mod tests {
         assert_eq!(s.schema_version().unwrap(), MIGRATIONS.len() as i64);
         std::fs::remove_file(&path).unwrap();
         assert!(matches!(s.check().await, Err(StoreError::Unavailable(_))));
+    }
+
+    /// A read runs while a commit holds the writing connection (it would
+    /// deadlock here if it waited for it), sees what was committed before
+    /// it began and nothing uncommitted, and cannot write.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reads_wait_for_no_commit_and_write_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = EmbeddedStore::open(&dir.path().join("r.db")).unwrap();
+        let count = |s: &EmbeddedStore| {
+            let s = s.clone();
+            async move {
+                s.read(|c, p| {
+                    c.query_row("SELECT count(*) FROM instances", [], |r| r.get::<_, i64>(0))
+                        .map_err(unavailable(p))
+                })
+                .await
+            }
+        };
+        let writer = s.conn.clone();
+        let (held, holding) = std::sync::mpsc::channel();
+        let (commit, committing) = std::sync::mpsc::channel::<()>();
+        let commits = std::thread::spawn(move || {
+            let mut c = writer.lock().unwrap();
+            let tx = c.transaction().unwrap();
+            tx.execute(
+                "INSERT INTO instances (id, host, pid, version, started_at, seen_at)
+                 VALUES ('a', 'h', 1, 'v', 0, 0)",
+                [],
+            )
+            .unwrap();
+            held.send(()).unwrap();
+            committing.recv().unwrap();
+            tx.commit().unwrap();
+        });
+        holding.recv().unwrap();
+        let during = tokio::time::timeout(std::time::Duration::from_secs(30), count(&s))
+            .await
+            .expect("a read waited for the writing connection")
+            .unwrap();
+        assert_eq!(during, 0, "a read saw an uncommitted row");
+        commit.send(()).unwrap();
+        commits.join().unwrap();
+        assert_eq!(
+            count(&s).await.unwrap(),
+            1,
+            "a read missed a finished commit"
+        );
+        let wrote = s
+            .read(|c, p| {
+                c.execute("DELETE FROM instances", [])
+                    .map_err(unavailable(p))
+            })
+            .await;
+        assert!(wrote.is_err(), "a read connection wrote");
+        assert_eq!(count(&s).await.unwrap(), 1);
     }
 
     /// Issue 22: with checkpoints on their own thread, a steady stream of

@@ -94,6 +94,26 @@ impl Sessions for EmbeddedStore {
         .await
     }
 
+    async fn current_family(
+        &self,
+        presented: &[u8; 32],
+        now: Millis,
+    ) -> Result<Option<(UserId, String)>, StoreError> {
+        let presented = *presented;
+        self.read(move |conn, path| {
+            conn.query_row(
+                "SELECT f.user_id, f.id
+                 FROM refresh_tokens t JOIN refresh_families f ON f.id = t.family_id
+                 WHERE t.hash = ?1 AND f.current_hash = ?1 AND f.revoked = 0 AND f.expires_at > ?2",
+                params![presented.as_slice(), now],
+                |r| Ok((UserId::stored(r.get(0)?), r.get(1)?)),
+            )
+            .optional()
+            .map_err(unavailable(path))
+        })
+        .await
+    }
+
     async fn revoke_family_of(&self, token_hash: &[u8; 32]) -> Result<bool, StoreError> {
         let hash = *token_hash;
         self.with(move |conn, path| {
@@ -123,7 +143,7 @@ impl Sessions for EmbeddedStore {
 
     async fn family_live(&self, family_id: &str, now: Millis) -> Result<bool, StoreError> {
         let id = family_id.to_string();
-        self.with(move |conn, path| {
+        self.read(move |conn, path| {
             conn.query_row(
                 "SELECT 1 FROM refresh_families WHERE id = ?1 AND revoked = 0 AND expires_at > ?2",
                 params![id, now],

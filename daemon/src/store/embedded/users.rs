@@ -53,7 +53,7 @@ impl Users for EmbeddedStore {
 
     async fn credentials(&self, id: &UserId) -> Result<Option<Credentials>, StoreError> {
         let id = id.as_str().to_string();
-        self.with(move |conn, path| {
+        self.read(move |conn, path| {
             let row = conn
                 .query_row(
                     "SELECT t.model_id, t.ciphertext, k.kek_version, k.nonce, k.ciphertext, k.public_key, k.binding
@@ -155,7 +155,7 @@ impl Users for EmbeddedStore {
         limit: usize,
     ) -> Result<Vec<User>, StoreError> {
         let after = after.map(|a| a.as_str().to_string()).unwrap_or_default();
-        self.with(move |conn, path| {
+        self.read(move |conn, path| {
             let err = unavailable(path);
             let mut st = conn
                 .prepare(&format!(
