@@ -883,8 +883,9 @@ pub async fn run(
         "Per step, the mean over the requests ranked p45-p55 by client latency (typical) and \
          over the slowest 1 % (at least one request), from the daemon's `Server-Timing` \
          (`[server] server_timing`, on for the bench only). `store_wait` is waiting for a \
-         blocking-pool thread and the SQLite connection, `store` the statements with their \
-         commits and fsyncs, `queue` waiting for a face worker; `outside the handler` is \
+         blocking-pool thread and a SQLite connection (the writer, or one of two readers), \
+         `store` the statements with their commits and fsyncs, `queue` waiting for a face \
+         worker; `outside the handler` is \
          the client latency minus the daemon's handler time (TLS, HTTP, the client).",
         &columns.iter().map(String::as_str).collect::<Vec<_>>(),
     );

@@ -677,57 +677,48 @@ async fn refresh_rotation_race_revokes_the_family(_: &Backend, s: Arc<dyn Store>
         created_at: NOW,
         expires_at: exp,
     };
-    // The current token of a standing family, and nothing else, names it
-    // to the read a refresh makes before it signs.
-    let current = |h: [u8; 32], at: Millis| {
+    // A rotation tells its caller once the swap is decided (to sign beside
+    // the commit); no other outcome does.
+    let told = |presented: [u8; 32], next: [u8; 32], at: Millis| {
         let s = s.clone();
-        async move { s.current_family(&h, at).await.unwrap() }
+        async move {
+            let (decided, mut told) = tokio::sync::oneshot::channel();
+            let r = s
+                .rotate_refresh(Rotate {
+                    decided: Some(decided),
+                    ..Rotate::new(&presented, &next, at)
+                })
+                .await
+                .unwrap();
+            (r, told.try_recv().is_ok())
+        }
     };
-    let fam_a = Some((u.user.id.clone(), "fam-a".to_string()));
     // Normal rotation: h0 -> h1 -> h2.
     s.create_family(&family("fam-a", [0; 32], NOW + 7 * 24 * 60 * MIN))
         .await
         .unwrap();
-    assert_eq!(current([0; 32], NOW).await, fam_a);
-    assert!(matches!(
-        s.rotate_refresh(Rotate::new(&[0; 32], &[1; 32], NOW))
-            .await
-            .unwrap(),
-        Rotation::Rotated { .. }
-    ));
-    assert_eq!(current([0; 32], NOW).await, None, "rotated away");
-    assert_eq!(current([1; 32], NOW).await, fam_a);
+    let (rotated, decided) = told([0; 32], [1; 32], NOW).await;
+    assert!(matches!(rotated, Rotation::Rotated { .. }) && decided);
     assert!(matches!(
         s.rotate_refresh(Rotate::new(&[1; 32], &[2; 32], NOW))
             .await
             .unwrap(),
         Rotation::Rotated { .. }
     ));
-    assert_eq!(current([2; 32], NOW).await, fam_a);
-    assert_eq!(current([9; 32], NOW).await, None, "never issued");
     // Replaying h0 is reuse: the family dies, h2 with it.
-    match s
-        .rotate_refresh(Rotate::new(&[0; 32], &[3; 32], NOW))
-        .await
-        .unwrap()
-    {
-        Rotation::Reused { user_id, family_id } => {
+    match told([0; 32], [3; 32], NOW).await {
+        (Rotation::Reused { user_id, family_id }, false) => {
             assert_eq!((user_id, family_id.as_str()), (u.user.id.clone(), "fam-a"));
         }
         other => panic!("replay gave {other:?}"),
     }
-    assert_eq!(current([2; 32], NOW).await, None, "its family is revoked");
     assert_eq!(
-        s.rotate_refresh(Rotate::new(&[2; 32], &[4; 32], NOW))
-            .await
-            .unwrap(),
-        Rotation::Invalid
+        told([2; 32], [4; 32], NOW).await,
+        (Rotation::Invalid, false)
     );
     assert_eq!(
-        s.rotate_refresh(Rotate::new(&[9; 32], &[5; 32], NOW))
-            .await
-            .unwrap(),
-        Rotation::Invalid
+        told([9; 32], [5; 32], NOW).await,
+        (Rotation::Invalid, false)
     );
 
     // Two concurrent uses of one token: one rotates, the other revokes.
@@ -786,18 +777,14 @@ async fn refresh_rotation_race_revokes_the_family(_: &Backend, s: Arc<dyn Store>
         .await
         .unwrap();
     assert_eq!(
-        s.rotate_refresh(Rotate::new(&[30; 32], &[31; 32], NOW + MIN))
-            .await
-            .unwrap(),
-        Rotation::Invalid
+        told([30; 32], [31; 32], NOW + MIN).await,
+        (Rotation::Invalid, false)
     );
     s.create_family(&family("fam-c", [40; 32], NOW + MIN))
         .await
         .unwrap();
     assert!(s.family_live("fam-c", NOW).await.unwrap());
-    assert!(current([40; 32], NOW).await.is_some());
     assert!(!s.family_live("fam-c", NOW + MIN).await.unwrap(), "expired");
-    assert_eq!(current([40; 32], NOW + MIN).await, None, "expired");
     assert!(s.revoke_family_of(&[40; 32]).await.unwrap());
     assert!(!s.revoke_family_of(&[40; 32]).await.unwrap());
     assert!(!s.family_live("fam-c", NOW).await.unwrap(), "revoked");
@@ -852,18 +839,28 @@ async fn a_rotation_checks_its_claims_and_logs_in_the_same_call(_: &Backend, s: 
         .entries
         .len()
     };
-    // A presentation of `presented` claiming `claims`, logging `entry`.
+    // A presentation of `presented` claiming `claims`, logging `entry`;
+    // only a rotation tells its caller that the swap is decided.
     let rotate = |presented: [u8; 32], next: [u8; 32], claims: (&UserId, &str)| {
         let (s, entry) = (&s, &entry);
         let claims = (claims.0.clone(), claims.1.to_string());
         async move {
-            s.rotate_refresh(Rotate {
-                claims: Some((&claims.0, &claims.1)),
-                entry: Some(entry),
-                ..Rotate::new(&presented, &next, NOW)
-            })
-            .await
-            .unwrap()
+            let (decided, mut told) = tokio::sync::oneshot::channel();
+            let r = s
+                .rotate_refresh(Rotate {
+                    claims: Some((&claims.0, &claims.1)),
+                    entry: Some(entry),
+                    decided: Some(decided),
+                    ..Rotate::new(&presented, &next, NOW)
+                })
+                .await
+                .unwrap();
+            assert_eq!(
+                told.try_recv().is_ok(),
+                matches!(r, Rotation::Rotated { .. }),
+                "{r:?}"
+            );
+            r
         }
     };
     s.create_family(&family("fam-u", &u.user.id, [1; 32]))

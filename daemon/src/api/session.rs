@@ -182,22 +182,22 @@ pub async fn refresh(app: &App, req: Request<Incoming>) -> Answer {
         &Event::ok(at, Some(presented.user()), Action::Refresh),
     );
     let claims = (presented.user(), presented.family_id());
+    // The store says when the swap is decided, before its commit: the
+    // access token is signed beside the commit's fsync. A token that is
+    // not current is never told so, and costs no signature.
+    let (decided, told) = tokio::sync::oneshot::channel();
     let swap = app.store.rotate_refresh(Rotate {
         claims: Some(claims),
         entry: Some(&entry),
+        decided: Some(decided),
         ..Rotate::new(&hashes[0], &hashes[1], at)
     });
-    // A token that is its family's current one gets its access token signed
-    // while the swap commits (the signature and the fsync overlap); any
-    // other gets no signature at all, so an invented, stolen-and-rotated or
-    // revoked token costs the HSM nothing. The read waits for no commit.
-    let current = app.store.current_family(&hashes[0], at).await?;
-    let (rotation, early) = if current.is_some_and(|(u, f)| u == *claims.0 && f == claims.1) {
-        let (rotation, access) = tokio::join!(swap, app.tokens.issue(claims.0, claims.1, at));
-        (rotation?, Some(access))
-    } else {
-        (swap.await?, None)
+    let sign = async {
+        told.await.ok()?;
+        Some(app.tokens.issue(claims.0, claims.1, at).await)
     };
+    let (rotation, early) = tokio::join!(swap, sign);
+    let rotation = rotation?;
     match rotation {
         Rotation::Mismatch { user_id, family_id } => {
             // The row is not the one this token was issued for: moved to

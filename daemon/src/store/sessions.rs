@@ -32,7 +32,7 @@ pub enum Rotation {
 /// One presentation of a refresh token: the swap, what the token claims,
 /// and the success's log entry, all settled in one commit where the backend
 /// has transactions (one fsync per rotation on SQLite, not two).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug)]
 pub struct Rotate<'a> {
     pub presented: &'a [u8; 32],
     pub next: &'a [u8; 32],
@@ -41,10 +41,16 @@ pub struct Rotate<'a> {
     pub claims: Option<(&'a UserId, &'a str)>,
     /// Written with a rotation, never with reuse or a refusal.
     pub entry: Option<&'a AuthLog>,
+    /// Told once the swap is decided (the token was current, its family
+    /// stands, the claims match) and only its commit is left, so that the
+    /// caller signs the next access token beside the commit's fsync instead
+    /// of after it. Dropped untold for every other outcome: a token that is
+    /// not current never costs a signature.
+    pub decided: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl<'a> Rotate<'a> {
-    /// The swap alone: no claims checked, nothing logged.
+    /// The swap alone: no claims checked, nothing logged, nobody told.
     pub fn new(presented: &'a [u8; 32], next: &'a [u8; 32], now: Millis) -> Self {
         Rotate {
             presented,
@@ -52,6 +58,7 @@ impl<'a> Rotate<'a> {
             now,
             claims: None,
             entry: None,
+            decided: None,
         }
     }
 }
@@ -65,18 +72,6 @@ pub trait Sessions: Send + Sync {
     /// of one token exactly one rotates; the other is reuse and revokes. A
     /// family whose account is not active is revoked instead of rotated.
     async fn rotate_refresh(&self, ask: Rotate<'_>) -> Result<Rotation, StoreError>;
-
-    /// The user and family whose current token `presented` is, while the
-    /// family stands (not revoked, not expired). It changes nothing and, on
-    /// SQLite, waits for no commit: a refresh asks it first and signs its
-    /// next access token while the swap commits only for a token that was
-    /// current a moment ago, so a stolen, rotated or invented token never
-    /// costs a signature. The swap still decides.
-    async fn current_family(
-        &self,
-        presented: &[u8; 32],
-        now: Millis,
-    ) -> Result<Option<(UserId, String)>, StoreError>;
 
     /// Revokes the family a token belongs to (logout); `true` if it was live.
     async fn revoke_family_of(&self, token_hash: &[u8; 32]) -> Result<bool, StoreError>;

@@ -20,6 +20,7 @@ impl Sessions for EmbeddedStore {
         let (presented, next, now) = (*ask.presented, *ask.next, ask.now);
         let claims = ask.claims.map(|(u, f)| (u.clone(), f.to_string()));
         let entry = ask.entry.cloned();
+        let decided = ask.decided;
         self.with(move |conn, path| {
             let err = unavailable(path);
             let tx = conn
@@ -88,28 +89,12 @@ impl Sessions for EmbeddedStore {
             if let Some(entry) = &entry {
                 insert_log(&tx, entry).map_err(&err)?;
             }
+            if let Some(decided) = decided {
+                // The caller may not be listening any more; the commit goes on.
+                let _ = decided.send(());
+            }
             tx.commit().map_err(&err)?;
             Ok(Rotation::Rotated { user_id, family_id })
-        })
-        .await
-    }
-
-    async fn current_family(
-        &self,
-        presented: &[u8; 32],
-        now: Millis,
-    ) -> Result<Option<(UserId, String)>, StoreError> {
-        let presented = *presented;
-        self.read(move |conn, path| {
-            conn.query_row(
-                "SELECT f.user_id, f.id
-                 FROM refresh_tokens t JOIN refresh_families f ON f.id = t.family_id
-                 WHERE t.hash = ?1 AND f.current_hash = ?1 AND f.revoked = 0 AND f.expires_at > ?2",
-                params![presented.as_slice(), now],
-                |r| Ok((UserId::stored(r.get(0)?), r.get(1)?)),
-            )
-            .optional()
-            .map_err(unavailable(path))
         })
         .await
     }

@@ -82,6 +82,9 @@ impl Sessions for MongoStore {
             false
         };
         if swapped {
+            if let Some(decided) = ask.decided {
+                let _ = decided.send(());
+            }
             // No transaction spans the swap and the entry here: a daemon
             // killed between them rotates without a log entry.
             if let Some(entry) = ask.entry {
@@ -101,35 +104,6 @@ impl Sessions for MongoStore {
             return Ok(Rotation::Invalid);
         }
         Ok(Rotation::Reused { user_id, family_id })
-    }
-
-    async fn current_family(
-        &self,
-        presented: &[u8; 32],
-        now: Millis,
-    ) -> Result<Option<(UserId, String)>, StoreError> {
-        let presented = hex::encode(presented);
-        let Some(token) = self
-            .coll("refresh_tokens")
-            .find_one(doc! {"_id": &presented})
-            .await
-            .map_err(down)?
-        else {
-            return Ok(None);
-        };
-        let family = self
-            .coll("refresh_families")
-            .find_one(doc! {
-                "_id": get_str(&token, "family_id")?,
-                "current_hash": &presented,
-                "revoked": false,
-                "expires_ms": {"$gt": now},
-            })
-            .await
-            .map_err(down)?;
-        family
-            .map(|f| Ok((UserId::stored(get_str(&f, "user_id")?), get_str(&f, "_id")?)))
-            .transpose()
     }
 
     async fn revoke_family_of(&self, token_hash: &[u8; 32]) -> Result<bool, StoreError> {
