@@ -16,9 +16,8 @@ use arclockd::identity::{Email, Name, UserId};
 use arclockd::store::prelude::*;
 use arclockd::store::{
     Action, AuthLog, Credentials, EmailKey, EmbeddedStore, FailureOutcome, LockPolicy, LogCursor,
-    LogFilter, Millis, MongoStore, NewFamily, NewUser, Outcome, Reservation, Rotate, Rotation,
-    Store, StoreError, StoredChallenge, StoredInvite, StoredKey, Subject, Template, User,
-    UserStatus,
+    LogFilter, MongoStore, NewFamily, NewUser, Outcome, Reservation, Rotate, Rotation, Store,
+    StoreError, StoredChallenge, StoredInvite, StoredKey, Subject, Template, User, UserStatus,
 };
 use common::{contains_window, mongo_uri};
 
@@ -677,28 +676,16 @@ async fn refresh_rotation_race_revokes_the_family(_: &Backend, s: Arc<dyn Store>
         created_at: NOW,
         expires_at: exp,
     };
-    // A rotation tells its caller once the swap is decided (to sign beside
-    // the commit); no other outcome does.
-    let told = |presented: [u8; 32], next: [u8; 32], at: Millis| {
-        let s = s.clone();
-        async move {
-            let (decided, mut told) = tokio::sync::oneshot::channel();
-            let r = s
-                .rotate_refresh(Rotate {
-                    decided: Some(decided),
-                    ..Rotate::new(&presented, &next, at)
-                })
-                .await
-                .unwrap();
-            (r, told.try_recv().is_ok())
-        }
-    };
     // Normal rotation: h0 -> h1 -> h2.
     s.create_family(&family("fam-a", [0; 32], NOW + 7 * 24 * 60 * MIN))
         .await
         .unwrap();
-    let (rotated, decided) = told([0; 32], [1; 32], NOW).await;
-    assert!(matches!(rotated, Rotation::Rotated { .. }) && decided);
+    assert!(matches!(
+        s.rotate_refresh(Rotate::new(&[0; 32], &[1; 32], NOW))
+            .await
+            .unwrap(),
+        Rotation::Rotated { .. }
+    ));
     assert!(matches!(
         s.rotate_refresh(Rotate::new(&[1; 32], &[2; 32], NOW))
             .await
@@ -706,19 +693,27 @@ async fn refresh_rotation_race_revokes_the_family(_: &Backend, s: Arc<dyn Store>
         Rotation::Rotated { .. }
     ));
     // Replaying h0 is reuse: the family dies, h2 with it.
-    match told([0; 32], [3; 32], NOW).await {
-        (Rotation::Reused { user_id, family_id }, false) => {
+    match s
+        .rotate_refresh(Rotate::new(&[0; 32], &[3; 32], NOW))
+        .await
+        .unwrap()
+    {
+        Rotation::Reused { user_id, family_id } => {
             assert_eq!((user_id, family_id.as_str()), (u.user.id.clone(), "fam-a"));
         }
         other => panic!("replay gave {other:?}"),
     }
     assert_eq!(
-        told([2; 32], [4; 32], NOW).await,
-        (Rotation::Invalid, false)
+        s.rotate_refresh(Rotate::new(&[2; 32], &[4; 32], NOW))
+            .await
+            .unwrap(),
+        Rotation::Invalid
     );
     assert_eq!(
-        told([9; 32], [5; 32], NOW).await,
-        (Rotation::Invalid, false)
+        s.rotate_refresh(Rotate::new(&[9; 32], &[5; 32], NOW))
+            .await
+            .unwrap(),
+        Rotation::Invalid
     );
 
     // Two concurrent uses of one token: one rotates, the other revokes.
@@ -777,8 +772,10 @@ async fn refresh_rotation_race_revokes_the_family(_: &Backend, s: Arc<dyn Store>
         .await
         .unwrap();
     assert_eq!(
-        told([30; 32], [31; 32], NOW + MIN).await,
-        (Rotation::Invalid, false)
+        s.rotate_refresh(Rotate::new(&[30; 32], &[31; 32], NOW + MIN))
+            .await
+            .unwrap(),
+        Rotation::Invalid
     );
     s.create_family(&family("fam-c", [40; 32], NOW + MIN))
         .await
@@ -839,28 +836,18 @@ async fn a_rotation_checks_its_claims_and_logs_in_the_same_call(_: &Backend, s: 
         .entries
         .len()
     };
-    // A presentation of `presented` claiming `claims`, logging `entry`;
-    // only a rotation tells its caller that the swap is decided.
+    // A presentation of `presented` claiming `claims`, logging `entry`.
     let rotate = |presented: [u8; 32], next: [u8; 32], claims: (&UserId, &str)| {
         let (s, entry) = (&s, &entry);
         let claims = (claims.0.clone(), claims.1.to_string());
         async move {
-            let (decided, mut told) = tokio::sync::oneshot::channel();
-            let r = s
-                .rotate_refresh(Rotate {
-                    claims: Some((&claims.0, &claims.1)),
-                    entry: Some(entry),
-                    decided: Some(decided),
-                    ..Rotate::new(&presented, &next, NOW)
-                })
-                .await
-                .unwrap();
-            assert_eq!(
-                told.try_recv().is_ok(),
-                matches!(r, Rotation::Rotated { .. }),
-                "{r:?}"
-            );
-            r
+            s.rotate_refresh(Rotate {
+                claims: Some((&claims.0, &claims.1)),
+                entry: Some(entry),
+                ..Rotate::new(&presented, &next, NOW)
+            })
+            .await
+            .unwrap()
         }
     };
     s.create_family(&family("fam-u", &u.user.id, [1; 32]))

@@ -160,9 +160,8 @@ async fn a_sign_in_reports_where_its_time_went() {
     }
     assert_eq!(seen[0], seen[1]);
 
-    // A rotation's access token is signed only for a token the store has
-    // found current (inside the swap's transaction; the signature then runs
-    // beside its commit). An attacker's well-formed token (the right family
+    // A rotation's access token is signed only once the store has found
+    // the presented token current. An attacker's well-formed token (the right family
     // and user, a secret of their own), a replayed one and the current one
     // of a family the replay revoked must cost no signature: each would
     // otherwise buy an RSA signature in the HSM per request.

@@ -175,29 +175,20 @@ pub async fn refresh(app: &App, req: Request<Incoming>) -> Answer {
     let hashes = stored_forms(app, &[&presented, &next]).await?;
     // The swap, the account's status and the success's log entry in one
     // store call (one commit on SQLite): a second call per rotation on
-    // SQLite's one writing connection bounded ES256 refreshes at 4 clients.
+    // SQLite's one connection bounded ES256 refreshes at 4 clients.
     let entry = journal::entry(
         app,
         &client,
         &Event::ok(at, Some(presented.user()), Action::Refresh),
     );
-    let claims = (presented.user(), presented.family_id());
-    // The store says when the swap is decided, before its commit: the
-    // access token is signed beside the commit's fsync. A token that is
-    // not current is never told so, and costs no signature.
-    let (decided, told) = tokio::sync::oneshot::channel();
-    let swap = app.store.rotate_refresh(Rotate {
-        claims: Some(claims),
-        entry: Some(&entry),
-        decided: Some(decided),
-        ..Rotate::new(&hashes[0], &hashes[1], at)
-    });
-    let sign = async {
-        told.await.ok()?;
-        Some(app.tokens.issue(claims.0, claims.1, at).await)
-    };
-    let (rotation, early) = tokio::join!(swap, sign);
-    let rotation = rotation?;
+    let rotation = app
+        .store
+        .rotate_refresh(Rotate {
+            claims: Some((presented.user(), presented.family_id())),
+            entry: Some(&entry),
+            ..Rotate::new(&hashes[0], &hashes[1], at)
+        })
+        .await?;
     match rotation {
         Rotation::Mismatch { user_id, family_id } => {
             // The row is not the one this token was issued for: moved to
@@ -217,12 +208,7 @@ pub async fn refresh(app: &App, req: Request<Incoming>) -> Answer {
         }
         Rotation::Rotated { user_id, family_id } => {
             app.announce(entry);
-            // Rotated means the row named the token's own user and family
-            // (the swap checked the claims), which `early` was signed for.
-            let access = match early {
-                Some(access) => access?,
-                None => app.tokens.issue(&user_id, &family_id, at).await?,
-            };
+            let access = app.tokens.issue(&user_id, &family_id, at).await?;
             let tokens = pair(app, &access, &next.encode());
             Ok(response::ok(
                 StatusCode::OK,

@@ -32,7 +32,7 @@ pub enum Rotation {
 /// One presentation of a refresh token: the swap, what the token claims,
 /// and the success's log entry, all settled in one commit where the backend
 /// has transactions (one fsync per rotation on SQLite, not two).
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 pub struct Rotate<'a> {
     pub presented: &'a [u8; 32],
     pub next: &'a [u8; 32],
@@ -41,16 +41,10 @@ pub struct Rotate<'a> {
     pub claims: Option<(&'a UserId, &'a str)>,
     /// Written with a rotation, never with reuse or a refusal.
     pub entry: Option<&'a AuthLog>,
-    /// Told once the swap is decided (the token was current, its family
-    /// stands, the claims match) and only its commit is left, so that the
-    /// caller signs the next access token beside the commit's fsync instead
-    /// of after it. Dropped untold for every other outcome: a token that is
-    /// not current never costs a signature.
-    pub decided: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl<'a> Rotate<'a> {
-    /// The swap alone: no claims checked, nothing logged, nobody told.
+    /// The swap alone: no claims checked, nothing logged.
     pub fn new(presented: &'a [u8; 32], next: &'a [u8; 32], now: Millis) -> Self {
         Rotate {
             presented,
@@ -58,7 +52,6 @@ impl<'a> Rotate<'a> {
             now,
             claims: None,
             entry: None,
-            decided: None,
         }
     }
 }

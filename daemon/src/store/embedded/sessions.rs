@@ -20,7 +20,6 @@ impl Sessions for EmbeddedStore {
         let (presented, next, now) = (*ask.presented, *ask.next, ask.now);
         let claims = ask.claims.map(|(u, f)| (u.clone(), f.to_string()));
         let entry = ask.entry.cloned();
-        let decided = ask.decided;
         self.with(move |conn, path| {
             let err = unavailable(path);
             let tx = conn
@@ -88,10 +87,6 @@ impl Sessions for EmbeddedStore {
             .map_err(&err)?;
             if let Some(entry) = &entry {
                 insert_log(&tx, entry).map_err(&err)?;
-            }
-            if let Some(decided) = decided {
-                // The caller may not be listening any more; the commit goes on.
-                let _ = decided.send(());
             }
             tx.commit().map_err(&err)?;
             Ok(Rotation::Rotated { user_id, family_id })

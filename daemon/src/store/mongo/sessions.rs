@@ -82,9 +82,6 @@ impl Sessions for MongoStore {
             false
         };
         if swapped {
-            if let Some(decided) = ask.decided {
-                let _ = decided.send(());
-            }
             // No transaction spans the swap and the entry here: a daemon
             // killed between them rotates without a log entry.
             if let Some(entry) = ask.entry {
