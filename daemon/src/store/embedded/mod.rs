@@ -245,7 +245,7 @@ pub enum Checkpoints {
 }
 
 /// The embedded database. One writing connection behind a mutex (SQLite
-/// serialises writers anyway) and [`READERS`] read-only ones beside it;
+/// serialises writers anyway) and two read-only ones beside it (`READERS`);
 /// every call runs on the blocking pool.
 #[derive(Clone)]
 pub struct EmbeddedStore {
