@@ -171,6 +171,18 @@ async fn signing(hsm: &Hsm, workers: usize, dur: Duration) -> Result<(f64, Sampl
     .await
 }
 
+/// The 2-worker RS256 rate of the newest RSA key (of `bits`, made by
+/// [`run`]) in the bench token under `dir`, measured again: the bracket
+/// beside a daemon row, since this host's signer rate moves by a fifth
+/// within minutes.
+pub async fn rs256_rate(dir: &Path, bits: u32, dur: Duration) -> Result<f64> {
+    let hsm = Hsm::new(
+        config(2, Signing::Rs256 { bits }),
+        Pin::from_file(&dir.join("bench.pin"))?,
+    );
+    Ok(signing(&hsm, 2, dur).await?.0)
+}
+
 /// The signer's own rates through the pool at 2 workers (both cores), per
 /// second: what a refresh-token rotation, one signature each, is held to.
 #[derive(Debug, Clone, Copy)]

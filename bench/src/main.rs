@@ -140,7 +140,7 @@ fn main() -> Result<()> {
                         &args.root,
                         &args.faces,
                         Duration::from_secs_f64(args.tail_seconds),
-                        signers,
+                        signers.map(|s| (s, dir.path())),
                     )
                     .await
                     .context("daemon benchmark")?,
