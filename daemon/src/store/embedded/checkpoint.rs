@@ -55,7 +55,7 @@ pub fn start(path: &Path, writer: Weak<Mutex<Connection>>) -> std::io::Result<()
     // database file before the log may be reused.
     conn.pragma_update(None, "synchronous", "FULL")
         .map_err(std::io::Error::other)?;
-    conn.busy_timeout(Duration::from_secs(5))
+    conn.busy_timeout(super::BUSY_TIMEOUT)
         .map_err(std::io::Error::other)?;
     std::thread::Builder::new()
         .name("arclock-checkpoint".into())

@@ -254,6 +254,10 @@ pub struct EmbeddedStore {
     readers: Arc<Readers>,
 }
 
+/// How long any of the store's connections (writer, readers, checkpointer)
+/// waits for a lock SQLite itself holds before it reports the store down.
+const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// How many read-only connections the store keeps. WAL lets a reader see
 /// the last commit without waiting for the writer, whose commit holds the
 /// writing connection through its fsync (1-3 ms here): a sign-in's account
@@ -276,8 +280,7 @@ impl Readers {
                 // A write sent here by mistake fails instead of bypassing
                 // the writer's transactions.
                 conn.pragma_update(None, "query_only", true).map_err(&err)?;
-                conn.busy_timeout(std::time::Duration::from_secs(5))
-                    .map_err(&err)?;
+                conn.busy_timeout(BUSY_TIMEOUT).map_err(&err)?;
                 Ok(Mutex::new(conn))
             })
             .collect::<Result<_, StoreError>>()?;
@@ -348,8 +351,7 @@ impl EmbeddedStore {
             .map_err(&err)?;
         conn.pragma_update(None, "secure_delete", true)
             .map_err(&err)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))
-            .map_err(&err)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(&err)?;
         migrate(&mut conn, path)?;
         if checkpoints == Checkpoints::Background {
             conn.pragma_update(None, "wal_autocheckpoint", 0)
@@ -374,10 +376,7 @@ impl EmbeddedStore {
 
     /// Schema version in the file.
     pub fn schema_version(&self) -> Result<i64, StoreError> {
-        let conn = self
-            .conn
-            .lock()
-            .map_err(|_| StoreError::Unavailable("connection lock poisoned".into()))?;
+        let conn = self.conn.lock().map_err(|_| poisoned())?;
         conn.query_row("PRAGMA user_version", [], |r| r.get(0))
             .map_err(unavailable(&self.path))
     }
@@ -456,10 +455,7 @@ impl EmbeddedStore {
     async fn check(&self) -> Result<(), StoreError> {
         let store = self.clone();
         tokio::task::spawn_blocking(move || {
-            let conn = store
-                .conn
-                .lock()
-                .map_err(|_| StoreError::Unavailable("connection lock poisoned".into()))?;
+            let conn = store.conn.lock().map_err(|_| poisoned())?;
             let err = unavailable(&store.path);
             if !store.path.exists() {
                 return Err(StoreError::Unavailable(format!(
