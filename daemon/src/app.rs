@@ -192,7 +192,9 @@ impl App {
 /// The configured store backend, opened and migrated (or indexed).
 pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, store::StoreError> {
     Ok(match config.store.backend {
-        config::Backend::Embedded => Arc::new(EmbeddedStore::open(&config.store.path)?),
+        config::Backend::Embedded => Arc::new(
+            EmbeddedStore::open(&config.store.path)?.rotation_sync(config.store.rotation_sync),
+        ),
         config::Backend::Mongodb => {
             let file = config.store.mongodb_uri_file.as_deref().ok_or_else(|| {
                 store::StoreError::Unavailable("store.mongodb_uri_file is not set".into())

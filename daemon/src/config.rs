@@ -447,6 +447,10 @@ pub struct Store {
     pub mongodb_uri_file: Option<PathBuf>,
     #[serde(default = "defaults::mongodb_database")]
     pub mongodb_database: String,
+    /// Whether the embedded store answers a refresh rotation before its
+    /// commit is fsynced (the default) or after.
+    #[serde(default)]
+    pub rotation_sync: crate::store::RotationSync,
 }
 
 /// The face models.

@@ -16,8 +16,9 @@ use arclockd::identity::{Email, Name, UserId};
 use arclockd::store::prelude::*;
 use arclockd::store::{
     Action, AuthLog, Credentials, EmailKey, EmbeddedStore, FailureOutcome, LockPolicy, LogCursor,
-    LogFilter, MongoStore, NewFamily, NewUser, Outcome, Reservation, Rotate, Rotation, Store,
-    StoreError, StoredChallenge, StoredInvite, StoredKey, Subject, Template, User, UserStatus,
+    LogFilter, MongoStore, NewFamily, NewUser, Outcome, Reservation, Rotate, Rotation,
+    RotationSync, Store, StoreError, StoredChallenge, StoredInvite, StoredKey, Subject, Template,
+    User, UserStatus,
 };
 use common::{contains_window, mongo_uri};
 
@@ -1197,6 +1198,141 @@ async fn embedded_survives_sigkill_during_registration() {
     }
 }
 
+/// A refresh rotation is answered before its commit is fsynced (the default,
+/// `RotationSync::Deferred`), and the checkpoint thread fsyncs it within its
+/// quarter second; a revocation, and any other write, is on disk when it is
+/// answered. "On disk": no page of the write-ahead log is dirty or under
+/// writeback in the page cache (cachestat(2)), so a power cut loses nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_rotations_are_fsynced_within_the_interval_and_revocations_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sync.db");
+    let wal = dir.path().join("sync.db-wal");
+    let s = EmbeddedStore::open(&path).unwrap();
+    let u = user("sync@example.org");
+    s.register(&u).await.unwrap();
+    let family = NewFamily {
+        id: "fam-sync".into(),
+        user_id: u.user.id.clone(),
+        token_hash: [0; 32],
+        created_at: NOW,
+        expires_at: NOW + MIN,
+    };
+    s.create_family(&family).await.unwrap();
+    let Some(pages) = unsynced_pages(&wal) else {
+        eprintln!("SKIPPED: this kernel has no cachestat(2) (Linux 6.5+)");
+        return;
+    };
+    assert_eq!(
+        pages, 0,
+        "a new session's commit was answered before its fsync"
+    );
+    let mut current = 0u8;
+    // Rotates the current token; whether the log was left unsynced by it.
+    let rotate = async |current: &mut u8| {
+        let next = *current + 1;
+        assert!(matches!(
+            s.rotate_refresh(Rotate::new(&[*current; 32], &[next; 32], NOW))
+                .await
+                .unwrap(),
+            Rotation::Rotated { .. }
+        ));
+        *current = next;
+        unsynced_pages(&wal).unwrap() > 0
+    };
+    // A read transaction left open keeps the checkpoint from copying the
+    // rotations into the database, and so from fsyncing the log on its
+    // way: what makes them durable below is the thread's fsync of owed
+    // commits, whatever readers do.
+    let pin = rusqlite::Connection::open(&path).unwrap();
+    pin.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+        .unwrap();
+    pin.execute_batch("BEGIN").unwrap();
+    pin.query_row("SELECT count(*) FROM users", [], |_| Ok(()))
+        .unwrap();
+    // Deferred: the checkpoint thread may fsync between two rotations, so
+    // one rotation in five answered with the log unsynced is enough.
+    let mut deferred = 0;
+    for _ in 0..5 {
+        deferred += usize::from(rotate(&mut current).await);
+    }
+    assert!(deferred > 0, "every rotation waited for its fsync");
+    let started = std::time::Instant::now();
+    while unsynced_pages(&wal).unwrap() > 0 {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "rotations still not on disk after 5 s (the checkpoint thread fsyncs every 250 ms)"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    eprintln!("rotations on disk {:?} after the last", started.elapsed());
+    drop(pin);
+    // The next write of any other kind fsyncs, the deferred rotation with it;
+    // then a replay revokes the family, on disk before it is answered.
+    let mut checked = [false; 2];
+    for _ in 0..20 {
+        if !rotate(&mut current).await {
+            continue;
+        }
+        if !checked[0] {
+            s.append_log(&log(Some(&u.user.id), NOW, Outcome::Success))
+                .await
+                .unwrap();
+            assert_eq!(
+                unsynced_pages(&wal),
+                Some(0),
+                "a log entry after a deferred rotation was answered before its fsync"
+            );
+            checked[0] = true;
+            continue;
+        }
+        assert!(matches!(
+            s.rotate_refresh(Rotate::new(&[0; 32], &[200; 32], NOW))
+                .await
+                .unwrap(),
+            Rotation::Reused { .. }
+        ));
+        assert_eq!(
+            unsynced_pages(&wal),
+            Some(0),
+            "a replay's revocation was answered before its fsync"
+        );
+        checked[1] = true;
+        break;
+    }
+    assert_eq!(checked, [true; 2], "no rotation left the log unsynced");
+    assert_eq!(
+        s.rotate_refresh(Rotate::new(&[current; 32], &[201; 32], NOW))
+            .await
+            .unwrap(),
+        Rotation::Invalid,
+        "the replayed family is revoked"
+    );
+
+    // `rotation_sync = "commit"`: every rotation on disk when answered.
+    drop(s);
+    let s = EmbeddedStore::open(&path)
+        .unwrap()
+        .rotation_sync(RotationSync::Commit);
+    s.create_family(&NewFamily {
+        id: "fam-commit".into(),
+        token_hash: [100; 32],
+        ..family
+    })
+    .await
+    .unwrap();
+    for i in 100..110u8 {
+        s.rotate_refresh(Rotate::new(&[i; 32], &[i + 1; 32], NOW))
+            .await
+            .unwrap();
+        assert_eq!(
+            unsynced_pages(&wal),
+            Some(0),
+            "with rotation_sync = \"commit\", a rotation was answered before its fsync"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mongodb_survives_sigkill_during_registration() {
     if mongo_uri().is_none() {
@@ -1224,6 +1360,48 @@ async fn mongodb_survives_sigkill_during_registration() {
 }
 
 // ---- helpers -----------------------------------------------------------------
+
+/// Pages of `file` in the page cache that are dirty or under writeback, so
+/// not yet on the disk (cachestat(2)); `None` on a kernel without it.
+#[allow(unsafe_code)] // one system call that libc does not wrap
+fn unsynced_pages(file: &std::path::Path) -> Option<u64> {
+    use std::os::fd::AsRawFd;
+    #[repr(C)]
+    struct Range {
+        off: u64,
+        len: u64,
+    }
+    #[repr(C)]
+    #[derive(Default)]
+    struct Stat {
+        cache: u64,
+        dirty: u64,
+        writeback: u64,
+        evicted: u64,
+        recently_evicted: u64,
+    }
+    const SYS_CACHESTAT: libc::c_long = 451;
+    let f = std::fs::File::open(file).unwrap();
+    let range = Range { off: 0, len: 0 }; // to the end of the file
+    let mut stat = Stat::default();
+    // SAFETY: `range` and `stat` are live, `#[repr(C)]` and laid out as the
+    // kernel's `struct cachestat_range` and `struct cachestat`; `f` is open.
+    let rc = unsafe {
+        libc::syscall(
+            SYS_CACHESTAT,
+            f.as_raw_fd(),
+            &range as *const Range,
+            &mut stat as *mut Stat,
+            0u32,
+        )
+    };
+    if rc != 0 {
+        let e = std::io::Error::last_os_error();
+        assert_eq!(e.raw_os_error(), Some(libc::ENOSYS), "cachestat: {e}");
+        return None;
+    }
+    Some(stat.dirty + stat.writeback)
+}
 
 /// AES-256-GCM under a throwaway key: stands in for ECIES / the HSM here.
 fn seal(plain: &[u8]) -> Vec<u8> {

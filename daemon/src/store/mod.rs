@@ -15,7 +15,9 @@
 //! [`Store`] is all of them plus health and purging; a `dyn Store` reaches
 //! every method, a concrete backend needs [`prelude`] in scope.
 //!
-//! - [`EmbeddedStore`]: SQLite (WAL, every commit fsync'd), the appliance default.
+//! - [`EmbeddedStore`]: SQLite (WAL, every commit fsync'd before it is
+//!   answered, a refresh rotation within a quarter second: [`RotationSync`]),
+//!   the appliance default.
 //! - [`MongoStore`]: MongoDB through the official driver, for deployments that
 //!   outgrow one box; transactions where the server has them, and writes
 //!   ordered so that a crash between them leaves nothing half-visible.
@@ -40,7 +42,7 @@ use arclock_hsm::WrappedKey;
 
 pub use audit::{AuditEntry, AuditEvent, AuditSeal, AuditTrail};
 pub use challenges::{Challenges, StoredChallenge, StoredInvite};
-pub use embedded::{Checkpoints, EmbeddedStore};
+pub use embedded::{Checkpoints, EmbeddedStore, RotationSync};
 pub use instances::{INSTANCE_RETENTION_MS, InstanceBeat, Instances, Load};
 pub use lockouts::{EmailKey, FailureOutcome, LockPolicy, Lockouts, Reservation, Subject};
 pub use logs::{Action, AuthLog, LogCursor, LogFilter, LogPage, Logs, Outcome, similarity_bucket};

@@ -22,16 +22,72 @@
 //!    grows without end (measured: 160 MB in 5 s of sign-ins at full rate;
 //!    every commit then extends the file, and its fsync costs 1.5x).
 //!
+//! It also makes durable, within one interval, the commits made without
+//! their own fsync ([`Unsynced`]: refresh rotations, by default).
+//!
 //! The thread ends when the store is dropped.
 
-use std::path::Path;
-use std::sync::{Mutex, Weak};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 
-/// How often the log is checkpointed.
+/// How often the log is checkpointed, and so the longest an unsynced commit
+/// waits for its fsync (plus the fsync itself).
 const INTERVAL: Duration = Duration::from_millis(250);
+
+/// Whether a commit made with `synchronous = NORMAL` may not be on disk yet.
+/// The log is appended in order and recovery replays it up to the last
+/// intact commit, so one fsync of the log file (by this thread, or by any
+/// later commit made with `FULL`) makes every earlier commit durable.
+#[derive(Debug)]
+pub struct Unsynced {
+    owed: AtomicBool,
+    /// The writer could not be set back to `FULL` after such a commit.
+    stuck: AtomicBool,
+    wal: PathBuf,
+}
+
+impl Unsynced {
+    fn new(db: &Path) -> Self {
+        let mut wal = db.as_os_str().to_owned();
+        wal.push("-wal");
+        Unsynced {
+            owed: AtomicBool::new(false),
+            stuck: AtomicBool::new(false),
+            wal: wal.into(),
+        }
+    }
+
+    /// Called after such a commit: the thread fsyncs the log at its next turn.
+    pub fn owe(&self) {
+        self.owed.store(true, Ordering::Release);
+    }
+
+    /// Marks the writing connection as left without its fsyncs.
+    pub fn stick(&self) {
+        self.stuck.store(true, Ordering::Release);
+    }
+
+    /// Whether [`Self::stick`] was called: the store then refuses writes.
+    pub fn stuck(&self) -> bool {
+        self.stuck.load(Ordering::Acquire)
+    }
+
+    /// Fsyncs the log if a commit is owed one. The flag is cleared first, so
+    /// a commit that ends during the fsync sets it again for the next turn.
+    fn settle(&self) {
+        if !self.owed.swap(false, Ordering::AcqRel) {
+            return;
+        }
+        if let Err(e) = std::fs::File::open(&self.wal).and_then(|f| f.sync_data()) {
+            self.owe();
+            tracing::error!(error = %e, "cannot fsync the write-ahead log");
+        }
+    }
+}
 
 /// Length of the log (pages) from which the second, brief, writer-pausing
 /// step runs (shorter: the log rewinds by itself at a quieter moment).
@@ -48,8 +104,9 @@ fn passive(conn: &Connection) -> rusqlite::Result<Option<(i64, i64)>> {
 }
 
 /// Starts the checkpoint thread for the database at `path`, whose request
-/// connection is `writer` (held weakly: the thread ends with the store).
-pub fn start(path: &Path, writer: Weak<Mutex<Connection>>) -> std::io::Result<()> {
+/// connection is `writer` (held weakly: the thread ends with the store);
+/// returns what the thread fsyncs for commits that do not.
+pub fn start(path: &Path, writer: Weak<Mutex<Connection>>) -> std::io::Result<Arc<Unsynced>> {
     let conn = Connection::open(path).map_err(std::io::Error::other)?;
     // Same durability as the request connection: the checkpoint fsyncs the
     // database file before the log may be reused.
@@ -57,17 +114,20 @@ pub fn start(path: &Path, writer: Weak<Mutex<Connection>>) -> std::io::Result<()
         .map_err(std::io::Error::other)?;
     conn.busy_timeout(super::BUSY_TIMEOUT)
         .map_err(std::io::Error::other)?;
+    let unsynced = Arc::new(Unsynced::new(path));
+    let owed = unsynced.clone();
     std::thread::Builder::new()
         .name("arclock-checkpoint".into())
-        .spawn(move || run(conn, writer))?;
-    Ok(())
+        .spawn(move || run(conn, writer, &owed))?;
+    Ok(unsynced)
 }
 
-fn run(conn: Connection, writer: Weak<Mutex<Connection>>) {
+fn run(conn: Connection, writer: Weak<Mutex<Connection>>, unsynced: &Unsynced) {
     // The log's length at the last rewind attempt: nothing new, no pause.
     let mut settled = 0;
     loop {
         std::thread::sleep(INTERVAL);
+        unsynced.settle();
         let Some(writer) = writer.upgrade() else {
             return;
         };

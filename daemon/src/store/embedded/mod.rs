@@ -1,5 +1,6 @@
 //! SQLite through `rusqlite` (bundled, so the appliance has no server to run):
-//! WAL journal, `synchronous = FULL` (every commit fsync'd), checkpoints on
+//! WAL journal, `synchronous = FULL` (every commit fsync'd, but a refresh
+//! rotation's by the checkpoint thread by default: [`RotationSync`]), checkpoints on
 //! their own thread ([`checkpoint`]), foreign keys on, and versioned
 //! migrations applied in one transaction at start.
 //!
@@ -14,6 +15,8 @@ mod lockouts;
 mod logs;
 mod sessions;
 mod users;
+
+use checkpoint::Unsynced;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -244,6 +247,22 @@ pub enum Checkpoints {
     Inline,
 }
 
+/// When a refresh-token rotation's commit must be on disk (`[store]
+/// rotation_sync`). Every other write is fsynced before it is answered.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RotationSync {
+    /// Answered once committed; the checkpoint thread fsyncs the log within
+    /// its interval (250 ms), and any later commit that fsyncs does so
+    /// sooner. A power cut in that window undoes the rotation: the client's
+    /// new token is refused (it signs in again) and the presented one is
+    /// current again. A revocation is never deferred.
+    #[default]
+    Deferred,
+    /// Fsynced before it is answered, like every other write.
+    Commit,
+}
+
 /// The embedded database. One writing connection behind a mutex (SQLite
 /// serialises writers anyway) and two read-only ones beside it (`READERS`);
 /// every call runs on the blocking pool.
@@ -252,6 +271,9 @@ pub struct EmbeddedStore {
     path: PathBuf,
     conn: Arc<Mutex<Connection>>,
     readers: Arc<Readers>,
+    /// Set when rotations are deferred ([`RotationSync::Deferred`]) and a
+    /// checkpoint thread is there to fsync them.
+    unsynced: Option<Arc<Unsynced>>,
 }
 
 /// How long any of the store's connections (writer, readers, checkpointer)
@@ -311,6 +333,26 @@ enum Role {
     Read,
 }
 
+/// Runs `f` with the writing connection's commits not fsynced (`synchronous
+/// = NORMAL`, which cannot change inside a transaction), then restores
+/// `FULL`. If that fails, the writer is marked stuck ([`Unsynced::stuck`]):
+/// every later write and health check is refused, rather than left unsynced.
+fn without_fsync<R>(
+    conn: &mut Connection,
+    path: &Path,
+    unsynced: &Unsynced,
+    f: impl FnOnce(&mut Connection) -> Result<R, StoreError>,
+) -> Result<R, StoreError> {
+    conn.pragma_update(None, "synchronous", "NORMAL")
+        .map_err(unavailable(path))?;
+    let out = f(conn);
+    if let Err(e) = conn.pragma_update(None, "synchronous", "FULL") {
+        unsynced.stick();
+        return Err(unavailable(path)(e));
+    }
+    out
+}
+
 fn poisoned() -> StoreError {
     StoreError::Unavailable("connection lock poisoned".into())
 }
@@ -363,20 +405,46 @@ impl EmbeddedStore {
         }
         let conn = Arc::new(Mutex::new(conn));
         let readers = Arc::new(Readers::open(path)?);
-        if checkpoints == Checkpoints::Background {
-            checkpoint::start(path, Arc::downgrade(&conn))
-                .map_err(|e| StoreError::Unavailable(format!("{}: {e}", path.display())))?;
-        }
+        let unsynced = match checkpoints {
+            Checkpoints::Background => Some(
+                checkpoint::start(path, Arc::downgrade(&conn))
+                    .map_err(|e| StoreError::Unavailable(format!("{}: {e}", path.display())))?,
+            ),
+            Checkpoints::Inline => None,
+        };
         Ok(EmbeddedStore {
             path: path.to_path_buf(),
             conn,
             readers,
+            unsynced,
         })
+    }
+
+    /// The store with rotations synced as `sync` says (the default is
+    /// [`RotationSync::Deferred`]; with inline checkpoints every commit is
+    /// fsynced, as there is no thread to defer to).
+    pub fn rotation_sync(mut self, sync: RotationSync) -> Self {
+        if sync == RotationSync::Commit {
+            self.unsynced = None;
+        }
+        self
+    }
+
+    /// The writing connection, unless it could not be made to fsync again.
+    fn writer(&self) -> Result<std::sync::MutexGuard<'_, Connection>, StoreError> {
+        let conn = self.conn.lock().map_err(|_| poisoned())?;
+        if self.unsynced.as_ref().is_some_and(|u| u.stuck()) {
+            return Err(StoreError::Unavailable(format!(
+                "{}: the writing connection no longer fsyncs its commits",
+                self.path.display()
+            )));
+        }
+        Ok(conn)
     }
 
     /// Schema version in the file.
     pub fn schema_version(&self) -> Result<i64, StoreError> {
-        let conn = self.conn.lock().map_err(|_| poisoned())?;
+        let conn = self.writer()?;
         conn.query_row("PRAGMA user_version", [], |r| r.get(0))
             .map_err(unavailable(&self.path))
     }
@@ -415,7 +483,7 @@ impl EmbeddedStore {
         let asked = Instant::now();
         let (out, waited, ran) = tokio::task::spawn_blocking(move || {
             let mut conn = match role {
-                Role::Write => store.conn.lock().map_err(|_| poisoned())?,
+                Role::Write => store.writer()?,
                 Role::Read => store.readers.lock()?,
             };
             let waited = asked.elapsed();
@@ -455,7 +523,7 @@ impl EmbeddedStore {
     async fn check(&self) -> Result<(), StoreError> {
         let store = self.clone();
         tokio::task::spawn_blocking(move || {
-            let conn = store.conn.lock().map_err(|_| poisoned())?;
+            let conn = store.writer()?;
             let err = unavailable(&store.path);
             if !store.path.exists() {
                 return Err(StoreError::Unavailable(format!(
@@ -813,6 +881,40 @@ mod tests {
             .await;
         assert!(wrote.is_err(), "a read connection wrote");
         assert_eq!(count(&s).await.unwrap(), 1);
+    }
+
+    /// If the writer cannot be set back to fsyncing after a deferred
+    /// rotation (here: a transaction left open, inside which `synchronous`
+    /// cannot change), the store refuses its health check and every later
+    /// write, rather than commit them unsynced.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_writer_left_unsynced_refuses_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = EmbeddedStore::open(&dir.path().join("u.db")).unwrap();
+        s.check().await.unwrap();
+        let unsynced = s.unsynced.clone().unwrap();
+        let left_open = s
+            .with(move |conn, path| {
+                without_fsync(conn, path, &unsynced, |c| {
+                    c.execute_batch("BEGIN").map_err(unavailable(path))
+                })
+            })
+            .await;
+        assert!(
+            left_open.is_err(),
+            "synchronous changed inside a transaction"
+        );
+        assert!(matches!(s.check().await, Err(StoreError::Unavailable(_))));
+        let wrote = s
+            .with(|c, p| {
+                c.execute("DELETE FROM instances", [])
+                    .map_err(unavailable(p))
+            })
+            .await;
+        assert!(
+            matches!(wrote, Err(StoreError::Unavailable(_))),
+            "a write ran on a writer left unsynced"
+        );
     }
 
     /// Issue 22: with checkpoints on their own thread, a steady stream of
