@@ -859,6 +859,7 @@ fn apply_override(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::RotationSync;
 
     fn example() -> String {
         std::fs::read_to_string(
@@ -892,6 +893,7 @@ mod tests {
         let c = load(&example(), &[]).unwrap();
         assert_eq!(c.server.listen.port(), 8443);
         assert_eq!(c.store.backend, Backend::Embedded);
+        assert_eq!(c.store.rotation_sync, RotationSync::Deferred);
     }
 
     #[test]
@@ -902,11 +904,13 @@ mod tests {
                 ("ARCLOCK_SERVER_LISTEN", "127.0.0.1:9443"),
                 ("ARCLOCK_HSM_POOL_SIZE", "7"),
                 ("ARCLOCK_FACES_DIR", "/x"),
+                ("ARCLOCK_STORE_ROTATION_SYNC", "commit"),
             ],
         )
         .unwrap();
         assert_eq!(c.server.listen.port(), 9443);
         assert_eq!(c.hsm.pool_size, 7);
+        assert_eq!(c.store.rotation_sync, RotationSync::Commit);
         let e = load(&example(), &[("ARCLOCK_SERVER_LISTN", "x")])
             .unwrap_err()
             .to_string();
