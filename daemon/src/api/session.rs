@@ -175,7 +175,7 @@ pub async fn refresh(app: &App, req: Request<Incoming>) -> Answer {
     let hashes = stored_forms(app, &[&presented, &next]).await?;
     // The swap, the account's status and the success's log entry in one
     // store call (one commit on SQLite): a second call per rotation on
-    // SQLite's one connection bounded ES256 refreshes at 4 clients.
+    // SQLite's one writing connection bounded ES256 refreshes at 4 clients.
     let entry = journal::entry(
         app,
         &client,
