@@ -16,7 +16,7 @@ impl AuditTrail for EmbeddedStore {
             let head = audit_head(&tx, path)?;
             let entry = AuditEntry::after(head.as_ref(), event);
             let e = &entry.event;
-            tx.execute(
+            tx.execute_cached(
                 &format!(
                     "INSERT INTO audit_chain ({AUDIT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
                 ),
@@ -60,7 +60,7 @@ impl AuditTrail for EmbeddedStore {
     async fn put_audit_seal(&self, seal: &AuditSeal) -> Result<(), StoreError> {
         let seal = seal.clone();
         self.with(move |conn, path| {
-            conn.execute(
+            conn.execute_cached(
                 "INSERT OR IGNORE INTO audit_seals (seq, hash, at, kid, signature) VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![seal.seq as i64, &seal.hash[..], seal.at, seal.kid, seal.signature],
             )

@@ -7,7 +7,7 @@ impl Challenges for EmbeddedStore {
     async fn put_challenge(&self, c: &StoredChallenge) -> Result<(), StoreError> {
         let (c, steps) = (c.clone(), c.steps_text());
         self.with(move |conn, path| {
-            conn.execute(
+            conn.execute_cached(
                 "INSERT INTO challenges (id_hash, subject, client_ip, steps, expires_at) \
                  VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![&c.id_hash[..], c.subject, c.client_ip, steps, c.expires_at],
@@ -25,7 +25,7 @@ impl Challenges for EmbeddedStore {
         let id_hash = *id_hash;
         self.with(move |conn, path| {
             let row = conn
-                .query_row(
+                .query_row_cached(
                     "DELETE FROM challenges WHERE id_hash = ?1 \
                      RETURNING subject, client_ip, steps, expires_at",
                     [&id_hash[..]],
@@ -57,7 +57,7 @@ impl Challenges for EmbeddedStore {
     async fn put_invite(&self, i: &StoredInvite) -> Result<(), StoreError> {
         let i = i.clone();
         self.with(move |conn, path| {
-            conn.execute(
+            conn.execute_cached(
                 "INSERT INTO invites (code_hash, email, created_at, expires_at) VALUES (?1, ?2, ?3, ?4)",
                 params![&i.code_hash[..], i.email, i.created_at, i.expires_at],
             )
@@ -70,7 +70,7 @@ impl Challenges for EmbeddedStore {
     async fn take_invite(&self, code_hash: &[u8; 32]) -> Result<Option<StoredInvite>, StoreError> {
         let code_hash = *code_hash;
         self.with(move |conn, path| {
-            conn.query_row(
+            conn.query_row_cached(
                 "DELETE FROM invites WHERE code_hash = ?1 RETURNING email, created_at, expires_at",
                 [&code_hash[..]],
                 |r| {

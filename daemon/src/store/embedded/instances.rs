@@ -11,7 +11,7 @@ impl Instances for EmbeddedStore {
         self.with(move |conn, path| {
             let err = unavailable(path);
             let tx = conn.transaction().map_err(&err)?;
-            tx.execute(
+            tx.execute_cached(
                 "INSERT INTO instances (id, host, pid, version, started_at, seen_at, load, kek)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
                  ON CONFLICT(id) DO UPDATE SET
@@ -28,7 +28,7 @@ impl Instances for EmbeddedStore {
                 ],
             )
             .map_err(&err)?;
-            tx.execute(
+            tx.execute_cached(
                 "DELETE FROM instances WHERE seen_at < ?1",
                 [b.seen_at - INSTANCE_RETENTION_MS],
             )

@@ -78,7 +78,7 @@ impl Lockouts for EmbeddedStore {
             put_count(&tx, &key, (count.max(failed), failed), start, &p).map_err(&err)?;
             let out = if failed >= i64::from(p.max_failures) {
                 let until = now + p.lock_for;
-                tx.execute(
+                tx.execute_cached(
                     "INSERT INTO lockouts (subject, until) VALUES (?1, ?2)
                      ON CONFLICT(subject) DO UPDATE SET until = max(until, excluded.until)",
                     params![key, until],
@@ -130,7 +130,7 @@ impl Lockouts for EmbeddedStore {
             let err = unavailable(path);
             let tx = conn.transaction().map_err(&err)?;
             let n = tx
-                .execute("DELETE FROM lockouts WHERE subject = ?1", [&key])
+                .execute_cached("DELETE FROM lockouts WHERE subject = ?1", [&key])
                 .map_err(&err)?;
             forget_failures(&tx, &key).map_err(&err)?;
             tx.commit().map_err(&err)?;

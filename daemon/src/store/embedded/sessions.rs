@@ -55,7 +55,7 @@ impl Sessions for EmbeddedStore {
     async fn revoke_family_of(&self, token_hash: &[u8; 32]) -> Result<bool, StoreError> {
         let hash = *token_hash;
         self.with(move |conn, path| {
-            conn.execute(
+            conn.execute_cached(
                 "UPDATE refresh_families SET revoked = 1
                  WHERE revoked = 0 AND id = (SELECT family_id FROM refresh_tokens WHERE hash = ?1)",
                 [hash.as_slice()],
@@ -69,7 +69,7 @@ impl Sessions for EmbeddedStore {
     async fn revoke_family(&self, family_id: &str) -> Result<bool, StoreError> {
         let id = family_id.to_string();
         self.with(move |conn, path| {
-            conn.execute(
+            conn.execute_cached(
                 "UPDATE refresh_families SET revoked = 1 WHERE revoked = 0 AND id = ?1",
                 [&id],
             )
@@ -82,7 +82,7 @@ impl Sessions for EmbeddedStore {
     async fn family_live(&self, family_id: &str, now: Millis) -> Result<bool, StoreError> {
         let id = family_id.to_string();
         self.read(move |conn, path| {
-            conn.query_row(
+            conn.query_row_cached(
                 "SELECT 1 FROM refresh_families WHERE id = ?1 AND revoked = 0 AND expires_at > ?2",
                 params![id, now],
                 |_| Ok(()),
@@ -128,7 +128,7 @@ fn swap(
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(&err)?;
     let row: Option<(String, String, Vec<u8>, bool, i64, bool)> = tx
-        .query_row(
+        .query_row_cached(
             "SELECT f.id, f.user_id, f.current_hash, f.revoked, f.expires_at,
                     COALESCE(u.status = ?2, 0)
              FROM refresh_tokens t JOIN refresh_families f ON f.id = t.family_id
@@ -163,7 +163,7 @@ fn swap(
         return Ok(Some(Rotation::Invalid));
     }
     let revoke = |tx: rusqlite::Transaction<'_>| {
-        tx.execute(
+        tx.execute_cached(
             "UPDATE refresh_families SET revoked = 1 WHERE id = ?1",
             [&family_id],
         )
@@ -182,12 +182,12 @@ fn swap(
             Rotation::Invalid
         }));
     }
-    tx.execute(
+    tx.execute_cached(
         "UPDATE refresh_families SET current_hash = ?1 WHERE id = ?2",
         params![next.as_slice(), family_id],
     )
     .map_err(&err)?;
-    tx.execute(
+    tx.execute_cached(
         "INSERT INTO refresh_tokens (hash, family_id) VALUES (?1, ?2)",
         params![next.as_slice(), family_id],
     )
@@ -202,11 +202,11 @@ fn swap(
 /// [`Sessions::create_family`]'s statements, inside the caller's
 /// transaction (also a sign-in's, with its settlement).
 pub(super) fn insert_family(conn: &Connection, f: &NewFamily) -> rusqlite::Result<()> {
-    conn.execute(
+    conn.execute_cached(
         "INSERT INTO refresh_families (id, user_id, current_hash, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
         params![f.id, f.user_id.as_str(), f.token_hash.as_slice(), f.created_at, f.expires_at],
     )?;
-    conn.execute(
+    conn.execute_cached(
         "INSERT INTO refresh_tokens (hash, family_id) VALUES (?1, ?2)",
         params![f.token_hash.as_slice(), f.id],
     )?;

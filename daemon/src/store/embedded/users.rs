@@ -12,7 +12,7 @@ impl Users for EmbeddedStore {
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(&err)?;
             let u = &new.user;
-            match tx.execute(
+            match tx.execute_cached(
                 "INSERT INTO users (id, name, email, status, created_at, skeleton) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 params![u.id.as_str(), u.name.as_str(), u.email.as_str(), u.status.as_str(), u.created_at, u.email.skeleton()],
             ) {
@@ -21,12 +21,12 @@ impl Users for EmbeddedStore {
                 Err(e) => return Err(err(e)),
             }
             let c = &new.credentials;
-            tx.execute(
+            tx.execute_cached(
                 "INSERT INTO templates (user_id, model_id, ciphertext, created_at) VALUES (?1, ?2, ?3, ?4)",
                 params![u.id.as_str(), c.template.model_id, c.template.ciphertext, u.created_at],
             )
             .map_err(&err)?;
-            tx.execute(
+            tx.execute_cached(
                 "INSERT INTO wrapped_keys (user_id, kek_version, nonce, ciphertext, public_key, binding) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 params![
                     u.id.as_str(),
@@ -55,7 +55,7 @@ impl Users for EmbeddedStore {
         let id = id.as_str().to_string();
         self.read(move |conn, path| {
             let row = conn
-                .query_row(
+                .query_row_cached(
                     "SELECT t.model_id, t.ciphertext, k.kek_version, k.nonce, k.ciphertext, k.public_key, k.binding
                      FROM templates t JOIN wrapped_keys k ON k.user_id = t.user_id WHERE t.user_id = ?1",
                     [id],
@@ -101,7 +101,7 @@ impl Users for EmbeddedStore {
     async fn update_name(&self, id: &UserId, name: &Name) -> Result<Option<User>, StoreError> {
         let (id2, name) = (id.as_str().to_string(), name.as_str().to_string());
         self.with(move |conn, path| {
-            conn.execute(
+            conn.execute_cached(
                 "UPDATE users SET name = ?1 WHERE id = ?2",
                 params![name, id2],
             )
@@ -117,14 +117,14 @@ impl Users for EmbeddedStore {
             let err = unavailable(path);
             let tx = conn.transaction().map_err(&err)?;
             let found = tx
-                .execute(
+                .execute_cached(
                     "UPDATE users SET status = ?1 WHERE id = ?2",
                     params![status.as_str(), id],
                 )
                 .map_err(&err)?
                 > 0;
             if status == UserStatus::Disabled {
-                tx.execute(
+                tx.execute_cached(
                     "UPDATE refresh_families SET revoked = 1 WHERE user_id = ?1",
                     [&id],
                 )
@@ -139,7 +139,7 @@ impl Users for EmbeddedStore {
     async fn replace_key(&self, id: &UserId, key: &StoredKey) -> Result<bool, StoreError> {
         let (id, key) = (id.as_str().to_string(), key.clone());
         self.with(move |conn, path| {
-            conn.execute(
+            conn.execute_cached(
                 "UPDATE wrapped_keys SET kek_version = ?1, nonce = ?2, ciphertext = ?3, public_key = ?4, binding = ?5 WHERE user_id = ?6",
                 params![key.wrapped.kek_version, key.wrapped.nonce.as_slice(), key.wrapped.ciphertext, key.public_key, key.wrapped.binding.as_u8(), id],
             )
@@ -182,12 +182,12 @@ impl Users for EmbeddedStore {
             // Foreign keys cascade to templates, wrapped_keys, refresh_families
             // and their tokens; secure_delete overwrites the freed pages.
             let gone = tx
-                .execute("DELETE FROM users WHERE id = ?1", [&id])
+                .execute_cached("DELETE FROM users WHERE id = ?1", [&id])
                 .map_err(&err)?;
             if gone == 0 {
                 return Ok(false);
             }
-            tx.execute(
+            tx.execute_cached(
                 "UPDATE auth_logs SET user_id = NULL WHERE user_id = ?1",
                 [&id],
             )
