@@ -1092,6 +1092,24 @@ pub async fn run(
         num(es_p50 / raw.median_ms()),
         num(p50_at_1 / raw.median_ms()),
     ));
+    // The rate above is set against a raw run minutes older; the face's
+    // share of the CPU is not, and it says what the signature costs.
+    let es_cores = es_verify.core_ms();
+    let es_face = es_verify.face_core_ms();
+    report.para(&format!(
+        "By thread with ES256 at 4 clients: the face workers {} core-ms per sign-in, the other \
+         threads {} (RS256: {}). The face is **{} %** of all the CPU a sign-in took, the \
+         clients' included (RS256: {} %); against the raw run's busy cores ({} %) that is \
+         **{} %** (RS256: {} %).",
+        num(es_face),
+        num(es_cores.0 - es_face),
+        num(daemon_ms - face_at[0]),
+        num(100.0 * share(es_face, es_cores)),
+        num(100.0 * share(face_at[0], cpu_at[0])),
+        num(100.0 * raw_busy),
+        num(100.0 * share(es_face, es_cores) / raw_busy),
+        num(100.0 * share(face_at[0], cpu_at[0]) / raw_busy),
+    ));
     if let Some(sig) = signers {
         report.para(&format!(
             "Against the signer's own 2-worker rate in the HSM table of this run (issue 20's \

@@ -447,8 +447,9 @@ pub struct Store {
     pub mongodb_uri_file: Option<PathBuf>,
     #[serde(default = "defaults::mongodb_database")]
     pub mongodb_database: String,
-    /// Whether the embedded store answers a refresh rotation before its
-    /// commit is fsynced (the default) or after.
+    /// Whether the embedded store answers a refresh rotation, and grants a
+    /// sign-in's reservation, before its commit is fsynced (the default) or
+    /// after.
     #[serde(default)]
     pub rotation_sync: crate::store::RotationSync,
 }

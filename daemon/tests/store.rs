@@ -1325,6 +1325,88 @@ async fn embedded_rotations_are_fsynced_within_the_interval_and_revocations_at_o
     }
 }
 
+/// A reservation is answered before its fsync (nothing answered rests on it
+/// alone), and every answer to its attempt, a failure, a success with its
+/// session or a release, fsyncs it along with itself; with `rotation_sync =
+/// "commit"` it is on disk when granted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_reservations_reach_the_disk_with_their_attempts_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("reserve.db");
+    let wal = dir.path().join("reserve.db-wal");
+    let s = EmbeddedStore::open(&path).unwrap();
+    let u = user("reserve@example.org");
+    s.register(&u).await.unwrap();
+    if unsynced_pages(&wal).is_none() {
+        eprintln!("SKIPPED: this kernel has no cachestat(2) (Linux 6.5+)");
+        return;
+    }
+    let on_disk = |what: &str| {
+        assert_eq!(
+            unsynced_pages(&wal),
+            Some(0),
+            "{what} was answered before its fsync"
+        );
+    };
+    let p = LockPolicy {
+        max_failures: 1000,
+        window: 15 * MIN,
+        lock_for: 15 * MIN,
+    };
+    let subject = Subject::Account(EmailKey::from_mac(&rand::random::<[u8; 16]>()));
+    let asks = [(subject.clone(), p), (Subject::Ip("192.0.2.9".into()), p)];
+    let subjects: Vec<Subject> = asks.iter().map(|(s, _)| s.clone()).collect();
+    // A read transaction held open keeps the checkpoint thread from
+    // copying, and so from fsyncing, on its own (as for rotations).
+    let pin = rusqlite::Connection::open(&path).unwrap();
+    pin.execute_batch("BEGIN").unwrap();
+    pin.query_row("SELECT count(*) FROM users", [], |_| Ok(()))
+        .unwrap();
+    let mut deferred = 0;
+    for i in 0..12i64 {
+        assert_eq!(
+            s.reserve_attempts(&asks, NOW + i).await.unwrap(),
+            Reservation::Granted
+        );
+        deferred += usize::from(unsynced_pages(&wal).unwrap() > 0);
+        match i % 3 {
+            0 => {
+                s.fail_attempt(&subject, NOW + i, &p).await.unwrap();
+                on_disk("a failure after its reservation");
+            }
+            1 => {
+                let family = NewFamily {
+                    id: format!("fam-reserve-{i}"),
+                    user_id: u.user.id.clone(),
+                    token_hash: [i as u8; 32],
+                    created_at: NOW,
+                    expires_at: NOW + MIN,
+                };
+                let entry = log(Some(&u.user.id), NOW + i, Outcome::Success);
+                s.settle_sign_in(&subjects, &entry, &family).await.unwrap();
+                on_disk("a success and its session after their reservation");
+            }
+            _ => {
+                for subject in &subjects {
+                    s.release_attempt(subject).await.unwrap();
+                }
+                on_disk("a release after its reservation");
+            }
+        }
+    }
+    assert!(deferred > 0, "every reservation waited for its fsync");
+    drop(pin);
+
+    drop(s);
+    let s = EmbeddedStore::open(&path)
+        .unwrap()
+        .rotation_sync(RotationSync::Commit);
+    for i in 0..5 {
+        s.reserve_attempts(&asks, NOW + 100 + i).await.unwrap();
+        on_disk(r#"with rotation_sync = "commit", a reservation"#);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mongodb_survives_sigkill_during_registration() {
     if mongo_uri().is_none() {

@@ -20,29 +20,25 @@ impl Lockouts for EmbeddedStore {
         now: Millis,
     ) -> Result<Reservation, StoreError> {
         let asks: Vec<(String, LockPolicy)> = asks.iter().map(|(s, p)| (s.key(), *p)).collect();
+        let unsynced = self.unsynced.clone();
         self.with(move |conn, path| {
-            let err = unavailable(path);
-            // IMMEDIATE: the read and the increment are one writer's, so
-            // concurrent reservations queue and each sees the last count. One
-            // transaction for all: a refusal rolls back the places already
-            // taken (the transaction is dropped uncommitted).
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(&err)?;
-            for (key, p) in &asks {
-                if let Some(until) = locked(&tx, key, now).map_err(&err)? {
-                    return Ok(Reservation::Refused { until });
-                }
-                let (count, failed, start) = window(&tx, key, now, p).map_err(&err)?;
-                if count >= i64::from(p.max_failures) {
-                    return Ok(Reservation::Refused {
-                        until: start + p.window,
-                    });
-                }
-                put_count(&tx, key, (count + 1, failed), start, p).map_err(&err)?;
+            let Some(unsynced) = unsynced else {
+                return reserve(conn, path, &asks, now);
+            };
+            // Not fsynced before it is answered: nothing answered rests on a
+            // reservation alone. Every answer to an attempt that got one comes
+            // after a commit on this writer that fsyncs (its failure, its
+            // success, its release), and that fsync takes the reservation
+            // along; a power cut before it undoes only an attempt that never
+            // got an answer. Other requests and the console see the count as
+            // soon as it is committed, fsync or not.
+            let out = without_fsync(conn, path, &unsynced, |conn| {
+                reserve(conn, path, &asks, now)
+            })?;
+            if out == Reservation::Granted {
+                unsynced.owe();
             }
-            tx.commit().map_err(&err)?;
-            Ok(Reservation::Granted)
+            Ok(out)
         })
         .await
     }
@@ -173,4 +169,36 @@ pub(super) fn settle(
         }?;
     }
     insert_log(conn, log).map(|_| ())
+}
+
+/// Takes one place in each of `asks`' budgets, or none if one is locked or
+/// full ([`Lockouts::reserve_attempts`]).
+fn reserve(
+    conn: &mut Connection,
+    path: &Path,
+    asks: &[(String, LockPolicy)],
+    now: Millis,
+) -> Result<Reservation, StoreError> {
+    let err = unavailable(path);
+    // IMMEDIATE: the read and the increment are one writer's, so concurrent
+    // reservations queue and each sees the last count. One transaction for
+    // all: a refusal rolls back the places already taken (the transaction
+    // is dropped uncommitted).
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(&err)?;
+    for (key, p) in asks {
+        if let Some(until) = locked(&tx, key, now).map_err(&err)? {
+            return Ok(Reservation::Refused { until });
+        }
+        let (count, failed, start) = window(&tx, key, now, p).map_err(&err)?;
+        if count >= i64::from(p.max_failures) {
+            return Ok(Reservation::Refused {
+                until: start + p.window,
+            });
+        }
+        put_count(&tx, key, (count + 1, failed), start, p).map_err(&err)?;
+    }
+    tx.commit().map_err(&err)?;
+    Ok(Reservation::Granted)
 }

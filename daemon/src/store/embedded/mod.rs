@@ -1,6 +1,7 @@
 //! SQLite through `rusqlite` (bundled, so the appliance has no server to run):
 //! WAL journal, `synchronous = FULL` (every commit fsync'd, but a refresh
-//! rotation's by the checkpoint thread by default: [`RotationSync`]), checkpoints on
+//! rotation's and a sign-in's reservation's later by default:
+//! [`RotationSync`]), checkpoints on
 //! their own thread ([`checkpoint`]), foreign keys on, and versioned
 //! migrations applied in one transaction at start.
 //!
@@ -248,7 +249,8 @@ pub enum Checkpoints {
 }
 
 /// When a refresh-token rotation's commit must be on disk (`[store]
-/// rotation_sync`). Every other write is fsynced before it is answered.
+/// rotation_sync`), and with it a sign-in's reservation, which no answer
+/// rests on alone. Every other write is fsynced before it is answered.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RotationSync {
@@ -259,7 +261,8 @@ pub enum RotationSync {
     /// current again. A revocation is never deferred.
     #[default]
     Deferred,
-    /// Fsynced before it is answered, like every other write.
+    /// Fsynced before it is answered, like every other write (reservations
+    /// too).
     Commit,
 }
 
@@ -271,8 +274,9 @@ pub struct EmbeddedStore {
     path: PathBuf,
     conn: Arc<Mutex<Connection>>,
     readers: Arc<Readers>,
-    /// Set when rotations are deferred ([`RotationSync::Deferred`]) and a
-    /// checkpoint thread is there to fsync them.
+    /// Set when rotations and reservations are deferred
+    /// ([`RotationSync::Deferred`]) and a checkpoint thread is there to fsync
+    /// them.
     unsynced: Option<Arc<Unsynced>>,
 }
 
@@ -344,10 +348,10 @@ fn without_fsync<R>(
     unsynced: &Unsynced,
     f: impl FnOnce(&mut Connection) -> Result<R, StoreError>,
 ) -> Result<R, StoreError> {
-    conn.pragma_update(None, "synchronous", "NORMAL")
+    conn.execute_cached("PRAGMA synchronous = NORMAL", [])
         .map_err(unavailable(path))?;
     let out = f(conn);
-    if let Err(e) = conn.pragma_update(None, "synchronous", "FULL") {
+    if let Err(e) = conn.execute_cached("PRAGMA synchronous = FULL", []) {
         unsynced.stick();
         return Err(unavailable(path)(e));
     }
