@@ -1205,12 +1205,9 @@ async fn embedded_survives_sigkill_during_registration() {
 /// writeback in the page cache (cachestat(2)), so a power cut loses nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embedded_rotations_are_fsynced_within_the_interval_and_revocations_at_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("sync.db");
-    let wal = dir.path().join("sync.db-wal");
-    let s = EmbeddedStore::open(&path).unwrap();
-    let u = user("sync@example.org");
-    s.register(&u).await.unwrap();
+    let Some((_dir, path, wal, s, u)) = watched_store("sync").await else {
+        return;
+    };
     let family = NewFamily {
         id: "fam-sync".into(),
         user_id: u.user.id.clone(),
@@ -1219,17 +1216,7 @@ async fn embedded_rotations_are_fsynced_within_the_interval_and_revocations_at_o
         expires_at: NOW + MIN,
     };
     s.create_family(&family).await.unwrap();
-    if unsynced_pages(&wal).is_none() {
-        eprintln!("SKIPPED: this kernel has no cachestat(2) (Linux 6.5+)");
-        return;
-    }
-    let on_disk = |what: &str| {
-        assert_eq!(
-            unsynced_pages(&wal),
-            Some(0),
-            "{what} was answered before its fsync"
-        );
-    };
+    let on_disk = |what: &str| assert_on_disk(&wal, what);
     on_disk("a new session's commit");
     let mut current = 0u8;
     // Rotates the current token; whether the log was left unsynced by it.
@@ -1248,12 +1235,7 @@ async fn embedded_rotations_are_fsynced_within_the_interval_and_revocations_at_o
     // rotations into the database, and so from fsyncing the log on its
     // way: what makes them durable below is the thread's fsync of owed
     // commits, whatever readers do.
-    let pin = rusqlite::Connection::open(&path).unwrap();
-    pin.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
-        .unwrap();
-    pin.execute_batch("BEGIN").unwrap();
-    pin.query_row("SELECT count(*) FROM users", [], |_| Ok(()))
-        .unwrap();
+    let pin = pinned_snapshot(&path);
     // Deferred: the checkpoint thread may fsync between two rotations, so
     // one rotation in five answered with the log unsynced is enough.
     let mut deferred = 0;
@@ -1331,23 +1313,10 @@ async fn embedded_rotations_are_fsynced_within_the_interval_and_revocations_at_o
 /// "commit"` it is on disk when granted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embedded_reservations_reach_the_disk_with_their_attempts_answer() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("reserve.db");
-    let wal = dir.path().join("reserve.db-wal");
-    let s = EmbeddedStore::open(&path).unwrap();
-    let u = user("reserve@example.org");
-    s.register(&u).await.unwrap();
-    if unsynced_pages(&wal).is_none() {
-        eprintln!("SKIPPED: this kernel has no cachestat(2) (Linux 6.5+)");
+    let Some((_dir, path, wal, s, u)) = watched_store("reserve").await else {
         return;
-    }
-    let on_disk = |what: &str| {
-        assert_eq!(
-            unsynced_pages(&wal),
-            Some(0),
-            "{what} was answered before its fsync"
-        );
     };
+    let on_disk = |what: &str| assert_on_disk(&wal, what);
     let p = LockPolicy {
         max_failures: 1000,
         window: 15 * MIN,
@@ -1356,12 +1325,7 @@ async fn embedded_reservations_reach_the_disk_with_their_attempts_answer() {
     let subject = Subject::Account(EmailKey::from_mac(&rand::random::<[u8; 16]>()));
     let asks = [(subject.clone(), p), (Subject::Ip("192.0.2.9".into()), p)];
     let subjects: Vec<Subject> = asks.iter().map(|(s, _)| s.clone()).collect();
-    // A read transaction held open keeps the checkpoint thread from
-    // copying, and so from fsyncing, on its own (as for rotations).
-    let pin = rusqlite::Connection::open(&path).unwrap();
-    pin.execute_batch("BEGIN").unwrap();
-    pin.query_row("SELECT count(*) FROM users", [], |_| Ok(()))
-        .unwrap();
+    let pin = pinned_snapshot(&path);
     let mut deferred = 0;
     for i in 0..12i64 {
         assert_eq!(
@@ -1434,6 +1398,48 @@ async fn mongodb_survives_sigkill_during_registration() {
 }
 
 // ---- helpers -----------------------------------------------------------------
+
+/// An embedded store in a temporary directory with one account, its file
+/// and its log's; `None` (SKIPPED) on a kernel without cachestat(2), which
+/// [`assert_on_disk`] reads.
+async fn watched_store(
+    name: &str,
+) -> Option<(tempfile::TempDir, PathBuf, PathBuf, EmbeddedStore, NewUser)> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(format!("{name}.db"));
+    let wal = dir.path().join(format!("{name}.db-wal"));
+    let s = EmbeddedStore::open(&path).unwrap();
+    let u = user(&format!("{name}@example.org"));
+    s.register(&u).await.unwrap();
+    if unsynced_pages(&wal).is_none() {
+        eprintln!("SKIPPED: this kernel has no cachestat(2) (Linux 6.5+)");
+        return None;
+    }
+    Some((dir, path, wal, s, u))
+}
+
+/// Fails unless every page of the log `wal` is on the disk.
+fn assert_on_disk(wal: &std::path::Path, what: &str) {
+    assert_eq!(
+        unsynced_pages(wal),
+        Some(0),
+        "{what} was answered before its fsync"
+    );
+}
+
+/// A read transaction held open on the database at `path`: it keeps the
+/// checkpoint thread from copying commits into the database, and so from
+/// fsyncing the log on its way, so that what makes them durable is the
+/// fsync under test.
+fn pinned_snapshot(path: &std::path::Path) -> rusqlite::Connection {
+    let pin = rusqlite::Connection::open(path).unwrap();
+    pin.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+        .unwrap();
+    pin.execute_batch("BEGIN").unwrap();
+    pin.query_row("SELECT count(*) FROM users", [], |_| Ok(()))
+        .unwrap();
+    pin
+}
 
 /// Pages of `file` in the page cache that are dirty or under writeback, so
 /// not yet on the disk (cachestat(2)); `None` on a kernel without it.
