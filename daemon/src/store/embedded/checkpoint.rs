@@ -23,7 +23,8 @@
 //!    every commit then extends the file, and its fsync costs 1.5x).
 //!
 //! It also makes durable, within one interval, the commits made without
-//! their own fsync ([`Unsynced`]: refresh rotations, by default).
+//! their own fsync ([`Unsynced`]: refresh rotations and sign-in reservations,
+//! by default).
 //!
 //! The thread ends when the store is dropped.
 
