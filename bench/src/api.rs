@@ -310,17 +310,21 @@ impl Run {
     /// Per request answered (wanted or not), in core-milliseconds: the
     /// daemon's, the clients' and the cores' idle time.
     fn core_ms(&self) -> (f64, f64, f64) {
-        let n = (self.ok.len() + self.bad).max(1) as f64;
         (
-            1000.0 * self.daemon_cpu / n,
-            1000.0 * self.client_cpu / n,
-            1000.0 * self.idle / n,
+            self.per_request_ms(self.daemon_cpu),
+            self.per_request_ms(self.client_cpu),
+            self.per_request_ms(self.idle),
         )
     }
 
     /// The daemon's face workers' share of [`Run::core_ms`]'s first figure.
     fn face_core_ms(&self) -> f64 {
-        1000.0 * self.face_cpu / (self.ok.len() + self.bad).max(1) as f64
+        self.per_request_ms(self.face_cpu)
+    }
+
+    /// `seconds` of CPU (or idle cores) per request answered, in ms.
+    fn per_request_ms(&self, seconds: f64) -> f64 {
+        1000.0 * seconds / (self.ok.len() + self.bad).max(1) as f64
     }
 
     fn samples(&self) -> Samples {
@@ -872,6 +876,8 @@ pub async fn run(
     // the same moment as the rest, so the host's drift between the raw run
     // and the rows (a sixth within minutes here) cancels out of it.
     let share = |face: f64, (daemon, clients, _): (f64, f64, f64)| face / (daemon + clients);
+    let shares = [share(face_at[0], cpu_at[0]), share(face_at[1], cpu_at[1])];
+    let others = [daemon_ms - face_at[0], cpu_at[1].0 - face_at[1]];
     let raw_busy = raw_rate2 * raw_core_ms / 2000.0;
     report.para(&format!(
         "By thread (`/proc/<pid>/task/*/stat`): the daemon's two face workers used **{}** \
@@ -885,13 +891,13 @@ pub async fn run(
         num(face_at[0]),
         num(face_at[1]),
         num(raw_core_ms),
-        num(daemon_ms - face_at[0]),
-        num(cpu_at[1].0 - face_at[1]),
-        num(100.0 * share(face_at[0], cpu_at[0])),
-        num(100.0 * share(face_at[1], cpu_at[1])),
+        num(others[0]),
+        num(others[1]),
+        num(100.0 * shares[0]),
+        num(100.0 * shares[1]),
         num(100.0 * raw_busy),
-        num(100.0 * share(face_at[0], cpu_at[0]) / raw_busy),
-        num(100.0 * share(face_at[1], cpu_at[1]) / raw_busy)
+        num(100.0 * shares[0] / raw_busy),
+        num(100.0 * shares[1] / raw_busy)
     ));
     let (daemon16, client16, idle16) = cpu_at[1];
     report.para(&format!(
@@ -1096,6 +1102,7 @@ pub async fn run(
     // share of the CPU is not, and it says what the signature costs.
     let es_cores = es_verify.core_ms();
     let es_face = es_verify.face_core_ms();
+    let es_share = share(es_face, es_cores);
     report.para(&format!(
         "By thread with ES256 at 4 clients: the face workers {} core-ms per sign-in, the other \
          threads {} (RS256: {}). The face is **{} %** of all the CPU a sign-in took, the \
@@ -1103,12 +1110,12 @@ pub async fn run(
          **{} %** (RS256: {} %).",
         num(es_face),
         num(es_cores.0 - es_face),
-        num(daemon_ms - face_at[0]),
-        num(100.0 * share(es_face, es_cores)),
-        num(100.0 * share(face_at[0], cpu_at[0])),
+        num(others[0]),
+        num(100.0 * es_share),
+        num(100.0 * shares[0]),
         num(100.0 * raw_busy),
-        num(100.0 * share(es_face, es_cores) / raw_busy),
-        num(100.0 * share(face_at[0], cpu_at[0]) / raw_busy),
+        num(100.0 * es_share / raw_busy),
+        num(100.0 * shares[0] / raw_busy),
     ));
     if let Some(sig) = signers {
         report.para(&format!(

@@ -62,7 +62,8 @@ impl Unsynced {
         }
     }
 
-    /// Called after such a commit: the thread fsyncs the log at its next turn.
+    /// Called after such a commit (by `without_fsync`, and again by a failed
+    /// [`Self::settle`]): the thread fsyncs the log at its next turn.
     pub fn owe(&self) {
         self.owed.store(true, Ordering::Release);
     }

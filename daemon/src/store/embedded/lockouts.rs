@@ -32,13 +32,9 @@ impl Lockouts for EmbeddedStore {
             // along; a power cut before it undoes only an attempt that never
             // got an answer. Other requests and the console see the count as
             // soon as it is committed, fsync or not.
-            let out = without_fsync(conn, path, &unsynced, |conn| {
+            without_fsync(conn, path, &unsynced, |conn| {
                 reserve(conn, path, &asks, now)
-            })?;
-            if out == Reservation::Granted {
-                unsynced.owe();
-            }
-            Ok(out)
+            })
         })
         .await
     }

@@ -340,8 +340,10 @@ enum Role {
 
 /// Runs `f` with the writing connection's commits not fsynced (`synchronous
 /// = NORMAL`, which cannot change inside a transaction), then restores
-/// `FULL`. If that fails, the writer is marked stuck ([`Unsynced::stuck`]):
-/// every later write and health check is refused, rather than left unsynced.
+/// `FULL` and owes the checkpoint thread an fsync of the log for whatever
+/// `f` committed (a spare one if it committed nothing). If restoring fails,
+/// the writer is marked stuck ([`Unsynced::stuck`]): every later write and
+/// health check is refused, rather than left unsynced.
 fn without_fsync<R>(
     conn: &mut Connection,
     path: &Path,
@@ -355,6 +357,7 @@ fn without_fsync<R>(
         unsynced.stick();
         return Err(unavailable(path)(e));
     }
+    unsynced.owe();
     out
 }
 

@@ -38,12 +38,7 @@ impl Sessions for EmbeddedStore {
             match without_fsync(conn, path, &unsynced, |conn| {
                 swap(conn, path, &ask, Fsync::Later)
             })? {
-                Some(rotation) => {
-                    if matches!(rotation, Rotation::Rotated { .. }) {
-                        unsynced.owe();
-                    }
-                    Ok(rotation)
-                }
+                Some(rotation) => Ok(rotation),
                 // A revocation, made again on the fsyncing connection (the
                 // writer's lock is still held: nothing changed in between).
                 None => fsynced(conn),
